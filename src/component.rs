@@ -1,0 +1,196 @@
+//! What a component is: a config struct plus a `build` that returns a running task.
+//!
+//! Each source, transform and sink lives in one file that defines its config struct
+//! (serde, every field documented) and implements one of the traits below. The
+//! registries in `sources/mod.rs`, `transforms/mod.rs` and `sinks/mod.rs` map the
+//! `type = "..."` of a config table to that struct: adding a component is one file and
+//! one registry line.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::buffer::{Input, Output};
+use crate::event::ComponentId;
+use crate::telemetry::{ComponentMetrics, Telemetry};
+use crate::topology::shutdown::ShutdownSignal;
+
+/// A running component. It returns when its input is exhausted (transforms, sinks)
+/// or when its work is done or shutdown was signalled (sources).
+pub type Task = Pin<Box<dyn Future<Output = Result<(), ComponentError>> + Send>>;
+
+/// A problem with one field of a component's table, found without running anything.
+/// `path` is relative to the component's table, e.g. `["buffer", "max_bytes"]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: Vec<String>,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(path: &[&str], message: impl Into<String>) -> Self {
+        FieldError {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Failure to start a component (e.g. its output directory cannot be created).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+/// Failure of a running component.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What every component gets when it is built.
+#[derive(Clone)]
+pub struct ComponentContext {
+    /// The component's id (its table key).
+    pub id: ComponentId,
+    /// Host name, for labels.
+    pub host: Arc<str>,
+    /// Counters of this component, already labelled with its id and kind.
+    pub metrics: ComponentMetrics,
+    /// The agent-wide telemetry, for components that register metrics of their own.
+    pub telemetry: Telemetry,
+    /// Fires when the agent shuts down.
+    pub shutdown: ShutdownSignal,
+    /// Ids of every source upstream of this component, so a stateful component knows
+    /// whose watermarks it must see before a window is complete.
+    pub upstream_sources: Vec<ComponentId>,
+}
+
+pub struct SourceContext {
+    pub cx: ComponentContext,
+    pub out: Output,
+}
+
+pub struct TransformContext {
+    pub cx: ComponentContext,
+    pub input: Input,
+    pub out: Output,
+}
+
+pub struct SinkContext {
+    pub cx: ComponentContext,
+    pub input: Input,
+}
+
+pub trait SourceConfig: Debug + Send + Sync + 'static {
+    /// Checks that need more than types (ranges, combinations). No I/O.
+    fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+    /// True for sources that end by themselves (a file read once).
+    fn is_finite(&self) -> bool {
+        false
+    }
+    fn build(&self, cx: SourceContext) -> Result<Task, BuildError>;
+}
+
+pub trait TransformConfig: Debug + Send + Sync + 'static {
+    fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+    fn build(&self, cx: TransformContext) -> Result<Task, BuildError>;
+}
+
+pub trait SinkConfig: Debug + Send + Sync + 'static {
+    fn validate(&self) -> Vec<FieldError> {
+        Vec::new()
+    }
+    fn build(&self, cx: SinkContext) -> Result<Task, BuildError>;
+}
+
+/// One entry of a registry: the `type` name and how to read its table.
+pub struct Kind<T: ?Sized> {
+    pub name: &'static str,
+    pub parse: fn(toml::Value) -> Result<Box<T>, Vec<FieldError>>,
+}
+
+/// Reads a component table into its config struct `C`, collecting every unknown
+/// field (not only the first) and the first type error with its path.
+pub fn parse_table<C: DeserializeOwned>(value: toml::Value) -> Result<C, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut unknown: Vec<Vec<String>> = Vec::new();
+    let result: Result<C, _> = {
+        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
+        let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
+        serde_path_to_error::deserialize(de)
+    };
+    for path in unknown {
+        let name = path.last().cloned().unwrap_or_default();
+        errors.push(FieldError {
+            path,
+            message: format!("unknown field `{name}`"),
+        });
+    }
+    match result {
+        Ok(c) if errors.is_empty() => Ok(c),
+        Ok(_) => Err(errors),
+        Err(e) => {
+            let path: Vec<String> = e
+                .path()
+                .iter()
+                .filter_map(|seg| match seg {
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                    _ => None,
+                })
+                .collect();
+            errors.push(FieldError {
+                path,
+                message: e.into_inner().to_string(),
+            });
+            Err(errors)
+        }
+    }
+}
+
+fn ignored_path(path: &serde_ignored::Path<'_>) -> Vec<String> {
+    use serde_ignored::Path;
+    let mut out = match path {
+        Path::Root => return Vec::new(),
+        Path::Seq { parent, .. }
+        | Path::Map { parent, .. }
+        | Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
+    };
+    match path {
+        Path::Seq { index, .. } => out.push(index.to_string()),
+        Path::Map { key, .. } => out.push(key.clone()),
+        _ => {}
+    }
+    out
+}
+
+/// Registry helper: `Kind { name: "file", parse: parse_boxed::<FileSinkConfig, dyn SinkConfig> }`.
+pub fn parse_source<C: SourceConfig + DeserializeOwned>(
+    v: toml::Value,
+) -> Result<Box<dyn SourceConfig>, Vec<FieldError>> {
+    parse_table::<C>(v).map(|c| Box::new(c) as Box<dyn SourceConfig>)
+}
+
+pub fn parse_transform<C: TransformConfig + DeserializeOwned>(
+    v: toml::Value,
+) -> Result<Box<dyn TransformConfig>, Vec<FieldError>> {
+    parse_table::<C>(v).map(|c| Box::new(c) as Box<dyn TransformConfig>)
+}
+
+pub fn parse_sink<C: SinkConfig + DeserializeOwned>(
+    v: toml::Value,
+) -> Result<Box<dyn SinkConfig>, Vec<FieldError>> {
+    parse_table::<C>(v).map(|c| Box::new(c) as Box<dyn SinkConfig>)
+}

@@ -1,0 +1,38 @@
+//! The `[agent]` and `[telemetry]` tables.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use super::types::{ByteSize, DurationStr};
+
+/// `[agent]`: settings of the whole process.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct AgentConfig {
+    /// Most bytes of events buffered on all edges together.
+    pub memory_limit: ByteSize,
+    /// How long shutdown waits for in-flight events to drain into the sinks before
+    /// components are stopped.
+    pub shutdown_timeout: DurationStr,
+    /// Host name used in labels; defaults to the machine's host name.
+    pub hostname: Option<String>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            memory_limit: ByteSize::mib(64),
+            shutdown_timeout: DurationStr::from_secs(30),
+            hostname: None,
+        }
+    }
+}
+
+/// `[telemetry]`: the Prometheus endpoint.
+#[derive(Clone, Debug, PartialEq, Default, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// Address to serve `/metrics` on, e.g. "127.0.0.1:9102". Unset: no endpoint.
+    pub listen: Option<SocketAddr>,
+}

@@ -1,0 +1,1 @@
+//! Graph checks (placeholder).

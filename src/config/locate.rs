@@ -1,0 +1,1 @@
+//! Byte offsets to lines and columns (placeholder).

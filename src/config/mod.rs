@@ -1,0 +1,73 @@
+//! TOML → typed, validated pipeline config.
+//!
+//! Loading never stops at the first problem: it reads every table, checks every
+//! field and the graph, and returns all errors together, each with the file, line
+//! and column it points at ([`ConfigErrors`]). The [`Config`] it returns has already
+//! passed every check that needs no I/O; `topology::build` consumes it.
+
+pub mod agent;
+mod errors;
+mod graph;
+mod load;
+mod locate;
+pub mod types;
+
+use crate::buffer::BufferConfig;
+use crate::component::{Kind, SinkConfig, SourceConfig, TransformConfig};
+use crate::event::ComponentId;
+
+pub use agent::{AgentConfig, TelemetryConfig};
+pub use errors::{ConfigError, ConfigErrors};
+pub use load::{load_file, load_str};
+
+/// A validated pipeline.
+#[derive(Debug)]
+pub struct Config {
+    pub agent: AgentConfig,
+    pub telemetry: TelemetryConfig,
+    pub sources: Vec<SourceEntry>,
+    pub transforms: Vec<TransformEntry>,
+    pub sinks: Vec<SinkEntry>,
+}
+
+#[derive(Debug)]
+pub struct SourceEntry {
+    pub id: ComponentId,
+    /// The `type` it was declared with, e.g. "file".
+    pub type_name: &'static str,
+    pub config: Box<dyn SourceConfig>,
+}
+
+#[derive(Debug)]
+pub struct TransformEntry {
+    pub id: ComponentId,
+    pub type_name: &'static str,
+    pub inputs: Vec<ComponentId>,
+    pub buffer: BufferConfig,
+    pub config: Box<dyn TransformConfig>,
+}
+
+#[derive(Debug)]
+pub struct SinkEntry {
+    pub id: ComponentId,
+    pub type_name: &'static str,
+    pub inputs: Vec<ComponentId>,
+    pub buffer: BufferConfig,
+    pub config: Box<dyn SinkConfig>,
+}
+
+/// The component types a config may name.
+pub struct Registry {
+    pub sources: &'static [Kind<dyn SourceConfig>],
+    pub transforms: &'static [Kind<dyn TransformConfig>],
+    pub sinks: &'static [Kind<dyn SinkConfig>],
+}
+
+/// Every component type profpipe ships.
+pub fn registry() -> Registry {
+    Registry {
+        sources: crate::sources::KINDS,
+        transforms: crate::transforms::KINDS,
+        sinks: crate::sinks::KINDS,
+    }
+}

@@ -1,0 +1,146 @@
+//! The events that flow along pipeline edges.
+//!
+//! Three kinds travel between components:
+//! - [`PerfScriptChunk`]: raw `perf script` text, cut on record boundaries, for `fold`;
+//! - [`Profile`]: folded stacks with counts for one window and label set;
+//! - [`Watermark`]: a source's promise that a window is complete, so stateful
+//!   components (fold, dedup, sinks) know when to flush.
+//!
+//! Every event reports its size in bytes so that edges can budget memory by bytes,
+//! not by event count (a 1 MiB chunk and a 40-byte watermark are not the same load).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// The id of a component: the key of its table in the config (`[sources.ID]`).
+pub type ComponentId = Arc<str>;
+
+/// Fixed per-event overhead counted on top of payload bytes, so that even empty
+/// events have a cost and a byte budget also bounds the number of events.
+pub const EVENT_OVERHEAD_BYTES: usize = 64;
+
+/// A time range `[start_ms, end_ms)` in Unix milliseconds covered by a profile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Window {
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+impl Window {
+    pub fn new(start_ms: u64, end_ms: u64) -> Self {
+        Window { start_ms, end_ms }
+    }
+}
+
+/// Where a profile came from. Shared by every stack of the profile.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Labels {
+    /// Host name of the machine that produced the samples.
+    pub host: Arc<str>,
+    /// Id of the source component that produced the data.
+    pub source: ComponentId,
+    /// Which profiler produced the stacks: "perf", "py-spy", "rbspy", "pyperf", "file".
+    pub profiler: Arc<str>,
+}
+
+/// One folded stack: frames root first, joined by `;`, the first frame being the
+/// process name (comm), as `inferno-collapse-perf` prints them; plus its count.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Stack {
+    /// Process id, 0 when unknown.
+    pub pid: u32,
+    /// Container name, if known (gProfiler's second prefix frame).
+    pub container: Option<Arc<str>>,
+    /// `comm;frame1;frame2;...`
+    pub frames: Box<str>,
+    /// Number of samples (or sum of periods, for perf events that carry one).
+    pub count: u64,
+}
+
+impl Stack {
+    pub fn new(frames: impl Into<Box<str>>, count: u64) -> Self {
+        Stack {
+            pid: 0,
+            container: None,
+            frames: frames.into(),
+            count,
+        }
+    }
+
+    /// Approximate bytes this stack holds in memory.
+    pub fn size_bytes(&self) -> usize {
+        std::mem::size_of::<Stack>()
+            + self.frames.len()
+            + self.container.as_ref().map_or(0, |c| c.len())
+    }
+}
+
+/// Folded stacks for one window and one label set.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Profile {
+    pub window: Window,
+    pub labels: Labels,
+    pub stacks: Vec<Stack>,
+}
+
+impl Profile {
+    pub fn total_count(&self) -> u64 {
+        self.stacks.iter().map(|s| s.count).sum()
+    }
+
+    pub fn size_bytes(&self) -> usize {
+        EVENT_OVERHEAD_BYTES + self.stacks.iter().map(Stack::size_bytes).sum::<usize>()
+    }
+}
+
+/// Raw `perf script` output, cut so that it holds whole sample records only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PerfScriptChunk {
+    pub window: Window,
+    pub labels: Labels,
+    pub data: Bytes,
+}
+
+/// "Everything this source will ever send for windows ending at or before
+/// `complete_until_ms` has been sent." `u64::MAX` means the source has finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watermark {
+    pub source: ComponentId,
+    pub complete_until_ms: u64,
+}
+
+impl Watermark {
+    pub const FINISHED: u64 = u64::MAX;
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    PerfScript(PerfScriptChunk),
+    Profile(Profile),
+    Watermark(Watermark),
+}
+
+impl Event {
+    /// Bytes this event holds, as counted against edge and agent memory budgets.
+    pub fn size_bytes(&self) -> usize {
+        match self {
+            Event::PerfScript(c) => EVENT_OVERHEAD_BYTES + c.data.len(),
+            Event::Profile(p) => p.size_bytes(),
+            Event::Watermark(_) => EVENT_OVERHEAD_BYTES,
+        }
+    }
+
+    /// Number of stacks or records this event carries, for the events counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::PerfScript(_) => "perf_script",
+            Event::Profile(_) => "profile",
+            Event::Watermark(_) => "watermark",
+        }
+    }
+
+    pub fn is_watermark(&self) -> bool {
+        matches!(self, Event::Watermark(_))
+    }
+}

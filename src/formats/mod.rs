@@ -1,0 +1,1 @@
+//! Parsers and writers of the stack formats profpipe reads and writes.

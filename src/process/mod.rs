@@ -1,0 +1,1 @@
+//! Child-process supervision and /proc discovery.

@@ -1,0 +1,131 @@
+//! The counters of one component.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::{ComponentLabels, DiscardLabels, Families};
+
+#[derive(Clone)]
+pub struct ComponentMetrics {
+    families: Arc<Families>,
+    labels: ComponentLabels,
+    received_events: Counter,
+    received_bytes: Counter,
+    sent_events: Counter,
+    sent_bytes: Counter,
+    buffer_bytes: Gauge,
+    buffer_max_bytes: Gauge,
+    buffer_peak_bytes: Gauge,
+}
+
+impl ComponentMetrics {
+    pub(super) fn new(families: Arc<Families>, labels: ComponentLabels) -> Self {
+        let f = &*families;
+        let received_events = f.received_events.get_or_create_owned(&labels);
+        let received_bytes = f.received_bytes.get_or_create_owned(&labels);
+        let sent_events = f.sent_events.get_or_create_owned(&labels);
+        let sent_bytes = f.sent_bytes.get_or_create_owned(&labels);
+        let buffer_bytes = f.buffer_bytes.get_or_create_owned(&labels);
+        let buffer_max_bytes = f.buffer_max_bytes.get_or_create_owned(&labels);
+        let buffer_peak_bytes = f.buffer_peak_bytes.get_or_create_owned(&labels);
+        ComponentMetrics {
+            families,
+            labels,
+            received_events,
+            received_bytes,
+            sent_events,
+            sent_bytes,
+            buffer_bytes,
+            buffer_max_bytes,
+            buffer_peak_bytes,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.labels.component_id
+    }
+
+    pub fn received(&self, bytes: usize) {
+        self.received_events.inc();
+        self.received_bytes.inc_by(bytes as u64);
+    }
+
+    pub fn sent(&self, bytes: usize) {
+        self.sent_events.inc();
+        self.sent_bytes.inc_by(bytes as u64);
+    }
+
+    pub fn sent_many(&self, events: u64, bytes: u64) {
+        self.sent_events.inc_by(events);
+        self.sent_bytes.inc_by(bytes);
+    }
+
+    fn discard_labels(&self, reason: &str) -> DiscardLabels {
+        DiscardLabels {
+            component_id: self.labels.component_id.clone(),
+            component_kind: self.labels.component_kind.clone(),
+            component_type: self.labels.component_type.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Counts a discarded event. Rare path: looks the reason up each time.
+    pub fn discarded(&self, reason: &str, bytes: usize) {
+        let l = self.discard_labels(reason);
+        self.families.discarded_events.get_or_create(&l).inc();
+        self.families.discarded_bytes.get_or_create(&l).inc_by(bytes as u64);
+    }
+
+    /// Counts `n` errors of one kind (malformed lines, failed writes, ...).
+    pub fn errors(&self, reason: &str, n: u64) {
+        if n > 0 {
+            let l = self.discard_labels(reason);
+            self.families.errors.get_or_create(&l).inc_by(n);
+        }
+    }
+
+    pub fn set_buffer_bytes(&self, bytes: u64) {
+        let b = bytes.min(i64::MAX as u64) as i64;
+        self.buffer_bytes.set(b);
+        let peak = &self.buffer_peak_bytes;
+        // Gauges have no fetch_max; a racy max is fine because both racers are
+        // bounded by the same budget and the peak is a report, not a control.
+        if b > peak.get() {
+            peak.set(b);
+        }
+    }
+
+    pub fn set_buffer_max_bytes(&self, bytes: u64) {
+        self.buffer_max_bytes.set(bytes.min(i64::MAX as u64) as i64);
+    }
+
+    // Readers, for tests and reports.
+    pub fn received_events(&self) -> u64 {
+        self.received_events.get()
+    }
+    pub fn sent_events(&self) -> u64 {
+        self.sent_events.get()
+    }
+    pub fn discarded_events(&self) -> u64 {
+        let mut total = 0;
+        for reason in ["buffer_full", "memory_limit", "overflow"] {
+            let l = self.discard_labels(reason);
+            total += self.families.discarded_events.get_or_create(&l).get();
+        }
+        total
+    }
+    pub fn error_count(&self, reason: &str) -> u64 {
+        self.families
+            .errors
+            .get_or_create(&self.discard_labels(reason))
+            .get()
+    }
+    pub fn buffer_peak_bytes(&self) -> u64 {
+        self.buffer_peak_bytes.get().max(0) as u64
+    }
+    pub fn buffer_max_bytes(&self) -> u64 {
+        self.buffer_max_bytes.get().max(0) as u64
+    }
+}

@@ -1,0 +1,168 @@
+//! Metrics, named after Vector's component spec and prefixed `profpipe_`:
+//! `component_received_events_total`, `component_sent_events_total`,
+//! `component_discarded_events_total{reason}` (and their `_event_bytes_total`
+//! twins), `buffer_size_bytes`, `buffer_max_bytes`, `buffer_peak_bytes`, plus the
+//! process's own RSS and open fds. Exposed in Prometheus text format by
+//! [`server::serve`] when `[telemetry] listen` is set.
+
+mod component_metrics;
+mod process;
+pub mod server;
+
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+pub use component_metrics::ComponentMetrics;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    pub component_id: String,
+    pub component_kind: String,
+    pub component_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DiscardLabels {
+    pub component_id: String,
+    pub component_kind: String,
+    pub component_type: String,
+    pub reason: String,
+}
+
+/// All metric families of one agent. Cheap to clone.
+#[derive(Clone)]
+pub struct Telemetry {
+    inner: Arc<Families>,
+}
+
+pub(crate) struct Families {
+    registry: Mutex<Registry>,
+    received_events: Family<ComponentLabels, Counter>,
+    received_bytes: Family<ComponentLabels, Counter>,
+    sent_events: Family<ComponentLabels, Counter>,
+    sent_bytes: Family<ComponentLabels, Counter>,
+    discarded_events: Family<DiscardLabels, Counter>,
+    discarded_bytes: Family<DiscardLabels, Counter>,
+    errors: Family<DiscardLabels, Counter>,
+    buffer_bytes: Family<ComponentLabels, Gauge>,
+    buffer_max_bytes: Family<ComponentLabels, Gauge>,
+    buffer_peak_bytes: Family<ComponentLabels, Gauge>,
+    process: process::ProcessGauges,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("profpipe");
+        let f = Families {
+            received_events: Family::default(),
+            received_bytes: Family::default(),
+            sent_events: Family::default(),
+            sent_bytes: Family::default(),
+            discarded_events: Family::default(),
+            discarded_bytes: Family::default(),
+            errors: Family::default(),
+            buffer_bytes: Family::default(),
+            buffer_max_bytes: Family::default(),
+            buffer_peak_bytes: Family::default(),
+            process: process::ProcessGauges::default(),
+            registry: Mutex::new(Registry::default()),
+        };
+        registry.register(
+            "component_received_events",
+            "Events offered to the component's input",
+            f.received_events.clone(),
+        );
+        registry.register(
+            "component_received_event_bytes",
+            "Bytes of events offered to the component's input",
+            f.received_bytes.clone(),
+        );
+        registry.register(
+            "component_sent_events",
+            "Events the component emitted (sinks: delivered)",
+            f.sent_events.clone(),
+        );
+        registry.register(
+            "component_sent_event_bytes",
+            "Bytes of events the component emitted (sinks: delivered)",
+            f.sent_bytes.clone(),
+        );
+        registry.register(
+            "component_discarded_events",
+            "Events discarded, by reason",
+            f.discarded_events.clone(),
+        );
+        registry.register(
+            "component_discarded_event_bytes",
+            "Bytes of events discarded, by reason",
+            f.discarded_bytes.clone(),
+        );
+        registry.register(
+            "component_errors",
+            "Errors by reason (malformed input lines, failed writes, ...)",
+            f.errors.clone(),
+        );
+        registry.register(
+            "buffer_size_bytes",
+            "Bytes of events waiting in the component's input buffer",
+            f.buffer_bytes.clone(),
+        );
+        registry.register(
+            "buffer_max_bytes",
+            "Capacity of the component's input buffer",
+            f.buffer_max_bytes.clone(),
+        );
+        registry.register(
+            "buffer_peak_bytes",
+            "Highest value buffer_size_bytes has reached",
+            f.buffer_peak_bytes.clone(),
+        );
+        f.process.register(&mut registry);
+        *f.registry.lock().unwrap() = registry;
+        Telemetry { inner: Arc::new(f) }
+    }
+
+    /// The counters of one component, labelled with its id, kind ("source",
+    /// "transform", "sink") and type ("file", "fold", ...).
+    pub fn component(&self, id: &str, kind: &str, ty: &str) -> ComponentMetrics {
+        ComponentMetrics::new(
+            self.inner.clone(),
+            ComponentLabels {
+                component_id: id.to_string(),
+                component_kind: kind.to_string(),
+                component_type: ty.to_string(),
+            },
+        )
+    }
+
+    /// Registers a metric that a component defines itself (e.g. per-profiler errors).
+    pub fn register(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.inner.registry.lock().unwrap().register(name, help, metric);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.inner.process.refresh();
+        let mut out = String::new();
+        let reg = self.inner.registry.lock().unwrap();
+        prometheus_client::encoding::text::encode(&mut out, &reg)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,3 @@
+//! Builds the component graph, wires the edges, runs it and shuts it down.
+
+pub mod shutdown;
