@@ -1,5 +1,10 @@
 //! Sources: where events come from.
 
-use crate::component::{Kind, SourceConfig};
+pub mod file;
 
-pub static KINDS: &[Kind<dyn SourceConfig>] = &[];
+use crate::component::{parse_source, Kind, SourceConfig};
+
+pub static KINDS: &[Kind<dyn SourceConfig>] = &[Kind {
+    name: "file",
+    parse: parse_source::<file::FileSourceConfig>,
+}];

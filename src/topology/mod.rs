@@ -1,3 +1,8 @@
 //! Builds the component graph, wires the edges, runs it and shuts it down.
 
+mod builder;
+mod running;
 pub mod shutdown;
+
+pub use builder::{build, BuildErrors, Built, BuiltTask};
+pub use running::{Outcome, RunningTopology};

@@ -1,0 +1,119 @@
+//! Running a built topology until it finishes or is told to stop, then draining.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::builder::Built;
+use super::shutdown::{ShutdownSignal, ShutdownTrigger};
+use crate::buffer::MemoryBudget;
+use crate::component::ComponentError;
+use crate::event::ComponentId;
+
+type Finished = (ComponentId, &'static str, Result<(), ComponentError>);
+
+pub struct RunningTopology {
+    tasks: JoinSet<Finished>,
+    trigger: ShutdownTrigger,
+    budget: MemoryBudget,
+    all_sources_finite: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Components that returned an error or panicked: `kind id: error`.
+    pub failed: Vec<String>,
+    /// Components still running when the shutdown timeout expired, then aborted.
+    pub aborted: usize,
+}
+
+impl Outcome {
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_empty() && self.aborted == 0
+    }
+}
+
+impl RunningTopology {
+    /// Spawns every component on the current tokio runtime.
+    pub fn start(built: Built) -> Self {
+        let mut tasks = JoinSet::new();
+        for t in built.tasks {
+            let (id, kind, task) = (t.id, t.kind, t.task);
+            tasks.spawn(async move { (id, kind, task.await) });
+        }
+        RunningTopology {
+            tasks,
+            trigger: built.trigger,
+            budget: built.budget,
+            all_sources_finite: built.all_sources_finite,
+        }
+    }
+
+    pub fn all_sources_finite(&self) -> bool {
+        self.all_sources_finite
+    }
+
+    pub fn shutdown_signal(&self) -> ShutdownSignal {
+        self.trigger.signal()
+    }
+
+    pub fn memory_budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// Runs until every component has returned, or until `stop` completes. In the
+    /// second case sources are told to stop, and what is in flight drains into the
+    /// sinks for at most `drain_timeout`; components still running then are aborted.
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>, drain_timeout: Duration) -> Outcome {
+        let mut outcome = Outcome::default();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => match next {
+                    Some(r) => record(r, &mut outcome),
+                    None => return outcome,
+                },
+                _ = &mut stop => break,
+            }
+        }
+        tracing::info!("shutting down: stopping sources and draining buffers");
+        self.trigger.trigger();
+        let deadline = tokio::time::sleep(drain_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => match next {
+                    Some(r) => record(r, &mut outcome),
+                    None => return outcome,
+                },
+                _ = &mut deadline => {
+                    outcome.aborted = self.tasks.len();
+                    tracing::warn!(
+                        components = outcome.aborted,
+                        buffered_bytes = self.budget.in_use(),
+                        "drain timeout reached; stopping components with events still in flight"
+                    );
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                    return outcome;
+                }
+            }
+        }
+    }
+}
+
+fn record(r: Result<Finished, tokio::task::JoinError>, outcome: &mut Outcome) {
+    match r {
+        Ok((id, kind, Ok(()))) => tracing::debug!(%id, kind, "component finished"),
+        Ok((id, kind, Err(e))) => {
+            tracing::error!(%id, kind, error = %e, "component failed");
+            outcome.failed.push(format!("{kind} {id}: {e}"));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "component panicked");
+            outcome.failed.push(format!("panic: {e}"));
+        }
+    }
+}
