@@ -86,6 +86,21 @@ impl ComponentMetrics {
         }
     }
 
+    /// Counts stacks removed or merged inside events (not whole events).
+    pub fn dropped_stacks(&self, reason: &str, n: u64) {
+        if n > 0 {
+            let l = self.discard_labels(reason);
+            self.families.dropped_stacks.get_or_create(&l).inc_by(n);
+        }
+    }
+
+    pub fn dropped_stack_count(&self, reason: &str) -> u64 {
+        self.families
+            .dropped_stacks
+            .get_or_create(&self.discard_labels(reason))
+            .get()
+    }
+
     pub fn set_buffer_bytes(&self, bytes: u64) {
         let b = bytes.min(i64::MAX as u64) as i64;
         self.buffer_bytes.set(b);

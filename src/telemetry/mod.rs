@@ -49,6 +49,7 @@ pub(crate) struct Families {
     discarded_events: Family<DiscardLabels, Counter>,
     discarded_bytes: Family<DiscardLabels, Counter>,
     errors: Family<DiscardLabels, Counter>,
+    dropped_stacks: Family<DiscardLabels, Counter>,
     buffer_bytes: Family<ComponentLabels, Gauge>,
     buffer_max_bytes: Family<ComponentLabels, Gauge>,
     buffer_peak_bytes: Family<ComponentLabels, Gauge>,
@@ -72,6 +73,7 @@ impl Telemetry {
             discarded_events: Family::default(),
             discarded_bytes: Family::default(),
             errors: Family::default(),
+            dropped_stacks: Family::default(),
             buffer_bytes: Family::default(),
             buffer_max_bytes: Family::default(),
             buffer_peak_bytes: Family::default(),
@@ -112,6 +114,11 @@ impl Telemetry {
             "component_errors",
             "Errors by reason (malformed input lines, failed writes, ...)",
             f.errors.clone(),
+        );
+        registry.register(
+            "component_dropped_stacks",
+            "Stacks removed or merged inside events, by reason (filtered, overflow)",
+            f.dropped_stacks.clone(),
         );
         registry.register(
             "buffer_size_bytes",

@@ -1,5 +1,18 @@
 //! Transforms: bounded stages between sources and sinks.
 
-use crate::component::{Kind, TransformConfig};
+pub mod dedup;
+pub mod symbol_filter;
+mod windowed;
 
-pub static KINDS: &[Kind<dyn TransformConfig>] = &[];
+use crate::component::{parse_transform, Kind, TransformConfig};
+
+pub static KINDS: &[Kind<dyn TransformConfig>] = &[
+    Kind {
+        name: "dedup",
+        parse: parse_transform::<dedup::DedupConfig>,
+    },
+    Kind {
+        name: "symbol_filter",
+        parse: parse_transform::<symbol_filter::SymbolFilterConfig>,
+    },
+];

@@ -1,0 +1,184 @@
+//! `type = "fold"`: `perf script` text → folded stacks, per source window and pid.
+//!
+//! ```toml
+//! [transforms.fold]
+//! type = "fold"
+//! inputs = ["capture"]
+//! kernel = true          # `_[k]` on kernel frames, like `inferno-collapse-perf --kernel`
+//! unknown_as_dso = true  # gProfiler: `[unknown]` in a known DSO becomes `(dso)`
+//! ```
+//!
+//! The options mirror `profpipe fold`'s flags. Chunks of a (source, window) go into
+//! one folder; the window is emitted when its source's watermark passes it. Folders
+//! hold at most `max_memory` bytes together: past it, the largest folder is emitted
+//! early as a partial profile of its window (sinks merge partial profiles, so counts
+//! stay exact). Profiles from other sources pass through unchanged.
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use super::dedup::EMIT_BATCH;
+use super::windowed::Windowed;
+use crate::component::{BuildError, Task, TransformConfig, TransformContext};
+use crate::config::types::ByteSize;
+use crate::event::{Event, Labels, Profile, Stack, Window};
+use crate::formats::perf_script::{FoldOptions, FoldStats, PerfFolder};
+use crate::telemetry::ComponentMetrics;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+pub struct FoldConfig {
+    /// Append the pid to the process name (`comm-PID`).
+    pub pid: bool,
+    /// Append pid and tid to the process name (`comm-PID/TID`).
+    pub tid: bool,
+    /// Annotate kernel frames with `_[k]`.
+    pub kernel: bool,
+    /// Annotate JIT frames with `_[j]`.
+    pub jit: bool,
+    /// Both `kernel` and `jit`.
+    pub all: bool,
+    /// Keep raw addresses of unknown frames.
+    pub addrs: bool,
+    /// gProfiler's convention: `[unknown]` in a known DSO becomes `(dso)`.
+    pub unknown_as_dso: bool,
+    /// Keep stacks of different pids apart (labels each stack with its pid).
+    pub key_by_pid: bool,
+    /// Most bytes all open windows may hold before the largest is emitted early.
+    pub max_memory: ByteSize,
+}
+
+impl Default for FoldConfig {
+    fn default() -> Self {
+        FoldConfig {
+            pid: false,
+            tid: false,
+            kernel: false,
+            jit: false,
+            all: false,
+            addrs: false,
+            unknown_as_dso: false,
+            key_by_pid: true,
+            max_memory: ByteSize::mib(64),
+        }
+    }
+}
+
+impl FoldConfig {
+    pub fn options(&self) -> FoldOptions {
+        FoldOptions {
+            include_pid: self.pid,
+            include_tid: self.tid,
+            annotate_kernel: self.kernel || self.all,
+            annotate_jit: self.jit || self.all,
+            include_addrs: self.addrs,
+            unknown_as_dso: self.unknown_as_dso,
+            key_by_pid: self.key_by_pid,
+        }
+    }
+}
+
+struct Open {
+    labels: Labels,
+    folder: PerfFolder,
+}
+
+impl TransformConfig for FoldConfig {
+    fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
+        let opts = self.options();
+        let max_memory = self.max_memory.get() as usize;
+        let TransformContext { cx, mut input, mut out } = cx;
+        Ok(Box::pin(async move {
+            let mut open: Windowed<Open> = Windowed::default();
+            let mut warned = HashSet::new();
+            let mut stats = FoldStats::default();
+            while let Some(ev) = input.recv().await {
+                let emit = match ev {
+                    Event::PerfScript(chunk) => {
+                        let o = open.get_or_insert_with(&chunk.labels.source, chunk.window, || Open {
+                            labels: chunk.labels.clone(),
+                            folder: PerfFolder::new(opts.clone()),
+                        });
+                        // Folding is CPU work; keep it off the async worker's queue.
+                        tokio::task::block_in_place(|| o.folder.feed(&chunk.data));
+                        let used: usize = open.values().map(|o| o.folder.memory_bytes()).sum();
+                        if used <= max_memory {
+                            continue;
+                        }
+                        // Emit this (the growing) window early as a partial profile.
+                        let o = open.get_or_insert_with(&chunk.labels.source, chunk.window, || unreachable!());
+                        cx.metrics.dropped_stacks("early_emit", 0);
+                        profile_events(chunk.window, o.labels.clone(), o.folder.drain())
+                    }
+                    Event::Watermark(w) => {
+                        let mut evs = Vec::new();
+                        for (window, o) in open.close_through(&w.source, w.complete_until_ms) {
+                            evs.extend(finish(window, o, &mut stats, &cx.metrics, &mut warned));
+                        }
+                        evs.push(Event::Watermark(w));
+                        evs
+                    }
+                    other => vec![other],
+                };
+                for ev in emit {
+                    if out.send(ev).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            for (window, o) in open.drain_all() {
+                for ev in finish(window, o, &mut stats, &cx.metrics, &mut warned) {
+                    if out.send(ev).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            Ok(())
+        }))
+    }
+}
+
+/// Ends a window: folds what remains, counts malformed input (warning once per kind
+/// per component), and returns its profile events.
+fn finish(
+    window: Window,
+    mut o: Open,
+    total: &mut FoldStats,
+    metrics: &ComponentMetrics,
+    warned: &mut HashSet<&'static str>,
+) -> Vec<Event> {
+    tokio::task::block_in_place(|| o.folder.finish());
+    let stats = o.folder.stats().clone();
+    for (kind, n) in stats.problems() {
+        metrics.errors(kind, n);
+        if warned.insert(kind) {
+            tracing::warn!(component = metrics.id(), kind, count = n, "skipped malformed perf script input (further ones are only counted)");
+        }
+    }
+    total.merge(&stats);
+    profile_events(window, o.labels, o.folder.drain())
+}
+
+fn profile_events(window: Window, labels: Labels, folded: Vec<crate::formats::perf_script::Folded>) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut it = folded.into_iter().peekable();
+    while it.peek().is_some() {
+        let stacks: Vec<Stack> = it
+            .by_ref()
+            .take(EMIT_BATCH)
+            .map(|f| Stack {
+                pid: f.pid,
+                container: None,
+                frames: f.stack.into_boxed_str(),
+                count: f.count,
+            })
+            .collect();
+        events.push(Event::Profile(Profile {
+            window,
+            labels: labels.clone(),
+            stacks,
+        }));
+    }
+    events
+}
