@@ -108,7 +108,6 @@ impl TransformConfig for FoldConfig {
                         }
                         // Emit this (the growing) window early as a partial profile.
                         let o = open.get_or_insert_with(&chunk.labels.source, chunk.window, || unreachable!());
-                        cx.metrics.dropped_stacks("early_emit", 0);
                         profile_events(chunk.window, o.labels.clone(), o.folder.drain())
                     }
                     Event::Watermark(w) => {

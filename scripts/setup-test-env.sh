@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh Debian machine (run as root).
+# Idempotent: what is already installed is skipped. Cargo-installed tools go to
+# $PROFPIPE_TOOLS (default ~/.cache/profpipe-tools), outside the clone, so later runs
+# on the same machine reuse them.
+set -euo pipefail
+
+tools=${PROFPIPE_TOOLS:-$HOME/.cache/profpipe-tools}
+mkdir -p "$tools"
+
+need_apt=()
+command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)
+command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# inferno: the reference for folding output and speed (about a minute to build).
+if [ ! -x "$tools/bin/inferno-collapse-perf" ]; then
+  echo "setup: cargo install inferno"
+  cargo install --quiet --locked --root "$tools" inferno
+fi
+
+# perf must be usable: this agent profiles the host as root.
+if [ "$(cat /proc/sys/kernel/perf_event_paranoid)" -gt 1 ] && [ "$(id -u)" -ne 0 ]; then
+  echo "setup: warning: perf_event_paranoid > 1 and not root; perf tests will fail" >&2
+fi
+echo "setup: ok (tools in $tools)"

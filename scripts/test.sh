@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one command that installs what the tests need and runs all of them.
+# .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PROFPIPE_TOOLS=${PROFPIPE_TOOLS:-$HOME/.cache/profpipe-tools}
+export PATH="$PROFPIPE_TOOLS/bin:$PATH"
+target=${CARGO_TARGET_DIR:-target}
+conformance=${PROFPIPE_CONFORMANCE:-../shared/conformance}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+bash scripts/setup-test-env.sh
+
+step "format and lints"
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+
+step "build (release)"
+cargo build --release --quiet
+
+step "example pipelines validate"
+"$target/release/profpipe" validate pipelines/*.toml
+
+step "folding conformance (FlameGraph + inferno suites)"
+bash "$conformance/collapse-perf/check.sh" "$target/release/profpipe" fold
+
+step "folding equivalence with inferno on a fresh capture from this machine"
+PROFPIPE_BIN="$target/release/profpipe" bash scripts/fold-equivalence.sh
+
+step "unit and integration tests"
+cargo test --release --quiet 2>&1 | tee "$target/test-output.txt"
