@@ -321,14 +321,14 @@ pub fn header<'a>(info: &HeaderInfo<'_>, stacks: impl IntoIterator<Item = &'a St
 }
 
 /// Writes the `# {json}` header line.
-pub fn write_header<W: Write>(w: &mut W, header: &Value) -> io::Result<()> {
+pub fn write_header<W: Write + ?Sized>(w: &mut W, header: &Value) -> io::Result<()> {
     w.write_all(b"# ")?;
     serde_json::to_writer(&mut *w, header)?;
     w.write_all(b"\n")
 }
 
 /// Writes one stack as `0;<container>;<frames> <count>` (index 0: no metadata).
-pub fn write_stack<W: Write>(w: &mut W, stack: &Stack) -> io::Result<()> {
+pub fn write_stack<W: Write + ?Sized>(w: &mut W, stack: &Stack) -> io::Result<()> {
     w.write_all(b"0;")?;
     if let Some(c) = &stack.container {
         // A container name with `;` would shift every frame: replace it.
@@ -344,7 +344,7 @@ pub fn write_stack<W: Write>(w: &mut W, stack: &Stack) -> io::Result<()> {
 }
 
 /// Writes a whole file: the header, then the stacks in the order given.
-pub fn write<W: Write>(w: &mut W, info: &HeaderInfo<'_>, stacks: &[Stack]) -> io::Result<()> {
+pub fn write<W: Write + ?Sized>(w: &mut W, info: &HeaderInfo<'_>, stacks: &[Stack]) -> io::Result<()> {
     write_header(w, &header(info, stacks))?;
     for stack in stacks {
         write_stack(w, stack)?;

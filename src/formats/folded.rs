@@ -108,13 +108,13 @@ pub fn read<R: BufRead>(reader: R) -> io::Result<(Vec<Stack>, FormatStats)> {
 }
 
 /// Writes one stack as `frames count\n`.
-pub fn write_stack<W: Write>(w: &mut W, stack: &Stack) -> io::Result<()> {
+pub fn write_stack<W: Write + ?Sized>(w: &mut W, stack: &Stack) -> io::Result<()> {
     line::write_frames(w, &stack.frames)?;
     writeln!(w, " {}", stack.count)
 }
 
 /// Writes stacks in the order given, one per line.
-pub fn write<'a, W: Write>(
+pub fn write<'a, W: Write + ?Sized>(
     w: &mut W,
     stacks: impl IntoIterator<Item = &'a Stack>,
 ) -> io::Result<()> {

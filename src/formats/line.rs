@@ -391,7 +391,7 @@ pub fn read_stacks<R: BufRead, P: StackLineParser + ?Sized>(
 
 /// Writes `frames` with any `\n` or `\r` replaced by a space, so that a frame name
 /// can never break the one-stack-per-line layout.
-pub fn write_frames<W: io::Write>(w: &mut W, frames: &str) -> io::Result<()> {
+pub fn write_frames<W: io::Write + ?Sized>(w: &mut W, frames: &str) -> io::Result<()> {
     if memchr::memchr2(b'\n', b'\r', frames.as_bytes()).is_none() {
         return w.write_all(frames.as_bytes());
     }
