@@ -26,8 +26,8 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 
 use super::line::{
-    self, decode, is_blank_or_comment, parse_u64, split_count, trim_end, trim_start,
-    FormatStats, LineError, LineErrorKind, StackLineParser, DEFAULT_MAX_LINE_BYTES,
+    self, decode, is_blank_or_comment, parse_u64, split_count, trim_end, trim_start, FormatStats,
+    LineError, LineErrorKind, StackLineParser, DEFAULT_MAX_LINE_BYTES,
 };
 use super::timestamp::iso8601;
 use crate::event::{Stack, Window};
@@ -344,7 +344,11 @@ pub fn write_stack<W: Write + ?Sized>(w: &mut W, stack: &Stack) -> io::Result<()
 }
 
 /// Writes a whole file: the header, then the stacks in the order given.
-pub fn write<W: Write + ?Sized>(w: &mut W, info: &HeaderInfo<'_>, stacks: &[Stack]) -> io::Result<()> {
+pub fn write<W: Write + ?Sized>(
+    w: &mut W,
+    info: &HeaderInfo<'_>,
+    stacks: &[Stack],
+) -> io::Result<()> {
     write_header(w, &header(info, stacks))?;
     for stack in stacks {
         write_stack(w, stack)?;
@@ -385,9 +389,18 @@ mod tests {
             ))
         );
         assert_eq!(r.parse_line(b"# later comment").unwrap(), None);
-        assert_eq!(r.parse_line(b"x;web;f 1").unwrap_err().kind, LineErrorKind::BadPrefix);
-        assert_eq!(r.parse_line(b"0;web 1").unwrap_err().kind, LineErrorKind::BadPrefix);
-        assert_eq!(r.parse_line(b"0;web; 1").unwrap_err().kind, LineErrorKind::EmptyStack);
+        assert_eq!(
+            r.parse_line(b"x;web;f 1").unwrap_err().kind,
+            LineErrorKind::BadPrefix
+        );
+        assert_eq!(
+            r.parse_line(b"0;web 1").unwrap_err().kind,
+            LineErrorKind::BadPrefix
+        );
+        assert_eq!(
+            r.parse_line(b"0;web; 1").unwrap_err().kind,
+            LineErrorKind::EmptyStack
+        );
     }
 
     #[test]
@@ -404,17 +417,28 @@ mod tests {
                         "metadata": {"run_arguments": {"profile_api_version": "v1"}}});
         assert_eq!(Layout::from_header(&v1), Layout::FOLDED);
         let mut r = CollapsedReader::new();
-        r.parse_line(br#"# {"application_metadata_enabled": false}"#).unwrap();
-        assert_eq!(r.parse_line(b"db;postgres;f 2").unwrap(), Some(stack(Some("db"), "postgres;f", 2)));
+        r.parse_line(br#"# {"application_metadata_enabled": false}"#)
+            .unwrap();
+        assert_eq!(
+            r.parse_line(b"db;postgres;f 2").unwrap(),
+            Some(stack(Some("db"), "postgres;f", 2))
+        );
     }
 
     #[test]
     fn no_header_means_plain_folded() {
         let mut r = CollapsedReader::new();
-        assert_eq!(r.parse_line(b"0;;perf;main 5").unwrap(), Some(stack(None, "0;;perf;main", 5)));
+        assert_eq!(
+            r.parse_line(b"0;;perf;main 5").unwrap(),
+            Some(stack(None, "0;;perf;main", 5))
+        );
         assert_eq!(r.layout(), Layout::FOLDED);
         // A header after the first line is only a comment.
-        assert_eq!(r.parse_line(br#"# {"application_metadata_enabled": true}"#).unwrap(), None);
+        assert_eq!(
+            r.parse_line(br#"# {"application_metadata_enabled": true}"#)
+                .unwrap(),
+            None
+        );
         assert_eq!(r.layout(), Layout::FOLDED);
         let mut r = CollapsedReader::new();
         assert_eq!(r.parse_line(b"# just a comment").unwrap(), None);
@@ -424,7 +448,10 @@ mod tests {
     #[test]
     fn bad_header_is_counted_and_falls_back() {
         let mut r = CollapsedReader::new();
-        assert_eq!(r.parse_line(b"# {not json").unwrap_err().kind, LineErrorKind::BadHeader);
+        assert_eq!(
+            r.parse_line(b"# {not json").unwrap_err().kind,
+            LineErrorKind::BadHeader
+        );
         assert_eq!(r.layout(), Layout::FOLDED);
         assert_eq!(r.stats().errors_of(LineErrorKind::BadHeader), 1);
     }
@@ -444,8 +471,8 @@ mod tests {
         write(&mut out, &info, &stacks).unwrap();
         let text = String::from_utf8(out).unwrap();
         let mut lines = text.lines();
-        let head: Value = serde_json::from_str(lines.next().unwrap().strip_prefix("# ").unwrap())
-            .unwrap();
+        let head: Value =
+            serde_json::from_str(lines.next().unwrap().strip_prefix("# ").unwrap()).unwrap();
         assert_eq!(head["containers"], json!(["db", "web"]));
         assert_eq!(head["application_metadata"], json!([null]));
         assert_eq!(head["application_metadata_enabled"], json!(true));
@@ -453,10 +480,17 @@ mod tests {
         assert_eq!(head["metadata"]["agent"], "profpipe");
         assert_eq!(head["metadata"]["start_time"], "2023-12-03T16:30:00.000Z");
         assert_eq!(head["metadata"]["end_time"], "2023-12-03T16:31:00.000Z");
-        assert_eq!(head["metadata"]["run_arguments"]["profile_api_version"], "v2");
+        assert_eq!(
+            head["metadata"]["run_arguments"]["profile_api_version"],
+            "v2"
+        );
         assert_eq!(
             lines.collect::<Vec<_>>(),
-            vec!["0;;swapper;idle_[k] 631", "0;web;gunicorn;run_[p] 3", "0;db;postgres;exec 1"]
+            vec![
+                "0;;swapper;idle_[k] 631",
+                "0;web;gunicorn;run_[p] 3",
+                "0;db;postgres;exec 1"
+            ]
         );
         let back = read(text.as_bytes()).unwrap();
         assert_eq!(back.layout, Layout::V2);
@@ -479,7 +513,13 @@ mod tests {
     fn multiset(stacks: &[Stack]) -> Vec<(Option<String>, String, u64)> {
         let mut v: Vec<_> = stacks
             .iter()
-            .map(|s| (s.container.as_deref().map(String::from), s.frames.to_string(), s.count))
+            .map(|s| {
+                (
+                    s.container.as_deref().map(String::from),
+                    s.frames.to_string(),
+                    s.count,
+                )
+            })
             .collect();
         v.sort();
         v

@@ -132,7 +132,10 @@ mod tests {
         assert!(svg.contains("<svg"));
         assert!(svg.contains("host &lt;1&gt; &amp; co"));
         // inferno draws `_[k]` frames in kernel colours and strips the suffix.
-        assert!(svg.contains("<title>read (30 samples, 71.43%)</title>"), "{svg}");
+        assert!(
+            svg.contains("<title>read (30 samples, 71.43%)</title>"),
+            "{svg}"
+        );
         assert!(svg.contains("f (x.py:2)_[p] (12 samples"));
         assert!(svg.contains("<script"));
         assert!(svg.trim_end().ends_with("</svg>"));
@@ -152,7 +155,11 @@ mod tests {
         let first = render(&a, &opts);
         assert_eq!(first, render(&a, &opts));
         assert_eq!(first, render(&b, &opts));
-        let merged = vec![Stack::new("a;b", 5), Stack::new("a;c", 5), Stack::new("z", 1)];
+        let merged = vec![
+            Stack::new("a;b", 5),
+            Stack::new("a;c", 5),
+            Stack::new("z", 1),
+        ];
         assert_eq!(first, render(&merged, &opts));
     }
 

@@ -131,9 +131,13 @@ mod tests {
 
     #[test]
     fn parses_golden_lines() {
-        let cases: &[(&[u8], Option<(&str, u64)>)] = &[
+        type Case<'a> = (&'a [u8], Option<(&'a str, u64)>);
+        let cases: &[Case] = &[
             (b"a;b;c 123", Some(("a;b;c", 123))),
-            (b"gunicorn: worker;run (app.py:10) 3\r", Some(("gunicorn: worker;run (app.py:10)", 3))),
+            (
+                b"gunicorn: worker;run (app.py:10) 3\r",
+                Some(("gunicorn: worker;run (app.py:10)", 3)),
+            ),
             (b"  bash;main 1  ", Some(("bash;main", 1))),
             (b"#worker;f 2", Some(("#worker;f", 2))),
             (b"single 0", Some(("single", 0))),
@@ -151,8 +155,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_lines_by_kind() {
-        assert_eq!(parse_line(b"a;b").unwrap_err().kind, LineErrorKind::MissingCount);
-        assert_eq!(parse_line(b"a;b many").unwrap_err().kind, LineErrorKind::BadCount);
+        assert_eq!(
+            parse_line(b"a;b").unwrap_err().kind,
+            LineErrorKind::MissingCount
+        );
+        assert_eq!(
+            parse_line(b"a;b many").unwrap_err().kind,
+            LineErrorKind::BadCount
+        );
     }
 
     #[test]

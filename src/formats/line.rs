@@ -185,9 +185,7 @@ impl FormatStats {
     pub fn errors_since(&self, earlier: &FormatStats) -> Vec<(&'static str, u64)> {
         let mut out = Vec::new();
         for kind in LineErrorKind::ALL {
-            let n = self
-                .errors_of(kind)
-                .saturating_sub(earlier.errors_of(kind));
+            let n = self.errors_of(kind).saturating_sub(earlier.errors_of(kind));
             if n > 0 {
                 out.push((kind.as_str(), n));
             }
@@ -417,15 +415,30 @@ mod tests {
         );
         assert_eq!(split_count(b"a  7  ").unwrap(), (&b"a"[..], 7));
         assert_eq!(split_count(b"a\t7").unwrap(), (&b"a"[..], 7));
-        assert_eq!(split_count(b"a;b").unwrap_err().kind, LineErrorKind::MissingCount);
-        assert_eq!(split_count(b"a;b x").unwrap_err().kind, LineErrorKind::BadCount);
-        assert_eq!(split_count(b"a -1").unwrap_err().kind, LineErrorKind::BadCount);
-        assert_eq!(split_count(b"a 1.5").unwrap_err().kind, LineErrorKind::BadCount);
+        assert_eq!(
+            split_count(b"a;b").unwrap_err().kind,
+            LineErrorKind::MissingCount
+        );
+        assert_eq!(
+            split_count(b"a;b x").unwrap_err().kind,
+            LineErrorKind::BadCount
+        );
+        assert_eq!(
+            split_count(b"a -1").unwrap_err().kind,
+            LineErrorKind::BadCount
+        );
+        assert_eq!(
+            split_count(b"a 1.5").unwrap_err().kind,
+            LineErrorKind::BadCount
+        );
         assert_eq!(
             split_count(b"a 99999999999999999999999").unwrap_err().kind,
             LineErrorKind::BadCount
         );
-        assert_eq!(split_count(b" 12").unwrap_err().kind, LineErrorKind::EmptyStack);
+        assert_eq!(
+            split_count(b" 12").unwrap_err().kind,
+            LineErrorKind::EmptyStack
+        );
         assert_eq!(
             split_count(b"a;b 18446744073709551615").unwrap().1,
             u64::MAX

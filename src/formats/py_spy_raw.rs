@@ -123,10 +123,7 @@ impl StackLineParser for PySpyRawReader {
 }
 
 /// Reads a whole py-spy raw file.
-pub fn read<R: BufRead>(
-    reader: R,
-    opts: PySpyRawOptions,
-) -> io::Result<(Vec<Stack>, FormatStats)> {
+pub fn read<R: BufRead>(reader: R, opts: PySpyRawOptions) -> io::Result<(Vec<Stack>, FormatStats)> {
     let mut parser = PySpyRawReader::new(opts);
     let mut stacks = Vec::new();
     line::read_stacks(reader, &mut parser, |s| stacks.push(s))?;
@@ -155,7 +152,10 @@ mod tests {
         };
         assert_eq!(
             parse(opts.clone(), line),
-            Stack::new("python3;<module> (/app/x.py:12)_[p];main (/app/x.py:8)_[p]", 41)
+            Stack::new(
+                "python3;<module> (/app/x.py:12)_[p];main (/app/x.py:8)_[p]",
+                41
+            )
         );
         // Frames the fork already annotated are not annotated twice.
         assert_eq!(
@@ -166,13 +166,19 @@ mod tests {
             comm: Some("uwsgi".into()),
             annotate: false,
         };
-        assert_eq!(parse(comm_only, b"f (x.py:2) 7"), Stack::new("uwsgi;f (x.py:2)", 7));
+        assert_eq!(
+            parse(comm_only, b"f (x.py:2) 7"),
+            Stack::new("uwsgi;f (x.py:2)", 7)
+        );
     }
 
     #[test]
     fn bad_lines() {
         let mut r = PySpyRawReader::new(PySpyRawOptions::default());
-        assert_eq!(r.parse_line(b"f (x.py:2)").unwrap_err().kind, LineErrorKind::BadCount);
+        assert_eq!(
+            r.parse_line(b"f (x.py:2)").unwrap_err().kind,
+            LineErrorKind::BadCount
+        );
         assert_eq!(r.parse_line(b"").unwrap(), None);
         assert_eq!(r.stats().bad_lines, 1);
     }

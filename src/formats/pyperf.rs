@@ -13,8 +13,8 @@
 use std::io::{self, BufRead};
 
 use super::line::{
-    self, decode, is_blank_or_comment, parse_u64, split_count, trim_start, FormatStats,
-    LineError, LineErrorKind, StackLineParser, DEFAULT_MAX_LINE_BYTES,
+    self, decode, is_blank_or_comment, parse_u64, split_count, trim_start, FormatStats, LineError,
+    LineErrorKind, StackLineParser, DEFAULT_MAX_LINE_BYTES,
 };
 use crate::event::Stack;
 
@@ -143,14 +143,18 @@ mod tests {
             ))
         );
         assert_eq!(
-            r.parse_line(b"my-app-worker-77/78;[Truncated]_[pe] 3").unwrap(),
+            r.parse_line(b"my-app-worker-77/78;[Truncated]_[pe] 3")
+                .unwrap(),
             Some(with_pid("my-app-worker;[Truncated]_[pe]", 3, 77))
         );
         assert_eq!(
             r.parse_line(b"gunicorn: worker-5/5 2").unwrap(),
             Some(with_pid("gunicorn: worker", 2, 5))
         );
-        assert_eq!(r.parse_line(b"-9/9;f_[p] 1").unwrap(), Some(with_pid(";f_[p]", 1, 9)));
+        assert_eq!(
+            r.parse_line(b"-9/9;f_[p] 1").unwrap(),
+            Some(with_pid(";f_[p]", 1, 9))
+        );
     }
 
     #[test]

@@ -10,7 +10,11 @@ fn civil(ms: u64) -> (i64, u32, u32, u32, u32, u32, u32) {
     let secs = ms / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
-    let (hh, mm, ss) = ((rem / 3600) as u32, (rem % 3600 / 60) as u32, (rem % 60) as u32);
+    let (hh, mm, ss) = (
+        (rem / 3600) as u32,
+        (rem % 3600 / 60) as u32,
+        (rem % 60) as u32,
+    );
     // Days since 1970-01-01 to a proleptic Gregorian date (Hinnant's days→civil).
     let z = days + 719_468;
     let era = z.div_euclid(146_097);

@@ -56,7 +56,10 @@ impl SinkConfig for ConsoleSinkConfig {
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if self.max_pending_stacks == 0 {
-            errors.push(FieldError::new(&["max_pending_stacks"], "must be at least 1"));
+            errors.push(FieldError::new(
+                &["max_pending_stacks"],
+                "must be at least 1",
+            ));
         }
         errors
     }
@@ -177,7 +180,11 @@ mod tests {
     async fn run(format: ConsoleFormat, events: Vec<Event>) -> (String, ComponentMetrics) {
         let t = Telemetry::new();
         let metrics = t.component("out", "sink", "console");
-        let (tx, input) = edge(BufferConfig::default(), MemoryBudget::new(1 << 30), metrics.clone());
+        let (tx, input) = edge(
+            BufferConfig::default(),
+            MemoryBudget::new(1 << 30),
+            metrics.clone(),
+        );
         let cx = SinkContext {
             cx: ComponentContext {
                 id: "out".into(),
@@ -247,7 +254,10 @@ mod tests {
 
     #[tokio::test]
     async fn prints_collapsed_files() {
-        let events = vec![profile(60_000, &[("a;b", Some("web"), 3)]), watermark(u64::MAX)];
+        let events = vec![
+            profile(60_000, &[("a;b", Some("web"), 3)]),
+            watermark(u64::MAX),
+        ];
         let (text, _) = run(ConsoleFormat::Collapsed, events).await;
         let mut lines = text.lines();
         assert!(lines.next().unwrap().starts_with("# {"));

@@ -132,7 +132,10 @@ impl SinkConfig for FileSinkConfig {
             ));
         }
         if self.max_pending_stacks == 0 {
-            errors.push(FieldError::new(&["max_pending_stacks"], "must be at least 1"));
+            errors.push(FieldError::new(
+                &["max_pending_stacks"],
+                "must be at least 1",
+            ));
         }
         errors
     }
@@ -185,7 +188,9 @@ fn create_dir(path: &Path) -> io::Result<()> {
 
 /// Temporary files a crash may have left: `.profile_*.tmp`, `.last_profile.*.tmp`.
 fn remove_stale_temp_files(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
@@ -323,7 +328,12 @@ fn write_window(s: &Settings, w: &CompleteWindow, relink: bool) -> Outcome {
     out
 }
 
-fn render(s: &Settings, w: &CompleteWindow, format: FileFormat, out: &mut dyn Write) -> io::Result<()> {
+fn render(
+    s: &Settings,
+    w: &CompleteWindow,
+    format: FileFormat,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     match format {
         FileFormat::Folded => folded::write(out, &w.stacks),
         FileFormat::Collapsed => {
@@ -432,11 +442,10 @@ fn apply_retention(s: &Settings) -> io::Result<()> {
         if !name.starts_with("profile_") {
             continue;
         }
-        let Some(format) = s
-            .formats
-            .iter()
-            .position(|f| name.strip_suffix(f.extension()).is_some_and(|n| n.ends_with('.')))
-        else {
+        let Some(format) = s.formats.iter().position(|f| {
+            name.strip_suffix(f.extension())
+                .is_some_and(|n| n.ends_with('.'))
+        }) else {
             continue;
         };
         let meta = entry.metadata()?; // does not follow symlinks
@@ -459,24 +468,22 @@ fn apply_retention(s: &Settings) -> io::Result<()> {
     }
     let mut total: u64 = files.iter().map(|f| f.bytes).sum();
     let mut first_error = None;
-    let mut delete = |f: &Kept, total: &mut u64| match fs::remove_file(s.dir.join(&f.name)) {
-        Ok(()) => *total -= f.bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => *total -= f.bytes,
-        Err(e) => {
-            first_error.get_or_insert(e);
-        }
-    };
     // Oldest first: by count within a format, then by bytes across formats.
     for (i, f) in files.iter().enumerate() {
         if newest[f.format] == Some(i) {
             continue;
         }
         if count[f.format] > s.retain_files || total > s.retain_bytes {
-            delete(f, &mut total);
+            match fs::remove_file(s.dir.join(&f.name)) {
+                Ok(()) => total -= f.bytes,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => total -= f.bytes,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
             count[f.format] -= 1;
         }
     }
-    drop(delete);
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),

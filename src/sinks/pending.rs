@@ -73,10 +73,13 @@ impl PendingWindows {
     /// the overflow stack.
     pub fn add(&mut self, profile: Profile) -> u64 {
         let bytes = profile.size_bytes() as u64;
-        let acc = self.windows.entry(profile.window.end_ms).or_insert_with(|| Acc {
-            start_ms: profile.window.start_ms,
-            ..Acc::default()
-        });
+        let acc = self
+            .windows
+            .entry(profile.window.end_ms)
+            .or_insert_with(|| Acc {
+                start_ms: profile.window.start_ms,
+                ..Acc::default()
+            });
         acc.start_ms = acc.start_ms.min(profile.window.start_ms);
         acc.events += 1;
         acc.bytes += bytes;
@@ -150,9 +153,7 @@ impl PendingWindows {
                 None => stacks.push(Stack::new(OVERFLOW_FRAME, acc.overflow)),
             }
         }
-        stacks.sort_unstable_by(|a, b| {
-            (&a.frames, &a.container).cmp(&(&b.frames, &b.container))
-        });
+        stacks.sort_unstable_by(|a, b| (&a.frames, &a.container).cmp(&(&b.frames, &b.container)));
         CompleteWindow {
             window: Window::new(acc.start_ms, end_ms),
             stacks,
@@ -267,7 +268,11 @@ mod tests {
             .collect();
         assert_eq!(
             got,
-            vec![("a;b", None, 4, 0), ("a;c", None, 4, 0), ("a;c", Some("web"), 2, 0)]
+            vec![
+                ("a;b", None, 4, 0),
+                ("a;c", None, 4, 0),
+                ("a;c", Some("web"), 2, 0)
+            ]
         );
         assert_eq!(p.unique_stacks(), 1);
         assert_eq!(p.len(), 1);
@@ -278,15 +283,33 @@ mod tests {
         let mut p = PendingWindows::new(2);
         assert_eq!(p.add(profile(0, 60, &[("a", None, 1), ("b", None, 2)])), 0);
         // Known stacks still merge; new ones overflow.
-        assert_eq!(p.add(profile(0, 60, &[("a", None, 5), ("c", None, 7), ("d", None, 1)])), 2);
+        assert_eq!(
+            p.add(profile(
+                0,
+                60,
+                &[("a", None, 5), ("c", None, 7), ("d", None, 1)]
+            )),
+            2
+        );
         assert_eq!(p.add(profile(60, 120, &[("e", None, 3)])), 1);
         let all = p.take_complete(u64::MAX);
-        let w0: Vec<_> = all[0].stacks.iter().map(|s| (&*s.frames, s.count)).collect();
+        let w0: Vec<_> = all[0]
+            .stacks
+            .iter()
+            .map(|s| (&*s.frames, s.count))
+            .collect();
         assert_eq!(w0, vec![("[overflow]", 8), ("a", 6), ("b", 2)]);
-        let w1: Vec<_> = all[1].stacks.iter().map(|s| (&*s.frames, s.count)).collect();
+        let w1: Vec<_> = all[1]
+            .stacks
+            .iter()
+            .map(|s| (&*s.frames, s.count))
+            .collect();
         assert_eq!(w1, vec![("[overflow]", 3)]);
         assert_eq!(p.unique_stacks(), 0);
         // Room again once windows are written.
-        assert_eq!(p.add(profile(120, 180, &[("x", None, 1), ("y", None, 1)])), 0);
+        assert_eq!(
+            p.add(profile(120, 180, &[("x", None, 1), ("y", None, 1)])),
+            0
+        );
     }
 }

@@ -17,7 +17,11 @@ const T0: u64 = 1_701_621_000_000;
 fn config(dir: &Path) -> FileSinkConfig {
     FileSinkConfig {
         path: dir.to_path_buf(),
-        formats: vec![FileFormat::Folded, FileFormat::Collapsed, FileFormat::Flamegraph],
+        formats: vec![
+            FileFormat::Folded,
+            FileFormat::Collapsed,
+            FileFormat::Flamegraph,
+        ],
         title: Some("test graph".into()),
         retain_files: 100,
         retain_bytes: ByteSize(1 << 30),
@@ -35,7 +39,11 @@ impl Harness {
     fn start(config: &FileSinkConfig, upstream: &[&str]) -> Harness {
         let t = Telemetry::new();
         let metrics = t.component("archive", "sink", "file");
-        let (tx, input) = edge(BufferConfig::default(), MemoryBudget::new(1 << 30), metrics.clone());
+        let (tx, input) = edge(
+            BufferConfig::default(),
+            MemoryBudget::new(1 << 30),
+            metrics.clone(),
+        );
         let cx = SinkContext {
             cx: ComponentContext {
                 id: "archive".into(),
@@ -118,7 +126,11 @@ async fn wait_for(dir: &Path, name: &str) {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{name} did not appear in {}: {:?}", dir.display(), names(dir));
+    panic!(
+        "{name} did not appear in {}: {:?}",
+        dir.display(),
+        names(dir)
+    );
 }
 
 fn stamp(end: u64) -> String {
@@ -132,20 +144,36 @@ async fn writes_one_file_per_window_and_format() {
     let h = Harness::start(&config(&dir), &["perf", "py"]);
     let meta = fs::metadata(&dir).unwrap();
     assert!(meta.is_dir());
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o700);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o700
+    );
 
     let w1 = T0 + MIN;
     let w2 = T0 + 2 * MIN;
     // Window 1 arrives as three profiles from two sources and label sets.
-    h.send(profile("perf", w1, &[("bash;main", None, 2), ("nginx;epoll_wait_[k]", Some("web"), 5)]))
+    h.send(profile(
+        "perf",
+        w1,
+        &[
+            ("bash;main", None, 2),
+            ("nginx;epoll_wait_[k]", Some("web"), 5),
+        ],
+    ))
+    .await;
+    h.send(profile("py", w1, &[("python3;f_[p]", Some("web"), 3)]))
         .await;
-    h.send(profile("py", w1, &[("python3;f_[p]", Some("web"), 3)])).await;
     h.send(profile("perf", w1, &[("bash;main", None, 1)])).await;
-    h.send(profile("perf", w2, &[("bash;other", None, 4)])).await;
+    h.send(profile("perf", w2, &[("bash;other", None, 4)]))
+        .await;
     h.send(watermark("perf", w2)).await;
     // Not complete until the second source has spoken.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(profiles_with_ext(&dir, "col").is_empty(), "{:?}", names(&dir));
+    assert!(
+        profiles_with_ext(&dir, "col").is_empty(),
+        "{:?}",
+        names(&dir)
+    );
     h.send(watermark("py", w1)).await;
 
     let col1 = format!("profile_{}.col", stamp(w1));
@@ -164,7 +192,10 @@ async fn writes_one_file_per_window_and_format() {
     let meta = col.metadata.unwrap();
     assert_eq!(meta["metadata"]["hostname"], "host-1");
     assert_eq!(meta["containers"], serde_json::json!(["web"]));
-    assert_eq!(fs::read_link(dir.join("last_profile.col")).unwrap(), Path::new(&col1));
+    assert_eq!(
+        fs::read_link(dir.join("last_profile.col")).unwrap(),
+        Path::new(&col1)
+    );
 
     // Closing the input flushes window 2.
     let metrics = h.finish().await;
@@ -180,7 +211,11 @@ async fn writes_one_file_per_window_and_format() {
     assert!(svg.contains("test graph"));
     assert_eq!(metrics.sent_events(), 4);
     // No temporary files are left behind.
-    assert!(names(&dir).iter().all(|n| !n.starts_with('.')), "{:?}", names(&dir));
+    assert!(
+        names(&dir).iter().all(|n| !n.starts_with('.')),
+        "{:?}",
+        names(&dir)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,8 +261,14 @@ async fn retention_bounds_bytes_but_keeps_the_newest() {
     }
     h.finish().await;
     let newest = stamp(T0 + 4 * MIN);
-    assert_eq!(profiles_with_ext(&dir, "folded"), vec![format!("profile_{newest}.folded")]);
-    assert_eq!(profiles_with_ext(&dir, "col"), vec![format!("profile_{newest}.col")]);
+    assert_eq!(
+        profiles_with_ext(&dir, "folded"),
+        vec![format!("profile_{newest}.folded")]
+    );
+    assert_eq!(
+        profiles_with_ext(&dir, "col"),
+        vec![format!("profile_{newest}.col")]
+    );
 
     // A budget that holds a few files keeps the newest ones within it.
     let tmp = tempfile::tempdir().unwrap();
@@ -250,7 +291,10 @@ async fn retention_bounds_bytes_but_keeps_the_newest() {
             format!("profile_{}.folded", stamp(T0 + 5 * MIN)),
         ]
     );
-    let total: u64 = files.iter().map(|f| fs::metadata(dir.join(f)).unwrap().len()).sum();
+    let total: u64 = files
+        .iter()
+        .map(|f| fs::metadata(dir.join(f)).unwrap().len())
+        .sum();
     assert!(total <= 13);
 }
 
@@ -263,8 +307,17 @@ async fn overflow_merges_new_stacks_and_keeps_totals() {
     cfg.max_pending_stacks = 2;
     let h = Harness::start(&cfg, &["perf"]);
     let end = T0 + MIN;
-    h.send(profile("perf", end, &[("a", None, 1), ("b", None, 2), ("c", None, 3), ("d", None, 4)]))
-        .await;
+    h.send(profile(
+        "perf",
+        end,
+        &[
+            ("a", None, 1),
+            ("b", None, 2),
+            ("c", None, 3),
+            ("d", None, 4),
+        ],
+    ))
+    .await;
     let metrics = h.finish().await;
     assert_eq!(metrics.error_count("overflow"), 2);
     let text = fs::read_to_string(dir.join("last_profile.folded")).unwrap();
@@ -319,7 +372,8 @@ async fn write_failures_are_counted_and_do_not_stop_the_sink() {
     // The directory comes back: later windows are written again.
     tokio::time::sleep(Duration::from_millis(100)).await;
     fs::create_dir(&dir).unwrap();
-    h.send(profile("perf", T0 + 2 * MIN, &[("b", None, 1)])).await;
+    h.send(profile("perf", T0 + 2 * MIN, &[("b", None, 1)]))
+        .await;
     let metrics = h.finish().await;
     assert_eq!(metrics.error_count("write_failed"), 2);
     assert_eq!(metrics.error_count("unexpected_event"), 1);
@@ -334,7 +388,10 @@ fn config_defaults_and_validation() {
     let text = format!("{cfg:?}");
     assert!(text.contains("formats: [Collapsed, Flamegraph]"), "{text}");
     assert!(text.contains("retain_files: 100"), "{text}");
-    assert!(text.contains("retain_bytes: ByteSize(1073741824)"), "{text}");
+    assert!(
+        text.contains("retain_bytes: ByteSize(1073741824)"),
+        "{text}"
+    );
     assert!(text.contains("max_pending_stacks: 1000000"), "{text}");
     assert!(cfg.validate().is_empty());
 
@@ -346,8 +403,18 @@ fn config_defaults_and_validation() {
     cfg.formats = vec![];
     cfg.retain_files = 0;
     let paths: Vec<Vec<String>> = cfg.validate().into_iter().map(|e| e.path).collect();
-    assert_eq!(paths, vec![vec!["formats".to_string()], vec!["retain_files".to_string()]]);
-    cfg.formats = vec![FileFormat::Folded, FileFormat::Collapsed, FileFormat::Folded];
+    assert_eq!(
+        paths,
+        vec![
+            vec!["formats".to_string()],
+            vec!["retain_files".to_string()]
+        ]
+    );
+    cfg.formats = vec![
+        FileFormat::Folded,
+        FileFormat::Collapsed,
+        FileFormat::Folded,
+    ];
     cfg.retain_files = 1;
     let errs = cfg.validate();
     assert_eq!(errs.len(), 1);
@@ -361,7 +428,11 @@ fn build_fails_when_path_is_a_file() {
     let cfg = config(tmp.path());
     let t = Telemetry::new();
     let metrics = t.component("archive", "sink", "file");
-    let (_tx, input) = edge(BufferConfig::default(), MemoryBudget::new(1 << 20), metrics.clone());
+    let (_tx, input) = edge(
+        BufferConfig::default(),
+        MemoryBudget::new(1 << 20),
+        metrics.clone(),
+    );
     let cx = SinkContext {
         cx: ComponentContext {
             id: "archive".into(),
