@@ -253,6 +253,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn windows_without_watermarks_are_bounded() {
+        let n = crate::sinks::pending::MAX_PENDING_WINDOWS as u64 + 5;
+        let events: Vec<Event> = (1..=n)
+            .map(|i| profile(i * 60_000, &[("a", None, i)]))
+            .collect();
+        let (text, metrics) = run(ConsoleFormat::Folded, events).await;
+        assert_eq!(metrics.error_count("pending_windows_limit"), 5);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len() as u64, n);
+        // Oldest windows were written first, and all of them exactly once.
+        assert_eq!(lines[0], "a 1");
+        assert_eq!(lines[lines.len() - 1], format!("a {n}"));
+    }
+
+    #[tokio::test]
     async fn prints_collapsed_files() {
         let events = vec![
             profile(60_000, &[("a;b", Some("web"), 3)]),
