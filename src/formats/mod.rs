@@ -1,1 +1,9 @@
 //! Parsers and writers of the stack formats profpipe reads and writes.
+
+pub mod collapsed;
+pub mod flamegraph;
+pub mod folded;
+pub mod line;
+pub mod py_spy_raw;
+pub mod pyperf;
+pub mod timestamp;

@@ -2,4 +2,17 @@
 
 use crate::component::{Kind, SinkConfig};
 
-pub static KINDS: &[Kind<dyn SinkConfig>] = &[];
+pub mod console;
+pub mod file;
+pub mod pending;
+
+pub static KINDS: &[Kind<dyn SinkConfig>] = &[
+    Kind {
+        name: "console",
+        parse: crate::component::parse_sink::<console::ConsoleSinkConfig>,
+    },
+    Kind {
+        name: "file",
+        parse: crate::component::parse_sink::<file::FileSinkConfig>,
+    },
+];

@@ -3,6 +3,7 @@
 mod builder;
 mod running;
 pub mod shutdown;
+pub mod watermarks;
 
 pub use builder::{build, BuildErrors, Built, BuiltTask};
 pub use running::{Outcome, RunningTopology};

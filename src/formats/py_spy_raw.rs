@@ -1,0 +1,185 @@
+//! py-spy's `record --format raw` output: folded Python stacks without a process
+//! name, root first.
+//!
+//! ```text
+//! <module> (/app/x.py:12);main (/app/x.py:8);work (/app/x.py:3) 41
+//! <module> (/app/x.py:12)_[p];main (/app/x.py:8)_[p] 2        (Granulate's fork)
+//! ```
+//!
+//! gProfiler prepends the process name as the first frame and marks Python frames
+//! with `_[p]`; [`PySpyRawOptions`] does both so the stacks look like the rest.
+
+use std::io::{self, BufRead};
+
+use super::line::{
+    self, decode, is_blank_or_comment, split_count, trim_start, FormatStats, LineError,
+    StackLineParser, DEFAULT_MAX_LINE_BYTES,
+};
+use crate::event::Stack;
+
+/// The format's name in logs and configs.
+pub const NAME: &str = "py_spy_raw";
+
+/// gProfiler's suffix for Python frames.
+pub const PYTHON_SUFFIX: &str = "_[p]";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PySpyRawOptions {
+    /// Process name to prepend as the first frame (`comm;...`).
+    pub comm: Option<String>,
+    /// Append `_[p]` to every frame that does not already end in it.
+    pub annotate: bool,
+}
+
+/// A parser of py-spy raw lines that counts what it sees.
+#[derive(Debug)]
+pub struct PySpyRawReader {
+    opts: PySpyRawOptions,
+    stats: FormatStats,
+    max_line_bytes: usize,
+}
+
+impl PySpyRawReader {
+    pub fn new(opts: PySpyRawOptions) -> Self {
+        PySpyRawReader {
+            opts,
+            stats: FormatStats::default(),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+
+    pub fn with_max_line_bytes(mut self, max_line_bytes: usize) -> Self {
+        self.max_line_bytes = max_line_bytes;
+        self
+    }
+
+    pub fn stats(&self) -> &FormatStats {
+        &self.stats
+    }
+
+    pub fn parse_line(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
+        let result = self.parse(line);
+        self.stats.record(NAME, &result);
+        result
+    }
+
+    fn parse(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
+        if line.len() > self.max_line_bytes {
+            return Err(LineError::oversized(line.len()));
+        }
+        if is_blank_or_comment(line) {
+            return Ok(None);
+        }
+        let (frames, count) = split_count(trim_start(line))?;
+        let (frames, lossy) = decode(frames);
+        if lossy {
+            self.stats.record_non_utf8(NAME);
+        }
+        let out = build_frames(&self.opts, &frames);
+        Ok(Some(Stack::new(out, count)))
+    }
+}
+
+/// `comm;` + frames, each annotated when asked.
+fn build_frames(opts: &PySpyRawOptions, frames: &str) -> String {
+    let comm = opts.comm.as_deref();
+    if !opts.annotate {
+        return match comm {
+            Some(c) => format!("{c};{frames}"),
+            None => frames.to_string(),
+        };
+    }
+    let extra = frames.len() / 8 + PYTHON_SUFFIX.len() * 4;
+    let mut out = String::with_capacity(comm.map_or(0, |c| c.len() + 1) + frames.len() + extra);
+    if let Some(c) = comm {
+        out.push_str(c);
+        out.push(';');
+    }
+    for (i, frame) in frames.split(';').enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        out.push_str(frame);
+        if !frame.ends_with(PYTHON_SUFFIX) {
+            out.push_str(PYTHON_SUFFIX);
+        }
+    }
+    out
+}
+
+impl StackLineParser for PySpyRawReader {
+    fn parse_line(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
+        PySpyRawReader::parse_line(self, line)
+    }
+    fn line_limit(&self) -> usize {
+        self.max_line_bytes
+    }
+    fn stats(&self) -> &FormatStats {
+        &self.stats
+    }
+    fn record_oversized(&mut self, len: usize) {
+        self.stats.record(NAME, &Err(LineError::oversized(len)));
+    }
+}
+
+/// Reads a whole py-spy raw file.
+pub fn read<R: BufRead>(reader: R, opts: PySpyRawOptions) -> io::Result<(Vec<Stack>, FormatStats)> {
+    let mut parser = PySpyRawReader::new(opts);
+    let mut stacks = Vec::new();
+    line::read_stacks(reader, &mut parser, |s| stacks.push(s))?;
+    Ok((stacks, parser.stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::formats::line::LineErrorKind;
+
+    fn parse(opts: PySpyRawOptions, line: &[u8]) -> Stack {
+        PySpyRawReader::new(opts).parse_line(line).unwrap().unwrap()
+    }
+
+    #[test]
+    fn golden_lines() {
+        let line = b"<module> (/app/x.py:12);main (/app/x.py:8) 41";
+        assert_eq!(
+            parse(PySpyRawOptions::default(), line),
+            Stack::new("<module> (/app/x.py:12);main (/app/x.py:8)", 41)
+        );
+        let opts = PySpyRawOptions {
+            comm: Some("python3".into()),
+            annotate: true,
+        };
+        assert_eq!(
+            parse(opts.clone(), line),
+            Stack::new(
+                "python3;<module> (/app/x.py:12)_[p];main (/app/x.py:8)_[p]",
+                41
+            )
+        );
+        // Frames the fork already annotated are not annotated twice.
+        assert_eq!(
+            parse(opts.clone(), b"<module> (x.py:1)_[p];f (x.py:2) 2"),
+            Stack::new("python3;<module> (x.py:1)_[p];f (x.py:2)_[p]", 2)
+        );
+        let comm_only = PySpyRawOptions {
+            comm: Some("uwsgi".into()),
+            annotate: false,
+        };
+        assert_eq!(
+            parse(comm_only, b"f (x.py:2) 7"),
+            Stack::new("uwsgi;f (x.py:2)", 7)
+        );
+    }
+
+    #[test]
+    fn bad_lines() {
+        let mut r = PySpyRawReader::new(PySpyRawOptions::default());
+        assert_eq!(
+            r.parse_line(b"f (x.py:2)").unwrap_err().kind,
+            LineErrorKind::BadCount
+        );
+        assert_eq!(r.parse_line(b"").unwrap(), None);
+        assert_eq!(r.stats().bad_lines, 1);
+    }
+}
