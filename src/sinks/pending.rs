@@ -6,7 +6,7 @@
 //! They are merged: identical `(container, frames)` are summed, pids are dropped.
 //! At most `max_unique` distinct stacks are held across all pending windows; beyond
 //! that, new distinct stacks of a window are summed into one `[overflow]` stack of
-//! that window, so totals stay exact, and counted as `errors{reason="overflow"}`.
+//! that window, so totals stay exact, and counted as `dropped_stacks{reason="overflow"}`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -200,7 +200,7 @@ pub async fn run_windows<W: WindowWriter>(
                 }
                 let overflowed = pending.add(profile);
                 if overflowed > 0 {
-                    metrics.errors("overflow", overflowed);
+                    metrics.dropped_stacks("overflow", overflowed);
                 }
                 if late {
                     for w in pending.take_complete(marks.complete_until()) {

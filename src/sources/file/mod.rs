@@ -26,9 +26,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use crate::buffer::{Output, OutputClosed};
-use crate::component::{
-    BuildError, ComponentError, FieldError, SourceConfig, SourceContext, Task,
-};
+use crate::component::{BuildError, ComponentError, FieldError, SourceConfig, SourceContext, Task};
 use crate::config::types::{ByteSize, DurationStr};
 use crate::event::{Event, Labels, PerfScriptChunk, Profile, Stack, Watermark, Window};
 use crate::topology::shutdown::ShutdownSignal;
@@ -37,8 +35,9 @@ use chunker::{Chunker, Unit};
 use lines::LineDecoder;
 use tracker::Tracker;
 
-/// The longest line (or unfinished record) kept; longer ones are skipped and counted.
-pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// The longest unfinished `perf script` record carried between reads; past it the
+/// record is handed on in pieces (the folder joins them).
+pub const MAX_RECORD_CARRY: usize = 1 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,12 +118,18 @@ impl SourceConfig for FileSourceConfig {
             e.push(FieldError::new(&["paths"], "at least one path is required"));
         }
         if self.follow && self.paths.iter().any(|p| p == "-") {
-            e.push(FieldError::new(&["follow"], "standard input (\"-\") cannot be followed"));
+            e.push(FieldError::new(
+                &["follow"],
+                "standard input (\"-\") cannot be followed",
+            ));
         }
         for (i, p) in self.paths.iter().enumerate() {
             if p != "-" {
                 if let Err(err) = glob::Pattern::new(p) {
-                    e.push(FieldError::new(&["paths", &i.to_string()], format!("invalid glob: {err}")));
+                    e.push(FieldError::new(
+                        &["paths", &i.to_string()],
+                        format!("invalid glob: {err}"),
+                    ));
                 }
             }
         }
@@ -132,16 +137,28 @@ impl SourceConfig for FileSourceConfig {
             e.push(FieldError::new(&["window"], "window must be at least 1s"));
         }
         if self.poll_interval.get().is_zero() {
-            e.push(FieldError::new(&["poll_interval"], "poll_interval must be positive"));
+            e.push(FieldError::new(
+                &["poll_interval"],
+                "poll_interval must be positive",
+            ));
         }
         if self.read_size.get() < 4096 || self.read_size.get() > 64 << 20 {
-            e.push(FieldError::new(&["read_size"], "read_size must be between 4KiB and 64MiB"));
+            e.push(FieldError::new(
+                &["read_size"],
+                "read_size must be between 4KiB and 64MiB",
+            ));
         }
         if self.batch_stacks == 0 {
-            e.push(FieldError::new(&["batch_stacks"], "batch_stacks must be positive"));
+            e.push(FieldError::new(
+                &["batch_stacks"],
+                "batch_stacks must be positive",
+            ));
         }
         if self.max_tracked_files == 0 {
-            e.push(FieldError::new(&["max_tracked_files"], "max_tracked_files must be positive"));
+            e.push(FieldError::new(
+                &["max_tracked_files"],
+                "max_tracked_files must be positive",
+            ));
         }
         e
     }
@@ -270,6 +287,13 @@ impl Reader {
         }
     }
 
+    fn max_carry(&self) -> usize {
+        match self.config.format {
+            InputFormat::PerfScript => MAX_RECORD_CARRY,
+            f => lines::max_carry(f),
+        }
+    }
+
     async fn run(mut self) -> Result<(), Stop> {
         let r = if self.config.follow {
             self.follow().await
@@ -343,8 +367,12 @@ impl Reader {
         Ok(())
     }
 
-    async fn read_stream(&mut self, mut r: impl AsyncRead + Unpin, window: Window) -> Result<(), Stop> {
-        let mut chunker = Chunker::new(self.unit(), MAX_LINE_BYTES);
+    async fn read_stream(
+        &mut self,
+        mut r: impl AsyncRead + Unpin,
+        window: Window,
+    ) -> Result<(), Stop> {
+        let mut chunker = Chunker::new(self.unit(), self.max_carry());
         let mut buf = vec![0u8; self.config.read_size.get() as usize];
         loop {
             if self.shutdown.is_triggered() {
@@ -370,7 +398,8 @@ impl Reader {
         let window_ms = self.config.window.get().as_millis().max(1) as u64;
         let align = |t: u64| Window::new(t - t % window_ms, t - t % window_ms + window_ms);
         let mut window = align(now_ms());
-        let mut tracker = Tracker::new(self.unit(), MAX_LINE_BYTES, self.config.max_tracked_files);
+        let mut tracker =
+            Tracker::new(self.unit(), self.max_carry(), self.config.max_tracked_files);
         let mut skip_existing = self.config.read_from == ReadFrom::End;
         let mut buf = vec![0u8; self.config.read_size.get() as usize];
         let mut shutdown = self.shutdown.clone();
@@ -419,9 +448,10 @@ impl Reader {
     }
 
     fn report_problems(&self) {
+        // The parsers already warned once per kind; this is the total.
         for (kind, n) in self.decoder.problems() {
             self.metrics.errors(kind, n);
-            tracing::warn!(source = %self.emitter.labels.source, kind, count = n, "skipped malformed input lines");
+            tracing::info!(source = %self.emitter.labels.source, kind, count = n, "skipped malformed input lines");
         }
     }
 }
