@@ -114,11 +114,44 @@ impl Watermark {
     pub const FINISHED: u64 = u64::MAX;
 }
 
+/// How a profiler run ended, as reported by the process supervisor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Exited with this status code.
+    Exited(i32),
+    /// Killed by this signal (e.g. 11 for SIGSEGV).
+    Signaled(i32),
+    /// Killed at its deadline.
+    TimedOut,
+    /// Could not be started: the error text.
+    SpawnFailed(String),
+}
+
+/// A profiler run that did not simply succeed: what the `classify` transform turns
+/// into a reason class, a counted metric, a rate-limited log line and, optionally, an
+/// error frame in the profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub window: Window,
+    /// `labels.profiler` says which profiler ran.
+    pub labels: Labels,
+    /// The target process, 0 for system-wide profilers.
+    pub pid: u32,
+    /// The target's process name, when known.
+    pub comm: Option<Arc<str>>,
+    pub end: RunEnd,
+    /// The tail of the profiler's stderr (bounded by the supervisor).
+    pub stderr: Arc<str>,
+    /// Whether the target process still existed after the run (None: not checked).
+    pub target_alive: Option<bool>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     PerfScript(PerfScriptChunk),
     Profile(Profile),
     Watermark(Watermark),
+    Diagnostic(Diagnostic),
 }
 
 impl Event {
@@ -128,6 +161,7 @@ impl Event {
             Event::PerfScript(c) => EVENT_OVERHEAD_BYTES + c.data.len(),
             Event::Profile(p) => p.size_bytes(),
             Event::Watermark(_) => EVENT_OVERHEAD_BYTES,
+            Event::Diagnostic(d) => EVENT_OVERHEAD_BYTES + d.stderr.len(),
         }
     }
 
@@ -137,6 +171,7 @@ impl Event {
             Event::PerfScript(_) => "perf_script",
             Event::Profile(_) => "profile",
             Event::Watermark(_) => "watermark",
+            Event::Diagnostic(_) => "diagnostic",
         }
     }
 

@@ -216,6 +216,8 @@ pub async fn run_windows<W: WindowWriter>(
                 }
             }
             Event::PerfScript(_) => metrics.errors("unexpected_event", 1),
+            // Profiler reports are for `classify`; a sink has nothing to write.
+            Event::Diagnostic(_) => {}
         }
         while pending.len() > MAX_PENDING_WINDOWS {
             metrics.errors("pending_windows_limit", 1);
