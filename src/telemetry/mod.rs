@@ -27,6 +27,12 @@ pub struct ComponentLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProfilerErrorLabels {
+    pub profiler: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DiscardLabels {
     pub component_id: String,
     pub component_kind: String,
@@ -50,6 +56,7 @@ pub(crate) struct Families {
     discarded_bytes: Family<DiscardLabels, Counter>,
     errors: Family<DiscardLabels, Counter>,
     dropped_stacks: Family<DiscardLabels, Counter>,
+    profiler_errors: Family<ProfilerErrorLabels, Counter>,
     buffer_bytes: Family<ComponentLabels, Gauge>,
     buffer_max_bytes: Family<ComponentLabels, Gauge>,
     buffer_peak_bytes: Family<ComponentLabels, Gauge>,
@@ -74,6 +81,7 @@ impl Telemetry {
             discarded_bytes: Family::default(),
             errors: Family::default(),
             dropped_stacks: Family::default(),
+            profiler_errors: Family::default(),
             buffer_bytes: Family::default(),
             buffer_max_bytes: Family::default(),
             buffer_peak_bytes: Family::default(),
@@ -121,6 +129,11 @@ impl Telemetry {
             f.dropped_stacks.clone(),
         );
         registry.register(
+            "profiler_errors",
+            "Profiler runs that failed, by profiler and reason class",
+            f.profiler_errors.clone(),
+        );
+        registry.register(
             "buffer_size_bytes",
             "Bytes of events waiting in the component's input buffer",
             f.buffer_bytes.clone(),
@@ -151,6 +164,28 @@ impl Telemetry {
                 component_type: ty.to_string(),
             },
         )
+    }
+
+    /// Counts a failed profiler run in `profpipe_profiler_errors_total`.
+    pub fn profiler_error(&self, profiler: &str, reason: &str) {
+        self.inner
+            .profiler_errors
+            .get_or_create(&ProfilerErrorLabels {
+                profiler: profiler.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// Reads `profpipe_profiler_errors_total{profiler,reason}`.
+    pub fn profiler_errors(&self, profiler: &str, reason: &str) -> u64 {
+        self.inner
+            .profiler_errors
+            .get_or_create(&ProfilerErrorLabels {
+                profiler: profiler.to_string(),
+                reason: reason.to_string(),
+            })
+            .get()
     }
 
     /// Registers a metric that a component defines itself (e.g. per-profiler errors).

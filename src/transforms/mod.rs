@@ -1,5 +1,6 @@
 //! Transforms: bounded stages between sources and sinks.
 
+pub mod classify;
 pub mod dedup;
 pub mod symbol_filter;
 mod windowed;
@@ -7,6 +8,10 @@ mod windowed;
 use crate::component::{parse_transform, Kind, TransformConfig};
 
 pub static KINDS: &[Kind<dyn TransformConfig>] = &[
+    Kind {
+        name: "classify",
+        parse: parse_transform::<classify::ClassifyConfig>,
+    },
     Kind {
         name: "dedup",
         parse: parse_transform::<dedup::DedupConfig>,
