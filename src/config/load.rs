@@ -22,6 +22,7 @@ use toml::Spanned;
 
 use super::graph::{self, Node, Role};
 use super::locate::{self, Lines};
+use super::types::ByteSize;
 use super::{
     AgentConfig, Config, ConfigError, ConfigErrors, Registry, SinkEntry, SourceEntry,
     TelemetryConfig, TransformEntry,
@@ -61,9 +62,7 @@ pub fn load_str(name: &Path, text: &str, registry: &Registry) -> Result<Config, 
     let mut report = Report::new(name, text);
     let (doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
-        for e in syntax {
-            report.maybe_at(e.span(), format!("invalid TOML: {}", e.message()));
-        }
+        report_syntax(&mut report, text, syntax);
         return Err(report.finish());
     }
     // The same text again, as plain values to hand to serde. It parsed with spans,
@@ -84,6 +83,27 @@ pub fn load_str(name: &Path, text: &str, registry: &Registry) -> Result<Config, 
     match config {
         Some(config) if report.is_empty() => Ok(config),
         _ => Err(report.finish()),
+    }
+}
+
+/// Syntax errors, named as the parser names them. The parser recovers and goes on,
+/// but what it finds later on the line of an error is mostly a consequence of it,
+/// so only the first error of each line is reported.
+fn report_syntax(report: &mut Report<'_>, text: &str, mut errors: Vec<toml::de::Error>) {
+    errors.sort_by_key(|e| e.span().map(|s| s.start));
+    let mut lines_seen = std::collections::HashSet::new();
+    for e in errors {
+        let mut message = format!("invalid TOML: {}", e.message());
+        if let Some(span) = e.span() {
+            if !lines_seen.insert(report.lines.position(span.start).0) {
+                continue;
+            }
+            let key = text.get(span).unwrap_or("");
+            if e.message() == "duplicate key" && !key.is_empty() && !key.contains('\n') {
+                message = format!("invalid TOML: duplicate key `{key}`");
+            }
+        }
+        report.maybe_at(e.span(), message);
     }
 }
 
@@ -127,7 +147,7 @@ impl<'t> Report<'t> {
                     file: self.file.to_path_buf(),
                     line,
                     column,
-                    message,
+                    message: one_line(&message),
                 }
             })
             .collect();
@@ -144,9 +164,11 @@ struct Declared<'d> {
     id: &'d str,
     table: &'d Spanned<DeValue<'d>>,
     inputs: Vec<(&'d str, Range<usize>)>,
-    /// The `buffer` table if one was written and it is valid, with the span to
-    /// blame if it is too large.
-    buffer: Option<(BufferConfig, Range<usize>)>,
+    /// The `buffer` table, if one was written and it is valid.
+    buffer: Option<BufferConfig>,
+    /// `buffer.max_bytes`, if it was written and is valid (even if other fields of
+    /// `buffer` are not), with the span of its value.
+    buffer_size: Option<(ByteSize, Range<usize>)>,
     /// The typed config, if `type` named a kind and its table parsed and validated.
     built: Option<Built>,
 }
@@ -169,7 +191,13 @@ impl Loader<'_, '_> {
         let empty = toml::Value::Table(toml::Table::new());
         let mut agent = Some(AgentConfig::default());
         let mut telemetry = Some(TelemetryConfig::default());
+        // `[agent] memory_limit`, if valid (even if other fields of `[agent]` are
+        // not), and whether it is the default.
+        let mut memory_limit = Some((AgentConfig::default().memory_limit, true));
         let mut declared: Vec<Declared<'d>> = Vec::new();
+        // Sections the file has, valid or not, or misspells: an error about them
+        // is reported already, so "the pipeline has no sinks" would say it twice.
+        let mut claimed: Vec<Role> = Vec::new();
 
         for (key, value) in doc.get_ref().iter() {
             let name = key.get_ref().as_ref();
@@ -177,30 +205,43 @@ impl Loader<'_, '_> {
             match name {
                 "agent" => {
                     agent = self.read_settings("[agent]", value, raw, AGENT_FIELDS);
-                    if let Some(a) = &agent {
-                        if a.memory_limit.get() == 0 {
+                    memory_limit = match size_field(raw, "memory_limit") {
+                        Field::Absent => memory_limit,
+                        Field::Invalid => None,
+                        Field::Valid(size) if size.get() == 0 => {
                             let place = locate::find(value, &["memory_limit".to_string()]);
                             self.report.at(
                                 place.value,
                                 "[agent]: `memory_limit` must be greater than 0",
                             );
+                            None
                         }
-                    }
+                        Field::Valid(size) => Some((size, false)),
+                    };
                 }
                 "telemetry" => {
                     telemetry = self.read_settings("[telemetry]", value, raw, TELEMETRY_FIELDS)
                 }
-                "sources" => self.read_section(Role::Source, value, raw, &mut declared),
-                "transforms" => self.read_section(Role::Transform, value, raw, &mut declared),
-                "sinks" => self.read_section(Role::Sink, value, raw, &mut declared),
+                "sources" | "transforms" | "sinks" => {
+                    let role = section_role(name).expect("a section name");
+                    claimed.push(role);
+                    self.read_section(role, value, raw, &mut declared)
+                }
                 _ => {
-                    let what = if value.get_ref().is_table() {
-                        "table"
-                    } else {
-                        "key"
+                    let what = match value.get_ref() {
+                        DeValue::Table(_) => "table",
+                        DeValue::Array(a)
+                            if !a.is_empty() && a.iter().all(|v| v.get_ref().is_table()) =>
+                        {
+                            "array of tables"
+                        }
+                        _ => "key",
                     };
                     let message = match did_you_mean(name, TOP_LEVEL.iter().copied()) {
-                        Some(s) => format!("unknown {what} `{name}`, did you mean `{s}`?"),
+                        Some(s) => {
+                            claimed.extend(section_role(s));
+                            format!("unknown {what} `{name}`, did you mean `{s}`?")
+                        }
                         None => format!(
                             "unknown {what} `{name}`, expected one of {}",
                             list(TOP_LEVEL)
@@ -222,11 +263,11 @@ impl Loader<'_, '_> {
                 inputs: d.inputs.clone(),
             })
             .collect();
-        for p in graph::check(&nodes) {
+        for p in graph::check(&nodes, &claimed) {
             self.report.maybe_at(p.span, p.message);
         }
-        if let Some(agent) = &agent {
-            self.check_buffers_fit(agent, &declared);
+        if let Some((limit, default)) = memory_limit {
+            self.check_buffers_fit(limit, default, &declared);
         }
 
         let (agent, telemetry) = (agent?, telemetry?);
@@ -240,7 +281,7 @@ impl Loader<'_, '_> {
         for d in declared {
             let id: ComponentId = d.id.into();
             let inputs: Vec<ComponentId> = d.inputs.iter().map(|(s, _)| (*s).into()).collect();
-            let buffer = d.buffer.map(|(b, _)| b).unwrap_or_default();
+            let buffer = d.buffer.unwrap_or_default();
             match d.built? {
                 Built::Source(type_name, config_) => config.sources.push(SourceEntry {
                     id,
@@ -282,9 +323,7 @@ impl Loader<'_, '_> {
         match parse_all(parse_table::<T>, raw.clone()) {
             Ok(t) => Some(t),
             Err(errors) => {
-                for e in errors {
-                    self.field_problem(ctx, table, &[], e, known);
-                }
+                self.field_problems(ctx, table, &[], errors, known);
                 None
             }
         }
@@ -338,7 +377,7 @@ impl Loader<'_, '_> {
     ) -> Declared<'d> {
         let ctx = format!("{role} `{id}`");
         let inputs = self.read_inputs(role, id, &ctx, table);
-        let buffer = self.read_buffer(role, &ctx, table, &raw);
+        let (buffer, buffer_size) = self.read_buffer(role, &ctx, table, &raw);
         let mut rest = match raw {
             toml::Value::Table(t) => t,
             _ => toml::Table::new(),
@@ -370,6 +409,7 @@ impl Loader<'_, '_> {
             table,
             inputs,
             buffer,
+            buffer_size,
             built,
         }
     }
@@ -402,10 +442,16 @@ impl Loader<'_, '_> {
             return inputs;
         }
         let Some(array) = value.get_ref().as_array() else {
-            self.report.at(
-                value.span(),
-                format!("{ctx}: `inputs` must be an array of component ids, e.g. inputs = [\"my_source\"]"),
-            );
+            let message = match value.get_ref().as_str() {
+                Some(s) => {
+                    // Meant as one input: count it for the graph checks, so that
+                    // `s` is not also reported as unread.
+                    inputs.push((s, value.span()));
+                    format!("{ctx}: `inputs` must be an array: inputs = [\"{s}\"]")
+                }
+                None => format!("{ctx}: `inputs` must be an array of component ids, e.g. inputs = [\"my_source\"]"),
+            };
+            self.report.at(value.span(), message);
             return inputs;
         };
         if array.is_empty() {
@@ -430,45 +476,57 @@ impl Loader<'_, '_> {
         inputs
     }
 
-    /// `buffer`: allowed on transforms and sinks only.
+    /// `buffer`: allowed on transforms and sinks only. Returns the buffer if it is
+    /// valid, and `max_bytes` with its span if that is.
+    #[allow(clippy::type_complexity)]
     fn read_buffer(
         &mut self,
         role: Role,
         ctx: &str,
         table: &Spanned<DeValue<'_>>,
         raw: &toml::Value,
-    ) -> Option<(BufferConfig, Range<usize>)> {
-        let (key, value) = table.get_ref().as_table()?.get_key_value("buffer")?;
+    ) -> (Option<BufferConfig>, Option<(ByteSize, Range<usize>)>) {
+        let entry = table
+            .get_ref()
+            .as_table()
+            .and_then(|t| t.get_key_value("buffer"));
+        let (Some((key, value)), Some(raw)) = (entry, raw.get("buffer")) else {
+            return (None, None);
+        };
         if role == Role::Source {
             self.report.at(
                 key.span(),
                 format!("{ctx}: a source has no `buffer`; buffers belong to the components that read it"),
             );
-            return None;
+            return (None, None);
         }
-        let raw = raw.get("buffer").cloned()?;
-        match parse_all(parse_table::<BufferConfig>, raw) {
-            Ok(buffer) => {
+        if !raw.is_table() {
+            self.report.at(
+                value.span(),
+                format!("{ctx}: `buffer` must be a table, e.g. buffer = {{ max_bytes = \"64MiB\", when_full = \"block\" }}"),
+            );
+            return (None, None);
+        }
+        let size = match size_field(raw, "max_bytes") {
+            Field::Valid(size) => {
                 let place = locate::find(table, &["buffer".into(), "max_bytes".into()]);
-                let span = if place.exact {
-                    place.value
-                } else {
-                    value.span()
-                };
-                if buffer.max_bytes.get() == 0 {
+                if size.get() == 0 {
                     self.report.at(
-                        span,
+                        place.value,
                         format!("{ctx}: `buffer.max_bytes` must be greater than 0"),
                     );
-                    return None;
+                    None
+                } else {
+                    Some((size, place.value))
                 }
-                Some((buffer, span))
             }
+            Field::Absent | Field::Invalid => None,
+        };
+        match parse_all(parse_table::<BufferConfig>, raw.clone()) {
+            Ok(buffer) => (Some(buffer), size),
             Err(errors) => {
-                for e in errors {
-                    self.field_problem(ctx, table, &["buffer"], e, BUFFER_FIELDS);
-                }
-                None
+                self.field_problems(ctx, table, &["buffer"], errors, BUFFER_FIELDS);
+                (None, size)
             }
         }
     }
@@ -520,74 +578,47 @@ impl Loader<'_, '_> {
                 if problems.is_empty() {
                     return Some((kind.name, config));
                 }
-                for e in problems {
-                    self.field_problem(ctx, table, &[], e, &[]);
-                }
+                self.field_problems(ctx, table, &[], problems, &[]);
                 None
             }
             Err(errors) => {
-                for e in errors {
-                    self.field_problem(ctx, table, &[], e, &[]);
-                }
+                self.field_problems(ctx, table, &[], errors, &[]);
                 None
             }
         }
     }
 
-    /// Reports a [`FieldError`] of the table under `prefix` of `table`, at the key
-    /// it names (unknown fields) or its value (anything else), or at the deepest
-    /// part of its path that exists (a missing field: the table itself).
+    /// Reports the [`FieldError`]s of the table under `prefix` of `table`, each at
+    /// the key it names (unknown fields) or its value (anything else), or at the
+    /// deepest part of its path that exists (a missing field: the table itself).
     /// `known`: the field names of that table, if the caller knows them, for a
     /// suggestion when the message does not list them.
-    fn field_problem(
+    ///
+    /// "missing field `path`" is left out when an unknown field of the same table
+    /// was found to be a misspelling of `path`: the suggestion says it all.
+    fn field_problems(
         &mut self,
         ctx: &str,
         table: &Spanned<DeValue<'_>>,
         prefix: &[&str],
-        error: FieldError,
+        errors: Vec<FieldError>,
         known: &[&str],
     ) {
-        let mut path: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
-        path.extend(error.path);
-        let message = clean_message(&error.message);
-
-        if let Some((name, listed)) = unknown_name(message, "unknown field `") {
-            if path.last() != Some(&name) {
-                path.push(name.clone());
+        let described: Vec<Described> = errors
+            .into_iter()
+            .map(|e| describe(table, prefix, e, known))
+            .collect();
+        for d in &described {
+            if let Some(missing) = &d.missing {
+                if described
+                    .iter()
+                    .any(|o| o.suggests.as_ref() == Some(missing))
+                {
+                    continue;
+                }
             }
-            let candidates: Vec<&str> = if listed.is_empty() && path.len() == prefix.len() + 1 {
-                known.to_vec()
-            } else {
-                listed.iter().map(String::as_str).collect()
-            };
-            let place = locate::find(table, &path);
-            let span = if place.exact { place.key } else { place.value };
-            let dotted = path.join(".");
-            let text = match did_you_mean(&name, candidates.iter().copied()) {
-                Some(s) => format!("unknown field `{dotted}`, did you mean `{s}`?"),
-                None if candidates.is_empty() => format!("unknown field `{dotted}`"),
-                None => format!(
-                    "unknown field `{dotted}`, expected one of {}",
-                    list(&candidates)
-                ),
-            };
-            self.report.at(span, format!("{ctx}: {text}"));
-            return;
+            self.report.at(d.span.clone(), format!("{ctx}: {}", d.text));
         }
-
-        let place = locate::find(table, &path);
-        let mut text = message.to_string();
-        if let Some((name, listed)) = unknown_name(message, "unknown variant `") {
-            if let Some(s) = did_you_mean(&name, listed.iter().map(String::as_str)) {
-                text = format!("unknown variant `{name}`, did you mean `{s}`?");
-            }
-        }
-        let text = if path.is_empty() {
-            format!("{ctx}: {text}")
-        } else {
-            format!("{ctx}: `{}`: {text}", path.join("."))
-        };
-        self.report.at(place.value, text);
     }
 
     /// Ids are unique across sources, transforms and sinks.
@@ -614,21 +645,116 @@ impl Loader<'_, '_> {
 
     /// A buffer larger than `[agent] memory_limit` contradicts it: the limit caps
     /// all buffers together.
-    fn check_buffers_fit(&mut self, agent: &AgentConfig, declared: &[Declared<'_>]) {
-        let limit = agent.memory_limit;
+    fn check_buffers_fit(&mut self, limit: ByteSize, default: bool, declared: &[Declared<'_>]) {
+        let default = if default { ", the default" } else { "" };
         for d in declared {
-            if let Some((buffer, span)) = &d.buffer {
-                if buffer.max_bytes > limit && limit.get() > 0 {
+            if let Some((size, span)) = &d.buffer_size {
+                if *size > limit {
                     self.report.at(
                         span.clone(),
                         format!(
-                            "{} `{}`: `buffer.max_bytes` ({}) is larger than [agent] memory_limit ({}), which caps all buffers together",
-                            d.role, d.id, buffer.max_bytes, limit
+                            "{} `{}`: `buffer.max_bytes` ({size}) is larger than [agent] memory_limit ({limit}{default}), which caps all buffers together",
+                            d.role, d.id
                         ),
                     );
                 }
             }
         }
+    }
+}
+
+/// A field of a table read on its own, apart from the rest of the table.
+enum Field<T> {
+    Absent,
+    Invalid,
+    Valid(T),
+}
+
+/// A size field of a table (`table` need not be a table).
+fn size_field(table: &toml::Value, key: &str) -> Field<ByteSize> {
+    match table.get(key) {
+        None => Field::Absent,
+        Some(v) => match v.as_str().map(str::parse) {
+            Some(Ok(size)) => Field::Valid(size),
+            _ => Field::Invalid,
+        },
+    }
+}
+
+/// A [`FieldError`] made ready to report.
+struct Described {
+    span: Range<usize>,
+    text: String,
+    /// For an unknown field with a suggestion: the path of the field suggested.
+    suggests: Option<Vec<String>>,
+    /// For "missing field `x`": the path of `x`.
+    missing: Option<Vec<String>>,
+}
+
+fn describe(
+    table: &Spanned<DeValue<'_>>,
+    prefix: &[&str],
+    error: FieldError,
+    known: &[&str],
+) -> Described {
+    let mut path: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
+    path.extend(error.path);
+    let message = clean_message(&error.message);
+
+    if let Some((name, listed)) = unknown_name(message, "unknown field `") {
+        if path.last() != Some(&name) {
+            path.push(name.clone());
+        }
+        let candidates: Vec<&str> = if listed.is_empty() && path.len() == prefix.len() + 1 {
+            known.to_vec()
+        } else {
+            listed.iter().map(String::as_str).collect()
+        };
+        let place = locate::find(table, &path);
+        let span = if place.exact { place.key } else { place.value };
+        let dotted = path.join(".");
+        let suggestion = did_you_mean(&name, candidates.iter().copied());
+        let text = match suggestion {
+            Some(s) => format!("unknown field `{dotted}`, did you mean `{s}`?"),
+            None if candidates.is_empty() => format!("unknown field `{dotted}`"),
+            None => format!(
+                "unknown field `{dotted}`, expected one of {}",
+                list(&candidates)
+            ),
+        };
+        let suggests = suggestion.map(|s| {
+            let mut p = path[..path.len() - 1].to_vec();
+            p.push(s.to_string());
+            p
+        });
+        return Described {
+            span,
+            text,
+            suggests,
+            missing: None,
+        };
+    }
+
+    let place = locate::find(table, &path);
+    let missing = unknown_name(message, "missing field `").map(|(name, _)| {
+        let mut p = path.clone();
+        p.push(name);
+        p
+    });
+    let mut text = message.to_string();
+    if let Some((name, listed)) = unknown_name(message, "unknown variant `") {
+        if let Some(s) = did_you_mean(&name, listed.iter().map(String::as_str)) {
+            text = format!("unknown variant `{name}`, did you mean `{s}`?");
+        }
+    }
+    if !path.is_empty() {
+        text = format!("`{}`: {text}", path.join("."));
+    }
+    Described {
+        span: place.value,
+        text,
+        suggests: None,
+        missing,
     }
 }
 
@@ -639,7 +765,8 @@ impl Loader<'_, '_> {
 /// whose path names a key is recorded, that key is removed, and the table is parsed
 /// again, until it parses or no key is left to blame. "missing field" errors caused
 /// by a removal are not reported. Removing the key of an array removes the whole
-/// array, so only the first bad element of an array is reported.
+/// array, so only the first bad element of an array whose elements are not tables is
+/// reported.
 fn parse_all<R>(
     parse: fn(toml::Value) -> Result<R, Vec<FieldError>>,
     mut value: toml::Value,
@@ -655,15 +782,21 @@ fn parse_all<R>(
         };
         let mut progress = false;
         for e in errors {
-            if found.contains(&e) || caused_by_removal(&e, &removed) {
+            if found.contains(&e) {
                 continue;
             }
+            // Take out the key the error is about, or the table it is in: serde
+            // stopped there, and will go past it next time.
             let cut = key_prefix(&value, &e.path);
             if cut > 0 && remove_path(&mut value, &e.path[..cut]) {
                 removed.push(e.path[..cut].to_vec());
                 progress = true;
             }
-            found.push(e);
+            // A consequence of an earlier removal is not reported; it still had to
+            // be taken out, or the keys after it would never be seen.
+            if !caused_by_removal(&e, &removed) {
+                found.push(e);
+            }
         }
         if !progress {
             break;
@@ -731,6 +864,24 @@ fn remove_path(value: &mut toml::Value, path: &[String]) -> bool {
     }
 }
 
+/// A message on one line, so that each error is one `file:line:column: message`
+/// line. Some messages come with a diagram (a regex error echoes the pattern and
+/// points at it with `^`): its lines are joined, without the markers, which mean
+/// nothing once the lines are joined.
+fn one_line(message: &str) -> String {
+    let mut out = String::new();
+    for line in message.lines().map(str::trim) {
+        if line.is_empty() || line.chars().all(|c| matches!(c, '^' | '~' | '-' | ' ')) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// A serde error message without the context lines toml's errors add to it
 /// ("…\nin `buffer`").
 fn clean_message(message: &str) -> &str {
@@ -781,6 +932,15 @@ fn list(names: &[&str]) -> String {
         .join(", ")
 }
 
+fn section_role(name: &str) -> Option<Role> {
+    match name {
+        "sources" => Some(Role::Source),
+        "transforms" => Some(Role::Transform),
+        "sinks" => Some(Role::Sink),
+        _ => None,
+    }
+}
+
 fn is_valid_id(id: &str) -> bool {
     !id.is_empty()
         && id
@@ -810,6 +970,7 @@ mod tests {
     }
 
     /// Rejects unknown fields itself (serde lists the known ones).
+    #[allow(dead_code)] // fields are only parsed
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct FileSource {
@@ -863,6 +1024,7 @@ mod tests {
         }
     }
 
+    #[allow(dead_code)] // fields are only parsed
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct FilterTransform {
@@ -876,6 +1038,7 @@ mod tests {
         }
     }
 
+    #[allow(dead_code)] // fields are only parsed
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct FileSink {
@@ -1149,8 +1312,65 @@ inputs = [\"t\"]
         );
         assert_eq!(
             errors("[sources.a]\ntype = \"file\"\ntype = \"perf\"\n"),
-            ["3:1: invalid TOML: duplicate key"]
+            ["3:1: invalid TOML: duplicate key `type`"]
         );
+    }
+
+    #[test]
+    fn parse_all_goes_on_after_each_problem() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)] // fields are only parsed
+        struct Inner {
+            n: u32,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)] // fields are only parsed
+        struct Outer {
+            a: u32,
+            b: DurationStr,
+            inner: Inner,
+            list: Vec<Inner>,
+        }
+        fn parse(v: toml::Value) -> Result<Outer, Vec<FieldError>> {
+            parse_table(v)
+        }
+        let value: toml::Value = toml::from_str(
+            "a = 'x'\nb = 'never'\nzz = 1\ninner = { n = 1, q = 2 }\nlist = [{ n = 1 }, { n = 'y', r = 3 }]",
+        )
+        .unwrap();
+        let errors: Vec<(String, String)> = parse_all(parse, value)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| (e.path.join("."), clean_message(&e.message).to_string()))
+            .collect();
+        let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+        // Every problem once; no "missing field `a`" after `a` was taken out.
+        assert_eq!(
+            paths,
+            ["a", "b", "inner.q", "list.1.n", "list.1.r", "zz"],
+            "{errors:#?}"
+        );
+        assert!(errors.iter().all(|(_, m)| !m.starts_with("missing field")));
+        assert!(errors[2].1.starts_with("unknown field `q`, expected `n`"));
+
+        // A good table parses in one go.
+        let ok: toml::Value =
+            toml::from_str("a = 1\nb = '1s'\ninner = { n = 1 }\nlist = []").unwrap();
+        assert!(parse_all(parse, ok).is_ok());
+    }
+
+    #[test]
+    fn a_misspelled_required_field_is_not_also_missing() {
+        let text = "[sources.a]\ntype = \"file\"\npaht = \"/x\"\n[sinks.b]\ntype = \"file\"\ninputs = [\"a\"]\npath = \"p\"\n";
+        assert_eq!(
+            errors(text),
+            ["3:1: source `a`: unknown field `paht`, did you mean `path`?"]
+        );
+        // With no suggestion to explain it, the missing field is reported.
+        let text = "[sources.a]\ntype = \"file\"\n[sinks.b]\ntype = \"file\"\ninputs = [\"a\"]\npath = \"p\"\n";
+        assert_eq!(errors(text), ["1:1: source `a`: missing field `path`"]);
     }
 
     #[test]
