@@ -1,0 +1,539 @@
+//! Config loading against fixture files.
+//!
+//! Every `tests/data/config/NAME.toml` is loaded with the test registry below and
+//! its result compared with `NAME.out`: the errors exactly as printed
+//! (`file:line:column: message`, one per line), or for a config that loads, a
+//! summary of the typed config starting with `ok`.
+//!
+//! `PROFPIPE_BLESS=1 cargo test --test config_errors` rewrites the `.out` files that
+//! differ. A fixture without a `.out` file fails even when blessing: create it
+//! (empty) to say that the fixture is meant to be there, then bless.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use profpipe::component::{
+    parse_sink, parse_source, parse_transform, BuildError, FieldError, Kind, SinkConfig,
+    SinkContext, SourceConfig, SourceContext, Task, TransformConfig, TransformContext,
+};
+use profpipe::config::types::{ByteSize, DurationStr, RegexStr};
+use profpipe::config::{load_file, load_str, Config, Registry};
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Test kinds: small configs with typed fields, standing in for the real ones.
+
+fn not_built() -> Result<Task, BuildError> {
+    Err(BuildError("test kinds are not built".into()))
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum ReadMode {
+    Once,
+    Follow,
+}
+
+/// `type = "file"` source: reads a file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSource {
+    path: String,
+    #[serde(default = "default_window")]
+    window: DurationStr,
+    #[serde(default = "default_mode")]
+    mode: ReadMode,
+}
+
+fn default_window() -> DurationStr {
+    DurationStr::from_secs(60)
+}
+
+fn default_mode() -> ReadMode {
+    ReadMode::Follow
+}
+
+impl SourceConfig for FileSource {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if !self.path.starts_with('/') {
+            errors.push(FieldError::new(&["path"], "must be an absolute path"));
+        }
+        if self.window.get().as_millis() < 100 {
+            errors.push(FieldError::new(&["window"], "must be at least 100ms"));
+        }
+        errors
+    }
+    fn is_finite(&self) -> bool {
+        self.mode == ReadMode::Once
+    }
+    fn build(&self, _: SourceContext) -> Result<Task, BuildError> {
+        not_built()
+    }
+}
+
+/// `type = "perf"` source. Without `deny_unknown_fields`: serde ignores unknown
+/// fields and `parse_table` collects them.
+#[allow(dead_code)] // fields are only parsed
+#[derive(Debug, Deserialize)]
+struct PerfSource {
+    #[serde(default = "default_frequency")]
+    frequency: u32,
+    #[serde(default = "default_window")]
+    window: DurationStr,
+}
+
+fn default_frequency() -> u32 {
+    11
+}
+
+impl SourceConfig for PerfSource {
+    fn validate(&self) -> Vec<FieldError> {
+        if (1..=1000).contains(&self.frequency) {
+            Vec::new()
+        } else {
+            vec![FieldError::new(
+                &["frequency"],
+                "must be between 1 and 1000 (Hz)",
+            )]
+        }
+    }
+    fn build(&self, _: SourceContext) -> Result<Task, BuildError> {
+        not_built()
+    }
+}
+
+/// `type = "py_spy"`: no fields at all.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PySpySource {}
+
+impl SourceConfig for PySpySource {
+    fn build(&self, _: SourceContext) -> Result<Task, BuildError> {
+        not_built()
+    }
+}
+
+/// `type = "fold"` transform.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FoldTransform {
+    #[serde(default = "default_max_stacks")]
+    max_stacks: u64,
+}
+
+fn default_max_stacks() -> u64 {
+    100_000
+}
+
+impl TransformConfig for FoldTransform {
+    fn validate(&self) -> Vec<FieldError> {
+        if self.max_stacks == 0 {
+            vec![FieldError::new(&["max_stacks"], "must be at least 1")]
+        } else {
+            Vec::new()
+        }
+    }
+    fn build(&self, _: TransformContext) -> Result<Task, BuildError> {
+        not_built()
+    }
+}
+
+/// `type = "symbol_filter"` transform.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SymbolFilterTransform {
+    drop_frames: Vec<RegexStr>,
+}
+
+impl TransformConfig for SymbolFilterTransform {
+    fn validate(&self) -> Vec<FieldError> {
+        if self.drop_frames.is_empty() {
+            vec![FieldError::new(
+                &["drop_frames"],
+                "must list at least one pattern",
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+    fn build(&self, _: TransformContext) -> Result<Task, BuildError> {
+        not_built()
+    }
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum Format {
+    Collapsed,
+    Flamegraph,
+    Pprof,
+}
+
+/// `type = "file"` sink.
+#[allow(dead_code)] // fields are only parsed
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSink {
+    path: String,
+    #[serde(default)]
+    formats: Vec<Format>,
+}
+
+impl SinkConfig for FileSink {
+    fn build(&self, _: SinkContext) -> Result<Task, BuildError> {
+        not_built()
+    }
+}
+
+/// `type = "kafka"` sink.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSink {
+    brokers: String,
+    topic: String,
+    #[serde(default = "default_max_message")]
+    max_message: ByteSize,
+}
+
+fn default_max_message() -> ByteSize {
+    ByteSize::mib(1)
+}
+
+impl SinkConfig for KafkaSink {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        for (i, broker) in self.brokers.split(',').enumerate() {
+            if !broker.contains(':') {
+                errors.push(FieldError::new(
+                    &["brokers"],
+                    format!("broker {} (`{broker}`) has no port", i + 1),
+                ));
+            }
+        }
+        if self.topic.is_empty() {
+            errors.push(FieldError::new(&["topic"], "must not be empty"));
+        }
+        if self.max_message.get() == 0 {
+            errors.push(FieldError::new(&["max_message"], "must be greater than 0"));
+        }
+        errors
+    }
+    fn build(&self, _: SinkContext) -> Result<Task, BuildError> {
+        not_built()
+    }
+}
+
+static SOURCES: &[Kind<dyn SourceConfig>] = &[
+    Kind {
+        name: "file",
+        parse: parse_source::<FileSource>,
+    },
+    Kind {
+        name: "perf",
+        parse: parse_source::<PerfSource>,
+    },
+    Kind {
+        name: "py_spy",
+        parse: parse_source::<PySpySource>,
+    },
+];
+
+static TRANSFORMS: &[Kind<dyn TransformConfig>] = &[
+    Kind {
+        name: "fold",
+        parse: parse_transform::<FoldTransform>,
+    },
+    Kind {
+        name: "symbol_filter",
+        parse: parse_transform::<SymbolFilterTransform>,
+    },
+];
+
+static SINKS: &[Kind<dyn SinkConfig>] = &[
+    Kind {
+        name: "file",
+        parse: parse_sink::<FileSink>,
+    },
+    Kind {
+        name: "kafka",
+        parse: parse_sink::<KafkaSink>,
+    },
+];
+
+fn registry() -> Registry {
+    Registry {
+        sources: SOURCES,
+        transforms: TRANSFORMS,
+        sinks: SINKS,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Golden files.
+
+const FIXTURES: &str = "tests/data/config";
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// What `NAME.out` holds for a config that loads.
+fn summary(config: &Config) -> String {
+    let mut s = String::from("ok\n");
+    let a = &config.agent;
+    let _ = writeln!(
+        s,
+        "agent memory_limit={} shutdown_timeout={} hostname={}",
+        a.memory_limit,
+        a.shutdown_timeout,
+        a.hostname.as_deref().unwrap_or("-")
+    );
+    let listen = config.telemetry.listen.map(|l| l.to_string());
+    let _ = writeln!(s, "telemetry listen={}", listen.as_deref().unwrap_or("-"));
+    for c in &config.sources {
+        let _ = writeln!(
+            s,
+            "source {} type={} finite={}",
+            c.id,
+            c.type_name,
+            c.config.is_finite()
+        );
+    }
+    let inputs = |ids: &[profpipe::event::ComponentId]| {
+        ids.iter().map(|i| &**i).collect::<Vec<_>>().join(",")
+    };
+    for c in &config.transforms {
+        let _ = writeln!(
+            s,
+            "transform {} type={} inputs={} buffer={} {:?}",
+            c.id,
+            c.type_name,
+            inputs(&c.inputs),
+            c.buffer.max_bytes,
+            c.buffer.when_full
+        );
+    }
+    for c in &config.sinks {
+        let _ = writeln!(
+            s,
+            "sink {} type={} inputs={} buffer={} {:?}",
+            c.id,
+            c.type_name,
+            inputs(&c.inputs),
+            c.buffer.max_bytes,
+            c.buffer.when_full
+        );
+    }
+    s
+}
+
+/// Loads a fixture under the name `tests/data/config/NAME.toml`, so that the
+/// expected output does not depend on where the checkout is.
+fn render(name: &Path, text: &str) -> String {
+    match load_str(name, text, &registry()) {
+        Ok(config) => summary(&config),
+        Err(errors) => format!("{errors}\n"),
+    }
+}
+
+#[test]
+fn fixtures() {
+    let bless = std::env::var_os("PROFPIPE_BLESS").is_some_and(|v| v == "1");
+    let dir = manifest_dir().join(FIXTURES);
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 10, "fixtures missing from {}", dir.display());
+
+    let mut failures = Vec::new();
+    for path in &names {
+        let file = path.file_name().unwrap();
+        let shown = Path::new(FIXTURES).join(file);
+        let text = std::fs::read_to_string(path).unwrap();
+        let actual = render(&shown, &text);
+        let out = path.with_extension("out");
+        let shown_out = shown.with_extension("out");
+        let Ok(expected) = std::fs::read_to_string(&out) else {
+            failures.push(format!(
+                "{}: no expected output; create it (empty) and run with PROFPIPE_BLESS=1\nactual:\n{actual}",
+                shown_out.display()
+            ));
+            continue;
+        };
+        if expected == actual {
+            continue;
+        }
+        if bless {
+            std::fs::write(&out, &actual).unwrap();
+            eprintln!("blessed {}", shown_out.display());
+            continue;
+        }
+        failures.push(diff(&shown_out, &expected, &actual));
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} fixtures differ (PROFPIPE_BLESS=1 rewrites them):\n\n{}",
+        failures.len(),
+        names.len(),
+        failures.join("\n")
+    );
+}
+
+/// Line-by-line differences, each with its line in the expected file.
+fn diff(out: &Path, expected: &str, actual: &str) -> String {
+    let e: Vec<&str> = expected.lines().collect();
+    let a: Vec<&str> = actual.lines().collect();
+    let mut s = String::new();
+    for i in 0..e.len().max(a.len()) {
+        let (x, y) = (e.get(i), a.get(i));
+        if x != y {
+            let _ = writeln!(s, "{}:{}:", out.display(), i + 1);
+            if let Some(x) = x {
+                let _ = writeln!(s, "  - {x}");
+            }
+            if let Some(y) = y {
+                let _ = writeln!(s, "  + {y}");
+            }
+        }
+    }
+    if expected.ends_with('\n') != actual.ends_with('\n') {
+        let _ = writeln!(s, "{}: differs in the final newline", out.display());
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// Checks written out here, independent of blessing.
+
+#[test]
+fn many_errors_in_one_load_each_at_its_place() {
+    let text = r#"[agent]
+memory_limit = "4MiB"
+shutdown_timeot = "5s"
+
+[sources.cpu]
+type = "perf"
+frequncy = 99
+window = "1 fortnight"
+inputs = ["x"]
+
+[sources.py]
+type = "py_sy"
+
+[transforms.fold]
+type = "fold"
+inputs = ["cpu", "pyy", "out"]
+buffer = { max_bytes = "16MiB", when_ful = "block" }
+
+[sink.typo]
+type = "file"
+
+[sinks.out]
+type = "kafka"
+inputs = []
+brokers = "kafka-1"
+topic = ""
+"#;
+    let errors = load_str(Path::new("many.toml"), text, &registry()).unwrap_err();
+    let got: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+    let expected = [
+        "many.toml:3:1: [agent]: unknown field `shutdown_timeot`, did you mean `shutdown_timeout`?",
+        "many.toml:7:1: source `cpu`: unknown field `frequncy`",
+        "many.toml:8:10: source `cpu`: `window`: invalid duration \"1 fortnight\"",
+        "many.toml:9:1: source `cpu`: a source has no `inputs`; it is where events start",
+        "many.toml:12:8: unknown source type `py_sy`, did you mean `py_spy`?",
+        "many.toml:14:1: transform `fold` is not read by any transform or sink",
+        "many.toml:16:18: transform `fold`: unknown input `pyy`, did you mean `py`?",
+        "many.toml:16:25: transform `fold`: input `out` is a sink; only sources and transforms can be inputs",
+        "many.toml:17:24: transform `fold`: `buffer.max_bytes` (16.0 MiB) is larger than [agent] memory_limit (4.0 MiB), which caps all buffers together",
+        "many.toml:17:33: transform `fold`: unknown field `buffer.when_ful`, did you mean `when_full`?",
+        "many.toml:19:2: unknown table `sink`, did you mean `sinks`?",
+        "many.toml:24:10: sink `out` has no inputs",
+        "many.toml:25:11: sink `out`: `brokers`: broker 1 (`kafka-1`) has no port",
+        "many.toml:26:9: sink `out`: `topic`: must not be empty",
+    ];
+    assert_eq!(got.len(), expected.len(), "{got:#?}");
+    for (g, x) in got.iter().zip(expected) {
+        assert!(g.starts_with(x), "got      {g:?}\nexpected {x:?}");
+    }
+}
+
+#[test]
+fn valid_config_yields_the_typed_pipeline() {
+    let text = r#"
+[agent]
+memory_limit = "128MiB"
+hostname = "box-1"
+
+[sources.host_cpu]
+type = "perf"
+frequency = 99
+window = "10s"
+
+[sources.replay]
+type = "file"
+path = "/var/tmp/perf.txt"
+mode = "once"
+
+[transforms.fold]
+type = "fold"
+inputs = ["host_cpu", "replay"]
+
+[transforms.quiet]
+type = "symbol_filter"
+inputs = ["fold"]
+drop_frames = ['^__pfx_', '^\[unknown\]$']
+buffer.when_full = "drop_newest"
+
+[sinks.archive]
+type = "file"
+inputs = ["quiet"]
+path = "/var/lib/profpipe"
+formats = ["collapsed", "flamegraph"]
+
+[sinks.analytics]
+type = "kafka"
+inputs = ["quiet", "fold"]
+brokers = "kafka-1:9092,kafka-2:9092"
+topic = "profiles"
+buffer = { max_bytes = "64MiB", when_full = "block" }
+"#;
+    let config = load_str(Path::new("<embedded default>"), text, &registry()).unwrap();
+    assert_eq!(
+        summary(&config),
+        "ok
+agent memory_limit=128.0 MiB shutdown_timeout=30s hostname=box-1
+telemetry listen=-
+source host_cpu type=perf finite=false
+source replay type=file finite=true
+transform fold type=fold inputs=host_cpu,replay buffer=8.0 MiB Block
+transform quiet type=symbol_filter inputs=fold buffer=8.0 MiB DropNewest
+sink archive type=file inputs=quiet buffer=8.0 MiB Block
+sink analytics type=kafka inputs=quiet,fold buffer=64.0 MiB Block
+"
+    );
+}
+
+#[test]
+fn unreadable_file_is_one_error() {
+    let path = manifest_dir().join(FIXTURES).join("does-not-exist.toml");
+    let errors = load_file(&path, &registry()).unwrap_err();
+    assert_eq!(errors.0.len(), 1);
+    let e = &errors.0[0];
+    assert_eq!((e.file.as_path(), e.line, e.column), (path.as_path(), 0, 0));
+    assert!(e.message.starts_with("cannot read: "), "{}", e.message);
+}
+
+#[test]
+fn load_file_reports_the_path_it_was_given() {
+    let path = manifest_dir().join(FIXTURES).join("unknown_type.toml");
+    let errors = load_file(&path, &registry()).unwrap_err();
+    assert!(errors.0.iter().all(|e| e.file == path));
+    assert!(errors
+        .to_string()
+        .starts_with(&format!("{}:", path.display())));
+}
