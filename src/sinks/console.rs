@@ -35,6 +35,7 @@ pub enum ConsoleFormat {
 
 /// `[sinks.ID] type = "console"`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConsoleSinkConfig {
     /// "folded" (default) or "collapsed".
     #[serde(default)]

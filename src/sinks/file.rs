@@ -69,6 +69,7 @@ impl FileFormat {
 
 /// `[sinks.ID] type = "file"`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FileSinkConfig {
     /// Directory to write into. Created (mode 0700, parents too) if missing.
     pub path: PathBuf,

@@ -193,6 +193,7 @@ pub fn classify(d: &Diagnostic) -> Reason {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct ClassifyConfig {
     /// Add an error frame `comm;[Profiling error: reason]` (count 1) to the profile
     /// of the window for each failed per-process run, as gProfiler does.

@@ -28,6 +28,7 @@ pub const EMIT_BATCH: usize = 10_000;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct DedupConfig {
     /// Most distinct stacks kept per window (per source).
     pub max_unique_stacks: usize,

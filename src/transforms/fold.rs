@@ -28,6 +28,7 @@ use crate::telemetry::ComponentMetrics;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct FoldConfig {
     /// Append the pid to the process name (`comm-PID`).
     pub pid: bool,

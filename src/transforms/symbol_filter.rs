@@ -23,6 +23,7 @@ use crate::config::types::RegexStr;
 use crate::event::{Event, Profile, Stack};
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rewrite {
     /// Regex matched against each frame.
     pub pattern: RegexStr,
@@ -32,6 +33,7 @@ pub struct Rewrite {
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct SymbolFilterConfig {
     /// Frames matching any of these are removed.
     pub drop_frames: Vec<RegexStr>,

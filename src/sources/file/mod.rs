@@ -65,6 +65,7 @@ pub enum ReadFrom {
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
+#[serde(deny_unknown_fields)]
 pub struct FileSourceConfig {
     /// Files to read: paths or glob patterns. "-" reads standard input.
     pub paths: Vec<String>,
