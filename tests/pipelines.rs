@@ -1,0 +1,90 @@
+//! Every example under `pipelines/` runs for real through the `profpipe` binary:
+//! outputs are redirected to a scratch directory, inputs stay the bundled ones.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn profpipe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_profpipe"))
+}
+
+/// Runs a pipeline file from the repository root with its sink paths pointed at
+/// `out`. Returns stdout.
+fn run_example(name: &str, out: &Path) -> String {
+    let text = std::fs::read_to_string(repo().join("pipelines").join(name)).unwrap();
+    let text = text.replace("path = \"profiles\"", &format!("path = {:?}", out.join("profiles")));
+    let config = out.join(name);
+    std::fs::write(&config, text).unwrap();
+    let result = profpipe()
+        .current_dir(repo())
+        .args(["--log", "warn", "run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{name} failed: {}\n{}",
+        result.status,
+        String::from_utf8_lossy(&result.stderr)
+    );
+    String::from_utf8(result.stdout).unwrap()
+}
+
+#[test]
+fn every_example_validates() {
+    let mut examples: Vec<PathBuf> = std::fs::read_dir(repo().join("pipelines"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    examples.sort();
+    assert!(!examples.is_empty());
+    let out = profpipe().arg("validate").args(&examples).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn fold_capture_writes_folded_collapsed_and_flamegraph() {
+    let tmp = tempfile::tempdir().unwrap();
+    run_example("fold-capture.toml", tmp.path());
+    let dir = tmp.path().join("profiles");
+    let folded = std::fs::read_to_string(dir.join("last_profile.folded")).unwrap();
+    let svg = std::fs::read_to_string(dir.join("last_profile.svg")).unwrap();
+    let col = std::fs::read_to_string(dir.join("last_profile.col")).unwrap();
+    // The bundled capture holds a frame-pointer C workload and a Python interpreter.
+    assert!(folded.contains("workload;"), "no workload stacks");
+    assert!(folded.contains("mid_compute;leaf_hash"), "workload frames missing");
+    assert!(folded.contains("_[k]"), "kernel frames not annotated");
+    assert!(!folded.contains("__pfx_"), "symbol_filter did not drop padding symbols");
+    assert!(svg.contains("<svg") && svg.contains("leaf_hash"));
+    assert!(col.starts_with("# {"), "collapsed file lacks the gProfiler header");
+    // The same samples, whatever the format: totals agree with `profpipe fold`.
+    let total = |text: &str| -> u64 {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()))
+            .sum()
+    };
+    let direct = profpipe()
+        .args(["fold", "--kernel"])
+        .arg(repo().join("pipelines/captures/host-sample.perf.txt"))
+        .output()
+        .unwrap();
+    assert!(direct.status.success());
+    assert_eq!(total(&folded), total(&String::from_utf8_lossy(&direct.stdout)));
+    assert_eq!(total(&folded), total(&col));
+}
+
+#[test]
+fn collapsed_dedup_console_prints_merged_stacks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stdout = run_example("collapsed-dedup.toml", tmp.path());
+    let lines: Vec<&str> = stdout.lines().collect();
+    // The bundled gProfiler-style file repeats stacks; dedup merges them.
+    assert!(lines.contains(&"python3;<module> (app.py:10)_[p];work (app.py:4)_[p] 7"), "{stdout}");
+    assert!(lines.iter().all(|l| !l.starts_with("0;")), "gProfiler prefixes leaked: {stdout}");
+}
