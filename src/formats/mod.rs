@@ -1,1 +1,2 @@
 //! Parsers and writers of the stack formats profpipe reads and writes.
+pub mod perf_script;
