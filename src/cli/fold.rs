@@ -77,9 +77,9 @@ pub fn run(args: FoldArgs) -> anyhow::Result<ExitCode> {
         .map_or(1, NonZeroUsize::get);
 
     let input: Box<dyn Read> = match &args.file {
-        Some(path) if path.as_os_str() != "-" => Box::new(
-            File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-        ),
+        Some(path) if path.as_os_str() != "-" => {
+            Box::new(File::open(path).with_context(|| format!("cannot open {}", path.display()))?)
+        }
         _ => Box::new(io::stdin().lock()),
     };
     let stdout = io::stdout().lock();

@@ -274,7 +274,9 @@ mod tests {
     fn kernel_and_jit_modules() {
         assert!(is_kernel_module("[kernel.kallsyms]"));
         assert!(is_kernel_module("/lib/modules/x/foo.ko"));
-        assert!(is_kernel_module("/boot/vmlinux-5.4.14-cloudflare-2020.1.11"));
+        assert!(is_kernel_module(
+            "/boot/vmlinux-5.4.14-cloudflare-2020.1.11"
+        ));
         assert!(!is_kernel_module("[unknown]"));
         assert!(!is_kernel_module("/boot/vmlinux-5.4)"));
         assert!(is_jit_module("/tmp/perf-123.map"));

@@ -218,27 +218,41 @@ mod tests {
     fn event_lines() {
         let e = split_event_line("java 12688 [002] 6544038.708352: cpu-clock:").unwrap();
         assert_eq!((e.comm, e.pid, e.tid), ("java", "?", "12688"));
-        assert_eq!((e.event, e.period, e.inline_frame), (Some("cpu-clock"), None, None));
+        assert_eq!(
+            (e.event, e.period, e.inline_frame),
+            (Some("cpu-clock"), None, None)
+        );
 
-        let e = split_event_line("V8 WorkerThread 24636/25607 [000] 94564.109216: cycles:")
-            .unwrap();
-        assert_eq!((e.comm, e.pid, e.tid), ("V8 WorkerThread", "24636", "25607"));
+        let e =
+            split_event_line("V8 WorkerThread 24636/25607 [000] 94564.109216: cycles:").unwrap();
+        assert_eq!(
+            (e.comm, e.pid, e.tid),
+            ("V8 WorkerThread", "24636", "25607")
+        );
 
         let e = split_event_line("vote   913    72.176760:     257597 cycles:uppp:").unwrap();
         assert_eq!((e.comm, e.tid), ("vote", "913"));
-        assert_eq!((e.event, e.period, e.inline_frame), (Some("cycles"), Some(257597), None));
+        assert_eq!(
+            (e.event, e.period, e.inline_frame),
+            (Some("cycles"), Some(257597), None)
+        );
 
         let e = split_event_line(
             "false 64414 20110.539270:      34467 cycles:u:  ffffffff9aa3c8de [unknown] ([unknown])",
         )
         .unwrap();
-        assert_eq!(e.inline_frame, Some("ffffffff9aa3c8de [unknown] ([unknown])"));
-
-        let e = split_event_line(
-            "head  8967/8967  [000]   501.661597:    2004008 cpu-clock: ",
+        assert_eq!(
+            e.inline_frame,
+            Some("ffffffff9aa3c8de [unknown] ([unknown])")
         );
-        // Callers trim the end first; with a trailing space the event name is empty.
-        assert_eq!(e.unwrap().event, Some(""));
+
+        // Modern perf ends event lines with a space after the last colon.
+        let e = split_event_line("head  8967/8967  [000]   501.661597:    2004008 cpu-clock: ")
+            .unwrap();
+        assert_eq!(
+            (e.event, e.period, e.inline_frame),
+            (Some("cpu-clock"), Some(2004008), None)
+        );
 
         assert!(split_event_line("THIS_IS_A_WEIRD_LINE").is_none());
         assert!(split_event_line("123 abc").is_none());
@@ -249,11 +263,17 @@ mod tests {
 
     #[test]
     fn stack_lines() {
-        let s = split_stack_line("\t    7f533952bc77 _dl_check_map_versions+0x597 (/usr/lib/ld-2.28.so)")
-            .unwrap();
+        let s = split_stack_line(
+            "\t    7f533952bc77 _dl_check_map_versions+0x597 (/usr/lib/ld-2.28.so)",
+        )
+        .unwrap();
         assert_eq!(
             (s.pc, s.symbol, s.module),
-            ("7f533952bc77", "_dl_check_map_versions", "/usr/lib/ld-2.28.so")
+            (
+                "7f533952bc77",
+                "_dl_check_map_versions",
+                "/usr/lib/ld-2.28.so"
+            )
         );
         let s = split_stack_line("7f1e2215d058  (/lib/libc-2.15.so)").unwrap();
         assert_eq!(s.symbol, " ");

@@ -115,10 +115,9 @@ impl FoldStats {
             "bad_header_lines" => format!("skipped {count} malformed event header lines"),
             "bad_frame_lines" => format!("skipped {count} malformed frame lines"),
             "non_utf8_lines" => format!("converted {count} lines with invalid UTF-8 lossily"),
-            "oversized_lines" => format!(
-                "skipped {count} lines longer than {} bytes",
-                MAX_LINE_BYTES
-            ),
+            "oversized_lines" => {
+                format!("skipped {count} lines longer than {} bytes", MAX_LINE_BYTES)
+            }
             "truncated_lines" => {
                 format!("input ended in the middle of a line ({count} unterminated line)")
             }
@@ -190,8 +189,12 @@ pub struct PerfFolder {
 
     // Interning and aggregation.
     names: Names,
-    /// Stack-line cache: key (see [`PerfFolder::on_stack_line`]) -> range in `cached_ids`,
-    /// ids stored in reverse line order.
+    /// Stack-line caches, both giving a range in `cached_ids` (frame ids in reverse line
+    /// order). The first level is keyed by the raw text after the address, exactly as
+    /// printed (`sorter+0x24 (/tmp/pp/work)`), one map without and one with Java
+    /// tidying; a hit needs no parsing. The second is keyed by symbol without offset and
+    /// module (see [`PerfFolder::on_stack_line`]), so each symbol is named once.
+    raw_cache: [FxHashMap<Box<[u8]>, (u32, u32)>; 2],
     line_cache: FxHashMap<Box<[u8]>, (u32, u32)>,
     cached_ids: Vec<u32>,
     line_cache_bytes: usize,
@@ -250,6 +253,7 @@ impl PerfFolder {
             carry: Vec::new(),
             skipping_long_line: false,
             names: Names::default(),
+            raw_cache: Default::default(),
             line_cache: FxHashMap::default(),
             cached_ids: Vec::new(),
             line_cache_bytes: 0,
@@ -318,10 +322,19 @@ impl PerfFolder {
                 }
             }
         }
+        // Checking the whole slice once is much cheaper than validating UTF-8 per line.
+        let ascii = data.is_ascii();
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', data) {
-            self.on_line(&data[start..nl]);
+            let line = &data[start..nl];
             start = nl + 1;
+            if ascii && line.len() <= MAX_LINE_BYTES && line.first() != Some(&b'#') {
+                // SAFETY: `data` is all ASCII, so every sub-slice is valid UTF-8.
+                let line = unsafe { std::str::from_utf8_unchecked(line) };
+                self.on_text_line(line);
+            } else {
+                self.on_line(line);
+            }
         }
         let tail = &data[start..];
         if tail.len() > MAX_LINE_BYTES {
@@ -403,6 +416,7 @@ impl PerfFolder {
             return false;
         }
         self.names = Names::default();
+        self.raw_cache = Default::default();
         self.line_cache = FxHashMap::default();
         self.cached_ids = Vec::new();
         self.line_cache_bytes = 0;
@@ -423,7 +437,10 @@ impl PerfFolder {
             + self.counts_key_bytes
             + self.names.by_name.capacity() * NAME_SLOT
             + self.names.bytes
-            + self.line_cache.capacity() * LINE_SLOT
+            + (self.line_cache.capacity()
+                + self.raw_cache[0].capacity()
+                + self.raw_cache[1].capacity())
+                * LINE_SLOT
             + self.line_cache_bytes
             + self.cached_ids.capacity() * 4
             + self.carry.capacity()
@@ -552,6 +569,27 @@ impl PerfFolder {
         if self.skip_record {
             return;
         }
+        // First level: the raw text after the address.
+        // Only when the address starts with a printable ASCII byte: after other
+        // (Unicode) whitespace, `split_stack_line`'s trimming could find another word.
+        let trimmed = line.trim_start_matches([' ', '\t']).as_bytes();
+        let raw = match trimmed.first() {
+            Some(b'!'..=b'~') => memchr::memchr(b' ', trimmed).map(|sp| &trimmed[sp + 1..]),
+            _ => None,
+        };
+        if let Some(raw) = raw {
+            if let Some(&(start, len)) = self.raw_cache[usize::from(self.java)].get(raw) {
+                let ids = &self.cached_ids[start as usize..(start + len) as usize];
+                self.stack.extend_from_slice(ids);
+                return;
+            }
+        }
+        self.on_stack_line_slow(line, raw);
+    }
+
+    /// A stack line not in the first-level cache: parse it, name it (or find it in the
+    /// second-level cache), and remember it under `raw`.
+    fn on_stack_line_slow(&mut self, line: &str, raw: Option<&[u8]>) {
         let Some(sl) = split_stack_line(line) else {
             self.stats.bad_frame_lines += 1;
             return;
@@ -569,38 +607,43 @@ impl PerfFolder {
             return;
         }
 
-        // Cache key: java flag, symbol length, symbol, module.
+        // Second-level key: java flag, symbol length, symbol, module.
         self.key.clear();
         self.key.push(u8::from(self.java));
         self.key
             .extend_from_slice(&(sl.symbol.len() as u32).to_le_bytes());
         self.key.extend_from_slice(sl.symbol.as_bytes());
         self.key.extend_from_slice(sl.module.as_bytes());
-        if let Some(&(start, len)) = self.line_cache.get(self.key.as_slice()) {
-            let ids = &self.cached_ids[start as usize..(start + len) as usize];
-            self.stack.extend_from_slice(ids);
-            return;
+        let range = match self.line_cache.get(self.key.as_slice()) {
+            Some(&range) => range,
+            None => {
+                let start = self.cached_ids.len();
+                self.frames.clear();
+                frame::name_frames(
+                    sl.symbol,
+                    sl.module,
+                    sl.pc,
+                    self.java,
+                    &self.opts,
+                    &mut self.frames,
+                );
+                for f in self.frames.iter().rev() {
+                    let id = self.names.intern(f);
+                    self.cached_ids.push(id);
+                }
+                let range = (start as u32, (self.cached_ids.len() - start) as u32);
+                self.line_cache_bytes += self.key.len();
+                self.line_cache.insert(self.key.as_slice().into(), range);
+                range
+            }
+        };
+        let (start, len) = range;
+        self.stack
+            .extend_from_slice(&self.cached_ids[start as usize..(start + len) as usize]);
+        if let Some(raw) = raw {
+            self.line_cache_bytes += raw.len();
+            self.raw_cache[usize::from(self.java)].insert(raw.into(), range);
         }
-
-        let start = self.cached_ids.len();
-        self.frames.clear();
-        frame::name_frames(
-            sl.symbol,
-            sl.module,
-            sl.pc,
-            self.java,
-            &self.opts,
-            &mut self.frames,
-        );
-        for f in self.frames.iter().rev() {
-            let id = self.names.intern(f);
-            self.cached_ids.push(id);
-        }
-        let ids = &self.cached_ids[start..];
-        self.stack.extend_from_slice(ids);
-        let range = (start as u32, ids.len() as u32);
-        self.line_cache_bytes += self.key.len();
-        self.line_cache.insert(self.key.as_slice().into(), range);
     }
 
     fn name_uncached(&mut self, symbol: &str, module: &str, pc: &str) {

@@ -73,22 +73,17 @@ pub fn fold_to_writer_chunked<R: Read, W: Write>(
 /// Reads until `want` more bytes are appended to `buf` or the input ends; returns how
 /// many were appended (0 at end of input).
 fn read_more<R: Read>(input: &mut R, buf: &mut Vec<u8>, want: usize) -> io::Result<usize> {
+    buf.reserve(want);
     let old = buf.len();
-    buf.resize(old + want, 0);
-    let mut filled = 0;
-    while filled < want {
-        match input.read(&mut buf[old + filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
+    // `read_to_end` reads into the spare capacity without zero-filling it first.
+    let mut limited = input.take(want as u64);
+    loop {
+        match limited.read_to_end(buf) {
+            Ok(_) => return Ok(buf.len() - old),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                buf.truncate(old);
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
     }
-    buf.truncate(old + filled);
-    Ok(filled)
 }
 
 /// Folds `input` with `threads` workers; `main` takes the parts that must be folded
