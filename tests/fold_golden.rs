@@ -89,14 +89,18 @@ fn run_case(name: &str, flags: &str, bless: bool) -> Vec<String> {
     let dir = data_dir();
     let input_path = dir.join(format!("{name}.txt"));
     let expected_path = dir.join(format!("results/{name}-collapsed-{flags}.txt"));
-    let input = std::fs::read(&input_path)
-        .unwrap_or_else(|e| panic!("{}: {e}", input_path.display()));
+    let input =
+        std::fs::read(&input_path).unwrap_or_else(|e| panic!("{}: {e}", input_path.display()));
     let Ok(expected) = std::fs::read_to_string(&expected_path) else {
         return vec![format!(
             "{}: missing expected file (bless never creates one; make it with \
              `inferno-collapse-perf -n 1 {} {}`)",
             expected_path.display(),
-            if flags == "default" { String::new() } else { format!("--{flags}") },
+            if flags == "default" {
+                String::new()
+            } else {
+                format!("--{flags}")
+            },
             input_path.display()
         )];
     };

@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! work  8964/8964  [000]   501.663562:    2004008 cpu-clock:
-//! 	            13d4 sorter+0x24 (/tmp/pp/work)
-//! 	            11cf main+0x12f (/tmp/pp/work)
-//! 	           2724a __libc_start_call_main+0x7a (/usr/lib/x86_64-linux-gnu/libc.so.6)
+//!                 13d4 sorter+0x24 (/tmp/pp/work)
+//!                 11cf main+0x12f (/tmp/pp/work)
+//!                2724a __libc_start_call_main+0x7a (/usr/lib/x86_64-linux-gnu/libc.so.6)
 //!
 //! ```
 

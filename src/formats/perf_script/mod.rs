@@ -7,8 +7,8 @@
 //!
 //! ```text
 //! perf 1234/1234 [001] 501.661597:    2004008 cpu-clock:    <- event line: comm, pid/tid, period, event
-//! 	ffffffff81b7b44b chacha_block+0xab ([kernel.kallsyms])   <- stack lines, leaf first
-//! 	           f82ad read+0xd (/usr/lib/x86_64-linux-gnu/libc.so.6)
+//!     ffffffff81b7b44b chacha_block+0xab ([kernel.kallsyms])   <- stack lines, leaf first
+//!                f82ad read+0xd (/usr/lib/x86_64-linux-gnu/libc.so.6)
 //!                                                           <- empty line: the record ends
 //! ```
 //!
@@ -194,8 +194,8 @@ pub struct PerfFolder {
     /// printed (`sorter+0x24 (/tmp/pp/work)`), one map without and one with Java
     /// tidying; a hit needs no parsing. The second is keyed by symbol without offset and
     /// module (see [`PerfFolder::on_stack_line`]), so each symbol is named once.
-    raw_cache: [FxHashMap<Box<[u8]>, (u32, u32)>; 2],
-    line_cache: FxHashMap<Box<[u8]>, (u32, u32)>,
+    raw_cache: [LineCache; 2],
+    line_cache: LineCache,
     cached_ids: Vec<u32>,
     line_cache_bytes: usize,
     /// `[pid, pname, frames root..leaf]` -> weight.
@@ -211,6 +211,9 @@ pub struct PerfFolder {
 
     stats: FoldStats,
 }
+
+/// Stack-line text -> range of frame ids in `PerfFolder::cached_ids`.
+type LineCache = FxHashMap<Box<[u8]>, (u32, u32)>;
 
 /// Interned frame and process names.
 #[derive(Default)]
@@ -375,12 +378,13 @@ impl PerfFolder {
     /// empty but keeps its options, event filter and interning).
     pub fn drain(&mut self) -> Vec<Folded> {
         let mut out: Vec<Folded> = Vec::with_capacity(self.counts.len());
-        let mut stack = String::new();
         for (key, count) in self.counts.drain() {
-            self.names.join(&key[1..], &mut stack);
+            let ids = &key[1..];
+            let mut stack = String::with_capacity(ids.len() * 24);
+            self.names.join(ids, &mut stack);
             out.push(Folded {
                 pid: key[0],
-                stack: stack.clone(),
+                stack,
                 count,
             });
         }
@@ -561,9 +565,9 @@ impl PerfFolder {
     /// A stack line, e.g.
     ///
     /// ```text
-    /// 	            13d4 sorter+0x24 (/tmp/pp/work)
-    /// 	ffffffff81b7b44b chacha_block_generic+0xab ([kernel.kallsyms])
-    /// 	ad8e80845fa54644 [unknown] ([unknown])
+    ///                 13d4 sorter+0x24 (/tmp/pp/work)
+    ///     ffffffff81b7b44b chacha_block_generic+0xab ([kernel.kallsyms])
+    ///     ad8e80845fa54644 [unknown] ([unknown])
     /// ```
     fn on_stack_line(&mut self, line: &str) {
         if self.skip_record {
