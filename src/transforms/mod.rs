@@ -2,6 +2,7 @@
 
 pub mod classify;
 pub mod dedup;
+pub mod fold;
 pub mod symbol_filter;
 mod windowed;
 
@@ -15,6 +16,10 @@ pub static KINDS: &[Kind<dyn TransformConfig>] = &[
     Kind {
         name: "dedup",
         parse: parse_transform::<dedup::DedupConfig>,
+    },
+    Kind {
+        name: "fold",
+        parse: parse_transform::<fold::FoldConfig>,
     },
     Kind {
         name: "symbol_filter",
