@@ -57,7 +57,7 @@ fn fold_capture_writes_folded_collapsed_and_flamegraph() {
     let col = std::fs::read_to_string(dir.join("last_profile.col")).unwrap();
     // The bundled capture holds a frame-pointer C workload and a Python interpreter.
     assert!(folded.contains("workload;"), "no workload stacks");
-    assert!(folded.contains("mid_compute;leaf_hash"), "workload frames missing");
+    assert!(folded.contains("main;alt_path;leaf_hash"), "workload frames missing");
     assert!(folded.contains("_[k]"), "kernel frames not annotated");
     assert!(!folded.contains("__pfx_"), "symbol_filter did not drop padding symbols");
     assert!(svg.contains("<svg") && svg.contains("leaf_hash"));
