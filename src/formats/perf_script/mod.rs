@@ -206,7 +206,7 @@ pub struct PerfFolder {
     /// order). The first level is keyed by the raw text after the address, exactly as
     /// printed (`sorter+0x24 (/tmp/pp/work)`), one map without and one with Java
     /// tidying; a hit needs no parsing. The second is keyed by symbol without offset and
-    /// module (see [`PerfFolder::on_stack_line`]), so each symbol is named once.
+    /// module (see [`PerfFolder::on_stack_line_slow`]), so each symbol is named once.
     raw_cache: [LineCache; 2],
     line_cache: LineCache,
     cached_ids: Vec<u32>,
