@@ -122,15 +122,21 @@ bytes=$(stat -c %s "$capture")
 mb=$(awk -v b="$bytes" 'BEGIN { printf "%.1f", b / 1e6 }')
 
 # --- timing ----------------------------------------------------------------------
-# median_seconds CMD... : runs CMD $runs times (after one warm-up), output to /dev/null.
-median_seconds() {
+# measure CMD... : runs CMD $runs times (after one warm-up), output to /dev/null;
+# prints the median wall-clock seconds and the median CPU seconds (user + sys). CPU
+# time is the fairer figure when other processes compete for the cores.
+measure() {
   "$@" > /dev/null 2>&1
-  local times=() t0 t1
+  local walls=() cpus=() t
   for _ in $(seq "$runs"); do
-    t0=$(date +%s.%N); "$@" > /dev/null 2>&1; t1=$(date +%s.%N)
-    times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.4f", b - a }')")
+    /usr/bin/time -f '%e %U %S' -o "$dir/time.out" "$@" > /dev/null 2>&1
+    read -r t u s < "$dir/time.out"
+    walls+=("$t"); cpus+=("$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')")
   done
-  printf '%s\n' "${times[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+  local wall cpu
+  wall=$(printf '%s\n' "${walls[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+  cpu=$(printf '%s\n' "${cpus[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+  echo "$wall $cpu"
 }
 
 # Same output first: a benchmark of different work means nothing.
@@ -139,11 +145,12 @@ if ! cmp -s <("$profpipe" fold "$capture" 2>/dev/null) <("$inferno" "$capture" 2
   exit 1
 fi
 
-declare -A secs
-secs[p1]=$(median_seconds "$profpipe" fold -n 1 "$capture")
-secs[pn]=$(median_seconds "$profpipe" fold -n "$nproc" "$capture")
-secs[i1]=$(median_seconds "$inferno" -n 1 "$capture")
-secs[in]=$(median_seconds "$inferno" "$capture")
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+declare -A secs cpu
+read -r secs[p1] cpu[p1] < <(measure "$profpipe" fold -n 1 "$capture")
+read -r secs[pn] cpu[pn] < <(measure "$profpipe" fold -n "$nproc" "$capture")
+read -r secs[i1] cpu[i1] < <(measure "$inferno" -n 1 "$capture")
+read -r secs[in] cpu[in] < <(measure "$inferno" "$capture")
 
 rss_kb=$( { /usr/bin/time -v "$profpipe" fold "$capture" > /dev/null; } 2>&1 | awk -F: '/Maximum resident/ { gsub(/ /, "", $2); print $2 }')
 
@@ -151,14 +158,17 @@ rate() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.0f", b / 1e6 / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
 
 echo
-echo "Capture: $capture, $mb MB ($(grep -c '^$' "$capture") records), $nproc CPUs, median of $runs runs"
+echo "Capture: $capture, $mb MB ($(grep -c '^$' "$capture") records), $nproc CPUs, median of $runs runs, load average before: $load"
 echo
-echo "| command | threads | seconds | MB/s | vs inferno -n 1 |"
-echo "|---|---:|---:|---:|---:|"
-echo "| profpipe fold -n 1 | 1 | ${secs[p1]} | $(rate "${secs[p1]}") | $(ratio "${secs[p1]}" "${secs[i1]}")× |"
-echo "| profpipe fold | $nproc | ${secs[pn]} | $(rate "${secs[pn]}") | $(ratio "${secs[pn]}" "${secs[i1]}")× |"
-echo "| inferno-collapse-perf -n 1 | 1 | ${secs[i1]} | $(rate "${secs[i1]}") | 1.00× |"
-echo "| inferno-collapse-perf | $nproc | ${secs[in]} | $(rate "${secs[in]}") | $(ratio "${secs[in]}" "${secs[i1]}")× |"
+echo "| command | threads | wall s | MB/s | vs inferno -n 1 | CPU s | MB per CPU-s |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+row() { # label threads key
+  echo "| $1 | $2 | ${secs[$3]} | $(rate "${secs[$3]}") | $(ratio "${secs[$3]}" "${secs[i1]}")× | ${cpu[$3]} | $(rate "${cpu[$3]}") |"
+}
+row "profpipe fold -n 1" 1 p1
+row "profpipe fold" "$nproc" pn
+row "inferno-collapse-perf -n 1" 1 i1
+row "inferno-collapse-perf" "$nproc" in
 echo
 echo "profpipe fold (all threads) vs inferno default threads: $(ratio "${secs[pn]}" "${secs[in]}")×"
 echo "Peak RSS of profpipe fold (all threads): $((rss_kb / 1024)) MiB"

@@ -39,6 +39,11 @@ pub use parallel::{fold_to_writer, fold_to_writer_chunked, DEFAULT_CHUNK_BYTES};
 /// is never buffered beyond it.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
 
+/// Frames kept per sample. perf itself stops at `kernel.perf_event_max_stack` (127 by
+/// default, at most 65535), so only input without record separators gets here: the
+/// frames beyond are dropped and the sample is counted in [`FoldStats::oversized_stacks`].
+pub const MAX_STACK_FRAMES: usize = 1 << 17;
+
 /// How frames are named and samples keyed.
 #[derive(Clone, Debug, Default)]
 pub struct FoldOptions {
@@ -87,6 +92,8 @@ pub struct FoldStats {
     pub non_utf8_lines: u64,
     /// Lines over [`MAX_LINE_BYTES`] (skipped).
     pub oversized_lines: u64,
+    /// Samples with more than [`MAX_STACK_FRAMES`] frames (the rest were dropped).
+    pub oversized_stacks: u64,
     /// A last line without its newline: the input was probably cut off (parsed anyway).
     pub truncated_lines: u64,
 }
@@ -101,6 +108,7 @@ impl FoldStats {
             ("bad_frame_lines", self.bad_frame_lines),
             ("non_utf8_lines", self.non_utf8_lines),
             ("oversized_lines", self.oversized_lines),
+            ("oversized_stacks", self.oversized_stacks),
             ("truncated_lines", self.truncated_lines),
         ]
         .into_iter()
@@ -118,6 +126,9 @@ impl FoldStats {
             "oversized_lines" => {
                 format!("skipped {count} lines longer than {} bytes", MAX_LINE_BYTES)
             }
+            "oversized_stacks" => format!(
+                "cut {count} stacks deeper than {MAX_STACK_FRAMES} frames (missing empty lines between samples?)"
+            ),
             "truncated_lines" => {
                 format!("input ended in the middle of a line ({count} unterminated line)")
             }
@@ -135,6 +146,7 @@ impl FoldStats {
             bad_frame_lines,
             non_utf8_lines,
             oversized_lines,
+            oversized_stacks,
             truncated_lines,
         } = other;
         self.bytes += bytes;
@@ -144,6 +156,7 @@ impl FoldStats {
         self.bad_frame_lines += bad_frame_lines;
         self.non_utf8_lines += non_utf8_lines;
         self.oversized_lines += oversized_lines;
+        self.oversized_stacks += oversized_stacks;
         self.truncated_lines += truncated_lines;
     }
 }
@@ -193,7 +206,7 @@ pub struct PerfFolder {
     /// order). The first level is keyed by the raw text after the address, exactly as
     /// printed (`sorter+0x24 (/tmp/pp/work)`), one map without and one with Java
     /// tidying; a hit needs no parsing. The second is keyed by symbol without offset and
-    /// module (see [`PerfFolder::on_stack_line`]), so each symbol is named once.
+    /// module (see [`PerfFolder::on_stack_line_slow`]), so each symbol is named once.
     raw_cache: [LineCache; 2],
     line_cache: LineCache,
     cached_ids: Vec<u32>,
@@ -571,6 +584,12 @@ impl PerfFolder {
     /// ```
     fn on_stack_line(&mut self, line: &str) {
         if self.skip_record {
+            return;
+        }
+        if self.stack.len() >= MAX_STACK_FRAMES {
+            self.stats.oversized_stacks += 1;
+            self.skip_record = true;
+            self.stack.truncate(MAX_STACK_FRAMES);
             return;
         }
         // First level: the raw text after the address.

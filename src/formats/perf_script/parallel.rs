@@ -2,11 +2,12 @@
 //!
 //! The main thread reads the input in chunks and cuts it at record boundaries: just
 //! after an empty line (`\n\n`), where a folder's per-record state is fresh. Complete
-//! records go through a bounded channel (2 chunks per worker) to scoped worker
-//! threads, each with its own folder; so memory stays bounded by the chunk size, not
-//! the input size.
+//! records go through a bounded channel (2 chunks per worker) to `threads - 1` scoped
+//! worker threads, each with its own folder; so memory stays bounded by the chunk
+//! size, not the input size. When the channel is full the main thread folds the chunk
+//! itself, so `threads` threads are busy, never more.
 //!
-//! Two things are handled on the main thread, in order, with its own folder:
+//! Two things are always handled on the main thread, in order, with its own folder:
 //! - everything up to the first record that names an event, since that event becomes
 //!   the filter for all later records (workers are started with it);
 //! - a stretch of input with no record boundary for a long time (pathological input),
@@ -96,7 +97,8 @@ fn fold_parallel<R: Read>(
 ) -> io::Result<Vec<PerfFolder>> {
     // Without a record boundary for this long, fold sequentially on the main thread.
     let max_pending = chunk_bytes.saturating_mul(8);
-    let (work_tx, work_rx) = mpsc::sync_channel::<Vec<u8>>(2 * threads);
+    let workers = threads - 1;
+    let (work_tx, work_rx) = mpsc::sync_channel::<Vec<u8>>(2 * workers);
     let work_rx = Mutex::new(work_rx);
     let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
     let opts = main.options().clone();
@@ -130,7 +132,7 @@ fn fold_parallel<R: Read>(
                 }
                 if at_boundary && handles.is_empty() {
                     let filter: Option<Box<str>> = main.event_filter().map(Into::into);
-                    for _ in 0..threads {
+                    for _ in 0..workers {
                         let (opts, filter) = (opts.clone(), filter.clone());
                         let (work_rx, spare_tx) = (&work_rx, spare_tx.clone());
                         handles.push(scope.spawn(move || {
@@ -152,7 +154,7 @@ fn fold_parallel<R: Read>(
                 }
                 if eof {
                     if at_boundary && !pending.is_empty() {
-                        send(&work_tx, pending)?;
+                        main.feed(&pending);
                     }
                     return Ok(());
                 }
@@ -166,7 +168,19 @@ fn fold_parallel<R: Read>(
                             .unwrap_or_else(|_| Vec::with_capacity(2 * chunk_bytes));
                         rest.extend_from_slice(&pending[i + 2..]);
                         pending.truncate(i + 2);
-                        send(&work_tx, std::mem::replace(&mut pending, rest))?;
+                        let chunk = std::mem::replace(&mut pending, rest);
+                        match work_tx.try_send(chunk) {
+                            Ok(()) => {}
+                            // The workers are busy: this thread folds the chunk.
+                            Err(mpsc::TrySendError::Full(mut chunk)) => {
+                                main.feed(&chunk);
+                                chunk.clear();
+                                spare_tx.send(chunk).ok();
+                            }
+                            Err(mpsc::TrySendError::Disconnected(_)) => {
+                                return Err(io::Error::other("fold worker threads stopped early"));
+                            }
+                        }
                     }
                     None if pending.len() >= max_pending => {
                         main.feed(&pending);
@@ -189,11 +203,6 @@ fn fold_parallel<R: Read>(
         }
         dispatched.map(|()| folders)
     })
-}
-
-fn send(tx: &mpsc::SyncSender<Vec<u8>>, chunk: Vec<u8>) -> io::Result<()> {
-    tx.send(chunk)
-        .map_err(|_| io::Error::other("fold worker threads stopped early"))
 }
 
 /// Drains the folders and writes `stack count\n` lines sorted by stack (byte order),

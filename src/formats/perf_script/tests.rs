@@ -152,6 +152,23 @@ fn oversized_lines_are_skipped_with_bounded_carry() {
 }
 
 #[test]
+fn stacks_are_capped() {
+    let mut input = b"a 1 1.0: 2 cpu-clock:\n".to_vec();
+    for _ in 0..MAX_STACK_FRAMES + 5 {
+        input.extend_from_slice(b"\t1 f (m)\n");
+    }
+    input.extend_from_slice(b"\na 1 1.0: 2 cpu-clock:\n\t1 g (m)\n");
+    let (folded, stats) = fold_all(&input, &FoldOptions::default());
+    assert_eq!(stats.oversized_stacks, 1);
+    assert_eq!(stats.samples, 2);
+    assert_eq!(
+        folded[0].stack.len(),
+        "a".len() + MAX_STACK_FRAMES * ";f".len()
+    );
+    assert_eq!(folded[1].stack, "a;g");
+}
+
+#[test]
 fn truncated_input() {
     let input = b"a 1 1.0: 2 cpu-clock:\n\t1 f (m)\n\t1 g (";
     let (folded, stats) = fold_all(input, &FoldOptions::default());
