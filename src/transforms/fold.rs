@@ -149,6 +149,14 @@ fn finish(
     warned: &mut HashSet<&'static str>,
 ) -> Vec<Event> {
     tokio::task::block_in_place(|| o.folder.finish());
+    o.folder.release_caches();
+    tracing::debug!(
+        component = metrics.id(),
+        window_end_ms = window.end_ms,
+        stacks = o.folder.len(),
+        folder_bytes = o.folder.memory_bytes(),
+        "window folded"
+    );
     let stats = o.folder.stats().clone();
     for (kind, n) in stats.problems() {
         metrics.errors(kind, n);

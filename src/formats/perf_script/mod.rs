@@ -440,6 +440,16 @@ impl PerfFolder {
         true
     }
 
+    /// Frees the stack-line caches (they only speed up parsing) while keeping what is
+    /// aggregated, so a finished window costs only its stacks while it is drained.
+    pub fn release_caches(&mut self) {
+        self.raw_cache = Default::default();
+        self.line_cache = FxHashMap::default();
+        self.cached_ids = Vec::new();
+        self.line_cache_bytes = 0;
+        self.carry = Vec::new();
+    }
+
     pub fn stats(&self) -> &FoldStats {
         &self.stats
     }
