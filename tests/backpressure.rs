@@ -77,11 +77,7 @@ struct Harness {
     telemetry: Telemetry,
 }
 
-fn pipeline(
-    path: &str,
-    sinks: &[(&str, BufferConfig)],
-    memory_limit: ByteSize,
-) -> (Config, Harness) {
+fn pipeline(path: &str, sinks: &[(&str, BufferConfig)], memory_limit: ByteSize) -> (Config, Harness) {
     let (open_gate, gate) = watch::channel(false);
     let consumed_events = Arc::new(AtomicU64::new(0));
     let consumed_bytes = Arc::new(AtomicU64::new(0));
@@ -140,11 +136,7 @@ async fn block_caps_buffered_bytes_and_stops_the_source() {
         max_bytes: cap,
         when_full: WhenFull::Block,
     };
-    let (config, h) = pipeline(
-        file.path().to_str().unwrap(),
-        &[("sink", buffer)],
-        ByteSize::mib(64),
-    );
+    let (config, h) = pipeline(file.path().to_str().unwrap(), &[("sink", buffer)], ByteSize::mib(64));
     let running = start(&config, &h);
     let source = h.telemetry.component("capture", "source", "file");
     let sink = h.telemetry.component("sink", "sink", "stalled");
@@ -157,26 +149,16 @@ async fn block_caps_buffered_bytes_and_stops_the_source() {
     let sent_b = source.sent_events();
     assert_eq!(sent_a, sent_b, "source kept sending into a full buffer");
     assert!(sent_b > 0);
-    assert!(
-        sink.buffer_peak_bytes() <= cap.get(),
-        "peak {} > cap {}",
-        sink.buffer_peak_bytes(),
-        cap.get()
-    );
+    assert!(sink.buffer_peak_bytes() <= cap.get(), "peak {} > cap {}", sink.buffer_peak_bytes(), cap.get());
     assert!(running.memory_budget().in_use() <= cap.get());
 
     // Release: everything drains, nothing lost.
     h.open_gate.send(true).unwrap();
-    let outcome = running
-        .run_until(std::future::pending(), Duration::from_secs(30))
-        .await;
+    let outcome = running.run_until(std::future::pending(), Duration::from_secs(30)).await;
     assert!(outcome.is_clean(), "{outcome:?}");
     let file_len = std::fs::metadata(file.path()).unwrap().len();
     assert_eq!(h.consumed_bytes.load(Ordering::Relaxed), file_len);
-    assert_eq!(
-        sink.received_events(),
-        h.consumed_events.load(Ordering::Relaxed)
-    );
+    assert_eq!(sink.received_events(), h.consumed_events.load(Ordering::Relaxed));
     assert_eq!(sink.discarded_events(), 0);
     assert!(sink.buffer_peak_bytes() <= cap.get());
 }
@@ -188,24 +170,15 @@ async fn drop_newest_accounts_for_every_event() {
         max_bytes: ByteSize(512 * 1024),
         when_full: WhenFull::DropNewest,
     };
-    let (config, h) = pipeline(
-        file.path().to_str().unwrap(),
-        &[("sink", buffer)],
-        ByteSize::mib(64),
-    );
+    let (config, h) = pipeline(file.path().to_str().unwrap(), &[("sink", buffer)], ByteSize::mib(64));
     let running = start(&config, &h);
     let sink = h.telemetry.component("sink", "sink", "stalled");
     // The source runs to the end of the file against a stalled sink, dropping.
     wait_until_quiet(&h.telemetry.component("capture", "source", "file")).await;
-    assert!(
-        sink.discarded_events() > 0,
-        "expected drops against a stalled sink"
-    );
+    assert!(sink.discarded_events() > 0, "expected drops against a stalled sink");
     assert!(sink.buffer_peak_bytes() <= 512 * 1024);
     h.open_gate.send(true).unwrap();
-    let outcome = running
-        .run_until(std::future::pending(), Duration::from_secs(30))
-        .await;
+    let outcome = running.run_until(std::future::pending(), Duration::from_secs(30)).await;
     assert!(outcome.is_clean(), "{outcome:?}");
     let consumed = h.consumed_events.load(Ordering::Relaxed);
     assert_eq!(sink.received_events(), consumed + sink.discarded_events());
@@ -220,11 +193,7 @@ async fn agent_memory_limit_caps_the_sum_over_edges() {
         when_full: WhenFull::DropNewest,
     };
     let limit = ByteSize(1024 * 1024);
-    let (config, h) = pipeline(
-        file.path().to_str().unwrap(),
-        &[("a", big), ("b", big)],
-        limit,
-    );
+    let (config, h) = pipeline(file.path().to_str().unwrap(), &[("a", big), ("b", big)], limit);
     let running = start(&config, &h);
     let mut peak = 0;
     for _ in 0..50 {
@@ -238,9 +207,7 @@ async fn agent_memory_limit_caps_the_sum_over_edges() {
     );
     assert!(a.buffer_peak_bytes() + b.buffer_peak_bytes() <= 2 * limit.get());
     h.open_gate.send(true).unwrap();
-    let outcome = running
-        .run_until(std::future::pending(), Duration::from_secs(30))
-        .await;
+    let outcome = running.run_until(std::future::pending(), Duration::from_secs(30)).await;
     assert!(outcome.is_clean(), "{outcome:?}");
     for s in [&a, &b] {
         assert_eq!(s.received_events(), s.sent_events() + s.discarded_events());

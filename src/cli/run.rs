@@ -19,19 +19,13 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let Some(path) = args.config else {
-        anyhow::bail!(
-            "no --config given (try `profpipe run --config pipelines/fold-capture.toml`)"
-        );
+        anyhow::bail!("no --config given (try `profpipe run --config pipelines/fold-capture.toml`)");
     };
     let config = match config::load_file(&path, &config::registry()) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!(
-                "profpipe: {} error(s) in {}",
-                errors.0.len(),
-                path.display()
-            );
+            eprintln!("profpipe: {} error(s) in {}", errors.0.len(), path.display());
             return Ok(ExitCode::from(2));
         }
     };
@@ -46,12 +40,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 async fn run_config(config: Config) -> anyhow::Result<ExitCode> {
     let telemetry = Telemetry::new();
-    let host: Arc<str> = config
-        .agent
-        .hostname
-        .clone()
-        .unwrap_or_else(hostname)
-        .into();
+    let host: Arc<str> = config.agent.hostname.clone().unwrap_or_else(hostname).into();
     let built = topology::build(&config, &telemetry, host).context("building the pipeline")?;
     let running = RunningTopology::start(built);
     if let Some(addr) = config.telemetry.listen {

@@ -26,9 +26,7 @@ impl FromStr for DurationStr {
     fn from_str(s: &str) -> Result<Self, String> {
         humantime::parse_duration(s.trim())
             .map(DurationStr)
-            .map_err(|e| {
-                format!("invalid duration {s:?}: {e} (write e.g. \"500ms\", \"60s\", \"5m\")")
-            })
+            .map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. \"500ms\", \"60s\", \"5m\")"))
     }
 }
 
@@ -64,9 +62,7 @@ impl FromStr for ByteSize {
         s.trim()
             .parse::<bytesize::ByteSize>()
             .map(|b| ByteSize(b.as_u64()))
-            .map_err(|e| {
-                format!("invalid size {s:?}: {e} (write e.g. \"64MiB\", \"1GiB\", \"500KB\")")
-            })
+            .map_err(|e| format!("invalid size {s:?}: {e} (write e.g. \"64MiB\", \"1GiB\", \"500KB\")"))
     }
 }
 
@@ -114,14 +110,8 @@ mod tests {
 
     #[test]
     fn parses_durations_and_sizes() {
-        assert_eq!(
-            "60s".parse::<DurationStr>().unwrap().get(),
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            "500ms".parse::<DurationStr>().unwrap().get(),
-            Duration::from_millis(500)
-        );
+        assert_eq!("60s".parse::<DurationStr>().unwrap().get(), Duration::from_secs(60));
+        assert_eq!("500ms".parse::<DurationStr>().unwrap().get(), Duration::from_millis(500));
         assert!("sixty".parse::<DurationStr>().is_err());
         assert_eq!("64MiB".parse::<ByteSize>().unwrap().get(), 64 * 1024 * 1024);
         assert_eq!("1 KiB".parse::<ByteSize>().unwrap().get(), 1024);

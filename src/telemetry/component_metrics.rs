@@ -75,10 +75,7 @@ impl ComponentMetrics {
     pub fn discarded(&self, reason: &str, bytes: usize) {
         let l = self.discard_labels(reason);
         self.families.discarded_events.get_or_create(&l).inc();
-        self.families
-            .discarded_bytes
-            .get_or_create(&l)
-            .inc_by(bytes as u64);
+        self.families.discarded_bytes.get_or_create(&l).inc_by(bytes as u64);
     }
 
     /// Counts `n` errors of one kind (malformed lines, failed writes, ...).

@@ -160,11 +160,7 @@ impl Telemetry {
         help: &str,
         metric: impl prometheus_client::registry::Metric,
     ) {
-        self.inner
-            .registry
-            .lock()
-            .unwrap()
-            .register(name, help, metric);
+        self.inner.registry.lock().unwrap().register(name, help, metric);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -18,11 +18,7 @@ impl ProcessGauges {
             "Resident set size of the agent",
             self.rss_bytes.clone(),
         );
-        r.register(
-            "process_open_fds",
-            "Open file descriptors of the agent",
-            self.open_fds.clone(),
-        );
+        r.register("process_open_fds", "Open file descriptors of the agent", self.open_fds.clone());
     }
 
     pub(super) fn refresh(&self) {

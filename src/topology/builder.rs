@@ -44,22 +44,13 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
 
     let mut metrics: HashMap<ComponentId, ComponentMetrics> = HashMap::new();
     for s in &config.sources {
-        metrics.insert(
-            s.id.clone(),
-            telemetry.component(&s.id, "source", s.type_name),
-        );
+        metrics.insert(s.id.clone(), telemetry.component(&s.id, "source", s.type_name));
     }
     for t in &config.transforms {
-        metrics.insert(
-            t.id.clone(),
-            telemetry.component(&t.id, "transform", t.type_name),
-        );
+        metrics.insert(t.id.clone(), telemetry.component(&t.id, "transform", t.type_name));
     }
     for s in &config.sinks {
-        metrics.insert(
-            s.id.clone(),
-            telemetry.component(&s.id, "sink", s.type_name),
-        );
+        metrics.insert(s.id.clone(), telemetry.component(&s.id, "sink", s.type_name));
     }
 
     // One input edge per consumer; its sender goes to every producer it reads.
@@ -73,10 +64,7 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
     for (id, ins, buffer) in consumers {
         let (tx, rx) = edge(buffer, budget.clone(), metrics[id].clone());
         for producer in ins {
-            senders
-                .entry(producer.clone())
-                .or_default()
-                .push(tx.clone());
+            senders.entry(producer.clone()).or_default().push(tx.clone());
         }
         inputs.insert(id.clone(), rx);
     }
@@ -113,9 +101,7 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
     for t in &config.transforms {
         let cx = TransformContext {
             cx: context(&t.id),
-            input: inputs
-                .remove(&t.id)
-                .expect("every transform has an input edge"),
+            input: inputs.remove(&t.id).expect("every transform has an input edge"),
             out: output(&t.id, &mut senders),
         };
         record(&t.id, "transform", t.config.build(cx));
@@ -168,3 +154,4 @@ fn upstream_sources(config: &Config) -> HashMap<ComponentId, Vec<ComponentId>> {
     }
     out
 }
+

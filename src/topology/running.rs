@@ -66,11 +66,7 @@ impl RunningTopology {
     /// Runs until every component has returned, or until `stop` completes. In the
     /// second case sources are told to stop, and what is in flight drains into the
     /// sinks for at most `drain_timeout`; components still running then are aborted.
-    pub async fn run_until(
-        mut self,
-        stop: impl Future<Output = ()>,
-        drain_timeout: Duration,
-    ) -> Outcome {
+    pub async fn run_until(mut self, stop: impl Future<Output = ()>, drain_timeout: Duration) -> Outcome {
         let mut outcome = Outcome::default();
         tokio::pin!(stop);
         loop {

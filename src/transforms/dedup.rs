@@ -51,35 +51,23 @@ impl TransformConfig for DedupConfig {
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
         if self.max_unique_stacks == 0 {
-            e.push(FieldError::new(
-                &["max_unique_stacks"],
-                "max_unique_stacks must be at least 1",
-            ));
+            e.push(FieldError::new(&["max_unique_stacks"], "max_unique_stacks must be at least 1"));
         }
         if self.overflow_frame.is_empty() || self.overflow_frame.contains(';') {
-            e.push(FieldError::new(
-                &["overflow_frame"],
-                "overflow_frame must be non-empty and contain no ';'",
-            ));
+            e.push(FieldError::new(&["overflow_frame"], "overflow_frame must be non-empty and contain no ';'"));
         }
         e
     }
 
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let c = self.clone();
-        let TransformContext {
-            cx,
-            mut input,
-            mut out,
-        } = cx;
+        let TransformContext { cx, mut input, mut out } = cx;
         Ok(Box::pin(async move {
             let mut windows: Windowed<Merger> = Windowed::default();
             while let Some(ev) = input.recv().await {
                 let emit = match ev {
                     Event::Profile(p) => {
-                        let m = windows.get_or_insert_with(&p.labels.source, p.window, || {
-                            Merger::new(&c, p.labels.clone())
-                        });
+                        let m = windows.get_or_insert_with(&p.labels.source, p.window, || Merger::new(&c, p.labels.clone()));
                         for s in p.stacks {
                             m.add(s);
                         }

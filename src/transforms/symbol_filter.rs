@@ -51,29 +51,21 @@ impl TransformConfig for SymbolFilterConfig {
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
         if self.max_depth == Some(0) {
-            e.push(FieldError::new(
-                &["max_depth"],
-                "max_depth must be at least 1",
-            ));
+            e.push(FieldError::new(&["max_depth"], "max_depth must be at least 1"));
         }
         e
     }
 
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let filter = Filter::new(self).map_err(|e| BuildError(e.to_string()))?;
-        let TransformContext {
-            cx,
-            mut input,
-            mut out,
-        } = cx;
+        let TransformContext { cx, mut input, mut out } = cx;
         Ok(Box::pin(async move {
             while let Some(ev) = input.recv().await {
                 let ev = match ev {
                     Event::Profile(p) => {
                         let before = p.stacks.len();
                         let p = filter.apply(p);
-                        cx.metrics
-                            .dropped_stacks("filtered", (before - p.stacks.len()) as u64);
+                        cx.metrics.dropped_stacks("filtered", (before - p.stacks.len()) as u64);
                         if p.stacks.is_empty() {
                             continue;
                         }
@@ -126,18 +118,10 @@ impl Filter {
 
     /// Rewrites `s` in place; false when the whole stack is to be dropped.
     fn keep_stack(&self, s: &mut Stack) -> bool {
-        if self
-            .drop_stacks
-            .as_ref()
-            .is_some_and(|r| r.is_match(&s.frames))
-        {
+        if self.drop_stacks.as_ref().is_some_and(|r| r.is_match(&s.frames)) {
             return false;
         }
-        if self
-            .keep_stacks
-            .as_ref()
-            .is_some_and(|r| !r.is_match(&s.frames))
-        {
+        if self.keep_stacks.as_ref().is_some_and(|r| !r.is_match(&s.frames)) {
             return false;
         }
         let mut parts = s.frames.split(';');
@@ -156,9 +140,7 @@ impl Filter {
             }
             let mut frame = std::borrow::Cow::Borrowed(f);
             for rw in &self.rewrite {
-                if let std::borrow::Cow::Owned(o) =
-                    rw.pattern.0.replace_all(&frame, rw.replacement.as_str())
-                {
+                if let std::borrow::Cow::Owned(o) = rw.pattern.0.replace_all(&frame, rw.replacement.as_str()) {
                     frame = std::borrow::Cow::Owned(o);
                 }
             }
@@ -184,13 +166,7 @@ mod tests {
             stacks: stacks.iter().map(|s| Stack::new(*s, 1)).collect(),
             ..Default::default()
         };
-        Filter::new(c)
-            .unwrap()
-            .apply(p)
-            .stacks
-            .into_iter()
-            .map(|s| s.frames.into())
-            .collect()
+        Filter::new(c).unwrap().apply(p).stacks.into_iter().map(|s| s.frames.into()).collect()
     }
 
     #[test]
@@ -201,10 +177,7 @@ mod tests {
             drop_stacks = ['^swapper;']
             max_depth = 2
         "#);
-        let out = run(
-            &c,
-            &["app;main;__pfx_x;work+0x1f;leaf", "swapper;idle", "app"],
-        );
+        let out = run(&c, &["app;main;__pfx_x;work+0x1f;leaf", "swapper;idle", "app"]);
         assert_eq!(out, vec!["app;main;work", "app"]);
     }
 

@@ -21,15 +21,8 @@ impl<S> Default for Windowed<S> {
 }
 
 impl<S> Windowed<S> {
-    pub fn get_or_insert_with(
-        &mut self,
-        source: &ComponentId,
-        window: Window,
-        f: impl FnOnce() -> S,
-    ) -> &mut S {
-        self.states
-            .entry((source.clone(), window))
-            .or_insert_with(f)
+    pub fn get_or_insert_with(&mut self, source: &ComponentId, window: Window, f: impl FnOnce() -> S) -> &mut S {
+        self.states.entry((source.clone(), window)).or_insert_with(f)
     }
 
     /// Removes and returns, oldest first, the states of `source` whose window ends at or

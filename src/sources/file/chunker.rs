@@ -115,10 +115,7 @@ mod tests {
     #[test]
     fn oversized_lines_are_skipped_and_counted() {
         let mut c = Chunker::new(Unit::Line, 8);
-        assert_eq!(
-            c.push(b"ok 1\nthis line is far too long"),
-            Some(Bytes::from_static(b"ok 1\n"))
-        );
+        assert_eq!(c.push(b"ok 1\nthis line is far too long"), Some(Bytes::from_static(b"ok 1\n")));
         assert_eq!(c.oversized, 1);
         assert_eq!(c.push(b" still going"), None);
         assert_eq!(c.push(b" end\nnext 2\n").as_deref(), Some(&b"next 2\n"[..]));

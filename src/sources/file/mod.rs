@@ -26,7 +26,9 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use crate::buffer::{Output, OutputClosed};
-use crate::component::{BuildError, ComponentError, FieldError, SourceConfig, SourceContext, Task};
+use crate::component::{
+    BuildError, ComponentError, FieldError, SourceConfig, SourceContext, Task,
+};
 use crate::config::types::{ByteSize, DurationStr};
 use crate::event::{Event, Labels, PerfScriptChunk, Profile, Stack, Watermark, Window};
 use crate::topology::shutdown::ShutdownSignal;
@@ -117,18 +119,12 @@ impl SourceConfig for FileSourceConfig {
             e.push(FieldError::new(&["paths"], "at least one path is required"));
         }
         if self.follow && self.paths.iter().any(|p| p == "-") {
-            e.push(FieldError::new(
-                &["follow"],
-                "standard input (\"-\") cannot be followed",
-            ));
+            e.push(FieldError::new(&["follow"], "standard input (\"-\") cannot be followed"));
         }
         for (i, p) in self.paths.iter().enumerate() {
             if p != "-" {
                 if let Err(err) = glob::Pattern::new(p) {
-                    e.push(FieldError::new(
-                        &["paths", &i.to_string()],
-                        format!("invalid glob: {err}"),
-                    ));
+                    e.push(FieldError::new(&["paths", &i.to_string()], format!("invalid glob: {err}")));
                 }
             }
         }
@@ -136,28 +132,16 @@ impl SourceConfig for FileSourceConfig {
             e.push(FieldError::new(&["window"], "window must be at least 1s"));
         }
         if self.poll_interval.get().is_zero() {
-            e.push(FieldError::new(
-                &["poll_interval"],
-                "poll_interval must be positive",
-            ));
+            e.push(FieldError::new(&["poll_interval"], "poll_interval must be positive"));
         }
         if self.read_size.get() < 4096 || self.read_size.get() > 64 << 20 {
-            e.push(FieldError::new(
-                &["read_size"],
-                "read_size must be between 4KiB and 64MiB",
-            ));
+            e.push(FieldError::new(&["read_size"], "read_size must be between 4KiB and 64MiB"));
         }
         if self.batch_stacks == 0 {
-            e.push(FieldError::new(
-                &["batch_stacks"],
-                "batch_stacks must be positive",
-            ));
+            e.push(FieldError::new(&["batch_stacks"], "batch_stacks must be positive"));
         }
         if self.max_tracked_files == 0 {
-            e.push(FieldError::new(
-                &["max_tracked_files"],
-                "max_tracked_files must be positive",
-            ));
+            e.push(FieldError::new(&["max_tracked_files"], "max_tracked_files must be positive"));
         }
         e
     }
@@ -359,11 +343,7 @@ impl Reader {
         Ok(())
     }
 
-    async fn read_stream(
-        &mut self,
-        mut r: impl AsyncRead + Unpin,
-        window: Window,
-    ) -> Result<(), Stop> {
+    async fn read_stream(&mut self, mut r: impl AsyncRead + Unpin, window: Window) -> Result<(), Stop> {
         let mut chunker = Chunker::new(self.unit(), MAX_LINE_BYTES);
         let mut buf = vec![0u8; self.config.read_size.get() as usize];
         loop {

@@ -65,9 +65,7 @@ impl Tracker {
         for p in patterns {
             let Ok(paths) = glob::glob(p) else { continue };
             for path in paths.flatten() {
-                let Ok(md) = std::fs::metadata(&path) else {
-                    continue;
-                };
+                let Ok(md) = std::fs::metadata(&path) else { continue };
                 if !md.is_file() {
                     continue;
                 }
@@ -82,11 +80,7 @@ impl Tracker {
                 });
             }
         }
-        out.sort_by(|a, b| {
-            a.modified
-                .cmp(&b.modified)
-                .then_with(|| a.path.cmp(&b.path))
-        });
+        out.sort_by(|a, b| a.modified.cmp(&b.modified).then_with(|| a.path.cmp(&b.path)));
         out.dedup_by_key(|m| m.id);
         out
     }
