@@ -133,7 +133,7 @@ impl Spawner {
         };
         let (new_tx, rx) = mpsc::channel::<Request>();
         std::thread::Builder::new()
-            .name("profpipe-spawner".into())
+            .name("profpipe-spawn".into())
             .spawn(move || {
                 for req in rx {
                     let result = spawn_now(req.spec, req.slot, req.opts);
