@@ -4,6 +4,10 @@
 //! Tests that start children take one lock so that the descriptor and zombie counts
 //! of the 1,000-cycle test are not disturbed by another test of this binary.
 
+// The lock serializes whole tests, each running its own runtime on its own thread:
+// holding it across their awaits is the point.
+#![allow(clippy::await_holding_lock)]
+
 use std::io::{BufRead, BufReader as StdBufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};

@@ -244,6 +244,8 @@ mod tests {
     use super::*;
     use std::process::Command;
 
+    // The std Child is dropped unwaited on purpose: ChildProc reaps it.
+    #[allow(clippy::zombie_processes)]
     fn spawn(cmd: &str) -> ChildProc {
         let child = Command::new("sh").args(["-c", cmd]).spawn().unwrap();
         ChildProc::new(child.id())
