@@ -66,11 +66,12 @@ fn our_zombies() -> Vec<u32> {
 }
 
 /// Whether the process `pid` that was running `comm` is gone (or a zombie, i.e. dead
-/// and waiting for its new parent to reap it).
+/// and waiting for its new parent to reap it). A different comm means the PID was
+/// reused, except for `sh`: a background job is `sh` until it execs its command.
 fn is_dead(pid: u32, comm: &str) -> bool {
     match stat(pid) {
         None => true,
-        Some((state, _, c)) => state == 'Z' || state == 'X' || c != comm,
+        Some((state, _, c)) => state == 'Z' || state == 'X' || (c != comm && c != "sh"),
     }
 }
 
@@ -83,6 +84,18 @@ async fn wait_dead(pid: u32, comm: &str, within: Duration) -> bool {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     is_dead(pid, comm)
+}
+
+/// Waits until `pid` runs `comm` (a forked shell job has exec'd its command).
+async fn wait_exec(pid: u32, comm: &str) -> bool {
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if matches!(stat(pid), Some((_, _, c)) if c == comm) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -287,7 +300,10 @@ async fn timeout_kills_the_whole_process_group() {
         .await
         .unwrap();
     let grandchild: u32 = line.trim().parse().unwrap();
-    assert!(!is_dead(grandchild, "sleep"));
+    assert!(
+        wait_exec(grandchild, "sleep").await,
+        "the grandchild runs sleep"
+    );
     let report = child.wait().await;
     assert_eq!(report.outcome, ExitOutcome::TimedOut);
     assert!(

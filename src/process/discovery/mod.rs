@@ -286,12 +286,15 @@ fn read_process(
         Err(ProcError::NotFound(_)) if !proc.is_alive() => return Err(ReadError::Vanished),
         Err(_) => None,
     };
-    let container = {
-        let mut text = String::new();
-        proc.open_relative("cgroup")?
-            .take(CGROUP_MAX_BYTES)
-            .read_to_string(&mut text)?;
-        container_id(&text)
+    let container = match proc.open_relative("cgroup") {
+        Ok(file) => {
+            let mut text = String::new();
+            file.take(CGROUP_MAX_BYTES).read_to_string(&mut text)?;
+            container_id(&text)
+        }
+        Err(ProcError::NotFound(_)) => return Err(ReadError::Vanished),
+        // Unreadable (hardened /proc): the process is still worth reporting.
+        Err(_) => None,
     };
     let classification = match proc.open_relative("maps") {
         Ok(file) => classify_maps(file, exe.as_deref(), &cmdline, line)?,
