@@ -325,16 +325,35 @@ async fn nothing_outlives_a_child_that_exits_normally() {
         .spawn(sh("sleep 100 & echo $!").stdout(Stdout::Piped))
         .await
         .unwrap();
-    let mut out = String::new();
-    child.stdout().unwrap().read_to_string(&mut out).await.ok();
-    // read_to_string ends when the group is killed (the grandchild held stdout too).
-    let grandchild: u32 = out.trim().parse().unwrap();
-    let report = child.wait().await;
+    let mut line = String::new();
+    BufReader::new(child.stdout().unwrap())
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    let grandchild: u32 = line.trim().parse().unwrap();
+    // The grandchild holds stdout and stderr open: wait() must not depend on them.
+    let report = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("wait() returned");
     assert_eq!(report.outcome, ExitOutcome::Exited(0));
     assert!(
         wait_dead(grandchild, "sleep", Duration::from_secs(2)).await,
         "grandchild survived"
     );
+    // Once the group is gone, reading the rest of stdout ends at once: nothing
+    // else holds the pipe. (Checked through a fresh child, since wait() consumed
+    // the handle.)
+    let mut child = sup
+        .spawn(sh("sleep 100 & echo $!").stdout(Stdout::Piped))
+        .await
+        .unwrap();
+    let mut out = String::new();
+    let read = child.stdout().unwrap().read_to_string(&mut out);
+    tokio::time::timeout(Duration::from_secs(5), read)
+        .await
+        .expect("stdout reached EOF: the leftover group was killed")
+        .unwrap();
+    assert_eq!(child.wait().await.outcome, ExitOutcome::Exited(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
