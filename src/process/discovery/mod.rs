@@ -1,0 +1,401 @@
+//! Process discovery: which processes run Python or Ruby, read from `/proc`.
+//!
+//! ```toml
+//! [discovery]
+//! min_age = "10s"             # skip younger processes, for every runtime
+//! max_processes = 50          # per runtime and window, busiest first
+//! allow_comm = []             # regexes; when non-empty, comm must match one
+//! deny_comm = []
+//! allow_cmdline = []          # matched against the command line, args joined by spaces
+//! deny_cmdline = []
+//! skip_embedded_python = true
+//! ```
+//!
+//! [`Discovery::scan`] reads, for every user-space process: `stat` (comm, parent,
+//! state, CPU ticks, start time), `cmdline` (first 4 KiB), the `exe` link, `cgroup`
+//! (container id) and `maps` (runtime, streamed line by line and abandoned as soon
+//! as the answer is known, see [`maps`]). All files of one process are opened
+//! through one `/proc/PID` directory handle, so a PID reused mid-scan cannot mix
+//! two processes. A process that exits during the scan (ENOENT/ESRCH on any file)
+//! is left out silently: that is normal, not an error. Nothing large is read: no
+//! libpython, no whole cmdline of a Java process with a 100 KB classpath.
+//!
+//! Scanning is blocking file I/O: call it from a blocking context
+//! (`tokio::task::spawn_blocking`), once per window.
+
+mod cgroup;
+mod maps;
+mod select;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read};
+use std::time::Duration;
+
+use procfs::process::Process;
+use procfs::ProcError;
+use serde::Deserialize;
+
+use crate::config::types::{DurationStr, RegexStr};
+
+pub use cgroup::container_id;
+pub use maps::{classify, Classification, PYTHON_MAPS_PATTERN, RUBY_MAPS_PATTERN};
+pub use select::{select, skip_reason, Rules};
+
+/// The most of a command line that is read (and kept) per process.
+pub const CMDLINE_MAX_BYTES: usize = 4096;
+/// The most of a cgroup file that is read.
+const CGROUP_MAX_BYTES: u64 = 16 * 1024;
+/// `PF_KTHREAD` in `/proc/PID/stat` flags.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// A language runtime a profiler can attach to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Runtime {
+    Python,
+    Ruby,
+}
+
+impl Runtime {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Runtime::Python => "python",
+            Runtime::Ruby => "ruby",
+        }
+    }
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One process, as seen by one scan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    /// The kernel's 15-character command name.
+    pub comm: String,
+    /// Arguments joined by spaces (at most [`CMDLINE_MAX_BYTES`]).
+    pub cmdline: String,
+    /// Target of `/proc/PID/exe`, ending in ` (deleted)` if the file was replaced;
+    /// `None` when unreadable.
+    pub exe: Option<String>,
+    pub age: Duration,
+    /// Start time in clock ticks since boot: with the PID, identifies the process.
+    pub start_ticks: u64,
+    /// User + system CPU time so far, in clock ticks.
+    pub cpu_ticks: u64,
+    /// CPU ticks since the previous scan (since start for a process new to it).
+    pub cpu_ticks_delta: u64,
+    /// Container id (64 hex digits) or `None` on the host.
+    pub container: Option<String>,
+    pub runtime: Option<Runtime>,
+    /// Python is mapped but the process is not a Python interpreter.
+    pub embedded_python: bool,
+}
+
+/// Discovery settings.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// Processes younger than this are not profiled, whatever their runtime: most
+    /// would exit before the profiler attached.
+    pub min_age: DurationStr,
+    /// At most this many processes per runtime and window; the busiest (CPU since
+    /// the previous scan) are kept.
+    pub max_processes: usize,
+    /// If non-empty, only processes whose comm matches one of these.
+    pub allow_comm: Vec<RegexStr>,
+    /// Never processes whose comm matches one of these.
+    pub deny_comm: Vec<RegexStr>,
+    /// If non-empty, only processes whose command line matches one of these.
+    pub allow_cmdline: Vec<RegexStr>,
+    /// Never processes whose command line matches one of these.
+    pub deny_cmdline: Vec<RegexStr>,
+    /// Skip processes that embed Python without being an interpreter (Envoy, ...).
+    pub skip_embedded_python: bool,
+    /// Python processes never profiled: system daemons written in Python
+    /// (gProfiler's list; default `unattended-upgrade`, `networkd-dispatcher`,
+    /// `supervisord`, `tuned`).
+    pub python_skip_cmdline: Vec<RegexStr>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        let re = |s: &str| RegexStr(regex::Regex::new(s).expect("valid regex"));
+        DiscoveryConfig {
+            min_age: DurationStr::from_secs(10),
+            max_processes: 50,
+            allow_comm: Vec::new(),
+            deny_comm: Vec::new(),
+            allow_cmdline: Vec::new(),
+            deny_cmdline: Vec::new(),
+            skip_embedded_python: true,
+            python_skip_cmdline: vec![
+                re("unattended-upgrade"),
+                re("networkd-dispatcher"),
+                re("supervisord"),
+                re(r"(^|/)tuned(\s|$)"),
+            ],
+        }
+    }
+}
+
+/// Scans `/proc`, remembering each process's CPU ticks between scans.
+pub struct Discovery {
+    rules: Rules,
+    ticks_per_second: u64,
+    /// CPU ticks at the previous scan, by (pid, start time). Rebuilt by every scan,
+    /// so it holds only processes alive at the last scan.
+    previous: HashMap<(u32, u64), u64>,
+}
+
+/// Why one process could not be read.
+enum ReadError {
+    /// It exited (or its PID was reused) while we read it.
+    Vanished,
+    Other(String),
+}
+
+impl From<ProcError> for ReadError {
+    fn from(e: ProcError) -> Self {
+        match e {
+            ProcError::NotFound(_) => ReadError::Vanished,
+            e => ReadError::Other(e.to_string()),
+        }
+    }
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) {
+            ReadError::Vanished
+        } else {
+            ReadError::Other(e.to_string())
+        }
+    }
+}
+
+impl Discovery {
+    pub fn new(config: DiscoveryConfig) -> Discovery {
+        Discovery::with_rules(Rules::from_config(&config))
+    }
+
+    pub fn with_rules(rules: Rules) -> Discovery {
+        Discovery {
+            rules,
+            ticks_per_second: procfs::ticks_per_second().max(1),
+            previous: HashMap::new(),
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Every user-space process alive now (kernel threads and zombies left out).
+    /// Never fails: unreadable and vanished processes are skipped (DEBUG log).
+    pub fn scan(&mut self) -> Vec<ProcessInfo> {
+        let uptime = read_uptime();
+        let entries = match std::fs::read_dir("/proc") {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list /proc; no processes discovered");
+                return Vec::new();
+            }
+        };
+        let mut found = Vec::new();
+        let mut line = Vec::new();
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            match read_process(pid, uptime, self.ticks_per_second, &mut line) {
+                Ok(Some(p)) => found.push(p),
+                Ok(None) => {}
+                Err(ReadError::Vanished) => tracing::trace!(pid, "process exited during the scan"),
+                Err(ReadError::Other(e)) => tracing::debug!(pid, error = %e, "cannot read process"),
+            }
+        }
+        let mut current = HashMap::with_capacity(found.len());
+        for p in &mut found {
+            let key = (p.pid, p.start_ticks);
+            let before = self.previous.get(&key).copied().unwrap_or(0);
+            p.cpu_ticks_delta = p.cpu_ticks.saturating_sub(before);
+            current.insert(key, p.cpu_ticks);
+        }
+        self.previous = current;
+        found
+    }
+
+    /// One process, or `None` if it does not exist (any more), is a kernel thread or
+    /// a zombie. `cpu_ticks_delta` is relative to the last scan.
+    pub fn inspect(&self, pid: u32) -> Option<ProcessInfo> {
+        let mut line = Vec::new();
+        let mut p = read_process(pid, read_uptime(), self.ticks_per_second, &mut line).ok()??;
+        let before = self
+            .previous
+            .get(&(p.pid, p.start_ticks))
+            .copied()
+            .unwrap_or(0);
+        p.cpu_ticks_delta = p.cpu_ticks.saturating_sub(before);
+        Some(p)
+    }
+
+    /// [`select`] with this discovery's rules.
+    pub fn select(&self, procs: &[ProcessInfo], runtime: Runtime) -> Vec<ProcessInfo> {
+        select(procs, runtime, &self.rules)
+    }
+
+    /// Forgets the CPU ticks of previous scans.
+    pub fn reset(&mut self) {
+        self.previous.clear();
+    }
+}
+
+/// Seconds since boot, from `/proc/uptime` (the same clock as process start times).
+fn read_uptime() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::MAX)
+}
+
+fn read_process(
+    pid: u32,
+    uptime: f64,
+    ticks_per_second: u64,
+    line: &mut Vec<u8>,
+) -> Result<Option<ProcessInfo>, ReadError> {
+    let proc = Process::new(pid as i32)?;
+    let stat = proc.stat()?;
+    if stat.flags & PF_KTHREAD != 0 || matches!(stat.state, 'Z' | 'X' | 'x') {
+        return Ok(None);
+    }
+    let cmdline = read_cmdline(&proc)?;
+    let exe = match proc.exe() {
+        Ok(path) => Some(path.to_string_lossy().into_owned()),
+        Err(ProcError::NotFound(_)) if !proc.is_alive() => return Err(ReadError::Vanished),
+        Err(_) => None,
+    };
+    let container = match proc.open_relative("cgroup") {
+        Ok(file) => {
+            let mut text = String::new();
+            file.take(CGROUP_MAX_BYTES).read_to_string(&mut text)?;
+            container_id(&text)
+        }
+        Err(ProcError::NotFound(_)) => return Err(ReadError::Vanished),
+        // Unreadable (hardened /proc): the process is still worth reporting.
+        Err(_) => None,
+    };
+    let classification = match proc.open_relative("maps") {
+        Ok(file) => classify_maps(file, exe.as_deref(), &cmdline, line)?,
+        Err(ProcError::PermissionDenied(_)) => Classification::default(),
+        Err(e) => return Err(e.into()),
+    };
+    let start_secs = stat.starttime as f64 / ticks_per_second as f64;
+    let age = Duration::from_secs_f64((uptime - start_secs).clamp(0.0, 1e9));
+    Ok(Some(ProcessInfo {
+        pid,
+        ppid: stat.ppid.max(0) as u32,
+        comm: stat.comm,
+        cmdline,
+        exe,
+        age,
+        start_ticks: stat.starttime,
+        cpu_ticks: stat.utime + stat.stime,
+        cpu_ticks_delta: 0,
+        container,
+        runtime: classification.runtime,
+        embedded_python: classification.embedded_python,
+    }))
+}
+
+/// The command line, NULs turned into spaces, cut at [`CMDLINE_MAX_BYTES`].
+fn read_cmdline(proc: &Process) -> Result<String, ReadError> {
+    let mut raw = Vec::new();
+    proc.open_relative("cmdline")?
+        .take(CMDLINE_MAX_BYTES as u64)
+        .read_to_end(&mut raw)?;
+    for b in raw.iter_mut() {
+        if *b == 0 {
+            *b = b' ';
+        }
+    }
+    Ok(String::from_utf8_lossy(raw.trim_ascii_end()).into_owned())
+}
+
+/// Streams a maps file through the classifier, one line in memory at a time.
+fn classify_maps(
+    file: std::fs::File,
+    exe: Option<&str>,
+    cmdline: &str,
+    line: &mut Vec<u8>,
+) -> Result<Classification, ReadError> {
+    let mut classifier = maps::MapsClassifier::new(exe, cmdline);
+    let mut reader = BufReader::with_capacity(8192, file);
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', line)? == 0 {
+            break;
+        }
+        if classifier.feed_line(line) {
+            break;
+        }
+    }
+    Ok(classifier.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_and_unknown_fields() {
+        let c: DiscoveryConfig = toml::from_str("").unwrap();
+        assert_eq!(c, DiscoveryConfig::default());
+        assert_eq!(c.min_age.get(), Duration::from_secs(10));
+        assert_eq!(c.max_processes, 50);
+        let c: DiscoveryConfig =
+            toml::from_str("min_age = \"0s\"\ndeny_comm = ['^celery$']").unwrap();
+        assert_eq!(c.min_age.get(), Duration::ZERO);
+        assert!(c.deny_comm[0].as_regex().is_match("celery"));
+        assert!(toml::from_str::<DiscoveryConfig>("min_duration = \"10s\"").is_err());
+        assert!(toml::from_str::<DiscoveryConfig>("deny_comm = ['(']").is_err());
+    }
+
+    #[test]
+    fn tuned_skip_does_not_catch_finetuned() {
+        let r = Rules::default();
+        let hit = |s: &str| r.python_skip_cmdline.iter().any(|re| re.is_match(s));
+        assert!(hit("/usr/bin/python3 -Es /usr/sbin/tuned -l -P"));
+        assert!(!hit("python3 /srv/finetuned-model/serve.py"));
+        assert!(hit(
+            "/usr/bin/python3 /usr/share/unattended-upgrades/unattended-upgrade-shutdown"
+        ));
+    }
+
+    #[test]
+    fn scans_itself_but_not_kernel_threads() {
+        let mut d = Discovery::new(DiscoveryConfig::default());
+        let procs = d.scan();
+        let me = procs
+            .iter()
+            .find(|p| p.pid == std::process::id())
+            .expect("finds itself");
+        assert!(me.cmdline.len() <= CMDLINE_MAX_BYTES);
+        assert!(
+            !procs.iter().any(|p| p.pid == 2),
+            "kthreadd is a kernel thread"
+        );
+        assert!(d.inspect(u32::MAX - 1).is_none());
+    }
+}
