@@ -16,7 +16,10 @@ fn profpipe() -> Command {
 /// `out`. Returns stdout.
 fn run_example(name: &str, out: &Path) -> String {
     let text = std::fs::read_to_string(repo().join("pipelines").join(name)).unwrap();
-    let text = text.replace("path = \"profiles\"", &format!("path = {:?}", out.join("profiles")));
+    let text = text.replace(
+        "path = \"profiles\"",
+        &format!("path = {:?}", out.join("profiles")),
+    );
     let config = out.join(name);
     std::fs::write(&config, text).unwrap();
     let result = profpipe()
@@ -44,7 +47,11 @@ fn every_example_validates() {
     examples.sort();
     assert!(!examples.is_empty());
     let out = profpipe().arg("validate").args(&examples).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -57,11 +64,20 @@ fn fold_capture_writes_folded_collapsed_and_flamegraph() {
     let col = std::fs::read_to_string(dir.join("last_profile.col")).unwrap();
     // The bundled capture holds a frame-pointer C workload and a Python interpreter.
     assert!(folded.contains("workload;"), "no workload stacks");
-    assert!(folded.contains("main;alt_path;leaf_hash"), "workload frames missing");
+    assert!(
+        folded.contains("main;alt_path;leaf_hash"),
+        "workload frames missing"
+    );
     assert!(folded.contains("_[k]"), "kernel frames not annotated");
-    assert!(!folded.contains("__pfx_"), "symbol_filter did not drop padding symbols");
+    assert!(
+        !folded.contains("__pfx_"),
+        "symbol_filter did not drop padding symbols"
+    );
     assert!(svg.contains("<svg") && svg.contains("leaf_hash"));
-    assert!(col.starts_with("# {"), "collapsed file lacks the gProfiler header");
+    assert!(
+        col.starts_with("# {"),
+        "collapsed file lacks the gProfiler header"
+    );
     // The same samples, whatever the format: totals agree with `profpipe fold`.
     let total = |text: &str| -> u64 {
         text.lines()
@@ -75,7 +91,10 @@ fn fold_capture_writes_folded_collapsed_and_flamegraph() {
         .output()
         .unwrap();
     assert!(direct.status.success());
-    assert_eq!(total(&folded), total(&String::from_utf8_lossy(&direct.stdout)));
+    assert_eq!(
+        total(&folded),
+        total(&String::from_utf8_lossy(&direct.stdout))
+    );
     assert_eq!(total(&folded), total(&col));
 }
 
@@ -85,6 +104,12 @@ fn collapsed_dedup_console_prints_merged_stacks() {
     let stdout = run_example("collapsed-dedup.toml", tmp.path());
     let lines: Vec<&str> = stdout.lines().collect();
     // The bundled gProfiler-style file repeats stacks; dedup merges them.
-    assert!(lines.contains(&"python3;<module> (app.py:10)_[p];work (app.py:4)_[p] 7"), "{stdout}");
-    assert!(lines.iter().all(|l| !l.starts_with("0;")), "gProfiler prefixes leaked: {stdout}");
+    assert!(
+        lines.contains(&"python3;<module> (app.py:10)_[p];work (app.py:4)_[p] 7"),
+        "{stdout}"
+    );
+    assert!(
+        lines.iter().all(|l| !l.starts_with("0;")),
+        "gProfiler prefixes leaked: {stdout}"
+    );
 }

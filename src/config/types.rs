@@ -102,16 +102,18 @@ impl PartialEq for RegexStr {
 impl<'de> Deserialize<'de> for RegexStr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        regex::Regex::new(&s)
-            .map(RegexStr)
-            .map_err(|e| {
-                // regex's syntax errors draw a multi-line diagram; keep its last line,
-                // which says what is wrong, so the error fits on one config-error line.
-                let text = e.to_string();
-                let what = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
-                let what = what.trim().trim_start_matches("error: ");
-                serde::de::Error::custom(format!("invalid regex {s:?}: {what}"))
-            })
+        regex::Regex::new(&s).map(RegexStr).map_err(|e| {
+            // regex's syntax errors draw a multi-line diagram; keep its last line,
+            // which says what is wrong, so the error fits on one config-error line.
+            let text = e.to_string();
+            let what = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            let what = what.trim().trim_start_matches("error: ");
+            serde::de::Error::custom(format!("invalid regex {s:?}: {what}"))
+        })
     }
 }
 

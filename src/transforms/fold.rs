@@ -89,7 +89,11 @@ impl TransformConfig for FoldConfig {
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let opts = self.options();
         let max_memory = self.max_memory.get() as usize;
-        let TransformContext { cx, mut input, mut out } = cx;
+        let TransformContext {
+            cx,
+            mut input,
+            mut out,
+        } = cx;
         Ok(Box::pin(async move {
             let mut open: Windowed<Open> = Windowed::default();
             let mut warned = HashSet::new();
@@ -97,10 +101,11 @@ impl TransformConfig for FoldConfig {
             while let Some(ev) = input.recv().await {
                 let emit = match ev {
                     Event::PerfScript(chunk) => {
-                        let o = open.get_or_insert_with(&chunk.labels.source, chunk.window, || Open {
-                            labels: chunk.labels.clone(),
-                            folder: PerfFolder::new(opts.clone()),
-                        });
+                        let o =
+                            open.get_or_insert_with(&chunk.labels.source, chunk.window, || Open {
+                                labels: chunk.labels.clone(),
+                                folder: PerfFolder::new(opts.clone()),
+                            });
                         // Folding is CPU work; keep it off the async worker's queue.
                         tokio::task::block_in_place(|| o.folder.feed(&chunk.data));
                         let used: usize = open.values().map(|o| o.folder.memory_bytes()).sum();
@@ -108,7 +113,11 @@ impl TransformConfig for FoldConfig {
                             continue;
                         }
                         // Emit this (the growing) window early as a partial profile.
-                        let o = open.get_or_insert_with(&chunk.labels.source, chunk.window, || unreachable!());
+                        let o = open.get_or_insert_with(
+                            &chunk.labels.source,
+                            chunk.window,
+                            || unreachable!(),
+                        );
                         profile_events(chunk.window, o.labels.clone(), o.folder.drain())
                     }
                     Event::Watermark(w) => {
@@ -161,14 +170,26 @@ fn finish(
     for (kind, n) in stats.problems() {
         metrics.errors(kind, n);
         if warned.insert(kind) {
-            tracing::warn!(component = metrics.id(), kind, count = n, "skipped malformed perf script input (further ones are only counted)");
+            tracing::warn!(
+                component = metrics.id(),
+                kind,
+                count = n,
+                "skipped malformed perf script input (further ones are only counted)"
+            );
         }
     }
     total.merge(&stats);
-    profile_events(window, o.labels, o.folder.drain())
+    let folded = o.folder.drain();
+    // Free the folder's tables before building events from its stacks.
+    drop(o.folder);
+    profile_events(window, o.labels, folded)
 }
 
-fn profile_events(window: Window, labels: Labels, folded: Vec<crate::formats::perf_script::Folded>) -> Vec<Event> {
+fn profile_events(
+    window: Window,
+    labels: Labels,
+    folded: Vec<crate::formats::perf_script::Folded>,
+) -> Vec<Event> {
     let mut events = Vec::new();
     let mut it = folded.into_iter().peekable();
     while it.peek().is_some() {

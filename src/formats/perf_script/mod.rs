@@ -225,6 +225,10 @@ pub struct PerfFolder {
     stats: FoldStats,
 }
 
+/// Bytes of keys the stack-line caches may hold before they are cleared (their
+/// memory is about three times this with hash-table overhead).
+pub const LINE_CACHE_LIMIT_BYTES: usize = 2 << 20;
+
 /// Stack-line text -> range of frame ids in `PerfFolder::cached_ids`.
 type LineCache = FxHashMap<Box<[u8]>, (u32, u32)>;
 
@@ -395,6 +399,8 @@ impl PerfFolder {
             let ids = &key[1..];
             let mut stack = String::with_capacity(ids.len() * 24);
             self.names.join(ids, &mut stack);
+            // The estimate above over-allocates; thousands of stacks are held at once.
+            stack.shrink_to_fit();
             out.push(Folded {
                 pid: key[0],
                 stack,
@@ -623,6 +629,15 @@ impl PerfFolder {
     /// A stack line not in the first-level cache: parse it, name it (or find it in the
     /// second-level cache), and remember it under `raw`.
     fn on_stack_line_slow(&mut self, line: &str, raw: Option<&[u8]>) {
+        // The caches only save parsing; past their bound they start over, so memory
+        // stays bounded on captures with millions of distinct addresses. Frame ids
+        // already pushed onto the stack stay valid: names are kept.
+        if self.line_cache_bytes > LINE_CACHE_LIMIT_BYTES {
+            self.raw_cache = Default::default();
+            self.line_cache = FxHashMap::default();
+            self.cached_ids.clear();
+            self.line_cache_bytes = 0;
+        }
         let Some(sl) = split_stack_line(line) else {
             self.stats.bad_frame_lines += 1;
             return;
