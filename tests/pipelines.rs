@@ -16,6 +16,12 @@ fn profpipe() -> Command {
 /// `out`. Returns stdout.
 fn run_example(name: &str, out: &Path) -> String {
     let text = std::fs::read_to_string(repo().join("pipelines").join(name)).unwrap();
+    run_config_text(name, &text, out)
+}
+
+/// Runs config `text` (written under `out`) from the repository root, with sink paths
+/// `"profiles"` pointed at `out/profiles`. Returns stdout.
+fn run_config_text(name: &str, text: &str, out: &Path) -> String {
     let text = text.replace(
         "path = \"profiles\"",
         &format!("path = {:?}", out.join("profiles")),
@@ -35,6 +41,14 @@ fn run_example(name: &str, out: &Path) -> String {
         String::from_utf8_lossy(&result.stderr)
     );
     String::from_utf8(result.stdout).unwrap()
+}
+
+/// Sum of the counts of folded or collapsed lines.
+fn total(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()))
+        .sum()
 }
 
 #[test]
@@ -78,13 +92,31 @@ fn fold_capture_writes_folded_collapsed_and_flamegraph() {
         col.starts_with("# {"),
         "collapsed file lacks the gProfiler header"
     );
-    // The same samples, whatever the format: totals agree with `profpipe fold`.
-    let total = |text: &str| -> u64 {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter_map(|l| l.rsplit_once(' ').and_then(|(_, n)| n.parse::<u64>().ok()))
-            .sum()
-    };
+    // The same samples, whatever the format.
+    assert_eq!(total(&folded), total(&col));
+    // Pipelines count samples (gProfiler's unit): about one per record with a stack
+    // (inferno's rules skip a few records, e.g. of a second event type).
+    let capture =
+        std::fs::read_to_string(repo().join("pipelines/captures/host-sample.perf.txt")).unwrap();
+    let records = capture
+        .split("\n\n")
+        .filter(|r| r.lines().filter(|l| !l.trim().is_empty()).count() >= 2)
+        .count() as u64;
+    let samples = total(&folded);
+    assert!(
+        samples <= records && samples * 100 >= records * 99,
+        "{samples} of {records}"
+    );
+}
+
+/// With `count = "period"` a pipeline's totals are exactly `profpipe fold`'s.
+#[test]
+fn fold_capture_period_counts_match_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo().join("pipelines/fold-capture.toml")).unwrap();
+    let text = text.replace("kernel = true", "kernel = true\ncount = \"period\"");
+    run_config_text("period.toml", &text, tmp.path());
+    let folded = std::fs::read_to_string(tmp.path().join("profiles/last_profile.folded")).unwrap();
     let direct = profpipe()
         .args(["fold", "--kernel"])
         .arg(repo().join("pipelines/captures/host-sample.perf.txt"))
@@ -95,7 +127,6 @@ fn fold_capture_writes_folded_collapsed_and_flamegraph() {
         total(&folded),
         total(&String::from_utf8_lossy(&direct.stdout))
     );
-    assert_eq!(total(&folded), total(&col));
 }
 
 #[test]

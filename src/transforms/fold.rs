@@ -26,6 +26,13 @@ use crate::event::{Event, Labels, Profile, Stack, Window};
 use crate::formats::perf_script::{FoldOptions, FoldStats, PerfFolder};
 use crate::telemetry::ComponentMetrics;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CountUnit {
+    Samples,
+    Period,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +53,9 @@ pub struct FoldConfig {
     pub unknown_as_dso: bool,
     /// Keep stacks of different pids apart (labels each stack with its pid).
     pub key_by_pid: bool,
+    /// What a stack's count is: "samples" (gProfiler's unit, needed by `merge`) or
+    /// "period" (sum of sample periods, as inferno and `profpipe fold` print).
+    pub count: CountUnit,
     /// Most bytes all open windows may hold before the largest is emitted early.
     pub max_memory: ByteSize,
 }
@@ -61,6 +71,7 @@ impl Default for FoldConfig {
             addrs: false,
             unknown_as_dso: false,
             key_by_pid: true,
+            count: CountUnit::Samples,
             max_memory: ByteSize::mib(64),
         }
     }
@@ -76,6 +87,7 @@ impl FoldConfig {
             include_addrs: self.addrs,
             unknown_as_dso: self.unknown_as_dso,
             key_by_pid: self.key_by_pid,
+            count_samples: self.count == CountUnit::Samples,
         }
     }
 }

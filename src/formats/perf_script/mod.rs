@@ -61,6 +61,9 @@ pub struct FoldOptions {
     pub unknown_as_dso: bool,
     /// Aggregate separately per pid (pipeline use); the CLI leaves this false.
     pub key_by_pid: bool,
+    /// Count samples instead of summing their periods (gProfiler's counts, and what
+    /// runtime profilers report, are sample counts).
+    pub count_samples: bool,
 }
 
 /// One folded stack and its weight (sum of sample periods, or sample count when the
@@ -710,7 +713,11 @@ impl PerfFolder {
             self.ids.push(self.pid);
             self.ids.push(self.pname);
             self.ids.extend(self.stack.iter().rev());
-            let weight = self.period.unwrap_or(1);
+            let weight = if self.opts.count_samples {
+                1
+            } else {
+                self.period.unwrap_or(1)
+            };
             match self.counts.get_mut(self.ids.as_slice()) {
                 Some(c) => *c = c.saturating_add(weight),
                 None => {
