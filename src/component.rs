@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use crate::buffer::{Input, Output};
 use crate::event::ComponentId;
+use crate::process::Supervisor;
 use crate::telemetry::{ComponentMetrics, Telemetry};
 use crate::topology::shutdown::ShutdownSignal;
 
@@ -69,6 +70,48 @@ pub struct ComponentContext {
     /// Ids of every source upstream of this component, so a stateful component knows
     /// whose watermarks it must see before a window is complete.
     pub upstream_sources: Vec<ComponentId>,
+    /// The agent's one process supervisor: every child process goes through it.
+    pub supervisor: Supervisor,
+    /// The agent's scratch directory (mode 0700); components use a subdirectory
+    /// named after their id.
+    pub state_dir: std::path::PathBuf,
+    /// When the agent started, in Unix ms rounded down to the second: live sources
+    /// cut windows at `origin_ms + k * window`, so windows of all sources line up.
+    pub origin_ms: u64,
+}
+
+impl ComponentContext {
+    /// A context for running one component outside a topology (tests, tools): its own
+    /// supervisor, scratch space under the system temp dir, shutdown never signalled.
+    pub fn standalone(id: &str, kind: &str, ty: &str, telemetry: &Telemetry) -> ComponentContext {
+        ComponentContext {
+            id: id.into(),
+            host: "localhost".into(),
+            metrics: telemetry.component(id, kind, ty),
+            telemetry: telemetry.clone(),
+            shutdown: ShutdownSignal::never(),
+            upstream_sources: Vec::new(),
+            supervisor: Supervisor::new(Default::default(), telemetry),
+            state_dir: std::env::temp_dir().join(format!("profpipe-{}", std::process::id())),
+            origin_ms: crate::sources::window_clock::now_ms() / 1000 * 1000,
+        }
+    }
+
+    /// This component's own scratch directory, `state_dir/<id>`, created if needed.
+    /// Both directories are made mode 0700 so no other user can plant files where
+    /// the agent (root) reads and deletes them.
+    pub fn scratch_dir(&self) -> std::io::Result<std::path::PathBuf> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = self.state_dir.join(&*self.id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)?;
+        for d in [&self.state_dir, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(dir)
+    }
 }
 
 pub struct SourceContext {

@@ -1,10 +1,12 @@
 //! The `[agent]` and `[telemetry]` tables.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use super::types::{ByteSize, DurationStr};
+use crate::process::SupervisorConfig;
 
 /// `[agent]`: settings of the whole process.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -17,6 +19,11 @@ pub struct AgentConfig {
     pub shutdown_timeout: DurationStr,
     /// Host name used in labels; defaults to the machine's host name.
     pub hostname: Option<String>,
+    /// Directory for the agent's scratch files (rotated perf data, profiler outputs).
+    /// Created with mode 0700: only the agent can write there.
+    pub state_dir: PathBuf,
+    /// `[agent.supervisor]`: limits of the child processes (profilers) the agent runs.
+    pub supervisor: SupervisorConfig,
 }
 
 impl Default for AgentConfig {
@@ -25,6 +32,8 @@ impl Default for AgentConfig {
             memory_limit: ByteSize::mib(64),
             shutdown_timeout: DurationStr::from_secs(30),
             hostname: None,
+            state_dir: PathBuf::from("/var/lib/profpipe"),
+            supervisor: SupervisorConfig::default(),
         }
     }
 }

@@ -36,7 +36,13 @@ const TOP_LEVEL: &[&str] = &["agent", "telemetry", "sources", "transforms", "sin
 /// Fields of [`AgentConfig`], [`TelemetryConfig`] and [`BufferConfig`], for "did you
 /// mean" suggestions (serde does not list them when it ignores an unknown field).
 /// A test checks that they are all accepted.
-const AGENT_FIELDS: &[&str] = &["memory_limit", "shutdown_timeout", "hostname"];
+const AGENT_FIELDS: &[&str] = &[
+    "memory_limit",
+    "shutdown_timeout",
+    "hostname",
+    "state_dir",
+    "supervisor",
+];
 const TELEMETRY_FIELDS: &[&str] = &["listen"];
 const BUFFER_FIELDS: &[&str] = &["max_bytes", "when_full"];
 /// Keys of a component table that the loader reads itself; the kind's `parse` sees

@@ -194,6 +194,7 @@ mod tests {
                 telemetry: t.clone(),
                 shutdown: ShutdownSignal::never(),
                 upstream_sources: vec!["src".into()],
+                ..ComponentContext::standalone("out", "sink", "console", &t)
             },
             input,
         };

@@ -1,6 +1,7 @@
 //! Sources: where events come from.
 
 pub mod file;
+pub mod window_clock;
 
 use crate::component::{parse_source, Kind, SourceConfig};
 

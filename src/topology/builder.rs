@@ -12,6 +12,7 @@ use crate::buffer::{edge, EdgeSender, Input, MemoryBudget, Output};
 use crate::component::{ComponentContext, SinkContext, SourceContext, Task, TransformContext};
 use crate::config::Config;
 use crate::event::ComponentId;
+use crate::process::Supervisor;
 use crate::telemetry::{ComponentMetrics, Telemetry};
 
 use super::shutdown::ShutdownTrigger;
@@ -26,6 +27,8 @@ pub struct BuiltTask {
 /// Everything [`super::RunningTopology`] needs.
 pub struct Built {
     pub tasks: Vec<BuiltTask>,
+    /// Owns every child process the components start.
+    pub supervisor: Supervisor,
     pub trigger: ShutdownTrigger,
     pub budget: MemoryBudget,
     /// True when every source ends by itself (e.g. files read once).
@@ -41,6 +44,10 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
     let budget = MemoryBudget::new(config.agent.memory_limit.get());
     let (trigger, _) = ShutdownTrigger::new();
     let upstream = upstream_sources(config);
+    let supervisor = Supervisor::new(config.agent.supervisor.clone(), telemetry);
+    let origin_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() * 1000);
 
     let mut metrics: HashMap<ComponentId, ComponentMetrics> = HashMap::new();
     for s in &config.sources {
@@ -88,6 +95,9 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
         telemetry: telemetry.clone(),
         shutdown: trigger.signal(),
         upstream_sources: upstream.get(id).cloned().unwrap_or_default(),
+        supervisor: supervisor.clone(),
+        state_dir: config.agent.state_dir.clone(),
+        origin_ms,
     };
     let output = |id: &ComponentId, senders: &mut HashMap<ComponentId, Vec<EdgeSender>>| {
         Output::new(senders.remove(id).unwrap_or_default(), metrics[id].clone())
@@ -132,6 +142,7 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
     }
     Ok(Built {
         tasks,
+        supervisor,
         trigger,
         budget,
         all_sources_finite: config.sources.iter().all(|s| s.config.is_finite()),

@@ -10,12 +10,14 @@ use super::shutdown::{ShutdownSignal, ShutdownTrigger};
 use crate::buffer::MemoryBudget;
 use crate::component::ComponentError;
 use crate::event::ComponentId;
+use crate::process::Supervisor;
 
 type Finished = (ComponentId, &'static str, Result<(), ComponentError>);
 
 pub struct RunningTopology {
     tasks: JoinSet<Finished>,
     trigger: ShutdownTrigger,
+    supervisor: Supervisor,
     budget: MemoryBudget,
     all_sources_finite: bool,
 }
@@ -46,6 +48,7 @@ impl RunningTopology {
         RunningTopology {
             tasks,
             trigger: built.trigger,
+            supervisor: built.supervisor,
             budget: built.budget,
             all_sources_finite: built.all_sources_finite,
         }
@@ -57,6 +60,10 @@ impl RunningTopology {
 
     pub fn shutdown_signal(&self) -> ShutdownSignal {
         self.trigger.signal()
+    }
+
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
     }
 
     pub fn memory_budget(&self) -> &MemoryBudget {

@@ -49,9 +49,10 @@ impl Harness {
                 id: "archive".into(),
                 host: "host-1".into(),
                 metrics: metrics.clone(),
-                telemetry: t,
+                telemetry: t.clone(),
                 shutdown: ShutdownSignal::never(),
                 upstream_sources: upstream.iter().map(|s| Arc::from(*s)).collect(),
+                ..ComponentContext::standalone("archive", "sink", "file", &t)
             },
             input,
         };
@@ -439,9 +440,10 @@ fn build_fails_when_path_is_a_file() {
             id: "archive".into(),
             host: "h".into(),
             metrics,
-            telemetry: t,
+            telemetry: t.clone(),
             shutdown: ShutdownSignal::never(),
             upstream_sources: vec![],
+            ..ComponentContext::standalone("archive", "sink", "file", &t)
         },
         input,
     };
