@@ -18,13 +18,10 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
-use super::windowed::Windowed;
+use super::windowed::{profile_batches, send_all, Windowed};
 use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
 use crate::config::types::ByteSize;
-use crate::event::{Event, Labels, Profile, Stack};
-
-/// Most stacks sent in one event when a window is emitted.
-pub const EMIT_BATCH: usize = 10_000;
+use crate::event::{Event, Labels, Stack};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -97,18 +94,14 @@ impl TransformConfig for DedupConfig {
                     }
                     other => vec![other],
                 };
-                for ev in emit {
-                    if out.send(ev).await.is_err() {
-                        return Ok(());
-                    }
+                if send_all(&mut out, emit).await.is_err() {
+                    return Ok(());
                 }
             }
             for (window, m) in windows.drain_all() {
                 cx.metrics.dropped_stacks("overflow", m.overflowed);
-                for ev in m.into_events(window) {
-                    if out.send(ev).await.is_err() {
-                        return Ok(());
-                    }
+                if send_all(&mut out, m.into_events(window)).await.is_err() {
+                    return Ok(());
                 }
             }
             Ok(())
@@ -174,17 +167,7 @@ impl Merger {
             stacks.push(Stack::new(self.overflow_frame, self.overflow_count));
         }
         stacks.sort_by(|a, b| a.frames.cmp(&b.frames).then(a.pid.cmp(&b.pid)));
-        let mut events = Vec::new();
-        let mut it = stacks.into_iter().peekable();
-        while it.peek().is_some() {
-            let batch: Vec<Stack> = it.by_ref().take(EMIT_BATCH).collect();
-            events.push(Event::Profile(Profile {
-                window,
-                labels: self.labels.clone(),
-                stacks: batch,
-            }));
-        }
-        events
+        profile_batches(window, &self.labels, stacks)
     }
 }
 

@@ -18,12 +18,11 @@ use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use super::dedup::EMIT_BATCH;
-use super::windowed::Windowed;
+use super::windowed::{profile_batches, send_all, Windowed};
 use crate::component::{BuildError, Task, TransformConfig, TransformContext};
 use crate::config::types::ByteSize;
-use crate::event::{Event, Labels, Profile, Stack, Window};
-use crate::formats::perf_script::{FoldOptions, FoldStats, PerfFolder};
+use crate::event::{Event, Labels, Stack, Window};
+use crate::formats::perf_script::{FoldOptions, FoldStats, Folded, PerfFolder};
 use crate::telemetry::ComponentMetrics;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -142,17 +141,14 @@ impl TransformConfig for FoldConfig {
                     }
                     other => vec![other],
                 };
-                for ev in emit {
-                    if out.send(ev).await.is_err() {
-                        return Ok(());
-                    }
+                if send_all(&mut out, emit).await.is_err() {
+                    return Ok(());
                 }
             }
             for (window, o) in open.drain_all() {
-                for ev in finish(window, o, &mut stats, &cx.metrics, &mut warned) {
-                    if out.send(ev).await.is_err() {
-                        return Ok(());
-                    }
+                let evs = finish(window, o, &mut stats, &cx.metrics, &mut warned);
+                if send_all(&mut out, evs).await.is_err() {
+                    return Ok(());
                 }
             }
             Ok(())
@@ -197,29 +193,12 @@ fn finish(
     profile_events(window, o.labels, folded)
 }
 
-fn profile_events(
-    window: Window,
-    labels: Labels,
-    folded: Vec<crate::formats::perf_script::Folded>,
-) -> Vec<Event> {
-    let mut events = Vec::new();
-    let mut it = folded.into_iter().peekable();
-    while it.peek().is_some() {
-        let stacks: Vec<Stack> = it
-            .by_ref()
-            .take(EMIT_BATCH)
-            .map(|f| Stack {
-                pid: f.pid,
-                container: None,
-                frames: f.stack.into_boxed_str(),
-                count: f.count,
-            })
-            .collect();
-        events.push(Event::Profile(Profile {
-            window,
-            labels: labels.clone(),
-            stacks,
-        }));
-    }
-    events
+fn profile_events(window: Window, labels: Labels, folded: Vec<Folded>) -> Vec<Event> {
+    let stacks = folded.into_iter().map(|f| Stack {
+        pid: f.pid,
+        container: None,
+        frames: f.stack.into_boxed_str(),
+        count: f.count,
+    });
+    profile_batches(window, &labels, stacks)
 }

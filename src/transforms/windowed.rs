@@ -6,7 +6,37 @@
 
 use std::collections::BTreeMap;
 
-use crate::event::{ComponentId, Window};
+use crate::buffer::{Output, OutputClosed};
+use crate::event::{ComponentId, Event, Labels, Profile, Stack, Window};
+
+/// Most stacks in one event when a window is emitted.
+pub const EMIT_BATCH: usize = 10_000;
+
+/// A window's stacks as Profile events of at most [`EMIT_BATCH`] stacks each.
+pub fn profile_batches(
+    window: Window,
+    labels: &Labels,
+    stacks: impl IntoIterator<Item = Stack>,
+) -> Vec<Event> {
+    let mut events = Vec::new();
+    let mut it = stacks.into_iter().peekable();
+    while it.peek().is_some() {
+        events.push(Event::Profile(Profile {
+            window,
+            labels: labels.clone(),
+            stacks: it.by_ref().take(EMIT_BATCH).collect(),
+        }));
+    }
+    events
+}
+
+/// Sends events in order; stops at the first failure (nothing downstream runs).
+pub async fn send_all(out: &mut Output, events: Vec<Event>) -> Result<(), OutputClosed> {
+    for ev in events {
+        out.send(ev).await?;
+    }
+    Ok(())
+}
 
 pub struct Windowed<S> {
     states: BTreeMap<(ComponentId, Window), S>,
