@@ -30,4 +30,4 @@ step "folding equivalence with inferno on a fresh capture from this machine"
 PROFPIPE_BIN="$target/release/profpipe" bash scripts/fold-equivalence.sh
 
 step "unit and integration tests"
-cargo test --release --quiet 2>&1 | tee "$target/test-output.txt"
+cargo test --quiet 2>&1 | tee "$target/test-output.txt"
