@@ -245,8 +245,10 @@ mod tests {
         assert!(c.discovery.skip_embedded_python);
         assert!(c.annotate && !c.is_finite());
         assert!(c.validate().is_empty());
-        let errs = parse("nonsense = 1\ndiscovery = { min_duration = \"1s\" }").unwrap_err();
-        assert_eq!(errs.len(), 2, "{errs:?}");
+        let errs = parse("nonsense = 1").unwrap_err();
+        assert_eq!(errs[0].path, ["nonsense"]);
+        let errs = parse("discovery = { min_duration = \"1s\" }").unwrap_err();
+        assert_eq!(errs[0].path, ["discovery", "min_duration"]);
         let c =
             parse("frequency = 0\nwindow = \"0s\"\nmax_windows = 0\nmax_concurrent = 0").unwrap();
         assert_eq!(c.validate().len(), 4);

@@ -456,7 +456,7 @@ pub fn decorate_frames(comm: &str, frames: &str, suffix: Option<&str>) -> String
 
 /// What window tasks tell the driver.
 enum Msg {
-    Run(RunResult),
+    Run(Box<RunResult>),
     WindowDone(u64),
 }
 
@@ -669,7 +669,7 @@ async fn run_window(
                 )
                 .await;
             drop(permit);
-            let _ = tx.send(Msg::Run(result)).await;
+            let _ = tx.send(Msg::Run(Box::new(result))).await;
         });
     }
     while runs.join_next().await.is_some() {}
