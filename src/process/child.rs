@@ -10,6 +10,7 @@
 //! child terminated and reaped.
 
 use std::fmt;
+use std::future::Future;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,6 +164,32 @@ impl Child {
                 n = read_some(&mut stdout, &mut sink), if stdout.is_some() => {
                     if n.is_none() {
                         stdout = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Like [`wait`](Self::wait), but if `cancel` completes first the child is
+    /// terminated as by [`terminate`](Self::terminate) and then waited for. For
+    /// callers that must know the child is gone before they touch its output file.
+    pub async fn wait_or_terminate(mut self, cancel: impl Future<Output = ()>) -> ExitReport {
+        tokio::pin!(cancel);
+        let mut stdout = self.stdout.take();
+        let mut sink = vec![0u8; if stdout.is_some() { 8192 } else { 0 }];
+        loop {
+            tokio::select! {
+                report = &mut self.report => {
+                    return report.unwrap_or_else(|_| lost_report(self.pid));
+                }
+                n = read_some(&mut stdout, &mut sink), if stdout.is_some() => {
+                    if n.is_none() {
+                        stdout = None;
+                    }
+                }
+                _ = &mut cancel, if self.cancel.is_some() => {
+                    if let Some(cancel) = self.cancel.take() {
+                        let _ = cancel.send(());
                     }
                 }
             }

@@ -1,11 +1,24 @@
 //! Sources: where events come from.
 
 pub mod file;
+pub mod py_spy;
+pub mod rbspy;
+pub mod runtime_runs;
 pub mod window_clock;
 
 use crate::component::{parse_source, Kind, SourceConfig};
 
-pub static KINDS: &[Kind<dyn SourceConfig>] = &[Kind {
-    name: "file",
-    parse: parse_source::<file::FileSourceConfig>,
-}];
+pub static KINDS: &[Kind<dyn SourceConfig>] = &[
+    Kind {
+        name: "file",
+        parse: parse_source::<file::FileSourceConfig>,
+    },
+    Kind {
+        name: "py_spy",
+        parse: parse_source::<py_spy::PySpyConfig>,
+    },
+    Kind {
+        name: "rbspy",
+        parse: parse_source::<rbspy::RbSpyConfig>,
+    },
+];

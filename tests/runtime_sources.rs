@@ -1,0 +1,583 @@
+//! The `py_spy` and `rbspy` sources against real profilers and real Python and Ruby
+//! processes (`tests/programs/busy.{py,rb}`).
+//!
+//! Workloads are started detached (re-parented to init), as on a real host: the
+//! agent never profiles its own descendants. Every test gives its workload a marker
+//! argument and lets discovery select only that command line, so tests running in
+//! parallel (and whatever else runs on the machine) do not see each other.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use profpipe::buffer::BufferConfig;
+use profpipe::component::{
+    BuildError, ComponentContext, SinkConfig, SinkContext, SourceConfig, Task,
+};
+use profpipe::config::types::{DurationStr, RegexStr};
+use profpipe::config::{
+    AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry,
+};
+use profpipe::event::{Event, Profile, RunEnd, Watermark, Window};
+use profpipe::process::DiscoveryConfig;
+use profpipe::sources::py_spy::{PySpy, PySpyConfig};
+use profpipe::sources::rbspy::{RbSpy, RbSpyConfig};
+use profpipe::sources::runtime_runs::{resolve_binary, Runner, Target};
+use profpipe::telemetry::Telemetry;
+use profpipe::topology::{self, RunningTopology};
+use profpipe::transforms::classify::{classify, ClassifyConfig, Level, Reason};
+
+fn programs() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
+}
+
+/// The real Python interpreter (not a pyenv shim script).
+fn python() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 runs");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// py-spy next to that interpreter (pip's), else whatever `PATH` finds.
+fn py_spy() -> String {
+    let py = python();
+    let next_to = Path::new(&py).with_file_name("py-spy");
+    if next_to.exists() {
+        next_to.to_string_lossy().into_owned()
+    } else {
+        "py-spy".into()
+    }
+}
+
+/// A process started detached from the test (its parent exits at once), killed
+/// when dropped.
+struct Workload {
+    pid: u32,
+}
+
+impl Workload {
+    fn start(program: &str, args: &[&str]) -> Workload {
+        let mut cmd = format!("exec {program}");
+        for a in args {
+            cmd.push(' ');
+            cmd.push_str(a);
+        }
+        let out = Command::new("sh")
+            .args(["-c", &format!("{cmd} >/dev/null 2>&1 </dev/null & echo $!")])
+            .output()
+            .unwrap();
+        let pid: u32 = String::from_utf8(out.stdout)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let w = Workload { pid };
+        // Wait for the exec and for the runtime library to be mapped.
+        let marker = args.last().copied().unwrap_or_default();
+        for _ in 0..100 {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(marker)
+                && (maps.contains("python") || maps.contains("ruby"))
+            {
+                std::thread::sleep(Duration::from_millis(150));
+                return w;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("workload {program} {args:?} did not start");
+    }
+
+    fn comm(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/comm", self.pid))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// A sink that keeps every event it receives.
+#[derive(Debug, Clone, Default)]
+struct Collect {
+    events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl SinkConfig for Collect {
+    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
+        let events = self.events.clone();
+        let SinkContext { mut input, .. } = cx;
+        Ok(Box::pin(async move {
+            while let Some(ev) = input.recv().await {
+                events.lock().unwrap().push(ev);
+            }
+            Ok(())
+        }))
+    }
+}
+
+/// Discovery that selects only the process whose command line holds `marker`.
+fn discovery(marker: &str) -> DiscoveryConfig {
+    DiscoveryConfig {
+        min_age: DurationStr(Duration::ZERO),
+        allow_cmdline: vec![RegexStr(regex::Regex::new(&regex::escape(marker)).unwrap())],
+        ..DiscoveryConfig::default()
+    }
+}
+
+struct Run {
+    events: Vec<Event>,
+    telemetry: Telemetry,
+    state_dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn profiles(&self) -> Vec<&Profile> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Profile(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn watermarks(&self) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Watermark(w) => Some(w.complete_until_ms),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every stack line, `frames count`, with its pid.
+    fn stacks(&self) -> Vec<(u32, String)> {
+        self.profiles()
+            .iter()
+            .flat_map(|p| p.stacks.iter())
+            .map(|s| (s.pid, format!("{} {}", s.frames, s.count)))
+            .collect()
+    }
+}
+
+/// Runs `source` → classify → collect until the source finishes (or `stop_after`).
+async fn run_pipeline(
+    type_name: &'static str,
+    source: Box<dyn SourceConfig>,
+    stop_after: Option<Duration>,
+) -> Run {
+    let state_dir = tempfile::tempdir().unwrap();
+    let sink = Collect::default();
+    let config = Config {
+        agent: AgentConfig {
+            state_dir: state_dir.path().to_path_buf(),
+            ..AgentConfig::default()
+        },
+        telemetry: TelemetryConfig::default(),
+        sources: vec![SourceEntry {
+            id: "runtime".into(),
+            type_name,
+            config: source,
+        }],
+        transforms: vec![TransformEntry {
+            id: "classify".into(),
+            type_name: "classify",
+            inputs: vec!["runtime".into()],
+            buffer: BufferConfig::default(),
+            config: Box::new(ClassifyConfig::default()),
+        }],
+        sinks: vec![SinkEntry {
+            id: "collect".into(),
+            type_name: "collect",
+            inputs: vec!["classify".into()],
+            buffer: BufferConfig::default(),
+            config: Box::new(sink.clone()),
+        }],
+    };
+    let telemetry = Telemetry::new();
+    let built = topology::build(&config, &telemetry, "test-host".into()).unwrap();
+    let running = RunningTopology::start(built);
+    let supervisor = running.supervisor().clone();
+    let stop = async move {
+        match stop_after {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(40),
+        running.run_until(stop, Duration::from_secs(10)),
+    )
+    .await
+    .expect("pipeline finished");
+    assert!(outcome.is_clean(), "{outcome:?}");
+    assert_eq!(supervisor.alive(), 0, "a profiler child outlived the run");
+    let events = std::mem::take(&mut *sink.events.lock().unwrap());
+    // Every output file was deleted.
+    let scratch = state_dir.path().join("runtime");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "output files left behind: {left:?}");
+    Run {
+        events,
+        telemetry,
+        state_dir,
+    }
+}
+
+fn py_spy_source(marker: &str, max_windows: u64) -> PySpyConfig {
+    PySpyConfig {
+        frequency: 50,
+        window: DurationStr(Duration::from_secs(3)),
+        max_windows: Some(max_windows),
+        binary: py_spy(),
+        discovery: discovery(marker),
+        ..PySpyConfig::default()
+    }
+}
+
+fn rbspy_source(marker: &str) -> RbSpyConfig {
+    RbSpyConfig {
+        frequency: 100,
+        window: DurationStr(Duration::from_secs(3)),
+        max_windows: Some(1),
+        discovery: discovery(marker),
+        ..RbSpyConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn py_spy_profiles_a_python_process() {
+    let marker = "profpipe-test-py-ok";
+    let w = Workload::start(
+        &python(),
+        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
+    );
+    let comm = w.comm();
+    let run = run_pipeline("py_spy", Box::new(py_spy_source(marker, 1)), None).await;
+    let stacks = run.stacks();
+    assert!(!stacks.is_empty(), "no stacks: {:?}", run.events);
+    assert!(stacks.iter().all(|(pid, _)| *pid == w.pid));
+    assert!(
+        stacks
+            .iter()
+            .all(|(_, s)| s.starts_with(&format!("{comm};"))),
+        "{stacks:?}"
+    );
+    // py-spy prints `name (file.py:line)`; every frame carries `_[p]`.
+    assert!(
+        stacks.iter().any(|(_, s)| frames_re(
+            r"profpipe_py_mid \(busy\.py:\d+\)_\[p\];profpipe_py_leaf \(busy\.py:\d+\)_\[p\]"
+        )
+        .is_match(s)),
+        "{stacks:?}"
+    );
+    assert!(stacks.iter().all(|(_, s)| s
+        .rsplit_once(' ')
+        .unwrap()
+        .0
+        .split(';')
+        .skip(1)
+        .all(|f| f.ends_with("_[p]"))));
+    let profiles = run.profiles();
+    assert!(profiles.iter().all(|p| &*p.labels.profiler == "py-spy"));
+    let window = profiles[0].window;
+    assert_eq!(window.end_ms - window.start_ms, 3000);
+    assert_eq!(run.watermarks(), vec![window.end_ms, Watermark::FINISHED]);
+    assert!(
+        !stacks.iter().any(|(_, s)| s.contains("[Profiling error")),
+        "a healthy run was reported as an error: {stacks:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbspy_profiles_a_ruby_process_and_leaves_no_raw_files() {
+    let marker = "profpipe-test-rb-ok";
+    let rbspy_cache = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache/rbspy"))
+        .unwrap();
+    let count_raw = || {
+        walk(&rbspy_cache)
+            .iter()
+            .filter(|p| p.to_string_lossy().ends_with(".raw.gz"))
+            .count()
+    };
+    let raw_before = count_raw();
+    let w = Workload::start(
+        "ruby",
+        &[programs().join("busy.rb").to_str().unwrap(), "60", marker],
+    );
+    let comm = w.comm();
+    if resolve_binary("rbspy").is_none() {
+        eprintln!("rbspy is not installed; skipping");
+        return;
+    }
+    let run = run_pipeline("rbspy", Box::new(rbspy_source(marker)), None).await;
+    let stacks = run.stacks();
+    assert!(!stacks.is_empty(), "no stacks: {:?}", run.events);
+    assert!(stacks.iter().all(|(pid, _)| *pid == w.pid));
+    assert!(stacks
+        .iter()
+        .all(|(_, s)| s.starts_with(&format!("{comm};"))));
+    // rbspy prints `name - file.rb:line`.
+    assert!(
+        stacks.iter().any(|(_, s)| frames_re(
+            r"profpipe_rb_mid - \S*busy\.rb:\d+_\[rb\];profpipe_rb_leaf - \S*busy\.rb:\d+_\[rb\]"
+        )
+        .is_match(s)),
+        "{stacks:?}"
+    );
+    assert!(run
+        .profiles()
+        .iter()
+        .all(|p| &*p.labels.profiler == "rbspy"));
+    assert_eq!(run.watermarks().last(), Some(&Watermark::FINISHED));
+    assert_eq!(count_raw(), raw_before, "rbspy left a raw recording behind");
+}
+
+fn frames_re(re: &str) -> regex::Regex {
+    regex::Regex::new(re).unwrap()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_exiting_mid_window_is_classified_and_keeps_its_stacks() {
+    let marker = "profpipe-test-py-exits";
+    let w = Workload::start(
+        &python(),
+        &[programs().join("busy.py").to_str().unwrap(), "1", marker],
+    );
+    let run = run_pipeline("py_spy", Box::new(py_spy_source(marker, 1)), None).await;
+    assert_eq!(
+        run.telemetry.profiler_errors("py-spy", "process_exited"),
+        1,
+        "{:?}",
+        run.events
+    );
+    let stacks = run.stacks();
+    // The samples taken before the exit are kept, and classify adds its error frame.
+    assert!(stacks.iter().any(|(_, s)| s.contains("profpipe_py_leaf")));
+    assert!(stacks
+        .iter()
+        .any(|(pid, s)| *pid == w.pid && s.contains("[Profiling error: process_exited] 1")));
+    assert_eq!(run.watermarks().last(), Some(&Watermark::FINISHED));
+}
+
+/// A standalone runner, as the driver uses it for each selected process.
+fn runner(
+    profiler: Arc<dyn profpipe::sources::runtime_runs::RuntimeProfiler>,
+    binary: &str,
+) -> (Runner, tempfile::TempDir) {
+    let telemetry = Telemetry::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cx = ComponentContext::standalone("runtime", "source", "py_spy", &telemetry);
+    cx.state_dir = dir.path().to_path_buf();
+    let binary = resolve_binary(binary).expect("profiler installed");
+    (Runner::new(profiler, binary, &cx).unwrap(), dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pid_that_never_existed_is_classified() {
+    let ghost = 999_999;
+    assert!(!Path::new(&format!("/proc/{ghost}")).exists());
+    let window = Window::new(0, 1000);
+    let py = PySpy::from_config(&PySpyConfig::default());
+    let rb = RbSpy::from_config(&RbSpyConfig::default());
+    let mut cases = vec![(runner(Arc::new(py), &py_spy()), "py-spy")];
+    if resolve_binary("rbspy").is_some() {
+        cases.push((runner(Arc::new(rb), "rbspy"), "rbspy"));
+    }
+    for ((runner, _dir), name) in cases {
+        let result = runner
+            .run(
+                &Target::new(ghost, "ghost"),
+                window,
+                Duration::from_secs(1),
+                std::future::pending(),
+            )
+            .await;
+        assert!(result.profile.is_none(), "{name}");
+        let d = result
+            .diagnostic
+            .unwrap_or_else(|| panic!("{name}: no diagnostic"));
+        assert_eq!(d.end, RunEnd::Exited(1), "{name}: {d:?}");
+        assert_eq!(d.target_alive, Some(false));
+        assert_eq!((d.pid, &*d.labels.profiler), (ghost, name));
+        assert!(
+            d.stderr.contains("Failed to get process executable name"),
+            "{name}: {}",
+            d.stderr
+        );
+        // gProfiler's rule: that message with the process gone is "exited before
+        // the profiler started", an INFO-level class. rbspy also prints "no profile
+        // samples were collected", which classify's first-match rules see first.
+        let reason = classify(&d);
+        match name {
+            "py-spy" => assert_eq!(reason, Reason::ProcessExited),
+            _ => assert!(
+                matches!(reason, Reason::ProcessExited | Reason::NoSamples),
+                "{name}: {reason:?}"
+            ),
+        }
+        assert_eq!(reason.level(), Level::Info, "{name}");
+        assert_eq!(
+            std::fs::read_dir(runner.scratch_dir()).unwrap().count(),
+            0,
+            "{name}: output file left"
+        );
+    }
+}
+
+/// The pid of this test process's `py-spy` child profiling `target`, once it runs.
+async fn find_py_spy_child(target: u32) -> u32 {
+    let me = std::process::id().to_string();
+    let want = format!("--pid\0{target}\0");
+    for _ in 0..200 {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let ppid = rest.split(' ').nth(1).unwrap_or("");
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if ppid == me
+                && comm.trim() == "py-spy"
+                && String::from_utf8_lossy(&cmdline).contains(&want)
+            {
+                return pid;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no py-spy child for {target}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_py_spy_is_classified_and_the_next_window_is_profiled() {
+    let marker = "profpipe-test-py-crash";
+    let w = Workload::start(
+        &python(),
+        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
+    );
+    let target = w.pid;
+    let killer = tokio::spawn(async move {
+        let child = find_py_spy_child(target).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Rust's runtime catches the first SIGSEGV (its stack-overflow handler),
+        // restores the default action and returns; a second one kills.
+        for _ in 0..2 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child as i32),
+                nix::sys::signal::Signal::SIGSEGV,
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let run = run_pipeline("py_spy", Box::new(py_spy_source(marker, 2)), None).await;
+    killer.await.unwrap();
+    assert_eq!(
+        run.telemetry.profiler_errors("py-spy", "profiler_crashed"),
+        1,
+        "{:?}",
+        run.events
+    );
+    let marks = run.watermarks();
+    assert_eq!(marks.len(), 3, "{marks:?}");
+    assert_eq!(marks[1] - marks[0], 3000);
+    // The second window has real stacks of the target.
+    let second: Vec<_> = run
+        .profiles()
+        .into_iter()
+        .filter(|p| p.window.end_ms == marks[1])
+        .flat_map(|p| p.stacks.iter())
+        .filter(|s| s.pid == target && s.frames.contains("profpipe_py_leaf"))
+        .collect();
+    assert!(!second.is_empty(), "{:?}", run.events);
+    let first_errors = run
+        .stacks()
+        .iter()
+        .filter(|(_, s)| s.contains("[Profiling error: profiler_crashed]"))
+        .count();
+    assert_eq!(first_errors, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_running_profilers_and_finishes() {
+    let marker = "profpipe-test-py-shutdown";
+    let _w = Workload::start(
+        &python(),
+        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
+    );
+    let source = PySpyConfig {
+        window: DurationStr(Duration::from_secs(60)),
+        max_windows: None,
+        ..py_spy_source(marker, 1)
+    };
+    let started = std::time::Instant::now();
+    let run = run_pipeline(
+        "py_spy",
+        Box::new(source),
+        Some(Duration::from_millis(1500)),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // The cut-short window is complete once its cancelled runs are reaped.
+    let marks = run.watermarks();
+    assert_eq!(marks.last(), Some(&Watermark::FINISHED), "{marks:?}");
+    assert!(marks.len() <= 2, "{marks:?}");
+    // Cancelling is not a profiler failure.
+    assert!(!run
+        .stacks()
+        .iter()
+        .any(|(_, s)| s.contains("[Profiling error")));
+    drop(run.state_dir);
+}
+
+#[tokio::test]
+async fn a_missing_profiler_finishes_cleanly() {
+    let source = PySpyConfig {
+        binary: "/nonexistent/bin/py-spy".into(),
+        ..py_spy_source("profpipe-test-none", 1)
+    };
+    let started = std::time::Instant::now();
+    let run = run_pipeline("py_spy", Box::new(source), None).await;
+    assert_eq!(run.watermarks(), vec![Watermark::FINISHED]);
+    assert!(run.profiles().is_empty());
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
