@@ -152,9 +152,6 @@ pub fn classify(d: &Diagnostic) -> Reason {
     if has("failed to find python version") {
         return Reason::EmbeddedPython;
     }
-    if has("no profile samples were collected") || has("no samples") {
-        return Reason::NoSamples;
-    }
     if has("dropped") && (has("trace") || has("no such file or directory")) {
         return Reason::DroppedTraces;
     }
@@ -181,6 +178,11 @@ pub fn classify(d: &Diagnostic) -> Reason {
         } else {
             Reason::NoSuchProcess
         };
+    }
+    // After the process-gone rules: rbspy prints "no profile samples were collected"
+    // also when its target vanished, together with the reason.
+    if has("no profile samples were collected") || has("no samples") {
+        return Reason::NoSamples;
     }
     if has("permission denied") || has("operation not permitted") {
         return Reason::PermissionDenied;
@@ -345,6 +347,7 @@ mod tests {
             (diag("py-spy", RunEnd::TimedOut, "", Some(true)), Timeout),
             (diag("py-spy", RunEnd::Exited(1), "Error: Permission denied (os error 13)", Some(true)), PermissionDenied),
             (diag("rbspy", RunEnd::Exited(1), "Error: no profile samples were collected", Some(true)), NoSamples),
+            (diag("rbspy", RunEnd::Exited(1), "Failed to get process executable name\nno profile samples were collected", Some(false)), ProcessExited),
             (diag("rbspy", RunEnd::Exited(0), "Dropped 12 traces: No such file or directory", Some(true)), DroppedTraces),
             (diag("pyperf", RunEnd::Exited(1), "Failed to iterate over ELF symbols: /tmp/x.so (deleted)", Some(true)), DeletedLibrary),
             (diag("perf", RunEnd::Exited(129), "event syntax error: 'cycles'", None), UnsupportedEvent),
