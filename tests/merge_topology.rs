@@ -10,7 +10,9 @@ use profpipe::component::{
     BuildError, ComponentContext, SinkConfig, SinkContext, SourceConfig, SourceContext, Task,
     TransformConfig, TransformContext,
 };
-use profpipe::config::{AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry};
+use profpipe::config::{
+    AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry,
+};
 use profpipe::event::{Event, Labels, Profile, Stack, Watermark, Window};
 use profpipe::telemetry::Telemetry;
 use profpipe::topology::{self, RunningTopology};
@@ -209,8 +211,14 @@ async fn a_window_is_held_until_both_sources_watermarks_pass() {
 
     let events = seen.lock().unwrap().clone();
     let merged = profiles(&events);
-    let perf: Vec<&Profile> = merged.iter().filter(|p| &*p.labels.profiler == "perf").collect();
-    let py: Vec<&Profile> = merged.iter().filter(|p| &*p.labels.profiler == "py-spy").collect();
+    let perf: Vec<&Profile> = merged
+        .iter()
+        .filter(|p| &*p.labels.profiler == "perf")
+        .collect();
+    let py: Vec<&Profile> = merged
+        .iter()
+        .filter(|p| &*p.labels.profiler == "py-spy")
+        .collect();
     assert_eq!(perf.len(), 1);
     assert_eq!(perf[0].stacks, vec![stack(20, "nginx;ngx_worker", 5)]);
     assert_eq!(py.len(), 1);
@@ -268,9 +276,14 @@ async fn past_its_bounds_the_oldest_window_is_merged_early() {
         tx.send(profile("cpu", "perf", window(k), vec![stack(1, "a;b", 4)]))
             .await
             .unwrap();
-        tx.send(profile("py", "py-spy", window(k), vec![stack(1, "a;b_[p]", 1)]))
-            .await
-            .unwrap();
+        tx.send(profile(
+            "py",
+            "py-spy",
+            window(k),
+            vec![stack(1, "a;b_[p]", 1)],
+        ))
+        .await
+        .unwrap();
     }
     // Three windows pending with a bound of two: the oldest was merged early.
     let first = tokio::time::timeout(Duration::from_secs(5), out_rx.recv())

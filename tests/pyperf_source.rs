@@ -104,7 +104,9 @@ impl Run {
     fn restarts(&self) -> u64 {
         let text = self.telemetry.render();
         text.lines()
-            .find(|l| l.starts_with("profpipe_process_children_restarted_total{program=\"pyperf\"}"))
+            .find(|l| {
+                l.starts_with("profpipe_process_children_restarted_total{program=\"pyperf\"}")
+            })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0)
@@ -185,10 +187,7 @@ async fn stacks_arrive_per_window_and_rotated_files_are_deleted() {
         binary: Some(standin()),
         window: DurationStr(Duration::from_secs(2)),
         max_windows: Some(2),
-        extra_args: vec![
-            "--standin-pidfile".into(),
-            pidfile.to_str().unwrap().into(),
-        ],
+        extra_args: vec!["--standin-pidfile".into(), pidfile.to_str().unwrap().into()],
         backoff: fast_backoff(),
         ..Default::default()
     })
@@ -226,9 +225,9 @@ async fn stacks_arrive_per_window_and_rotated_files_are_deleted() {
     // Each profile comes before its window's watermark.
     for (i, e) in r.events.iter().enumerate() {
         if let Event::Profile(p) = e {
-            let closing = r.events.iter().position(|w| {
-                matches!(w, Event::Watermark(w) if w.complete_until_ms >= p.window.end_ms)
-            });
+            let closing = r.events.iter().position(
+                |w| matches!(w, Event::Watermark(w) if w.complete_until_ms >= p.window.end_ms),
+            );
             assert!(closing.unwrap() > i);
         }
     }
@@ -280,10 +279,7 @@ async fn a_hung_rotation_restarts_pyperf_and_still_closes_the_window() {
     })
     .await;
     let diags = r.diagnostics();
-    assert!(
-        diags.iter().any(|d| d.end == RunEnd::TimedOut),
-        "{diags:?}"
-    );
+    assert!(diags.iter().any(|d| d.end == RunEnd::TimedOut), "{diags:?}");
     assert_eq!(r.watermarks().len(), 4, "{:?}", r.watermarks());
     assert_eq!(r.watermarks().last(), Some(&Watermark::FINISHED));
     assert!(r.leftovers().is_empty(), "{:?}", r.leftovers());

@@ -148,7 +148,10 @@ impl SourceConfig for PyPerfSourceConfig {
             e.push(FieldError::new(&["binary"], "binary must not be empty"));
         }
         if self.frequency == 0 {
-            e.push(FieldError::new(&["frequency"], "frequency must be at least 1"));
+            e.push(FieldError::new(
+                &["frequency"],
+                "frequency must be at least 1",
+            ));
         }
         if self.window.get() < Duration::from_secs(1) {
             e.push(FieldError::new(&["window"], "window must be at least 1s"));
@@ -563,7 +566,12 @@ impl Runner {
         Ok(())
     }
 
-    async fn diagnostic(&mut self, window: Window, end: RunEnd, stderr: String) -> Result<(), Stop> {
+    async fn diagnostic(
+        &mut self,
+        window: Window,
+        end: RunEnd,
+        stderr: String,
+    ) -> Result<(), Stop> {
         self.send(Event::Diagnostic(Diagnostic {
             window,
             labels: self.labels.clone(),
@@ -731,7 +739,11 @@ mod tests {
         let a = dir.path().join("pyperf.col.2024010100000000");
         let b = dir.path().join("pyperf.col");
         std::fs::copy(fixture("mixed.col"), &a).unwrap();
-        std::fs::write(&b, "python3-1234/1240;<module>_[p];main_[p];compute_[p];_PyObject_Call_[pn] 1\nbad line\n").unwrap();
+        std::fs::write(
+            &b,
+            "python3-1234/1240;<module>_[p];main_[p];compute_[p];_PyObject_Call_[pn] 1\nbad line\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("other"), "x").unwrap();
         assert_eq!(outputs(dir.path(), false).unwrap(), vec![a.clone()]);
         let files = outputs(dir.path(), true).unwrap();
@@ -817,7 +829,11 @@ mod tests {
             rotate_timeout: DurationStr(Duration::ZERO),
             ..Default::default()
         };
-        let fields: Vec<String> = bad.validate().into_iter().map(|e| e.path[0].clone()).collect();
+        let fields: Vec<String> = bad
+            .validate()
+            .into_iter()
+            .map(|e| e.path[0].clone())
+            .collect();
         assert_eq!(fields, ["frequency", "window", "rotate_timeout"]);
     }
 

@@ -409,7 +409,11 @@ mod tests {
     }
 
     fn total(stacks: &[Stack], pid: u32) -> u64 {
-        stacks.iter().filter(|s| s.pid == pid).map(|s| s.count).sum()
+        stacks
+            .iter()
+            .filter(|s| s.pid == pid)
+            .map(|s| s.count)
+            .sum()
     }
 
     #[test]
@@ -431,7 +435,11 @@ mod tests {
             ],
         );
         let perf_out = find(&out, "perf").unwrap();
-        assert_eq!(total(perf_out, 10), 0, "perf's stacks of pid 10 are replaced");
+        assert_eq!(
+            total(perf_out, 10),
+            0,
+            "perf's stacks of pid 10 are replaced"
+        );
         assert_eq!(perf_out, &vec![stack(20, "nginx;ngx_process", 50)]);
         let py_out = find(&out, "py-spy").unwrap();
         assert_eq!(py_out.len(), 7);
@@ -602,7 +610,9 @@ mod tests {
 
     #[test]
     fn events_are_batched() {
-        let stacks: Vec<Stack> = (0..25_001).map(|i| stack(1, &format!("a;{i}"), 1)).collect();
+        let stacks: Vec<Stack> = (0..25_001)
+            .map(|i| stack(1, &format!("a;{i}"), 1))
+            .collect();
         let evs = events(W, vec![(labels("a", "perf"), stacks)]);
         let sizes: Vec<usize> = evs
             .iter()
