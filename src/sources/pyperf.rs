@@ -616,6 +616,9 @@ enum Rotation {
 }
 
 async fn rotate(child: &mut Child, dir: &Path, timeout: Duration) -> Rotation {
+    // A rotated file left from before (a rename that came after a timeout) is not
+    // the answer to this signal.
+    let before = outputs(dir, false).unwrap_or_default();
     match child.signal(Signal::SIGUSR2) {
         Ok(()) => {}
         Err(SignalError::Exited { .. }) => return Rotation::Exited(child.exited().await),
@@ -626,7 +629,7 @@ async fn rotate(child: &mut Child, dir: &Path, timeout: Duration) -> Rotation {
     }
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if matches!(outputs(dir, false), Ok(f) if !f.is_empty()) {
+        if matches!(outputs(dir, false), Ok(f) if f.iter().any(|p| !before.contains(p))) {
             return Rotation::Done;
         }
         if tokio::time::Instant::now() >= deadline {
