@@ -196,6 +196,21 @@ impl Child {
         }
     }
 
+    /// Waits until the child has ended, keeping the handle: for a long-running child
+    /// that is signalled (e.g. SIGUSR2 to rotate) while its exit is watched in a
+    /// `select!` loop. Cancel-safe. Stdout is not read here (use `Stdout::Null` or
+    /// `Stdout::File`, or read the pipe yourself). Once it has returned, later calls
+    /// (and [`wait`](Self::wait)) return at once with an empty `Cancelled` report.
+    pub async fn exited(&mut self) -> ExitReport {
+        let report = (&mut self.report)
+            .await
+            .unwrap_or_else(|_| lost_report(self.pid));
+        // A completed oneshot receiver must not be polled again: swap in a closed one.
+        let (_, closed) = oneshot::channel();
+        self.report = closed;
+        report
+    }
+
     /// Terminates the child (SIGTERM to its group, SIGKILL after the grace) and
     /// waits for it. The outcome is `Cancelled` unless it had already ended.
     pub async fn terminate(mut self) -> ExitReport {

@@ -2,6 +2,7 @@
 
 pub mod file;
 pub mod py_spy;
+pub mod pyperf;
 pub mod rbspy;
 pub mod runtime_runs;
 pub mod window_clock;
@@ -16,6 +17,10 @@ pub static KINDS: &[Kind<dyn SourceConfig>] = &[
     Kind {
         name: "py_spy",
         parse: parse_source::<py_spy::PySpyConfig>,
+    },
+    Kind {
+        name: "pyperf",
+        parse: parse_source::<pyperf::PyPerfSourceConfig>,
     },
     Kind {
         name: "rbspy",

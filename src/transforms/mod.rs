@@ -3,6 +3,7 @@
 pub mod classify;
 pub mod dedup;
 pub mod fold;
+pub mod merge;
 pub mod symbol_filter;
 mod windowed;
 
@@ -20,6 +21,10 @@ pub static KINDS: &[Kind<dyn TransformConfig>] = &[
     Kind {
         name: "fold",
         parse: parse_transform::<fold::FoldConfig>,
+    },
+    Kind {
+        name: "merge",
+        parse: parse_transform::<merge::MergeConfig>,
     },
     Kind {
         name: "symbol_filter",

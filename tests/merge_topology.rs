@@ -1,0 +1,310 @@
+//! The `merge` transform in a real topology: a window is held until the watermarks
+//! of both its sources (perf and a runtime profiler) have passed, then merged the
+//! gProfiler way; and its memory bound merges the oldest window early.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use profpipe::buffer::{edge, BufferConfig, MemoryBudget, Output};
+use profpipe::component::{
+    BuildError, ComponentContext, SinkConfig, SinkContext, SourceConfig, SourceContext, Task,
+    TransformConfig, TransformContext,
+};
+use profpipe::config::{
+    AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry,
+};
+use profpipe::event::{Event, Labels, Profile, Stack, Watermark, Window};
+use profpipe::telemetry::Telemetry;
+use profpipe::topology::{self, RunningTopology};
+use profpipe::transforms::merge::MergeConfig;
+use tokio::sync::watch;
+
+const W: Window = Window {
+    start_ms: 1_700_000_000_000,
+    end_ms: 1_700_000_060_000,
+};
+
+/// Sends its events once its gate is open (or at once without a gate), then ends.
+#[derive(Debug)]
+struct Scripted {
+    events: Vec<Event>,
+    gate: Option<watch::Receiver<bool>>,
+}
+
+impl SourceConfig for Scripted {
+    fn is_finite(&self) -> bool {
+        true
+    }
+    fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
+        let events = self.events.clone();
+        let gate = self.gate.clone();
+        let mut out = cx.out;
+        Ok(Box::pin(async move {
+            if let Some(mut g) = gate {
+                let _ = g.wait_for(|open| *open).await;
+            }
+            for ev in events {
+                let _ = out.send(ev).await;
+            }
+            Ok(())
+        }))
+    }
+}
+
+/// Records what reaches it.
+#[derive(Debug)]
+struct Recorder {
+    seen: Arc<Mutex<Vec<Event>>>,
+}
+
+impl SinkConfig for Recorder {
+    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
+        let seen = self.seen.clone();
+        let mut input = cx.input;
+        Ok(Box::pin(async move {
+            while let Some(ev) = input.recv().await {
+                seen.lock().unwrap().push(ev);
+            }
+            Ok(())
+        }))
+    }
+}
+
+fn stack(pid: u32, frames: &str, count: u64) -> Stack {
+    Stack {
+        pid,
+        container: None,
+        frames: frames.into(),
+        count,
+    }
+}
+
+fn profile(source: &str, profiler: &str, window: Window, stacks: Vec<Stack>) -> Event {
+    Event::Profile(Profile {
+        window,
+        labels: Labels {
+            host: "h".into(),
+            source: source.into(),
+            profiler: profiler.into(),
+        },
+        stacks,
+    })
+}
+
+fn watermark(source: &str, until: u64) -> Event {
+    Event::Watermark(Watermark {
+        source: source.into(),
+        complete_until_ms: until,
+    })
+}
+
+fn profiles(events: &[Event]) -> Vec<Profile> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Profile(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_is_held_until_both_sources_watermarks_pass() {
+    let state = tempfile::tempdir().unwrap();
+    let (open, gate) = watch::channel(false);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let perf_events = vec![
+        profile(
+            "cpu",
+            "perf",
+            W,
+            vec![
+                stack(10, "python;PyEval_EvalFrame", 60),
+                stack(10, "python;[unknown]", 40),
+                stack(20, "nginx;ngx_worker", 5),
+            ],
+        ),
+        watermark("cpu", W.end_ms),
+    ];
+    let py_events = vec![
+        profile(
+            "py",
+            "py-spy",
+            W,
+            vec![
+                stack(10, "python;main_[p];a_[p]", 2),
+                stack(10, "python;main_[p];b_[p]", 1),
+                stack(10, "python;main_[p];c_[p]", 1),
+            ],
+        ),
+        watermark("py", W.end_ms),
+    ];
+    let config = Config {
+        agent: AgentConfig {
+            state_dir: state.path().to_path_buf(),
+            ..Default::default()
+        },
+        telemetry: TelemetryConfig::default(),
+        sources: vec![
+            SourceEntry {
+                id: "cpu".into(),
+                type_name: "scripted",
+                config: Box::new(Scripted {
+                    events: perf_events,
+                    gate: None,
+                }),
+            },
+            SourceEntry {
+                id: "py".into(),
+                type_name: "scripted",
+                config: Box::new(Scripted {
+                    events: py_events,
+                    gate: Some(gate),
+                }),
+            },
+        ],
+        transforms: vec![TransformEntry {
+            id: "merged".into(),
+            type_name: "merge",
+            inputs: vec!["cpu".into(), "py".into()],
+            buffer: BufferConfig::default(),
+            config: Box::new(MergeConfig::default()),
+        }],
+        sinks: vec![SinkEntry {
+            id: "out".into(),
+            type_name: "recorder",
+            inputs: vec!["merged".into()],
+            buffer: BufferConfig::default(),
+            config: Box::new(Recorder { seen: seen.clone() }),
+        }],
+    };
+    let telemetry = Telemetry::new();
+    let built = topology::build(&config, &telemetry, "h".into()).unwrap();
+    let running = RunningTopology::start(built);
+    let run = tokio::spawn(running.run_until(std::future::pending(), Duration::from_secs(30)));
+
+    // perf has spoken (its watermark even reaches the sink), py-spy has not: the
+    // window is held.
+    let mut waited = 0;
+    while !seen
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Event::Watermark(w) if &*w.source == "cpu"))
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+        assert!(waited < 500, "perf's watermark never came through");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        profiles(&seen.lock().unwrap()).is_empty(),
+        "the window left before py-spy's watermark"
+    );
+
+    open.send(true).unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(outcome.is_clean(), "{outcome:?}");
+
+    let events = seen.lock().unwrap().clone();
+    let merged = profiles(&events);
+    let perf: Vec<&Profile> = merged
+        .iter()
+        .filter(|p| &*p.labels.profiler == "perf")
+        .collect();
+    let py: Vec<&Profile> = merged
+        .iter()
+        .filter(|p| &*p.labels.profiler == "py-spy")
+        .collect();
+    assert_eq!(perf.len(), 1);
+    assert_eq!(perf[0].stacks, vec![stack(20, "nginx;ngx_worker", 5)]);
+    assert_eq!(py.len(), 1);
+    // py-spy's 4 samples stand for perf's 100: factor 25, exact here.
+    let got: Vec<(&str, u64)> = py[0].stacks.iter().map(|s| (&*s.frames, s.count)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("python;main_[p];a_[p]", 50),
+            ("python;main_[p];b_[p]", 25),
+            ("python;main_[p];c_[p]", 25)
+        ]
+    );
+    // The merged window leaves before py-spy's watermark is forwarded.
+    let py_wm = events
+        .iter()
+        .position(|e| matches!(e, Event::Watermark(w) if &*w.source == "py"))
+        .unwrap();
+    let last_profile = events
+        .iter()
+        .rposition(|e| matches!(e, Event::Profile(_)))
+        .unwrap();
+    assert!(last_profile < py_wm);
+}
+
+#[tokio::test]
+async fn past_its_bounds_the_oldest_window_is_merged_early() {
+    let telemetry = Telemetry::new();
+    let metrics = telemetry.component("merged", "transform", "merge");
+    let (tx, input) = edge(
+        BufferConfig::default(),
+        MemoryBudget::new(1 << 30),
+        metrics.clone(),
+    );
+    let (out_tx, mut out_rx) = edge(
+        BufferConfig::default(),
+        MemoryBudget::new(1 << 30),
+        telemetry.component("out", "sink", "test"),
+    );
+    let config = MergeConfig {
+        max_pending_windows: 2,
+        max_pending_stacks: 1_000,
+    };
+    let cx = TransformContext {
+        cx: ComponentContext {
+            upstream_sources: vec!["cpu".into(), "py".into()],
+            ..ComponentContext::standalone("merged", "transform", "merge", &telemetry)
+        },
+        input,
+        out: Output::new(vec![out_tx], metrics.clone()),
+    };
+    let task = tokio::spawn(config.build(cx).unwrap());
+    let window = |k: u64| Window::new(k * 1000, (k + 1) * 1000);
+    for k in 0..3 {
+        tx.send(profile("cpu", "perf", window(k), vec![stack(1, "a;b", 4)]))
+            .await
+            .unwrap();
+        tx.send(profile(
+            "py",
+            "py-spy",
+            window(k),
+            vec![stack(1, "a;b_[p]", 1)],
+        ))
+        .await
+        .unwrap();
+    }
+    // Three windows pending with a bound of two: the oldest was merged early.
+    let first = tokio::time::timeout(Duration::from_secs(5), out_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let Event::Profile(p) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(p.window, window(0));
+    assert_eq!(&*p.labels.profiler, "py-spy");
+    assert_eq!(p.stacks, vec![stack(1, "a;b_[p]", 4)]);
+    assert_eq!(metrics.error_count("merge_early"), 1);
+
+    // The input ends: the rest is merged too.
+    drop(tx);
+    task.await.unwrap().unwrap();
+    let mut rest = Vec::new();
+    while let Some(ev) = out_rx.recv().await {
+        rest.push(ev);
+    }
+    let windows: Vec<Window> = profiles(&rest).iter().map(|p| p.window).collect();
+    assert_eq!(windows, vec![window(1), window(2)]);
+}
