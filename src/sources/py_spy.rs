@@ -109,6 +109,15 @@ impl PySpyConfig {
 }
 
 impl SourceConfig for PySpyConfig {
+    fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
+        if let Some(w) = window {
+            self.window = DurationStr(w);
+        }
+        if max_windows.is_some() {
+            self.max_windows = max_windows;
+        }
+    }
+
     fn validate(&self) -> Vec<FieldError> {
         runtime_runs::validate(self.frequency, &self.settings())
     }
