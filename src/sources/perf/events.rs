@@ -45,9 +45,7 @@ pub enum Discovered {
 
 pub async fn discover(supervisor: &Supervisor, binary: &str, scratch: &Path) -> Discovered {
     let file = scratch.join(DISCOVERY);
-    let mut report = String::from(
-        "perf: no supported event: tried the default event, cpu-clock and task-clock\n",
-    );
+    let mut report = String::new();
     let mut last_end = RunEnd::Exited(0);
     for candidate in CANDIDATES {
         let name = candidate.unwrap_or("default");
@@ -72,6 +70,8 @@ pub async fn discover(supervisor: &Supervisor, binary: &str, scratch: &Path) -> 
             }
         }
     }
+    // The summary goes last: classify logs the last line.
+    report.push_str("perf: no supported event (tried the default event, cpu-clock and task-clock)");
     Discovered::NoneWorks {
         end: last_end,
         stderr: report,

@@ -238,10 +238,11 @@ impl Recorder {
             );
             self.report(Failure {
                 end: run_end(report.outcome),
+                // The summary goes last: classify logs the last line.
                 stderr: format!(
-                    "perf record {}\n{}",
-                    describe(report.outcome),
-                    report.stderr_tail
+                    "{}\nperf record {}",
+                    report.stderr_tail.trim_end(),
+                    describe(report.outcome)
                 ),
             });
             self.ended(&report);

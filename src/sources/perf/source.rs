@@ -108,15 +108,10 @@ pub async fn run(
         metrics: cx.metrics.clone(),
         binary: String::new(),
     };
-    let mut clock = WindowClock::new(
-        cx.origin_ms,
-        task.config.window.get(),
-        task.config.max_windows,
-    );
     let mut shutdown = cx.shutdown.clone();
     // Whatever happens, the scratch directory is left empty and FINISHED is sent
     // (unless nothing reads any more).
-    let _ = task.run(&mut em, &mut clock, &mut shutdown).await;
+    let _ = task.run(&mut em, cx.origin_ms, &mut shutdown).await;
     rotation::clean(&task.scratch);
     let _ = em.watermark(Watermark::FINISHED).await;
     Ok(())
@@ -135,9 +130,11 @@ impl PerfTask {
     async fn run(
         &mut self,
         em: &mut Emitter,
-        clock: &mut WindowClock,
+        origin_ms: u64,
         shutdown: &mut crate::topology::shutdown::ShutdownSignal,
     ) -> Result<(), Closed> {
+        // Windows are counted from when perf can record: discovery takes seconds.
+        let clock = || WindowClock::new(origin_ms, self.config.window.get(), self.config.max_windows);
         let Some(binary) = find_binary(&self.config.binary) else {
             not_found(&self.config.binary);
             return Ok(());
@@ -162,7 +159,7 @@ impl PerfTask {
                         "perf works on no event here (tried the default, cpu-clock, task-clock); \
                          the perf source is disabled"
                     );
-                    let window = clock.current().unwrap_or_default();
+                    let window = clock().current().unwrap_or_default();
                     em.diagnostic(window, end, stderr).await?;
                     return Ok(());
                 }
@@ -185,7 +182,8 @@ impl PerfTask {
             backoff: self.config.backoff.clone(),
         });
         let mut recorder = recorder;
-        let r = self.windows(em, clock, shutdown, &mut recorder).await;
+        let mut clock = clock();
+        let r = self.windows(em, &mut clock, shutdown, &mut recorder).await;
         recorder.stop().await;
         r
     }
@@ -297,10 +295,11 @@ impl PerfTask {
             "perf script failed; the samples it printed before are kept"
         );
         self.metrics.errors("perf_script_failed", 1);
+        // The summary goes last: classify logs the last line.
         let stderr = format!(
-            "perf script {}\n{}",
-            recorder::describe(report.outcome),
-            report.stderr_tail
+            "{}\nperf script {}",
+            report.stderr_tail.trim_end(),
+            recorder::describe(report.outcome)
         );
         em.diagnostic(window, run_end(report.outcome), stderr).await
     }
