@@ -11,14 +11,16 @@ use std::time::{Duration, Instant};
 use profpipe::buffer::BufferConfig;
 use profpipe::component::{BuildError, SinkConfig, SinkContext, Task};
 use profpipe::config::types::DurationStr;
-use profpipe::config::{AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry};
+use profpipe::config::{
+    AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry,
+};
 use profpipe::event::{Diagnostic, Event, Profile, RunEnd};
 use profpipe::process::Backoff;
 use profpipe::sources::perf::PerfSourceConfig;
 use profpipe::telemetry::Telemetry;
+use profpipe::topology::{self, RunningTopology};
 use profpipe::transforms::classify::ClassifyConfig;
 use profpipe::transforms::fold::FoldConfig;
-use profpipe::topology::{self, RunningTopology};
 
 const HOT: &str = "profpipe_hot_mid;profpipe_hot_leaf";
 
@@ -30,7 +32,10 @@ fn perf_usable() -> bool {
         .with_test_writer()
         .try_init();
     let root = unsafe { libc::geteuid() } == 0;
-    let perf = Command::new("perf").arg("version").output().is_ok_and(|o| o.status.success());
+    let perf = Command::new("perf")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !(root && perf) {
         eprintln!("skipping: needs root and perf (root: {root}, perf: {perf})");
     }
@@ -285,7 +290,11 @@ fn perf_records(scratch: &Path) -> Vec<u32> {
         let Some((comm_part, rest)) = stat.rsplit_once(')') else {
             continue;
         };
-        let ppid: u32 = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        let ppid: u32 = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
         if ppid != me || !comm_part.ends_with("(perf") {
             continue;
         }
@@ -424,4 +433,97 @@ inputs = ["fold"]
         .unwrap();
     assert!(line.contains("INFO"), "{line}");
     assert!(!logs.contains("ERROR") && !logs.contains("WARN"), "{logs}");
+}
+
+/// A `perf` wrapper whose `perf script` prints its output, then dies of SIGSEGV, as
+/// perf does on some GPU hosts.
+fn segfaulting_perf(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("perf");
+    std::fs::write(
+        &path,
+        "#!/bin/sh\nif [ \"$1\" = script ]; then perf \"$@\"; kill -SEGV $$; fi\nexec perf \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segfaulting_perf_script_keeps_its_samples_and_the_agent_goes_on() {
+    if !perf_usable() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (config, h) = pipeline(PerfSourceConfig {
+        binary: segfaulting_perf(tmp.path()).to_string_lossy().into_owned(),
+        ..fast_source(2, 2)
+    });
+    let mut hot = start_hot(tmp.path(), 20);
+    let hot_pid = hot.id();
+    let outcome = start(&config, &h)
+        .run_until(std::future::pending(), Duration::from_secs(30))
+        .await;
+    let _ = hot.kill();
+    let _ = hot.wait();
+    assert!(outcome.is_clean(), "{outcome:?}");
+
+    let diags = h.diags.lock().unwrap();
+    let segv: Vec<_> = diags
+        .diagnostics
+        .iter()
+        .filter(|d| d.end == RunEnd::Signaled(11))
+        .collect();
+    assert!(!segv.is_empty(), "{:?}", diags.diagnostics);
+    assert!(segv[0].stderr.ends_with("perf script died with SIGSEGV"));
+    assert!(h.telemetry.profiler_errors("perf", "profiler_crashed") >= 1);
+    // Every window's perf script crashed, yet what it printed was folded.
+    let seen = h.seen.lock().unwrap();
+    assert!(!hot_windows(&seen, hot_pid).is_empty());
+    assert!(listing(&h.scratch).is_empty(), "{:?}", listing(&h.scratch));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn perf_is_restarted_when_older_than_restart_after() {
+    if !perf_usable() {
+        return;
+    }
+    let (config, h) = pipeline(PerfSourceConfig {
+        restart_after: DurationStr(Duration::from_millis(1500)),
+        ..fast_source(2, 3)
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut hot = start_hot(tmp.path(), 20);
+    let hot_pid = hot.id();
+    let running = start(&config, &h);
+    let scratch = h.scratch.clone();
+    let watcher = std::thread::spawn(move || {
+        let mut pids = std::collections::BTreeSet::new();
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            pids.extend(perf_records(&scratch));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pids
+    });
+    let outcome = running
+        .run_until(std::future::pending(), Duration::from_secs(30))
+        .await;
+    let pids = watcher.join().unwrap();
+    let _ = hot.kill();
+    let _ = hot.wait();
+    assert!(outcome.is_clean(), "{outcome:?}");
+    assert!(pids.len() >= 2, "perf record pids seen: {pids:?}");
+    let metrics = h.telemetry.render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("profpipe_process_children_restarted_total{program=\"perf\"}")),
+        "{metrics}"
+    );
+    // A planned restart is not a failure.
+    assert!(h.diags.lock().unwrap().diagnostics.is_empty());
+    let seen = h.seen.lock().unwrap();
+    assert!(!hot_windows(&seen, hot_pid).is_empty());
+    assert!(listing(&h.scratch).is_empty(), "{:?}", listing(&h.scratch));
 }

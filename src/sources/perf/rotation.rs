@@ -29,7 +29,7 @@ pub fn rotated(dir: &Path) -> Vec<PathBuf> {
         Ok(rd) => rd
             .flatten()
             .map(|e| e.file_name())
-            .filter(|n| is_rotated(n))
+            .filter(is_rotated)
             .map(|n| dir.join(n))
             .collect(),
         Err(_) => Vec::new(),

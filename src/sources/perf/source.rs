@@ -32,6 +32,8 @@ use super::PerfSourceConfig;
 
 /// How long to wait for perf to rename its data file after SIGUSR2.
 const ROTATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often SIGUSR2 is repeated while waiting for the rotated file.
+const ROTATE_RESEND: Duration = Duration::from_secs(1);
 
 /// Nothing downstream reads any more.
 struct Closed;
@@ -134,7 +136,8 @@ impl PerfTask {
         shutdown: &mut crate::topology::shutdown::ShutdownSignal,
     ) -> Result<(), Closed> {
         // Windows are counted from when perf can record: discovery takes seconds.
-        let clock = || WindowClock::new(origin_ms, self.config.window.get(), self.config.max_windows);
+        let clock =
+            || WindowClock::new(origin_ms, self.config.window.get(), self.config.max_windows);
         let Some(binary) = find_binary(&self.config.binary) else {
             not_found(&self.config.binary);
             return Ok(());
@@ -222,10 +225,7 @@ impl PerfTask {
                 // perf writes its last data file as it stops.
                 recorder.stop().await;
             } else {
-                let before = rotation::snapshot(&self.scratch);
-                if recorder.rotate().await
-                    && !rotation::wait_for_new(&self.scratch, &before, ROTATE_TIMEOUT).await
-                {
+                if !self.rotate(recorder).await {
                     tracing::warn!(
                         timeout_s = ROTATE_TIMEOUT.as_secs(),
                         "perf did not rotate its data file in time; its samples go to the next window"
@@ -243,6 +243,26 @@ impl PerfTask {
             }
         }
         Ok(())
+    }
+
+    /// Asks perf to rotate and waits for the new file. perf ignores SIGUSR2 until it
+    /// has opened its events and synthesized the running processes (hundreds of ms
+    /// after a start on a busy host), so the signal is repeated every
+    /// [`ROTATE_RESEND`] while waiting; a second rotation only adds a small file.
+    /// False if perf is running but no file appeared within [`ROTATE_TIMEOUT`].
+    async fn rotate(&self, recorder: &RecorderHandle) -> bool {
+        let before = rotation::snapshot(&self.scratch);
+        let until = Instant::now() + ROTATE_TIMEOUT;
+        while recorder.rotate().await {
+            if rotation::wait_for_new(&self.scratch, &before, ROTATE_RESEND).await {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+        }
+        // No perf is recording (it died, or is being restarted): nothing to wait for.
+        true
     }
 
     /// Scripts every rotated file into chunks of `window`, deleting each at once.
