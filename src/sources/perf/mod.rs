@@ -34,6 +34,10 @@
 //! - no perf installed: one INFO line and the source finishes; other sources keep
 //!   running.
 //!
+//! At shutdown, or after the last of `max_windows`, perf is stopped with SIGINT (it
+//! writes its last data file), that file is scripted into the window in progress,
+//! the scratch directory is emptied and the source sends `Watermark::FINISHED`.
+//!
 //! Event discovery (when `events` is not set) tries perf's default event, then
 //! `cpu-clock`, then `task-clock`, each with a half-second system-wide recording that
 //! must yield at least one sample. Virtual machines without hardware counters end up
@@ -255,6 +259,11 @@ impl SourceConfig for PerfSourceConfig {
             e.push(FieldError::new(&["backoff"], msg));
         }
         e
+    }
+
+    /// With `max_windows` the source ends by itself after its last window.
+    fn is_finite(&self) -> bool {
+        self.max_windows.is_some()
     }
 
     fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
