@@ -141,7 +141,12 @@ pub trait SourceConfig: Debug + Send + Sync + 'static {
     }
     /// Live sources: replace the window length and/or the number of windows (what
     /// `profpipe run --duration D --once` does). Sources without windows ignore it.
-    fn override_windows(&mut self, _window: Option<std::time::Duration>, _max_windows: Option<u64>) {}
+    fn override_windows(
+        &mut self,
+        _window: Option<std::time::Duration>,
+        _max_windows: Option<u64>,
+    ) {
+    }
     fn build(&self, cx: SourceContext) -> Result<Task, BuildError>;
 }
 

@@ -34,7 +34,10 @@ fn default_config(dir: &Path, window: &str, max_windows: u32, min_age: &str) -> 
             "state_dir = \"/var/lib/profpipe\"",
             &format!("state_dir = {:?}", dir.join("state")),
         )
-        .replace("path = \"profiles\"", &format!("path = {:?}", dir.join("profiles")));
+        .replace(
+            "path = \"profiles\"",
+            &format!("path = {:?}", dir.join("profiles")),
+        );
     let path = dir.join("agent.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -42,7 +45,10 @@ fn default_config(dir: &Path, window: &str, max_windows: u32, min_age: &str) -> 
 
 fn tools_path() -> String {
     let home = std::env::var("HOME").unwrap_or_default();
-    format!("{home}/.cache/profpipe-tools/bin:{}", std::env::var("PATH").unwrap_or_default())
+    format!(
+        "{home}/.cache/profpipe-tools/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 fn agent(config: &Path, log: &Path) -> Child {
@@ -91,7 +97,12 @@ impl Drop for Workload {
 }
 
 fn start(cmd: &mut Command) -> Workload {
-    Workload(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    Workload(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 #[test]
@@ -106,8 +117,16 @@ fn default_pipeline_profiles_native_python_and_ruby_code() {
         .unwrap();
     assert!(cc.success());
     let c = start(Command::new(&hot).arg("40"));
-    let py = start(Command::new("python3").arg(repo().join("tests/programs/busy.py")).arg("40"));
-    let rb = start(Command::new("ruby").arg(repo().join("tests/programs/busy.rb")).arg("40"));
+    let py = start(
+        Command::new("python3")
+            .arg(repo().join("tests/programs/busy.py"))
+            .arg("40"),
+    );
+    let rb = start(
+        Command::new("ruby")
+            .arg(repo().join("tests/programs/busy.rb"))
+            .arg("40"),
+    );
     std::thread::sleep(Duration::from_secs(2));
 
     let config = default_config(tmp.path(), "6s", 1, "1s");
@@ -124,13 +143,25 @@ fn default_pipeline_profiles_native_python_and_ruby_code() {
         "native frames missing:\n{}",
         excerpt(&col, "hot")
     );
-    let py_line = col.lines().find(|l| l.contains("profpipe_py_leaf")).unwrap_or_else(|| {
-        panic!("python frames missing:\n{}\n{log_text}", excerpt(&col, "python"))
-    });
+    let py_line = col
+        .lines()
+        .find(|l| l.contains("profpipe_py_leaf"))
+        .unwrap_or_else(|| {
+            panic!(
+                "python frames missing:\n{}\n{log_text}",
+                excerpt(&col, "python")
+            )
+        });
     assert!(py_line.contains("_[p]"), "{py_line}");
-    let rb_line = col.lines().find(|l| l.contains("profpipe_rb_leaf")).unwrap_or_else(|| {
-        panic!("ruby frames missing:\n{}\n{log_text}", excerpt(&col, "ruby"))
-    });
+    let rb_line = col
+        .lines()
+        .find(|l| l.contains("profpipe_rb_leaf"))
+        .unwrap_or_else(|| {
+            panic!(
+                "ruby frames missing:\n{}\n{log_text}",
+                excerpt(&col, "ruby")
+            )
+        });
     assert!(rb_line.contains("_[rb]"), "{rb_line}");
     for name in ["profpipe_hot_leaf", "profpipe_py_leaf", "profpipe_rb_leaf"] {
         assert!(svg.contains(name), "{name} not in the flame graph");
@@ -171,10 +202,21 @@ fn short_lived_processes_leave_no_trace() {
     std::thread::sleep(Duration::from_secs(5));
     let after = quiet_counts(pid);
     let status = wait_with_timeout(&mut agent, Duration::from_secs(60));
-    assert!(status.success(), "{}", std::fs::read_to_string(&log).unwrap());
-    assert_eq!(before, after, "(open fds, children) before and after the burst");
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(
+        before, after,
+        "(open fds, children) before and after the burst"
+    );
     let loud = loud_lines(&log);
-    assert!(loud.is_empty(), "log lines above INFO:\n{}", loud.join("\n"));
+    assert!(
+        loud.is_empty(),
+        "log lines above INFO:\n{}",
+        loud.join("\n")
+    );
 }
 
 /// (open fds, child processes) of `pid`, the smallest seen over two seconds of
@@ -183,7 +225,9 @@ fn short_lived_processes_leave_no_trace() {
 fn quiet_counts(pid: u32) -> (usize, usize) {
     let mut best = (usize::MAX, usize::MAX);
     for _ in 0..20 {
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count();
         best.0 = best.0.min(fds);
         best.1 = best.1.min(children(pid));
         std::thread::sleep(Duration::from_millis(100));
@@ -222,5 +266,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 fn excerpt(text: &str, what: &str) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| l.contains(what)).take(5).collect();
-    format!("{} lines, e.g.:\n{}", text.lines().count(), lines.join("\n"))
+    format!(
+        "{} lines, e.g.:\n{}",
+        text.lines().count(),
+        lines.join("\n")
+    )
 }

@@ -149,6 +149,14 @@ impl Child {
         })
     }
 
+    /// True once the child has ended and been reaped (its [`ExitReport`] is then
+    /// ready moments later: [`wait`](Self::wait) returns promptly). Lets a caller that keeps the
+    /// handle to signal it (perf rotation) notice that it died, without polling the
+    /// pid, which could be reused.
+    pub fn has_exited(&self) -> bool {
+        self.proc.is_reaped()
+    }
+
     /// Waits until the child has ended and is reaped (its deadline, if any, is
     /// enforced meanwhile). Stdout the caller did not read is discarded, so a child
     /// never blocks on a full pipe. When this returns, every descriptor of the child

@@ -1,6 +1,7 @@
 //! Sources: where events come from.
 
 pub mod file;
+pub mod perf;
 pub mod py_spy;
 pub mod pyperf;
 pub mod rbspy;
@@ -13,6 +14,10 @@ pub static KINDS: &[Kind<dyn SourceConfig>] = &[
     Kind {
         name: "file",
         parse: parse_source::<file::FileSourceConfig>,
+    },
+    Kind {
+        name: "perf",
+        parse: parse_source::<perf::PerfSourceConfig>,
     },
     Kind {
         name: "py_spy",

@@ -15,7 +15,7 @@
 //! `perf_script` input is forwarded as whole-record chunks for the `fold` transform;
 //! the line formats are parsed here into stacks.
 
-mod chunker;
+pub(crate) mod chunker;
 mod lines;
 mod tracker;
 

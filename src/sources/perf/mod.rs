@@ -1,0 +1,331 @@
+//! `type = "perf"`: system-wide CPU profiling with `perf record`.
+//!
+//! ```toml
+//! [sources.host_cpu]
+//! type = "perf"
+//! frequency = 11             # Hz
+//! window = "60s"             # one profile per window, aligned with every live source
+//! call_graph = "fp"          # "fp" (frame pointers) or "dwarf"
+//! restart_rss = "200MiB"     # restart perf when its RSS passes this
+//! restart_after = "600s"     # ... or when it has run this long
+//! max_data_bytes = "512MiB"  # ... or when its current perf.data passes this
+//! ```
+//!
+//! One long-running `perf record -a --switch-output=signal` writes into the source's
+//! scratch directory. At the end of every window the source sends it SIGUSR2, waits
+//! for the rotated `perf.data.<timestamp>`, runs `perf script -F +pid --no-inline` on
+//! it under a deadline, streams the text on in whole-record chunks (for `fold`),
+//! deletes the file and sends the window's watermark.
+//!
+//! What gProfiler got wrong, and what this source does instead
+//! (`context/gprofiler-facts.md` §2):
+//! - perf outliving the agent: perf runs under the supervisor, which puts it in its own
+//!   process group, gives it `PR_SET_PDEATHSIG` and reaps it;
+//! - perf growing to 948 MB: it is restarted when its RSS passes `restart_rss`, when
+//!   it is older than `restart_after` (an age check that works: gProfiler read a field
+//!   that was never set), or when its live data file passes `max_data_bytes` (the
+//!   watchdog that replaces the `Ns,signal` rotation of gProfiler's perf fork); while
+//!   rotated files waiting for `perf script` already hold `max_data_bytes` (a stalled
+//!   pipeline), perf is not restarted, so disk use stays bounded;
+//! - `perf script` segfaulting on GPU hosts and failing the whole cycle: the chunks
+//!   read before the crash are kept, a [`Diagnostic`] is sent, the next window goes
+//!   on;
+//! - `perf record` dying: a [`Diagnostic`], a restart with backoff, later windows go on;
+//! - no perf installed: one INFO line and the source finishes; other sources keep
+//!   running.
+//!
+//! At shutdown, or after the last of `max_windows`, perf is stopped with SIGINT (it
+//! writes its last data file), that file is scripted into the window in progress,
+//! the scratch directory is emptied and the source sends `Watermark::FINISHED`.
+//!
+//! Event discovery (when `events` is not set) tries perf's default event, then
+//! `cpu-clock`, then `task-clock`, each with a half-second system-wide recording that
+//! must yield at least one sample. Virtual machines without hardware counters end up
+//! on `cpu-clock`.
+//!
+//! [`Diagnostic`]: crate::event::Diagnostic
+
+mod events;
+mod recorder;
+mod rotation;
+mod script;
+mod source;
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
+use crate::config::types::{ByteSize, DurationStr};
+use crate::process::Backoff;
+
+/// Largest DWARF stack dump perf accepts (`u16::MAX` rounded down to 8 bytes).
+pub const MAX_DWARF_STACK_SIZE: u32 = 65528;
+/// Highest sampling frequency accepted with DWARF call graphs: every sample copies
+/// `dwarf_stack_size` bytes of stack (gProfiler caps it the same way).
+pub const MAX_DWARF_FREQUENCY: u32 = 100;
+
+/// How perf walks call stacks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CallGraph {
+    /// Frame pointers (`-g`): cheap; binaries built without frame pointers show
+    /// short stacks.
+    #[default]
+    Fp,
+    /// DWARF unwinding (`--call-graph dwarf,N`): copies `dwarf_stack_size` bytes of
+    /// stack per sample; much larger data files and slower `perf script`.
+    Dwarf,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerfSourceConfig {
+    /// Sampling frequency in Hz (`perf record -F`), per CPU.
+    pub frequency: u32,
+    /// Length of a window: one rotation of perf's data file, one profile.
+    pub window: DurationStr,
+    /// Stop after this many windows (the CLI's `--once` sets 1). Unset: run until the
+    /// agent shuts down.
+    pub max_windows: Option<u64>,
+    /// How perf walks stacks: "fp" or "dwarf".
+    pub call_graph: CallGraph,
+    /// With `call_graph = "dwarf"`: bytes of stack copied per sample (multiple of 8,
+    /// at most 65528).
+    pub dwarf_stack_size: u32,
+    /// perf events to sample (`-e`, one per entry). Unset: discovered at start-up
+    /// (the default event, then `cpu-clock`, then `task-clock`).
+    pub events: Option<Vec<String>>,
+    /// perf's ring-buffer size in pages (`-m`). Default: 129 with fp, 257 with dwarf
+    /// (pinned so perf does not take all of `perf_event_mlock_kb`; perf rounds it up
+    /// to a power of two).
+    pub mmap_pages: Option<u32>,
+    /// Restart perf when its resident memory passes this.
+    pub restart_rss: ByteSize,
+    /// Restart perf when it has been running this long.
+    pub restart_after: DurationStr,
+    /// Restart perf when its current data file passes this size (a window that
+    /// records more than this is cut into several files; all are delivered).
+    pub max_data_bytes: ByteSize,
+    /// Longest one `perf script` run may take; it is killed past it.
+    pub script_timeout: DurationStr,
+    /// The perf program: a name looked up in `PATH`, or a path.
+    pub binary: String,
+    /// More arguments for `perf record`, added after the source's own (not `-o` or
+    /// `--switch-output`, which the source owns).
+    pub extra_args: Vec<String>,
+    /// Delays between restarts of a `perf record` that died.
+    pub backoff: Backoff,
+}
+
+impl Default for PerfSourceConfig {
+    fn default() -> Self {
+        PerfSourceConfig {
+            frequency: 11,
+            window: DurationStr::from_secs(60),
+            max_windows: None,
+            call_graph: CallGraph::Fp,
+            dwarf_stack_size: 8192,
+            events: None,
+            mmap_pages: None,
+            restart_rss: ByteSize::mib(200),
+            restart_after: DurationStr::from_secs(600),
+            max_data_bytes: ByteSize::mib(512),
+            script_timeout: DurationStr::from_secs(60),
+            binary: "perf".into(),
+            extra_args: Vec::new(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Arguments of `perf record` the source relies on; `extra_args` may not set them.
+const OWNED_ARGS: &[&str] = &["-o", "--output", "--switch-output", "--switch-max-files"];
+
+impl PerfSourceConfig {
+    /// `-m`: the configured value or the default for the call graph mode.
+    pub fn mmap_pages(&self) -> u32 {
+        self.mmap_pages.unwrap_or(match self.call_graph {
+            CallGraph::Fp => 129,
+            CallGraph::Dwarf => 257,
+        })
+    }
+
+    /// The call-graph arguments of `perf record`.
+    fn call_graph_args(&self) -> Vec<String> {
+        match self.call_graph {
+            CallGraph::Fp => vec!["-g".into()],
+            CallGraph::Dwarf => vec![
+                "--call-graph".into(),
+                format!("dwarf,{}", self.dwarf_stack_size),
+            ],
+        }
+    }
+}
+
+impl SourceConfig for PerfSourceConfig {
+    fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
+        if let Some(w) = window {
+            self.window = DurationStr(w);
+        }
+        if max_windows.is_some() {
+            self.max_windows = max_windows;
+        }
+    }
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut e = Vec::new();
+        if self.frequency == 0 || self.frequency > 10_000 {
+            e.push(FieldError::new(
+                &["frequency"],
+                "frequency must be between 1 and 10000 Hz",
+            ));
+        }
+        if self.call_graph == CallGraph::Dwarf && self.frequency > MAX_DWARF_FREQUENCY {
+            e.push(FieldError::new(
+                &["frequency"],
+                format!("with call_graph = \"dwarf\" frequency must be at most {MAX_DWARF_FREQUENCY} Hz"),
+            ));
+        }
+        if self.window.get() < Duration::from_secs(1) {
+            e.push(FieldError::new(&["window"], "window must be at least 1s"));
+        }
+        if self.max_windows == Some(0) {
+            e.push(FieldError::new(
+                &["max_windows"],
+                "max_windows must be at least 1 (leave it unset to run until shutdown)",
+            ));
+        }
+        if self.dwarf_stack_size == 0
+            || self.dwarf_stack_size > MAX_DWARF_STACK_SIZE
+            || self.dwarf_stack_size % 8 != 0
+        {
+            e.push(FieldError::new(
+                &["dwarf_stack_size"],
+                format!(
+                    "dwarf_stack_size must be a multiple of 8 between 8 and {MAX_DWARF_STACK_SIZE}"
+                ),
+            ));
+        }
+        match &self.events {
+            Some(v) if v.is_empty() => e.push(FieldError::new(
+                &["events"],
+                "events must name at least one event (leave it unset to discover one)",
+            )),
+            Some(v) => {
+                for (i, ev) in v.iter().enumerate() {
+                    if ev.trim().is_empty() || ev.starts_with('-') {
+                        e.push(FieldError::new(
+                            &["events", &i.to_string()],
+                            format!("invalid perf event {ev:?}"),
+                        ));
+                    }
+                }
+            }
+            None => {}
+        }
+        if self.mmap_pages == Some(0) {
+            e.push(FieldError::new(
+                &["mmap_pages"],
+                "mmap_pages must be positive",
+            ));
+        }
+        for (field, d) in [
+            ("restart_after", self.restart_after),
+            ("script_timeout", self.script_timeout),
+        ] {
+            if d.get().is_zero() {
+                e.push(FieldError::new(
+                    &[field],
+                    format!("{field} must be positive"),
+                ));
+            }
+        }
+        for (field, b) in [
+            ("restart_rss", self.restart_rss),
+            ("max_data_bytes", self.max_data_bytes),
+        ] {
+            if b.get() < 1024 * 1024 {
+                e.push(FieldError::new(
+                    &[field],
+                    format!("{field} must be at least 1MiB"),
+                ));
+            }
+        }
+        if self.binary.trim().is_empty() {
+            e.push(FieldError::new(&["binary"], "binary must not be empty"));
+        }
+        for (i, a) in self.extra_args.iter().enumerate() {
+            let name = a.split('=').next().unwrap_or(a);
+            if OWNED_ARGS.contains(&name) || (a.starts_with("-o") && !a.starts_with("--")) {
+                e.push(FieldError::new(
+                    &["extra_args", &i.to_string()],
+                    format!("{a:?} is set by the perf source itself"),
+                ));
+            }
+        }
+        if let Err(msg) = self.backoff.validate() {
+            e.push(FieldError::new(&["backoff"], msg));
+        }
+        e
+    }
+
+    /// With `max_windows` the source ends by itself after its last window.
+    fn is_finite(&self) -> bool {
+        self.max_windows.is_some()
+    }
+
+    fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
+        let scratch = cx
+            .cx
+            .scratch_dir()
+            .map_err(|e| BuildError(format!("cannot create the scratch directory: {e}")))?;
+        Ok(Box::pin(source::run(self.clone(), cx, scratch)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::component::parse_table;
+
+    fn parse(text: &str) -> Result<PerfSourceConfig, Vec<FieldError>> {
+        parse_table(toml::from_str::<toml::Value>(text).unwrap())
+    }
+
+    #[test]
+    fn defaults_follow_gprofiler_pinterest() {
+        let c = parse("").unwrap();
+        assert_eq!(c.frequency, 11);
+        assert_eq!(c.window.get(), Duration::from_secs(60));
+        assert_eq!(c.mmap_pages(), 129);
+        assert_eq!(c.restart_rss, ByteSize::mib(200));
+        assert_eq!(c.restart_after.get(), Duration::from_secs(600));
+        assert!(c.validate().is_empty());
+        let d = parse("call_graph = \"dwarf\"").unwrap();
+        assert_eq!(d.mmap_pages(), 257);
+        assert_eq!(d.call_graph_args(), ["--call-graph", "dwarf,8192"]);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_reported() {
+        assert!(parse("frequncy = 11").is_err());
+        let c = parse(
+            "frequency = 499\ncall_graph = \"dwarf\"\ndwarf_stack_size = 70000\nevents = []\n\
+             max_windows = 0\nextra_args = [\"-o\", \"/tmp/x\", \"--switch-output=1s\"]",
+        )
+        .unwrap();
+        let paths: Vec<String> = c.validate().into_iter().map(|e| e.path.join(".")).collect();
+        assert_eq!(
+            paths,
+            [
+                "frequency",
+                "max_windows",
+                "dwarf_stack_size",
+                "events",
+                "extra_args.0",
+                "extra_args.2"
+            ]
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! The perf source's task: start-up, then one rotation and one `perf script` per
+//! window.
+//!
+//! ```text
+//! start:  find perf ─ no → INFO "apt-get install linux-perf", FINISHED
+//!         remove stale perf.data* from the scratch dir
+//!         discover an event ─ none works → WARN + Diagnostic, FINISHED
+//!         start perf record (the recorder task)
+//! window: SIGUSR2 → wait ≤5 s for perf.data.<ts> → perf script → chunks → delete file
+//!         → diagnostics of the window → Watermark(window end)
+//! end:    (shutdown or the last of max_windows) stop perf → script its last file
+//!         → Watermark(FINISHED)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::buffer::{Output, OutputClosed};
+use crate::component::{ComponentError, SourceContext};
+use crate::event::{Diagnostic, Event, Labels, PerfScriptChunk, RunEnd, Watermark, Window};
+use crate::process::{SpawnError, Spec, Stdout, Supervisor};
+use crate::sources::window_clock::{Tick, WindowClock};
+use crate::telemetry::ComponentMetrics;
+
+use super::events::{self, run_end, Discovered};
+use super::recorder::{self, RecorderHandle, Settings};
+use super::rotation;
+use super::script::Script;
+use super::PerfSourceConfig;
+
+/// How long to wait for perf to rename its data file after SIGUSR2.
+const ROTATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often SIGUSR2 is repeated while waiting for the rotated file.
+const ROTATE_RESEND: Duration = Duration::from_secs(1);
+
+/// Nothing downstream reads any more.
+struct Closed;
+
+impl From<OutputClosed> for Closed {
+    fn from(_: OutputClosed) -> Self {
+        Closed
+    }
+}
+
+struct Emitter {
+    out: Output,
+    labels: Labels,
+}
+
+impl Emitter {
+    async fn chunk(&mut self, window: Window, data: Bytes) -> Result<(), Closed> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let chunk = PerfScriptChunk {
+            window,
+            labels: self.labels.clone(),
+            data,
+        };
+        Ok(self.out.send(Event::PerfScript(chunk)).await?)
+    }
+
+    async fn diagnostic(
+        &mut self,
+        window: Window,
+        end: RunEnd,
+        stderr: String,
+    ) -> Result<(), Closed> {
+        let d = Diagnostic {
+            window,
+            labels: self.labels.clone(),
+            pid: 0,
+            comm: None,
+            end,
+            stderr: stderr.into(),
+            target_alive: None,
+        };
+        Ok(self.out.send(Event::Diagnostic(d)).await?)
+    }
+
+    async fn watermark(&mut self, complete_until_ms: u64) -> Result<(), Closed> {
+        let w = Watermark {
+            source: self.labels.source.clone(),
+            complete_until_ms,
+        };
+        Ok(self.out.send(Event::Watermark(w)).await?)
+    }
+}
+
+pub async fn run(
+    config: PerfSourceConfig,
+    cx: SourceContext,
+    scratch: PathBuf,
+) -> Result<(), ComponentError> {
+    let SourceContext { cx, out } = cx;
+    let mut em = Emitter {
+        out,
+        labels: Labels {
+            host: cx.host.clone(),
+            source: cx.id.clone(),
+            profiler: "perf".into(),
+        },
+    };
+    let mut task = PerfTask {
+        config,
+        scratch,
+        supervisor: cx.supervisor.clone(),
+        metrics: cx.metrics.clone(),
+        binary: String::new(),
+    };
+    let mut shutdown = cx.shutdown.clone();
+    // Whatever happens, the scratch directory is left empty and FINISHED is sent
+    // (unless nothing reads any more).
+    let _ = task.run(&mut em, cx.origin_ms, &mut shutdown).await;
+    rotation::clean(&task.scratch);
+    let _ = em.watermark(Watermark::FINISHED).await;
+    Ok(())
+}
+
+struct PerfTask {
+    config: PerfSourceConfig,
+    scratch: PathBuf,
+    supervisor: Supervisor,
+    metrics: ComponentMetrics,
+    /// The resolved perf program.
+    binary: String,
+}
+
+impl PerfTask {
+    async fn run(
+        &mut self,
+        em: &mut Emitter,
+        origin_ms: u64,
+        shutdown: &mut crate::topology::shutdown::ShutdownSignal,
+    ) -> Result<(), Closed> {
+        // Windows are counted from when perf can record: discovery takes seconds.
+        let clock =
+            || WindowClock::new(origin_ms, self.config.window.get(), self.config.max_windows);
+        let Some(binary) = find_binary(&self.config.binary) else {
+            not_found(&self.config.binary);
+            return Ok(());
+        };
+        self.binary = binary.to_string_lossy().into_owned();
+        let stale = rotation::clean(&self.scratch);
+        if stale > 0 {
+            tracing::info!(files = stale, dir = %self.scratch.display(), "removed stale perf data files");
+        }
+
+        let events: Vec<String> = match &self.config.events {
+            Some(v) => v.clone(),
+            None => match events::discover(&self.supervisor, &self.binary, &self.scratch).await {
+                Discovered::Event(e) => e.into_iter().collect(),
+                Discovered::NotFound => {
+                    not_found(&self.config.binary);
+                    return Ok(());
+                }
+                Discovered::ShuttingDown => return Ok(()),
+                Discovered::NoneWorks { end, stderr } => {
+                    tracing::warn!(
+                        "perf works on no event here (tried the default, cpu-clock, task-clock); \
+                         the perf source is disabled"
+                    );
+                    let window = clock().current().unwrap_or_default();
+                    em.diagnostic(window, end, stderr).await?;
+                    return Ok(());
+                }
+            },
+        };
+        tracing::info!(
+            events = %if events.is_empty() { "default".to_string() } else { events.join(",") },
+            frequency = self.config.frequency,
+            window_s = self.config.window.get().as_secs_f64(),
+            "perf recording system-wide"
+        );
+
+        let recorder = RecorderHandle::start(Settings {
+            supervisor: self.supervisor.clone(),
+            spec: self.record_spec(&events),
+            scratch: self.scratch.clone(),
+            restart_rss: self.config.restart_rss.get(),
+            restart_after: self.config.restart_after.get(),
+            max_data_bytes: self.config.max_data_bytes.get(),
+            backoff: self.config.backoff.clone(),
+        });
+        let mut recorder = recorder;
+        let mut clock = clock();
+        let r = self.windows(em, &mut clock, shutdown, &mut recorder).await;
+        recorder.stop().await;
+        r
+    }
+
+    fn record_spec(&self, events: &[String]) -> Spec {
+        let c = &self.config;
+        let mut spec = Spec::new(&self.binary)
+            .args(["record", "-F", &c.frequency.to_string(), "-a"])
+            .args(c.call_graph_args())
+            .args(["-m", &c.mmap_pages().to_string()]);
+        for e in events {
+            spec = spec.args(["-e", e]);
+        }
+        spec.arg("-o")
+            .arg(self.scratch.join(rotation::LIVE))
+            .arg("--switch-output=signal")
+            .args(&c.extra_args)
+            .stdout(Stdout::Null)
+            .kill_grace(recorder::STOP_GRACE)
+            .label("perf")
+    }
+
+    async fn windows(
+        &mut self,
+        em: &mut Emitter,
+        clock: &mut WindowClock,
+        shutdown: &mut crate::topology::shutdown::ShutdownSignal,
+        recorder: &mut RecorderHandle,
+    ) -> Result<(), Closed> {
+        while let Some(tick) = clock.tick(shutdown).await {
+            let (window, last) = match tick {
+                Tick::Ended(w) => (w, clock.current().is_none()),
+                Tick::Shutdown(w) => (w, true),
+            };
+            if last {
+                // perf writes its last data file as it stops.
+                recorder.stop().await;
+            } else {
+                if !self.rotate(recorder).await {
+                    tracing::warn!(
+                        timeout_s = ROTATE_TIMEOUT.as_secs(),
+                        "perf did not rotate its data file in time; its samples go to the next window"
+                    );
+                    self.metrics.errors("rotation_timeout", 1);
+                }
+            }
+            self.deliver(em, window).await?;
+            while let Ok(f) = recorder.failures.try_recv() {
+                em.diagnostic(window, f.end, f.stderr).await?;
+            }
+            em.watermark(window.end_ms).await?;
+            if last {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks perf to rotate and waits for the new file. perf ignores SIGUSR2 until it
+    /// has opened its events and synthesized the running processes (hundreds of ms
+    /// after a start on a busy host), so the signal is repeated every
+    /// [`ROTATE_RESEND`] while waiting; a second rotation only adds a small file.
+    /// False if perf is running but no file appeared within [`ROTATE_TIMEOUT`].
+    async fn rotate(&self, recorder: &RecorderHandle) -> bool {
+        let before = rotation::snapshot(&self.scratch);
+        let until = Instant::now() + ROTATE_TIMEOUT;
+        while recorder.rotate().await {
+            if rotation::wait_for_new(&self.scratch, &before, ROTATE_RESEND).await {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+        }
+        // No perf is recording (it died, or is being restarted): nothing to wait for.
+        true
+    }
+
+    /// Scripts every rotated file into chunks of `window`, deleting each at once.
+    async fn deliver(&mut self, em: &mut Emitter, window: Window) -> Result<(), Closed> {
+        for file in rotation::rotated(&self.scratch) {
+            let r = self.script(em, window, &file).await;
+            rotation::remove(&file);
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn script(
+        &mut self,
+        em: &mut Emitter,
+        window: Window,
+        file: &Path,
+    ) -> Result<(), Closed> {
+        let started = Instant::now();
+        let data_bytes = std::fs::metadata(file).map_or(0, |m| m.len());
+        let timeout = self.config.script_timeout.get();
+        let mut script = match Script::start(&self.supervisor, &self.binary, file, timeout).await {
+            Ok(s) => s,
+            Err(SpawnError::ShuttingDown) => return Ok(()),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot start perf script");
+                return em
+                    .diagnostic(window, RunEnd::SpawnFailed(e.to_string()), e.to_string())
+                    .await;
+            }
+        };
+        while let Some(piece) = script.next().await {
+            em.chunk(window, piece).await?;
+        }
+        let text_bytes = script.bytes;
+        let report = script.finish().await;
+        tracing::debug!(
+            data_bytes,
+            text_bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            outcome = %report.outcome,
+            "perf script done"
+        );
+        if report.outcome.success() {
+            return Ok(());
+        }
+        tracing::info!(
+            outcome = %report.outcome,
+            text_bytes,
+            "perf script failed; the samples it printed before are kept"
+        );
+        self.metrics.errors("perf_script_failed", 1);
+        // The summary goes last: classify logs the last line.
+        let stderr = format!(
+            "{}\nperf script {}",
+            report.stderr_tail.trim_end(),
+            recorder::describe(report.outcome)
+        );
+        em.diagnostic(window, run_end(report.outcome), stderr).await
+    }
+}
+
+fn not_found(binary: &str) {
+    tracing::info!(
+        binary,
+        "perf not found; the perf source is disabled (install it with `apt-get install linux-perf`)"
+    );
+}
+
+/// The program to run: a path that exists, or the first match in `PATH`.
+fn find_binary(binary: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if binary.contains('/') {
+        let p = PathBuf::from(binary);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(binary))
+        .find(|p| executable(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_binaries_on_path_and_by_path() {
+        assert!(find_binary("sh").is_some());
+        assert!(find_binary("/bin/sh").is_some());
+        assert!(find_binary("/nonexistent/perf").is_none());
+        assert!(find_binary("profpipe-no-such-program").is_none());
+    }
+}
