@@ -11,6 +11,9 @@ mkdir -p "$tools"
 need_apt=()
 command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)
 command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v ruby >/dev/null 2>&1 || need_apt+=(ruby)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+[ -x /usr/bin/time ] || need_apt+=(time)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -22,6 +25,21 @@ fi
 if [ ! -x "$tools/bin/inferno-collapse-perf" ]; then
   echo "setup: cargo install inferno"
   cargo install --quiet --locked --root "$tools" inferno
+fi
+
+# py-spy: the Python profiler (a binary wheel from PyPI).
+if ! command -v py-spy >/dev/null 2>&1 && [ ! -x "$tools/bin/py-spy" ]; then
+  echo "setup: pip install py-spy"
+  python3 -m pip install --quiet --target "$tools/py-spy" py-spy 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages --target "$tools/py-spy" py-spy
+  mkdir -p "$tools/bin"
+  ln -sf "$tools/py-spy/bin/py-spy" "$tools/bin/py-spy"
+fi
+
+# rbspy: the Ruby profiler (about 5 minutes to build on two cores).
+if ! command -v rbspy >/dev/null 2>&1 && [ ! -x "$tools/bin/rbspy" ]; then
+  echo "setup: cargo install rbspy"
+  cargo install --quiet --locked --root "$tools" rbspy
 fi
 
 # perf must be usable: this agent profiles the host as root.

@@ -7,7 +7,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// The tests of this file run one at a time: each agent profiles the whole host, and
+/// one test's workloads would be the other's extra children.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -107,6 +112,7 @@ fn start(cmd: &mut Command) -> Workload {
 
 #[test]
 fn default_pipeline_profiles_native_python_and_ruby_code() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let hot = tmp.path().join("hot");
     let cc = Command::new("cc")
@@ -174,10 +180,12 @@ fn default_pipeline_profiles_native_python_and_ruby_code() {
 
 #[test]
 fn short_lived_processes_leave_no_trace() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     // min_age 0: py-spy is pointed at every short-lived Python process, so runs that
-    // lose their target are exercised, not just skipped.
-    let config = default_config(tmp.path(), "2s", 12, "0s");
+    // lose their target are exercised, not just skipped. The agent runs until told to
+    // stop.
+    let config = default_config(tmp.path(), "2s", 100_000, "0s");
     let log = tmp.path().join("agent.log");
     let mut agent = agent(&config, &log);
     let pid = agent.id();
@@ -201,6 +209,11 @@ fn short_lived_processes_leave_no_trace() {
     // Let the windows that saw them end.
     std::thread::sleep(Duration::from_secs(5));
     let after = quiet_counts(pid);
+    let int = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(int.success());
     let status = wait_with_timeout(&mut agent, Duration::from_secs(60));
     assert!(
         status.success(),
