@@ -16,6 +16,7 @@ bin=${PROFPIPE_BIN:-${CARGO_TARGET_DIR:-target}/release/profpipe}
 out=${OUT:-$(mktemp -d /tmp/profpipe-live.XXXXXX)}
 export PATH="${PROFPIPE_TOOLS:-$HOME/.cache/profpipe-tools}/bin:$PATH"
 [ -x "$bin" ] || cargo build --release --quiet
+bin=$(realpath "$bin")
 mkdir -p "$out"
 workers=()
 cleanup() {

@@ -285,3 +285,28 @@ fn excerpt(text: &str, what: &str) -> String {
         lines.join("\n")
     )
 }
+
+/// The README's main command: no config (the embedded default), one short window.
+#[test]
+fn run_without_config_profiles_one_window_and_exits() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("agent.log");
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_profpipe"))
+        .args(["--log", "info", "run", "--duration", "3s", "--once"])
+        .current_dir(tmp.path())
+        .env("PATH", tools_path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let status = wait_with_timeout(&mut agent, Duration::from_secs(60));
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{log_text}");
+    let col = std::fs::read_to_string(tmp.path().join("profiles/last_profile.col")).unwrap();
+    assert!(col.starts_with("# {"), "{col}");
+    assert!(col.lines().count() > 1, "no stacks in one window of the whole host");
+    assert!(tmp.path().join("profiles/last_profile.svg").exists());
+    let loud = loud_lines(&log);
+    assert!(loud.is_empty(), "log lines above INFO:\n{}", loud.join("\n"));
+}

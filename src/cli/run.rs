@@ -10,31 +10,54 @@ use profpipe::config::{self, Config};
 use profpipe::telemetry::{server, Telemetry};
 use profpipe::topology::{self, RunningTopology};
 
+/// The pipeline `profpipe run` runs without `--config`.
+pub const DEFAULT_PIPELINE: &str = include_str!("../../pipelines/default.toml");
+const DEFAULT_NAME: &str = "<embedded default pipeline>";
+
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Pipeline config (TOML). See `pipelines/` for examples.
+    /// Pipeline config (TOML). Without it, the embedded default pipeline profiles
+    /// this host (see pipelines/default.toml) and writes to ./profiles.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+
+    /// Window length of every live profiler source (e.g. "30s"), overriding the config.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+
+    /// Profile one window, deliver it, and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let Some(path) = args.config else {
-        anyhow::bail!(
-            "no --config given (try `profpipe run --config pipelines/fold-capture.toml`)"
-        );
+    let registry = config::registry();
+    let (name, loaded) = match &args.config {
+        Some(path) => (path.clone(), config::load_file(path, &registry)),
+        None => {
+            let name = PathBuf::from(DEFAULT_NAME);
+            let loaded = config::load_str(&name, DEFAULT_PIPELINE, &registry);
+            (name, loaded)
+        }
     };
-    let config = match config::load_file(&path, &config::registry()) {
+    let mut config = match loaded {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!(
                 "profpipe: {} error(s) in {}",
                 errors.0.len(),
-                path.display()
+                name.display()
             );
             return Ok(ExitCode::from(2));
         }
     };
+    if args.duration.is_some() || args.once {
+        let max_windows = args.once.then_some(1);
+        for s in &mut config.sources {
+            s.config.override_windows(args.duration, max_windows);
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
