@@ -305,8 +305,15 @@ fn run_without_config_profiles_one_window_and_exits() {
     assert!(status.success(), "{log_text}");
     let col = std::fs::read_to_string(tmp.path().join("profiles/last_profile.col")).unwrap();
     assert!(col.starts_with("# {"), "{col}");
-    assert!(col.lines().count() > 1, "no stacks in one window of the whole host");
+    assert!(
+        col.lines().count() > 1,
+        "no stacks in one window of the whole host"
+    );
     assert!(tmp.path().join("profiles/last_profile.svg").exists());
     let loud = loud_lines(&log);
-    assert!(loud.is_empty(), "log lines above INFO:\n{}", loud.join("\n"));
+    assert!(
+        loud.is_empty(),
+        "log lines above INFO:\n{}",
+        loud.join("\n")
+    );
 }

@@ -7,7 +7,7 @@
 //! frequency = 11            # Hz per process; py-spy is capped at 50
 //! window = "60s"
 //! binary = "py-spy"         # a path, or a name looked up in PATH then ~/.cache/profpipe-tools/bin
-//! max_concurrent = 8        # py-spy children at once (the supervisor's cap also applies)
+//! max_concurrent = 16       # py-spy children at once (the supervisor's cap also applies)
 //! gil = false               # --gil: only threads holding the GIL
 //! idle = false              # --idle: include idle threads
 //! full_filenames = false    # --full-filenames
@@ -81,7 +81,7 @@ impl Default for PySpyConfig {
             window: DurationStr::from_secs(60),
             max_windows: None,
             binary: "py-spy".into(),
-            max_concurrent: 8,
+            max_concurrent: 16,
             discovery: DiscoveryConfig::default(),
             gil: false,
             full_filenames: false,
@@ -110,12 +110,12 @@ impl PySpyConfig {
 
 impl SourceConfig for PySpyConfig {
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        if let Some(w) = window {
-            self.window = DurationStr(w);
-        }
-        if max_windows.is_some() {
-            self.max_windows = max_windows;
-        }
+        super::window_clock::override_fields(
+            &mut self.window,
+            &mut self.max_windows,
+            window,
+            max_windows,
+        );
     }
 
     fn validate(&self) -> Vec<FieldError> {
@@ -249,7 +249,7 @@ mod tests {
     fn config_defaults_and_errors() {
         let c: PySpyConfig = parse("").unwrap();
         assert_eq!(c.window.get(), Duration::from_secs(60));
-        assert_eq!(c.max_concurrent, 8);
+        assert_eq!(c.max_concurrent, 16);
         assert_eq!(c.discovery.min_age.get(), Duration::from_secs(10));
         assert!(c.discovery.skip_embedded_python);
         assert!(c.annotate && !c.is_finite());

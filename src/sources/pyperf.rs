@@ -139,12 +139,12 @@ impl PyPerfSourceConfig {
 
 impl SourceConfig for PyPerfSourceConfig {
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        if let Some(w) = window {
-            self.window = DurationStr(w);
-        }
-        if max_windows.is_some() {
-            self.max_windows = max_windows;
-        }
+        super::window_clock::override_fields(
+            &mut self.window,
+            &mut self.max_windows,
+            window,
+            max_windows,
+        );
     }
 
     fn validate(&self) -> Vec<FieldError> {

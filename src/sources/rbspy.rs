@@ -7,7 +7,7 @@
 //! frequency = 11            # Hz per process; rbspy is capped at 100
 //! window = "60s"
 //! binary = "rbspy"          # a path, or a name looked up in PATH then ~/.cache/profpipe-tools/bin
-//! max_concurrent = 8
+//! max_concurrent = 16
 //! on_cpu = false            # --on-cpu: only samples while the process is on CPU
 //! annotate = true           # append gProfiler's `_[rb]` to every frame
 //! discovery = { min_age = "10s" }
@@ -76,7 +76,7 @@ impl Default for RbSpyConfig {
             window: DurationStr::from_secs(60),
             max_windows: None,
             binary: "rbspy".into(),
-            max_concurrent: 8,
+            max_concurrent: 16,
             discovery: DiscoveryConfig::default(),
             on_cpu: false,
             annotate: true,
@@ -103,12 +103,12 @@ impl RbSpyConfig {
 
 impl SourceConfig for RbSpyConfig {
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        if let Some(w) = window {
-            self.window = DurationStr(w);
-        }
-        if max_windows.is_some() {
-            self.max_windows = max_windows;
-        }
+        super::window_clock::override_fields(
+            &mut self.window,
+            &mut self.max_windows,
+            window,
+            max_windows,
+        );
     }
 
     fn validate(&self) -> Vec<FieldError> {

@@ -61,6 +61,9 @@ pub const TOOLS_DIR: &str = ".cache/profpipe-tools/bin";
 /// Runs shorter than this are not started (the profilers take whole seconds).
 const MIN_RUN_MS: u64 = 500;
 
+/// How long before the window's end a run is made to end.
+const RUN_END_MARGIN_MS: u64 = 1_000;
+
 /// What differs between per-process profilers.
 pub trait RuntimeProfiler: Send + Sync + 'static {
     /// The `profiler` label and the supervisor's program label: "py-spy", "rbspy".
@@ -658,7 +661,11 @@ async fn run_window(
                 );
                 return;
             }
-            let secs = (left_ms + 500) / 1000;
+            // Whole seconds, ending about a second before the window does: the
+            // profiler's start-up and exit then fall inside the window, so its runs do
+            // not overlap the next window's (which would double the children and fds
+            // at every boundary) and its results are in before the watermark is due.
+            let secs = (left_ms.saturating_sub(RUN_END_MARGIN_MS) / 1000).max(1);
             let result = shared
                 .runner
                 .run(

@@ -29,6 +29,22 @@ pub struct WindowClock {
     max_windows: Option<u64>,
 }
 
+/// Applies `profpipe run --duration/--once` to a live source's `window` and
+/// `max_windows` fields.
+pub fn override_fields(
+    window_field: &mut crate::config::types::DurationStr,
+    max_windows_field: &mut Option<u64>,
+    window: Option<Duration>,
+    max_windows: Option<u64>,
+) {
+    if let Some(w) = window {
+        window_field.0 = w;
+    }
+    if max_windows.is_some() {
+        *max_windows_field = max_windows;
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -165,12 +165,12 @@ impl PerfSourceConfig {
 
 impl SourceConfig for PerfSourceConfig {
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        if let Some(w) = window {
-            self.window = DurationStr(w);
-        }
-        if max_windows.is_some() {
-            self.max_windows = max_windows;
-        }
+        crate::sources::window_clock::override_fields(
+            &mut self.window,
+            &mut self.max_windows,
+            window,
+            max_windows,
+        );
     }
 
     fn validate(&self) -> Vec<FieldError> {
