@@ -47,6 +47,17 @@ fn fold_all(input: &[u8], opts: &FoldOptions) -> (Vec<Folded>, FoldStats) {
     (f.drain(), f.stats().clone())
 }
 
+/// gProfiler cut offsets with `split("+")[0]`, truncating C++ operators; only a
+/// trailing `+0x<hex>` is an offset.
+#[test]
+fn offsets_are_stripped_without_breaking_cpp_operators() {
+    let input = b"app 100/100 [000] 1.000000: 1 cpu-clock:\n\t1000 operator+ (/usr/bin/app)\n\t2000 Vec::operator+=(int)+0x1f (/usr/bin/app)\n\t3000 main+0x10 (/usr/bin/app)\n\n";
+    let (folded, stats) = fold_all(input, &FoldOptions::default());
+    assert_eq!(stats.problems(), vec![]);
+    let stacks: Vec<&str> = folded.iter().map(|f| f.stack.as_str()).collect();
+    assert_eq!(stacks, vec!["app;main;Vec::operator+=;operator+"]);
+}
+
 fn fold_split(input: &[u8], opts: &FoldOptions, cuts: &[usize]) -> (Vec<Folded>, FoldStats) {
     let mut f = PerfFolder::new(opts.clone());
     let mut cuts: Vec<usize> = cuts.iter().map(|&c| c % (input.len() + 1)).collect();
