@@ -62,7 +62,7 @@ pub const TOOLS_DIR: &str = ".cache/profpipe-tools/bin";
 const MIN_RUN_MS: u64 = 500;
 
 /// How long before the window's end a run is made to end.
-const RUN_END_MARGIN_MS: u64 = 1_000;
+const RUN_END_MARGIN_MS: u64 = 2_000;
 
 /// What differs between per-process profilers.
 pub trait RuntimeProfiler: Send + Sync + 'static {
@@ -661,7 +661,7 @@ async fn run_window(
                 );
                 return;
             }
-            // Whole seconds, ending about a second before the window does: the
+            // Whole seconds, ending two seconds before the window does: the
             // profiler's start-up and exit then fall inside the window, so its runs do
             // not overlap the next window's (which would double the children and fds
             // at every boundary) and its results are in before the watermark is due.
