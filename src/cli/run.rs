@@ -83,10 +83,16 @@ async fn run_config(config: Config) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
         tracing::info!(%bound, "serving metrics on /metrics");
     }
+    let until = if running.all_sources_finite() {
+        "its sources finish (or SIGINT/SIGTERM)"
+    } else {
+        "SIGINT/SIGTERM"
+    };
     tracing::info!(
         sources = config.sources.len(),
         transforms = config.transforms.len(),
         sinks = config.sinks.len(),
+        until,
         "pipeline running"
     );
     let outcome = running
