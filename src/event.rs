@@ -165,16 +165,6 @@ impl Event {
         }
     }
 
-    /// Number of stacks or records this event carries, for the events counters.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Event::PerfScript(_) => "perf_script",
-            Event::Profile(_) => "profile",
-            Event::Watermark(_) => "watermark",
-            Event::Diagnostic(_) => "diagnostic",
-        }
-    }
-
     pub fn is_watermark(&self) -> bool {
         matches!(self, Event::Watermark(_))
     }

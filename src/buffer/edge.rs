@@ -124,11 +124,6 @@ impl Input {
             .set_buffer_bytes(self.shared.edge.in_use());
         Some(event)
     }
-
-    /// Bytes buffered on this edge now.
-    pub fn buffered_bytes(&self) -> u64 {
-        self.shared.edge.in_use()
-    }
 }
 
 #[cfg(test)]

@@ -42,8 +42,4 @@ impl Output {
             Ok(())
         }
     }
-
-    pub fn metrics(&self) -> &ComponentMetrics {
-        &self.metrics
-    }
 }
