@@ -5,6 +5,11 @@
 # on the same machine reuse them.
 set -euo pipefail
 
+# Pinned versions: a fresh machine runs exactly what the last green run ran.
+INFERNO_VERSION=0.12.8
+PY_SPY_VERSION=0.4.3
+RBSPY_VERSION=0.55.0
+
 tools=${PROFPIPE_TOOLS:-$HOME/.cache/profpipe-tools}
 mkdir -p "$tools"
 
@@ -22,24 +27,34 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # inferno: the reference for folding output and speed (about a minute to build).
-if [ ! -x "$tools/bin/inferno-collapse-perf" ]; then
-  echo "setup: cargo install inferno"
-  cargo install --quiet --locked --root "$tools" inferno
+# A stamp file per tool records the installed version, so a pin change reinstalls.
+installed() { [ "$(cat "$tools/.version-$1" 2>/dev/null)" = "$2" ]; }
+stamp() { echo "$2" >"$tools/.version-$1"; }
+
+if ! installed inferno "$INFERNO_VERSION" || [ ! -x "$tools/bin/inferno-collapse-perf" ]; then
+  echo "setup: cargo install inferno $INFERNO_VERSION"
+  cargo install --quiet --locked --force --root "$tools" inferno --version "$INFERNO_VERSION"
+  stamp inferno "$INFERNO_VERSION"
 fi
 
 # py-spy: the Python profiler (a binary wheel from PyPI).
-if ! command -v py-spy >/dev/null 2>&1 && [ ! -x "$tools/bin/py-spy" ]; then
-  echo "setup: pip install py-spy"
-  python3 -m pip install --quiet --target "$tools/py-spy" py-spy 2>/dev/null \
-    || python3 -m pip install --quiet --break-system-packages --target "$tools/py-spy" py-spy
+# Always the pinned one from $tools (which test.sh puts first on PATH), never whatever
+# py-spy the machine happens to have.
+if ! installed py-spy "$PY_SPY_VERSION" || [ ! -x "$tools/bin/py-spy" ]; then
+  echo "setup: pip install py-spy==$PY_SPY_VERSION"
+  rm -rf "$tools/py-spy"
+  python3 -m pip install --quiet --target "$tools/py-spy" "py-spy==$PY_SPY_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages --target "$tools/py-spy" "py-spy==$PY_SPY_VERSION"
   mkdir -p "$tools/bin"
   ln -sf "$tools/py-spy/bin/py-spy" "$tools/bin/py-spy"
+  stamp py-spy "$PY_SPY_VERSION"
 fi
 
 # rbspy: the Ruby profiler (about 5 minutes to build on two cores).
-if ! command -v rbspy >/dev/null 2>&1 && [ ! -x "$tools/bin/rbspy" ]; then
-  echo "setup: cargo install rbspy"
-  cargo install --quiet --locked --root "$tools" rbspy
+if ! installed rbspy "$RBSPY_VERSION" || [ ! -x "$tools/bin/rbspy" ]; then
+  echo "setup: cargo install rbspy $RBSPY_VERSION"
+  cargo install --quiet --locked --force --root "$tools" rbspy --version "$RBSPY_VERSION"
+  stamp rbspy "$RBSPY_VERSION"
 fi
 
 # perf must be usable: this agent profiles the host as root.

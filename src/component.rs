@@ -16,8 +16,8 @@ use serde::de::DeserializeOwned;
 use crate::buffer::{Input, Output};
 use crate::event::ComponentId;
 use crate::process::Supervisor;
+use crate::shutdown::ShutdownSignal;
 use crate::telemetry::{ComponentMetrics, Telemetry};
-use crate::topology::shutdown::ShutdownSignal;
 
 /// A running component. It returns when its input is exhausted (transforms, sinks)
 /// or when its work is done or shutdown was signalled (sources).
@@ -93,7 +93,7 @@ impl ComponentContext {
             upstream_sources: Vec::new(),
             supervisor: Supervisor::new(Default::default(), telemetry),
             state_dir: std::env::temp_dir().join(format!("profpipe-{}", std::process::id())),
-            origin_ms: crate::sources::window_clock::now_ms() / 1000 * 1000,
+            origin_ms: crate::window_clock::now_ms() / 1000 * 1000,
         }
     }
 

@@ -4,6 +4,15 @@
 //! and merge stacks within bounded memory; sinks write or ship profiles. Components
 //! are joined by byte-budgeted edges (see [`buffer`]) and declared in TOML
 //! (see [`config`]).
+//!
+//! Layers, bottom up (a module imports only from its own layer or below):
+//! 1. plain types: [`units`], [`shutdown`], [`window_clock`], [`watermarks`],
+//!    [`event`], and the metrics registry [`telemetry`];
+//! 2. mechanisms: [`formats`], [`process`], [`buffer`];
+//! 3. the component model [`component`], then the components [`sources`],
+//!    [`transforms`], [`sinks`];
+//! 4. assembly: [`config`] (reads TOML against a registry it is handed),
+//!    [`topology`] (runs a config), [`registry`] (every component type).
 
 pub mod buffer;
 pub mod component;
@@ -11,8 +20,13 @@ pub mod config;
 pub mod event;
 pub mod formats;
 pub mod process;
+pub mod registry;
+pub mod shutdown;
 pub mod sinks;
 pub mod sources;
 pub mod telemetry;
 pub mod topology;
 pub mod transforms;
+pub mod units;
+pub mod watermarks;
+pub mod window_clock;

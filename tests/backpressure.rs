@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use profpipe::buffer::{BufferConfig, WhenFull};
 use profpipe::component::{BuildError, SinkConfig, SinkContext, Task};
-use profpipe::config::types::ByteSize;
 use profpipe::config::{AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig};
 use profpipe::sources::file::{FileSourceConfig, InputFormat};
 use profpipe::telemetry::Telemetry;
 use profpipe::topology::{self, RunningTopology};
+use profpipe::units::ByteSize;
 use tokio::sync::watch;
 
 /// A sink that reads nothing until its gate opens, then consumes everything.

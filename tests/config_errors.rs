@@ -16,8 +16,8 @@ use profpipe::component::{
     parse_sink, parse_source, parse_transform, BuildError, FieldError, Kind, SinkConfig,
     SinkContext, SourceConfig, SourceContext, Task, TransformConfig, TransformContext,
 };
-use profpipe::config::types::{ByteSize, DurationStr, RegexStr};
 use profpipe::config::{load_file, load_str, Config, Registry};
+use profpipe::units::{ByteSize, DurationStr, RegexStr};
 use serde::Deserialize;
 
 // ---------------------------------------------------------------------------

@@ -10,9 +10,9 @@ use std::time::Duration;
 use profpipe::component::{BuildError, SinkConfig, SinkContext, Task};
 use profpipe::config::{self, AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig};
 use profpipe::event::Event;
+use profpipe::shutdown::ShutdownTrigger;
 use profpipe::sources::file::{FileSourceConfig, InputFormat};
 use profpipe::telemetry::{server, Telemetry};
-use profpipe::topology::shutdown::ShutdownTrigger;
 use profpipe::topology::{self, RunningTopology};
 
 /// Sums the counts of every stack it receives, by frames.
@@ -135,7 +135,8 @@ async fn metrics_endpoint_serves_component_counters() {
         "#,
         tempfile::tempdir().unwrap().keep().display()
     );
-    let config = config::load_str("test.toml".as_ref(), &text, &config::registry()).unwrap();
+    let config =
+        config::load_str("test.toml".as_ref(), &text, &profpipe::registry::registry()).unwrap();
     let telemetry = Telemetry::new();
     let running = RunningTopology::start(topology::build(&config, &telemetry, "h".into()).unwrap());
     // The server outlives the (finite) pipeline: it has a shutdown of its own.

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use profpipe::buffer::BufferConfig;
 use profpipe::component::{BuildError, SinkConfig, SinkContext, Task};
-use profpipe::config::types::DurationStr;
 use profpipe::config::{
     AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry,
 };
@@ -21,6 +20,7 @@ use profpipe::telemetry::Telemetry;
 use profpipe::topology::{self, RunningTopology};
 use profpipe::transforms::classify::ClassifyConfig;
 use profpipe::transforms::fold::FoldConfig;
+use profpipe::units::DurationStr;
 
 const HOT: &str = "profpipe_hot_mid;profpipe_hot_leaf";
 
@@ -334,7 +334,7 @@ async fn killed_perf_record_is_reported_and_restarted() {
     })
     .await
     .unwrap();
-    let killed_at = profpipe::sources::window_clock::now_ms();
+    let killed_at = profpipe::window_clock::now_ms();
 
     // A new perf record appears (after the backoff).
     let scratch = h.scratch.clone();

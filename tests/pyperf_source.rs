@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use profpipe::buffer::{edge, BufferConfig, MemoryBudget, Output};
 use profpipe::component::{ComponentContext, SourceConfig, SourceContext};
-use profpipe::config::types::DurationStr;
 use profpipe::event::{Diagnostic, Event, Profile, RunEnd, Watermark};
 use profpipe::process::Backoff;
 use profpipe::sources::pyperf::PyPerfSourceConfig;
 use profpipe::telemetry::Telemetry;
+use profpipe::units::DurationStr;
 use tracing::Level;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;

@@ -15,7 +15,6 @@ use profpipe::buffer::BufferConfig;
 use profpipe::component::{
     BuildError, ComponentContext, SinkConfig, SinkContext, SourceConfig, Task,
 };
-use profpipe::config::types::{DurationStr, RegexStr};
 use profpipe::config::{
     AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry,
 };
@@ -27,6 +26,7 @@ use profpipe::sources::runtime_runs::{resolve_binary, Runner, Target};
 use profpipe::telemetry::Telemetry;
 use profpipe::topology::{self, RunningTopology};
 use profpipe::transforms::classify::{classify, ClassifyConfig, Level, Reason};
+use profpipe::units::{DurationStr, RegexStr};
 
 fn programs() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/programs")

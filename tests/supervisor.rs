@@ -29,7 +29,7 @@ fn serial() -> MutexGuard<'static, ()> {
 fn config(max_children: usize, grace_ms: u64) -> SupervisorConfig {
     SupervisorConfig {
         max_children,
-        kill_grace: profpipe::config::types::DurationStr(Duration::from_millis(grace_ms)),
+        kill_grace: profpipe::units::DurationStr(Duration::from_millis(grace_ms)),
         ..SupervisorConfig::default()
     }
 }
@@ -507,7 +507,7 @@ async fn restarter_backs_off_and_counts() {
     let telemetry = Telemetry::new();
     let sup = Supervisor::new(SupervisorConfig::default(), &telemetry);
     let backoff = Backoff {
-        initial: profpipe::config::types::DurationStr(Duration::from_millis(100)),
+        initial: profpipe::units::DurationStr(Duration::from_millis(100)),
         jitter: 0.0,
         ..Backoff::default()
     };

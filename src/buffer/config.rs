@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use crate::config::types::ByteSize;
+use crate::units::ByteSize;
 
 /// What an edge does when an event does not fit in its byte budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]

@@ -129,9 +129,9 @@ impl Input {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::types::ByteSize;
     use crate::event::{Profile, Stack};
     use crate::telemetry::Telemetry;
+    use crate::units::ByteSize;
 
     fn profile(n: usize) -> Event {
         Event::Profile(Profile {

@@ -31,7 +31,7 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let registry = config::registry();
+    let registry = profpipe::registry::registry();
     let (name, loaded) = match &args.config {
         Some(path) => (path.clone(), config::load_file(path, &registry)),
         None => {

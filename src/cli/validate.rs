@@ -13,7 +13,7 @@ pub struct ValidateArgs {
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let registry = config::registry();
+    let registry = profpipe::registry::registry();
     let mut bad = 0;
     for f in &args.files {
         match config::load_file(f, &registry) {

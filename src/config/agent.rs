@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::types::{ByteSize, DurationStr};
 use crate::process::SupervisorConfig;
+use crate::units::{ByteSize, DurationStr};
 
 /// `[agent]`: settings of the whole process.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

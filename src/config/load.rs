@@ -22,7 +22,6 @@ use toml::Spanned;
 
 use super::graph::{self, Node, Role};
 use super::locate::{self, Lines};
-use super::types::ByteSize;
 use super::{
     AgentConfig, Config, ConfigError, ConfigErrors, Registry, SinkEntry, SourceEntry,
     TelemetryConfig, TransformEntry,
@@ -30,6 +29,7 @@ use super::{
 use crate::buffer::BufferConfig;
 use crate::component::{parse_table, FieldError, Kind, SinkConfig, SourceConfig, TransformConfig};
 use crate::event::ComponentId;
+use crate::units::ByteSize;
 
 /// The tables a config may have at its top level.
 const TOP_LEVEL: &[&str] = &["agent", "telemetry", "sources", "transforms", "sinks"];
@@ -966,7 +966,7 @@ mod tests {
         parse_sink, parse_source, parse_transform, BuildError, SinkContext, SourceContext, Task,
         TransformContext,
     };
-    use crate::config::types::{ByteSize, DurationStr, RegexStr};
+    use crate::units::{ByteSize, DurationStr, RegexStr};
 
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(rename_all = "snake_case")]
@@ -1392,7 +1392,7 @@ inputs = [\"t\"]
                 "{role} types named twice: {names:?}"
             );
         }
-        let r = crate::config::registry();
+        let r = crate::registry::registry();
         unique("source", r.sources.iter().map(|k| k.name).collect());
         unique("transform", r.transforms.iter().map(|k| k.name).collect());
         unique("sink", r.sinks.iter().map(|k| k.name).collect());

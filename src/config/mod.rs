@@ -10,7 +10,6 @@ mod errors;
 mod graph;
 mod load;
 mod locate;
-pub mod types;
 
 use crate::buffer::BufferConfig;
 use crate::component::{Kind, SinkConfig, SourceConfig, TransformConfig};
@@ -61,13 +60,4 @@ pub struct Registry {
     pub sources: &'static [Kind<dyn SourceConfig>],
     pub transforms: &'static [Kind<dyn TransformConfig>],
     pub sinks: &'static [Kind<dyn SinkConfig>],
-}
-
-/// Every component type profpipe ships.
-pub fn registry() -> Registry {
-    Registry {
-        sources: crate::sources::KINDS,
-        transforms: crate::transforms::KINDS,
-        sinks: crate::sinks::KINDS,
-    }
 }

@@ -123,6 +123,9 @@ pub struct FormatStats {
     pub non_utf8_lines: u64,
     /// Lines rejected for being longer than the limit (also in `bad_lines`).
     pub oversized_lines: u64,
+    /// Samples of lines that carried a count but no frame to put it on (py-spy's
+    /// ` 1` without a process name): skipped, not errors.
+    pub frameless_samples: u64,
     by_kind: [u64; LineErrorKind::ALL.len()],
     /// Set after the first lossy line was logged.
     warned_non_utf8: bool,
@@ -164,6 +167,11 @@ impl FormatStats {
                 "skipping malformed {what} line ({e}); further lines of this kind are only counted"
             );
         }
+    }
+
+    /// Records a sample that had no frame to be counted under.
+    pub fn record_frameless(&mut self, count: u64) {
+        self.frameless_samples = self.frameless_samples.saturating_add(count);
     }
 
     /// Records a line that was decoded lossily.

@@ -8,6 +8,15 @@
 //!
 //! gProfiler prepends the process name as the first frame and marks Python frames
 //! with `_[p]`; [`PySpyRawOptions`] does both so the stacks look like the rest.
+//!
+//! py-spy 0.4.3 also writes lines that hold only a count (` 1`): a sample of a
+//! thread with no Python frame on its stack (the interpreter starting or exiting,
+//! a thread in native code). Such a sample is a real sample of the process, so it
+//! counts toward it: with a `comm` it becomes the stack `comm` alone (so `merge`
+//! scales the Python stacks to the right share of perf's samples); without one there
+//! is no frame to put it on, and it is counted in
+//! [`FormatStats::frameless_samples`] and skipped. It is never an error and never
+//! logged.
 
 use std::io::{self, BufRead};
 
@@ -70,7 +79,17 @@ impl PySpyRawReader {
         if is_blank_or_comment(line) {
             return Ok(None);
         }
-        let (frames, count) = split_count(trim_start(line))?;
+        let line = trim_start(line);
+        if let Some(count) = frameless_count(line) {
+            return Ok(match &self.opts.comm {
+                Some(comm) => Some(Stack::new(comm.as_str(), count)),
+                None => {
+                    self.stats.record_frameless(count);
+                    None
+                }
+            });
+        }
+        let (frames, count) = split_count(line)?;
         let (frames, lossy) = decode(frames);
         if lossy {
             self.stats.record_non_utf8(NAME);
@@ -78,6 +97,11 @@ impl PySpyRawReader {
         let out = build_frames(&self.opts, &frames);
         Ok(Some(Stack::new(out, count)))
     }
+}
+
+/// The count of a line that holds nothing but a count (` 1` after trimming: `1`).
+fn frameless_count(line: &[u8]) -> Option<u64> {
+    line::parse_u64(line::trim_end(line))
 }
 
 /// `comm;` + frames, each annotated when asked.
@@ -181,5 +205,38 @@ mod tests {
         );
         assert_eq!(r.parse_line(b"").unwrap(), None);
         assert_eq!(r.stats().bad_lines, 1);
+    }
+
+    #[test]
+    fn frameless_samples_count_toward_the_process() {
+        let opts = PySpyRawOptions {
+            comm: Some("python3".into()),
+            annotate: true,
+        };
+        assert_eq!(parse(opts, b" 1"), Stack::new("python3", 1));
+        let mut r = PySpyRawReader::new(PySpyRawOptions::default());
+        assert_eq!(r.parse_line(b" 3\r").unwrap(), None);
+        assert_eq!(r.parse_line(b"12").unwrap(), None);
+        assert_eq!(r.stats().frameless_samples, 15);
+        assert_eq!(r.stats().bad_lines, 0);
+    }
+
+    /// Real output of py-spy 0.4.3 (`py-spy record --format raw -- python3 -c ...`,
+    /// a process that starts, works and exits): its first line is ` 3`.
+    #[test]
+    fn real_py_spy_0_4_3_output_has_no_bad_lines() {
+        let text = include_bytes!("../../tests/data/py-spy/short-lived-0.4.3.raw");
+        let opts = PySpyRawOptions {
+            comm: Some("python3".into()),
+            annotate: true,
+        };
+        let (stacks, stats) = read(&text[..], opts).unwrap();
+        assert_eq!(stats.bad_lines, 0);
+        assert_eq!(stacks[0], Stack::new("python3", 3));
+        let total: u64 = stacks.iter().map(|s| s.count).sum();
+        assert_eq!(total, 129, "py-spy reported 129 samples");
+        assert!(stacks
+            .iter()
+            .any(|s| s.frames.ends_with(";profpipe_short_lived (<string>:4)_[p]")));
     }
 }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::types::DurationStr;
+use crate::units::DurationStr;
 
 /// A backoff policy.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -34,9 +34,9 @@ use super::child::{self, Child, ReaperContext};
 use super::metrics::ProcessMetrics;
 use super::spawner::{SpawnOptions, Spawner};
 use super::spec::Spec;
-use crate::config::types::{ByteSize, DurationStr};
+use crate::shutdown::ShutdownSignal;
 use crate::telemetry::Telemetry;
-use crate::topology::shutdown::ShutdownSignal;
+use crate::units::{ByteSize, DurationStr};
 
 /// The supervisor's settings.
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -163,8 +163,8 @@ mod tests {
     use crate::buffer::{edge, BufferConfig, MemoryBudget};
     use crate::component::ComponentContext;
     use crate::event::{Event, Profile, Watermark, Window};
+    use crate::shutdown::ShutdownSignal;
     use crate::telemetry::Telemetry;
-    use crate::topology::shutdown::ShutdownSignal;
 
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);

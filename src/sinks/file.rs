@@ -31,11 +31,11 @@ use serde::Deserialize;
 
 use super::pending::{run_windows, CompleteWindow, WindowWriter, DEFAULT_MAX_PENDING_STACKS};
 use crate::component::{BuildError, FieldError, SinkConfig, SinkContext, Task};
-use crate::config::types::ByteSize;
 use crate::formats::flamegraph::{self, FlameGraphOptions};
 use crate::formats::timestamp::{file_stamp, iso8601};
 use crate::formats::{collapsed, folded};
 use crate::telemetry::ComponentMetrics;
+use crate::units::ByteSize;
 
 /// A file format the sink writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]

@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 use crate::buffer::Input;
 use crate::component::ComponentContext;
 use crate::event::{Event, Profile, Stack, Window};
-use crate::topology::watermarks::Watermarks;
+use crate::watermarks::Watermarks;
 
 /// The frame of the stack that absorbs stacks beyond the limit.
 pub const OVERFLOW_FRAME: &str = "[overflow]";

@@ -6,7 +6,6 @@ pub mod py_spy;
 pub mod pyperf;
 pub mod rbspy;
 pub mod runtime_runs;
-pub mod window_clock;
 
 use crate::component::{parse_source, Kind, SourceConfig};
 

@@ -32,11 +32,11 @@ use serde::Deserialize;
 
 use super::runtime_runs::{self, RunSettings, RuntimeProfiler};
 use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
-use crate::config::types::DurationStr;
 use crate::event::Stack;
 use crate::formats::line::{self, FormatStats};
 use crate::formats::py_spy_raw::{PySpyRawOptions, PySpyRawReader};
 use crate::process::{DiscoveryConfig, Runtime};
+use crate::units::DurationStr;
 
 /// Highest sampling rate passed to py-spy (gProfiler's cap).
 pub const MAX_RATE: u32 = 50;
@@ -110,7 +110,7 @@ impl PySpyConfig {
 
 impl SourceConfig for PySpyConfig {
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        super::window_clock::override_fields(
+        crate::window_clock::override_fields(
             &mut self.window,
             &mut self.max_windows,
             window,

@@ -55,14 +55,14 @@ use crate::buffer::Output;
 use crate::component::{
     BuildError, ComponentContext, ComponentError, FieldError, SourceConfig, SourceContext, Task,
 };
-use crate::config::types::DurationStr;
 use crate::event::{Diagnostic, Event, Labels, Profile, RunEnd, Stack, Watermark, Window};
 use crate::formats::line;
 use crate::formats::pyperf::PyPerfReader;
 use crate::process::{
     Backoff, Child, ExitOutcome, ExitReport, Restarter, Signal, SignalError, SpawnError, Spec,
 };
-use crate::sources::window_clock::{Tick, WindowClock};
+use crate::units::DurationStr;
+use crate::window_clock::{Tick, WindowClock};
 
 /// The highest sampling frequency PyPerf is run at (gProfiler's `MAX_FREQUENCY`).
 pub const MAX_FREQUENCY: u32 = 1000;
@@ -139,7 +139,7 @@ impl PyPerfSourceConfig {
 
 impl SourceConfig for PyPerfSourceConfig {
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        super::window_clock::override_fields(
+        crate::window_clock::override_fields(
             &mut self.window,
             &mut self.max_windows,
             window,

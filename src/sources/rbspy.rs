@@ -30,11 +30,11 @@ use serde::Deserialize;
 
 use super::runtime_runs::{self, decorate_frames, RunSettings, RuntimeProfiler};
 use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
-use crate::config::types::DurationStr;
 use crate::event::Stack;
 use crate::formats::folded::FoldedReader;
 use crate::formats::line::{self, FormatStats};
 use crate::process::{DiscoveryConfig, Runtime};
+use crate::units::DurationStr;
 
 /// Highest sampling rate passed to rbspy (gProfiler's cap).
 pub const MAX_RATE: u32 = 100;
@@ -103,7 +103,7 @@ impl RbSpyConfig {
 
 impl SourceConfig for RbSpyConfig {
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        super::window_clock::override_fields(
+        crate::window_clock::override_fields(
             &mut self.window,
             &mut self.max_windows,
             window,

@@ -48,8 +48,8 @@ use crate::formats::line::FormatStats;
 use crate::process::{
     Discovery, DiscoveryConfig, ExitOutcome, ProcessInfo, Runtime, SpawnError, Spec, Supervisor,
 };
-use crate::sources::window_clock::{now_ms, Tick, WindowClock};
 use crate::telemetry::ComponentMetrics;
+use crate::window_clock::{now_ms, Tick, WindowClock};
 
 /// Added to a run's duration to get its deadline (gProfiler: duration + 10 s).
 pub const EXTRA_DEADLINE: Duration = Duration::from_secs(10);

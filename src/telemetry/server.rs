@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::Telemetry;
-use crate::topology::shutdown::ShutdownSignal;
+use crate::shutdown::ShutdownSignal;
 
 /// Most scrapes served at once; further connections wait in the accept queue.
 const MAX_CONNECTIONS: usize = 16;

@@ -15,7 +15,7 @@ use crate::event::ComponentId;
 use crate::process::Supervisor;
 use crate::telemetry::{ComponentMetrics, Telemetry};
 
-use super::shutdown::ShutdownTrigger;
+use crate::shutdown::ShutdownTrigger;
 
 /// A built component, ready to spawn.
 pub struct BuiltTask {

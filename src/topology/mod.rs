@@ -2,8 +2,6 @@
 
 mod builder;
 mod running;
-pub mod shutdown;
-pub mod watermarks;
 
 pub use builder::{build, BuildErrors, Built, BuiltTask};
 pub use running::{Outcome, RunningTopology};

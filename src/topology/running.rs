@@ -6,11 +6,11 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::builder::Built;
-use super::shutdown::{ShutdownSignal, ShutdownTrigger};
 use crate::buffer::MemoryBudget;
 use crate::component::ComponentError;
 use crate::event::ComponentId;
 use crate::process::Supervisor;
+use crate::shutdown::{ShutdownSignal, ShutdownTrigger};
 
 type Finished = (ComponentId, &'static str, Result<(), ComponentError>);
 

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
-use crate::config::types::DurationStr;
 use crate::event::{Diagnostic, Event, Profile, RunEnd, Stack};
+use crate::units::DurationStr;
 
 /// Why a profiler run did not produce a normal profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

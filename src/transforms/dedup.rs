@@ -20,8 +20,8 @@ use serde::Deserialize;
 
 use super::windowed::{profile_batches, send_all, Windowed};
 use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
-use crate::config::types::ByteSize;
 use crate::event::{Event, Labels, Stack};
+use crate::units::ByteSize;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]

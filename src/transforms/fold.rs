@@ -20,10 +20,10 @@ use serde::Deserialize;
 
 use super::windowed::{profile_batches, send_all, Windowed};
 use crate::component::{BuildError, Task, TransformConfig, TransformContext};
-use crate::config::types::ByteSize;
 use crate::event::{Event, Labels, Stack, Window};
 use crate::formats::perf_script::{FoldOptions, FoldStats, Folded, PerfFolder};
 use crate::telemetry::ComponentMetrics;
+use crate::units::ByteSize;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -45,7 +45,7 @@ use serde::Deserialize;
 
 use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
 use crate::event::{Event, Labels, Profile, Stack, Window};
-use crate::topology::watermarks::Watermarks;
+use crate::watermarks::Watermarks;
 
 /// Most stacks in one emitted event.
 pub const EMIT_BATCH: usize = 10_000;

@@ -19,8 +19,8 @@ use regex::RegexSet;
 use serde::Deserialize;
 
 use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
-use crate::config::types::RegexStr;
 use crate::event::{Event, Profile, Stack};
+use crate::units::RegexStr;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -36,7 +36,7 @@ use procfs::process::Process;
 use procfs::ProcError;
 use serde::Deserialize;
 
-use crate::config::types::{DurationStr, RegexStr};
+use crate::units::{DurationStr, RegexStr};
 
 pub use cgroup::container_id;
 pub use maps::{classify, Classification, PYTHON_MAPS_PATTERN, RUBY_MAPS_PATTERN};

@@ -38,7 +38,7 @@ pub struct Rules {
 impl Rules {
     /// The rules of `config`, with the current process as the agent.
     pub fn from_config(config: &DiscoveryConfig) -> Rules {
-        let compile = |v: &[crate::config::types::RegexStr]| -> Vec<Regex> {
+        let compile = |v: &[crate::units::RegexStr]| -> Vec<Regex> {
             v.iter().map(|r| r.as_regex().clone()).collect()
         };
         Rules {

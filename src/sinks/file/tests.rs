@@ -7,8 +7,8 @@ use crate::buffer::{edge, BufferConfig, EdgeSender, MemoryBudget};
 use crate::component::{parse_sink, ComponentContext, ComponentError};
 use crate::event::{Event, Labels, Profile, Stack, Watermark, Window};
 use crate::formats::collapsed::Layout;
+use crate::shutdown::ShutdownSignal;
 use crate::telemetry::Telemetry;
-use crate::topology::shutdown::ShutdownSignal;
 
 const MIN: u64 = 60_000;
 /// 2023-12-03T16:30:00Z

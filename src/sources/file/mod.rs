@@ -27,9 +27,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use crate::buffer::{Output, OutputClosed};
 use crate::component::{BuildError, ComponentError, FieldError, SourceConfig, SourceContext, Task};
-use crate::config::types::{ByteSize, DurationStr};
 use crate::event::{Event, Labels, PerfScriptChunk, Profile, Stack, Watermark, Window};
-use crate::topology::shutdown::ShutdownSignal;
+use crate::shutdown::ShutdownSignal;
+use crate::units::{ByteSize, DurationStr};
 
 use chunker::{Chunker, Unit};
 use lines::LineDecoder;

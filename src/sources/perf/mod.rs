@@ -56,8 +56,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
-use crate::config::types::{ByteSize, DurationStr};
 use crate::process::Backoff;
+use crate::units::{ByteSize, DurationStr};
 
 /// Largest DWARF stack dump perf accepts (`u16::MAX` rounded down to 8 bytes).
 pub const MAX_DWARF_STACK_SIZE: u32 = 65528;
@@ -165,7 +165,7 @@ impl PerfSourceConfig {
 
 impl SourceConfig for PerfSourceConfig {
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        crate::sources::window_clock::override_fields(
+        crate::window_clock::override_fields(
             &mut self.window,
             &mut self.max_windows,
             window,

@@ -21,8 +21,8 @@ use crate::buffer::{Output, OutputClosed};
 use crate::component::{ComponentError, SourceContext};
 use crate::event::{Diagnostic, Event, Labels, PerfScriptChunk, RunEnd, Watermark, Window};
 use crate::process::{SpawnError, Spec, Stdout, Supervisor};
-use crate::sources::window_clock::{Tick, WindowClock};
 use crate::telemetry::ComponentMetrics;
+use crate::window_clock::{Tick, WindowClock};
 
 use super::events::{self, run_end, Discovered};
 use super::recorder::{self, RecorderHandle, Settings};
@@ -133,7 +133,7 @@ impl PerfTask {
         &mut self,
         em: &mut Emitter,
         origin_ms: u64,
-        shutdown: &mut crate::topology::shutdown::ShutdownSignal,
+        shutdown: &mut crate::shutdown::ShutdownSignal,
     ) -> Result<(), Closed> {
         // Windows are counted from when perf can record: discovery takes seconds.
         let clock =
@@ -213,7 +213,7 @@ impl PerfTask {
         &mut self,
         em: &mut Emitter,
         clock: &mut WindowClock,
-        shutdown: &mut crate::topology::shutdown::ShutdownSignal,
+        shutdown: &mut crate::shutdown::ShutdownSignal,
         recorder: &mut RecorderHandle,
     ) -> Result<(), Closed> {
         while let Some(tick) = clock.tick(shutdown).await {

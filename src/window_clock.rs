@@ -10,7 +10,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::event::Window;
-use crate::topology::shutdown::ShutdownSignal;
+use crate::shutdown::ShutdownSignal;
 
 /// What [`WindowClock::tick`] saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct WindowClock {
 /// Applies `profpipe run --duration/--once` to a live source's `window` and
 /// `max_windows` fields.
 pub fn override_fields(
-    window_field: &mut crate::config::types::DurationStr,
+    window_field: &mut crate::units::DurationStr,
     max_windows_field: &mut Option<u64>,
     window: Option<Duration>,
     max_windows: Option<u64>,
@@ -113,7 +113,7 @@ impl WindowClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::shutdown::ShutdownTrigger;
+    use crate::shutdown::ShutdownTrigger;
 
     #[tokio::test]
     async fn windows_line_up_on_the_origin_and_stop_after_max() {
