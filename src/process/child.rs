@@ -22,8 +22,8 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::metrics::ProcessMetrics;
+use super::raw_child::RawChild;
 use super::reap::{ChildProc, ExitWatch, RawStatus};
-use super::spawner::RawChild;
 use super::stderr_tail::StderrTail;
 
 /// The read end of a piped stdout.

@@ -16,7 +16,10 @@
 //!    another name; rule 1 catches the usual names first.)
 //!
 //! Everything here is a pure function of (exe, cmdline, maps text); discovery feeds
-//! the same [`EmbeddedEvidence`] line by line while streaming the maps file.
+//! the same [`EmbeddedEvidence`] line by line while streaming the maps file. The
+//! whole decision over a maps text is discovery's
+//! [`is_embedded_python`](super::discovery::is_embedded_python): this module is the
+//! rules only, and imports nothing from discovery.
 
 use std::sync::LazyLock;
 
@@ -98,12 +101,6 @@ impl EmbeddedEvidence {
     pub fn is_embedded(&self) -> bool {
         self.marker || !self.bin_python
     }
-}
-
-/// The whole decision over a maps text: does this process embed Python (rather than
-/// being an interpreter, or not using Python at all)?
-pub fn is_embedded_python(exe: Option<&str>, cmdline: &str, maps: &str) -> bool {
-    crate::process::discovery::classify(exe, cmdline, maps).embedded_python
 }
 
 #[cfg(test)]

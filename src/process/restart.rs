@@ -14,8 +14,9 @@ use std::time::Duration;
 use super::backoff::{Backoff, BackoffState};
 use super::child::{Child, ExitReport};
 use super::metrics::ProcessMetrics;
+use super::spawn_error::SpawnError;
 use super::spec::Spec;
-use super::supervisor::{SpawnError, Supervisor};
+use super::supervisor::Supervisor;
 
 /// Starts the same child again and again, waiting a growing, jittered delay between
 /// starts. Counts `process_children_restarted_total`.

@@ -23,8 +23,6 @@
 //! permit + live count + a reference to the supervisor, which keeps the spawner
 //! thread alive) is released only after the child is reaped.
 
-use std::io;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
@@ -32,6 +30,8 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::child::{self, Child, ReaperContext};
 use super::metrics::ProcessMetrics;
+use super::slot::{LiveSlot, SlotOwner};
+use super::spawn_error::SpawnError;
 use super::spawner::{SpawnOptions, Spawner};
 use super::spec::Spec;
 use crate::shutdown::ShutdownSignal;
@@ -82,57 +82,6 @@ impl SupervisorConfig {
     }
 }
 
-/// Why a child could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
-    /// The program does not exist (not on `PATH`, or the path is wrong).
-    #[error("{program}: program not found")]
-    NotFound { program: String },
-    /// The program exists but may not be executed (no execute bit, a directory,
-    /// a `noexec` mount, ...).
-    #[error("{program}: permission denied")]
-    PermissionDenied { program: String },
-    /// The file the child's stdout should go to could not be opened.
-    #[error("{program}: cannot open {} for its stdout: {source}", path.display())]
-    Stdout {
-        program: String,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// Any other failure to start it.
-    #[error("{program}: cannot start: {source}")]
-    Io {
-        program: String,
-        #[source]
-        source: io::Error,
-    },
-    /// The supervisor is shutting down and starts nothing more.
-    #[error("the process supervisor is shutting down")]
-    ShuttingDown,
-}
-
-impl SpawnError {
-    pub(crate) fn from_io(program: String, e: io::Error) -> SpawnError {
-        match e.kind() {
-            io::ErrorKind::NotFound => SpawnError::NotFound { program },
-            io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied { program },
-            _ => SpawnError::Io { program, source: e },
-        }
-    }
-
-    /// The `reason` label of `process_spawn_failures_total`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            SpawnError::NotFound { .. } => "not_found",
-            SpawnError::PermissionDenied { .. } => "permission_denied",
-            SpawnError::Stdout { .. } => "stdout",
-            SpawnError::Io { .. } => "io",
-            SpawnError::ShuttingDown => "shutting_down",
-        }
-    }
-}
-
 /// Starts, watches and reaps every child of the agent. Cheap to clone; all clones
 /// share one cap, one shutdown and one spawner thread.
 #[derive(Clone)]
@@ -152,18 +101,10 @@ pub(crate) struct Inner {
     pub(crate) metrics: Arc<ProcessMetrics>,
 }
 
-/// One child's place: a permit under the cap, one unit of the live count and a
-/// reference that keeps the supervisor (and so the spawner thread) alive. Released
-/// when the child is reaped.
-pub(crate) struct LiveSlot {
-    inner: Arc<Inner>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for LiveSlot {
-    fn drop(&mut self) {
-        self.inner.metrics.alive.dec();
-        self.inner.alive_tx.send_modify(|n| *n -= 1);
+impl SlotOwner for Inner {
+    fn release(&self) {
+        self.metrics.alive.dec();
+        self.alive_tx.send_modify(|n| *n -= 1);
     }
 }
 
@@ -257,10 +198,7 @@ impl Supervisor {
         }
         self.inner.alive_tx.send_modify(|n| *n += 1);
         self.inner.metrics.alive.inc();
-        Ok(LiveSlot {
-            inner: self.inner.clone(),
-            _permit: permit,
-        })
+        Ok(LiveSlot::new(self.inner.clone(), permit))
     }
 
     /// Children started and not yet reaped.

@@ -131,6 +131,12 @@ pub fn classify(exe: Option<&str>, cmdline: &str, maps: &str) -> Classification 
     c.finish()
 }
 
+/// The whole decision over a maps text: does this process embed Python (rather than
+/// being an interpreter, or not using Python at all)?
+pub fn is_embedded_python(exe: Option<&str>, cmdline: &str, maps: &str) -> bool {
+    classify(exe, cmdline, maps).embedded_python
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,9 @@ use serde::Deserialize;
 use crate::units::{DurationStr, RegexStr};
 
 pub use cgroup::container_id;
-pub use maps::{classify, Classification, PYTHON_MAPS_PATTERN, RUBY_MAPS_PATTERN};
+pub use maps::{
+    classify, is_embedded_python, Classification, PYTHON_MAPS_PATTERN, RUBY_MAPS_PATTERN,
+};
 pub use select::{select, skip_reason, Rules};
 
 /// The most of a command line that is read (and kept) per process.
