@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::ops::Range;
 
-use super::load::did_you_mean;
+use super::suggest::did_you_mean;
 
 /// The three sections a component can be declared in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,10 +6,26 @@
 //! passed every check that needs no I/O; `topology::build` consumes it.
 
 pub mod agent;
+mod buffer;
+mod checks;
+mod component;
+mod declared;
+mod describe;
 mod errors;
 mod graph;
+mod inputs;
 mod load;
 mod locate;
+mod report;
+mod retry;
+mod serde_text;
+mod settings;
+mod size;
+mod suggest;
+#[doc(hidden)]
+pub mod test_kinds;
+#[cfg(test)]
+mod tests;
 
 use crate::buffer::BufferConfig;
 use crate::component::{Kind, SinkConfig, SourceConfig, TransformConfig};

@@ -1,0 +1,80 @@
+//! Reading `buffer = { max_bytes = ..., when_full = ... }` of a transform or sink.
+
+use std::ops::Range;
+
+use toml::de::DeValue;
+use toml::Spanned;
+
+use super::describe::report_fields;
+use super::graph::Role;
+use super::locate;
+use super::report::Report;
+use super::retry::parse_all;
+use super::size::{size_field, Field};
+use crate::buffer::BufferConfig;
+use crate::component::parse_table;
+use crate::units::ByteSize;
+
+/// Fields of [`BufferConfig`], for "did you mean" suggestions (serde does not list
+/// them when it ignores an unknown field). A test checks that they are accepted.
+pub(super) const BUFFER_FIELDS: &[&str] = &["max_bytes", "when_full"];
+
+/// `buffer.max_bytes` with the span of its value.
+pub(super) type SizeAt = (ByteSize, Range<usize>);
+
+/// `buffer`: allowed on transforms and sinks only. Returns the buffer if it is
+/// valid, and `max_bytes` with its span if that is (even if other fields of
+/// `buffer` are not).
+pub(super) fn read_buffer(
+    report: &mut Report<'_>,
+    role: Role,
+    ctx: &str,
+    table: &Spanned<DeValue<'_>>,
+    raw: &toml::Value,
+) -> (Option<BufferConfig>, Option<SizeAt>) {
+    let entry = table
+        .get_ref()
+        .as_table()
+        .and_then(|t| t.get_key_value("buffer"));
+    let (Some((key, value)), Some(raw)) = (entry, raw.get("buffer")) else {
+        return (None, None);
+    };
+    if role == Role::Source {
+        report.at(
+            key.span(),
+            format!(
+                "{ctx}: a source has no `buffer`; buffers belong to the components that read it"
+            ),
+        );
+        return (None, None);
+    }
+    if !raw.is_table() {
+        report.at(
+            value.span(),
+            format!("{ctx}: `buffer` must be a table, e.g. buffer = {{ max_bytes = \"64MiB\", when_full = \"block\" }}"),
+        );
+        return (None, None);
+    }
+    let size = match size_field(raw, "max_bytes") {
+        Field::Valid(size) => {
+            let place = locate::find(table, &["buffer".into(), "max_bytes".into()]);
+            if size.get() == 0 {
+                report.at(
+                    place.value,
+                    format!("{ctx}: `buffer.max_bytes` must be greater than 0"),
+                );
+                None
+            } else {
+                Some((size, place.value))
+            }
+        }
+        Field::Absent | Field::Invalid => None,
+    };
+    match parse_all(parse_table::<BufferConfig>, raw.clone()) {
+        Ok(buffer) => (Some(buffer), size),
+        Err(errors) => {
+            report_fields(report, ctx, table, &["buffer"], errors, BUFFER_FIELDS);
+            (None, size)
+        }
+    }
+}
