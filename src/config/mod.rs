@@ -4,6 +4,12 @@
 //! field and the graph, and returns all errors together, each with the file, line
 //! and column it points at ([`ConfigErrors`]). The [`Config`] it returns has already
 //! passed every check that needs no I/O; `topology::build` consumes it.
+//!
+//! One job per file: `load.rs` orchestrates; `report.rs` collects located problems;
+//! `settings.rs`, `component.rs`, `inputs.rs` and `buffer.rs` read tables;
+//! `retry.rs` reads a table to its last problem, `describe.rs` words each one and
+//! `serde_text.rs` holds the only reading of serde's message text; `checks.rs` and
+//! `graph.rs` check across tables; `suggest.rs` is "did you mean".
 
 pub mod agent;
 mod buffer;

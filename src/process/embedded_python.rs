@@ -17,9 +17,9 @@
 //!
 //! Everything here is a pure function of (exe, cmdline, maps text); discovery feeds
 //! the same [`EmbeddedEvidence`] line by line while streaming the maps file. The
-//! whole decision over a maps text is discovery's
-//! [`is_embedded_python`](super::discovery::is_embedded_python): this module is the
-//! rules only, and imports nothing from discovery.
+//! whole decision over a maps text is `discovery::is_embedded_python`, next to
+//! the classifier it runs: this module is the rules only, and imports nothing from
+//! discovery (discovery imports it).
 
 use std::sync::LazyLock;
 

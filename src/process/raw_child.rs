@@ -1,5 +1,5 @@
 //! A child just forked, before its reaper task owns it: what the spawner thread
-//! hands back and [`super::child::start`] takes over.
+//! hands back and `child::start` takes over.
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
