@@ -110,14 +110,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_lines_by_kind() {
-        assert_eq!(
-            parse_line(b"a;b").unwrap_err().kind,
-            LineErrorKind::MissingCount
-        );
-        assert_eq!(
-            parse_line(b"a;b many").unwrap_err().kind,
-            LineErrorKind::BadCount
-        );
+        for (line, kind) in [
+            (&b"a;b"[..], LineErrorKind::MissingCount),
+            (b"a;b many", LineErrorKind::BadCount),
+        ] {
+            assert_eq!(parse_line(line).unwrap_err().kind, kind);
+        }
     }
 
     #[test]
