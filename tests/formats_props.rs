@@ -41,10 +41,10 @@ proptest! {
 
     #[test]
     fn line_parsers_never_panic(lines in prop::collection::vec(line_bytes(), 1..8)) {
-        let mut folded_r = FoldedReader::with_max_line_bytes(200);
+        let mut folded_r = FoldedReader::new().with_max_line_bytes(200);
         let mut col_auto = CollapsedReader::new();
         let mut col_v2 = CollapsedReader::with_layout(Layout::V2);
-        let mut pyspy = PySpyRawReader::new(PySpyRawOptions { comm: Some("py".into()), annotate: true });
+        let mut pyspy = PySpyRawReader::with_format(PySpyRawOptions { comm: Some("py".into()), annotate: true });
         let mut pyperf = PyPerfReader::new();
         let mut some = [0u64; 5];
         for line in &lines {

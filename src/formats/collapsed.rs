@@ -27,8 +27,9 @@ use serde_json::{json, Value};
 
 use super::line::{
     self, decode, is_blank_or_comment, parse_u64, split_count, trim_end, trim_start, FormatStats,
-    LineError, LineErrorKind, StackLineParser, DEFAULT_MAX_LINE_BYTES,
+    LineError, LineErrorKind,
 };
+use super::reader::{LineFormat, LineReader};
 use super::timestamp::iso8601;
 use crate::event::{Stack, Window};
 
@@ -82,52 +83,26 @@ impl Layout {
     }
 }
 
-/// A collapsed-file parser. The first line it is given may be the header.
-#[derive(Debug)]
-pub struct CollapsedReader {
-    /// Forced by the caller, or decided by the first line.
+/// The collapsed grammar and what it learnt from the header.
+#[derive(Debug, Default)]
+pub struct Collapsed {
+    /// Forced by the caller, or decided by the header.
     layout: Option<Layout>,
     metadata: Option<Value>,
-    first_line: bool,
-    stats: FormatStats,
-    max_line_bytes: usize,
-    max_header_bytes: usize,
     containers: HashSet<Arc<str>>,
 }
 
-impl Default for CollapsedReader {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// A collapsed-file parser. The first line it is given may be the header.
+pub type CollapsedReader = LineReader<Collapsed>;
 
-impl CollapsedReader {
-    /// A reader that takes its layout from the header, or reads plain folded lines
-    /// when the first line is not a header.
-    pub fn new() -> Self {
-        CollapsedReader {
-            layout: None,
-            metadata: None,
-            first_line: true,
-            stats: FormatStats::default(),
-            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
-            containers: HashSet::new(),
-        }
-    }
-
-    /// A reader with a fixed layout; a header is still read (for its metadata) but
+impl Collapsed {
+    /// A format with a fixed layout; a header is still read (for its metadata) but
     /// does not change the layout.
     pub fn with_layout(layout: Layout) -> Self {
-        CollapsedReader {
+        Collapsed {
             layout: Some(layout),
-            ..Self::new()
+            ..Self::default()
         }
-    }
-
-    pub fn with_max_line_bytes(mut self, max_line_bytes: usize) -> Self {
-        self.max_line_bytes = max_line_bytes;
-        self
     }
 
     /// The layout in use: [`Layout::FOLDED`] until a header said otherwise.
@@ -140,34 +115,42 @@ impl CollapsedReader {
         self.metadata.as_ref()
     }
 
-    pub fn take_metadata(&mut self) -> Option<Value> {
-        self.metadata.take()
-    }
-
-    pub fn stats(&self) -> &FormatStats {
-        &self.stats
-    }
-
-    /// Parses one line: `Ok(None)` for the header, blank and comment lines.
-    pub fn parse_line(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        let result = self.parse(line);
-        self.stats.record(NAME, &result);
-        result
-    }
-
-    fn parse(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        let limit = self.line_limit();
-        let first = std::mem::replace(&mut self.first_line, false);
-        if line.len() > limit {
-            return Err(LineError::oversized(line.len()));
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        if let Some(c) = self.containers.get(name) {
+            return c.clone();
         }
-        if first {
-            if let Some(rest) = trim_start(line).strip_prefix(b"#") {
-                if trim_start(rest).starts_with(b"{") {
-                    return self.parse_header(line, rest).map(|()| None);
+        let c: Arc<str> = Arc::from(name);
+        if self.containers.len() < MAX_INTERNED_CONTAINERS {
+            self.containers.insert(c.clone());
+        }
+        c
+    }
+}
+
+impl LineFormat for Collapsed {
+    const NAME: &'static str = NAME;
+    const MAX_HEADER_BYTES: Option<usize> = Some(DEFAULT_MAX_HEADER_BYTES);
+
+    /// `# {json}`: the header decides the layout unless the caller fixed it.
+    fn parse_header(&mut self, line: &[u8]) -> Option<Result<(), LineError>> {
+        let json = trim_start(line).strip_prefix(b"#")?;
+        if !trim_start(json).starts_with(b"{") {
+            return None;
+        }
+        Some(match serde_json::from_slice::<Value>(trim_end(json)) {
+            Ok(v @ Value::Object(_)) => {
+                if self.layout.is_none() {
+                    self.layout = Some(Layout::from_header(&v));
                 }
+                self.metadata = Some(v);
+                Ok(())
             }
-        }
+            _ => Err(LineError::new(LineErrorKind::BadHeader, line)),
+        })
+    }
+
+    /// `[idx;][container;]comm;frames count`, the prefixes as the layout says.
+    fn parse(&mut self, line: &[u8], stats: &mut FormatStats) -> Result<Option<Stack>, LineError> {
         if is_blank_or_comment(line) {
             return Ok(None);
         }
@@ -194,35 +177,33 @@ impl CollapsedReader {
         }
         let (frames, l) = decode(rest);
         if lossy || l {
-            self.stats.record_non_utf8(NAME);
+            stats.record_non_utf8(NAME);
         }
         let mut stack = Stack::new(frames, count);
         stack.container = container;
         Ok(Some(stack))
     }
+}
 
-    fn parse_header(&mut self, line: &[u8], json: &[u8]) -> Result<(), LineError> {
-        match serde_json::from_slice::<Value>(trim_end(json)) {
-            Ok(v @ Value::Object(_)) => {
-                if self.layout.is_none() {
-                    self.layout = Some(Layout::from_header(&v));
-                }
-                self.metadata = Some(v);
-                Ok(())
-            }
-            _ => Err(LineError::new(LineErrorKind::BadHeader, line)),
-        }
+/// What the header said, asked of the reader (as before the format was split out).
+impl LineReader<Collapsed> {
+    /// A reader with a fixed layout (see [`Collapsed::with_layout`]).
+    pub fn with_layout(layout: Layout) -> Self {
+        Self::with_format(Collapsed::with_layout(layout))
     }
 
-    fn intern(&mut self, name: &str) -> Arc<str> {
-        if let Some(c) = self.containers.get(name) {
-            return c.clone();
-        }
-        let c: Arc<str> = Arc::from(name);
-        if self.containers.len() < MAX_INTERNED_CONTAINERS {
-            self.containers.insert(c.clone());
-        }
-        c
+    /// The layout in use: [`Layout::FOLDED`] until a header said otherwise.
+    pub fn layout(&self) -> Layout {
+        self.format().layout()
+    }
+
+    /// The header's JSON, once a header line was read.
+    pub fn metadata(&self) -> Option<&Value> {
+        self.format().metadata()
+    }
+
+    pub fn take_metadata(&mut self) -> Option<Value> {
+        self.format_mut().metadata.take()
     }
 }
 
@@ -234,26 +215,6 @@ fn bad_prefix(line: &[u8]) -> LineError {
 fn split_frame(s: &[u8]) -> Option<(&[u8], &[u8])> {
     let i = memchr::memchr(b';', s)?;
     Some((&s[..i], &s[i + 1..]))
-}
-
-impl StackLineParser for CollapsedReader {
-    fn parse_line(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        CollapsedReader::parse_line(self, line)
-    }
-    fn line_limit(&self) -> usize {
-        if self.first_line {
-            self.max_header_bytes.max(self.max_line_bytes)
-        } else {
-            self.max_line_bytes
-        }
-    }
-    fn stats(&self) -> &FormatStats {
-        &self.stats
-    }
-    fn record_oversized(&mut self, len: usize) {
-        self.first_line = false;
-        self.stats.record(NAME, &Err(LineError::oversized(len)));
-    }
 }
 
 /// A whole collapsed file, read.
@@ -269,13 +230,13 @@ pub struct CollapsedFile {
 /// Reads a whole collapsed file (header optional). Bad lines are counted and skipped.
 pub fn read<R: BufRead>(reader: R) -> io::Result<CollapsedFile> {
     let mut parser = CollapsedReader::new();
-    let mut stacks = Vec::new();
-    line::read_stacks(reader, &mut parser, |s| stacks.push(s))?;
+    let stacks = parser.read_all(reader)?;
+    let (format, stats) = parser.into_parts();
     Ok(CollapsedFile {
-        layout: parser.layout(),
-        metadata: parser.metadata,
+        layout: format.layout(),
+        metadata: format.metadata,
         stacks,
-        stats: parser.stats,
+        stats,
     })
 }
 

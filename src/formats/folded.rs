@@ -12,14 +12,19 @@
 
 use std::io::{self, BufRead, Write};
 
-use super::line::{
-    self, decode, is_blank_or_comment, split_count, FormatStats, LineError, StackLineParser,
-    DEFAULT_MAX_LINE_BYTES,
-};
+use super::line::{self, decode, is_blank_or_comment, split_count, FormatStats, LineError};
+use super::reader::{LineFormat, LineReader};
 use crate::event::Stack;
 
 /// The format's name in logs and configs.
 pub const NAME: &str = "folded";
+
+/// The folded grammar; it has no options or state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Folded;
+
+/// A folded-line parser that counts what it sees.
+pub type FoldedReader = LineReader<Folded>;
 
 /// Parses one folded line. `Ok(None)` for blank and comment lines. Invalid UTF-8 is
 /// decoded lossily; use [`FoldedReader`] to have that (and errors) counted.
@@ -37,74 +42,24 @@ fn parse(line: &[u8]) -> Result<Option<(Stack, bool)>, LineError> {
     Ok(Some((Stack::new(frames, count), lossy)))
 }
 
-/// A folded-line parser that counts what it sees.
-#[derive(Debug)]
-pub struct FoldedReader {
-    stats: FormatStats,
-    max_line_bytes: usize,
-}
+impl LineFormat for Folded {
+    const NAME: &'static str = NAME;
 
-impl Default for FoldedReader {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FoldedReader {
-    pub fn new() -> Self {
-        Self::with_max_line_bytes(DEFAULT_MAX_LINE_BYTES)
-    }
-
-    pub fn with_max_line_bytes(max_line_bytes: usize) -> Self {
-        FoldedReader {
-            stats: FormatStats::default(),
-            max_line_bytes,
-        }
-    }
-
-    pub fn parse_line(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        let result = if line.len() > self.max_line_bytes {
-            Err(LineError::oversized(line.len()))
-        } else {
-            parse(line).map(|o| {
-                o.map(|(stack, lossy)| {
-                    if lossy {
-                        self.stats.record_non_utf8(NAME);
-                    }
-                    stack
-                })
-            })
-        };
-        self.stats.record(NAME, &result);
-        result
-    }
-
-    pub fn stats(&self) -> &FormatStats {
-        &self.stats
-    }
-}
-
-impl StackLineParser for FoldedReader {
-    fn parse_line(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        FoldedReader::parse_line(self, line)
-    }
-    fn line_limit(&self) -> usize {
-        self.max_line_bytes
-    }
-    fn stats(&self) -> &FormatStats {
-        &self.stats
-    }
-    fn record_oversized(&mut self, len: usize) {
-        self.stats.record(NAME, &Err(LineError::oversized(len)));
+    fn parse(&mut self, line: &[u8], stats: &mut FormatStats) -> Result<Option<Stack>, LineError> {
+        Ok(parse(line)?.map(|(stack, lossy)| {
+            if lossy {
+                stats.record_non_utf8(NAME);
+            }
+            stack
+        }))
     }
 }
 
 /// Reads a whole folded file. Bad lines are counted in the returned stats and skipped.
 pub fn read<R: BufRead>(reader: R) -> io::Result<(Vec<Stack>, FormatStats)> {
     let mut parser = FoldedReader::new();
-    let mut stacks = Vec::new();
-    line::read_stacks(reader, &mut parser, |s| stacks.push(s))?;
-    Ok((stacks, parser.stats))
+    let stacks = parser.read_all(reader)?;
+    Ok((stacks, parser.into_parts().1))
 }
 
 /// Writes one stack as `frames count\n`.
@@ -155,19 +110,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_lines_by_kind() {
-        assert_eq!(
-            parse_line(b"a;b").unwrap_err().kind,
-            LineErrorKind::MissingCount
-        );
-        assert_eq!(
-            parse_line(b"a;b many").unwrap_err().kind,
-            LineErrorKind::BadCount
-        );
+        for (line, kind) in [
+            (&b"a;b"[..], LineErrorKind::MissingCount),
+            (b"a;b many", LineErrorKind::BadCount),
+        ] {
+            assert_eq!(parse_line(line).unwrap_err().kind, kind);
+        }
     }
 
     #[test]
     fn reader_counts_lossy_and_oversized_lines() {
-        let mut r = FoldedReader::with_max_line_bytes(16);
+        let mut r = FoldedReader::new().with_max_line_bytes(16);
         let s = r.parse_line(b"caf\xe9;main 2").unwrap().unwrap();
         assert_eq!(&*s.frames, "caf\u{fffd};main");
         assert!(r.parse_line(&[b'x'; 17]).is_err());

@@ -423,30 +423,17 @@ mod tests {
         );
         assert_eq!(split_count(b"a  7  ").unwrap(), (&b"a"[..], 7));
         assert_eq!(split_count(b"a\t7").unwrap(), (&b"a"[..], 7));
-        assert_eq!(
-            split_count(b"a;b").unwrap_err().kind,
-            LineErrorKind::MissingCount
-        );
-        assert_eq!(
-            split_count(b"a;b x").unwrap_err().kind,
-            LineErrorKind::BadCount
-        );
-        assert_eq!(
-            split_count(b"a -1").unwrap_err().kind,
-            LineErrorKind::BadCount
-        );
-        assert_eq!(
-            split_count(b"a 1.5").unwrap_err().kind,
-            LineErrorKind::BadCount
-        );
-        assert_eq!(
-            split_count(b"a 99999999999999999999999").unwrap_err().kind,
-            LineErrorKind::BadCount
-        );
-        assert_eq!(
-            split_count(b" 12").unwrap_err().kind,
-            LineErrorKind::EmptyStack
-        );
+        let rejected: [(&[u8], LineErrorKind); 6] = [
+            (b"a;b", LineErrorKind::MissingCount),
+            (b"a;b x", LineErrorKind::BadCount),
+            (b"a -1", LineErrorKind::BadCount),
+            (b"a 1.5", LineErrorKind::BadCount),
+            (b"a 99999999999999999999999", LineErrorKind::BadCount),
+            (b" 12", LineErrorKind::EmptyStack),
+        ];
+        for (line, kind) in rejected {
+            assert_eq!(split_count(line).unwrap_err().kind, kind, "{line:?}");
+        }
         assert_eq!(
             split_count(b"a;b 18446744073709551615").unwrap().1,
             u64::MAX

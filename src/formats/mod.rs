@@ -7,4 +7,5 @@ pub mod line;
 pub mod perf_script;
 pub mod py_spy_raw;
 pub mod pyperf;
+pub mod reader;
 pub mod timestamp;

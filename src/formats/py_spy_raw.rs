@@ -22,8 +22,8 @@ use std::io::{self, BufRead};
 
 use super::line::{
     self, decode, is_blank_or_comment, split_count, trim_start, FormatStats, LineError,
-    StackLineParser, DEFAULT_MAX_LINE_BYTES,
 };
+use super::reader::{LineFormat, LineReader};
 use crate::event::Stack;
 
 /// The format's name in logs and configs.
@@ -32,6 +32,7 @@ pub const NAME: &str = "py_spy_raw";
 /// gProfiler's suffix for Python frames.
 pub const PYTHON_SUFFIX: &str = "_[p]";
 
+/// How py-spy raw lines are read; the options are the format's only state.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PySpyRawOptions {
     /// Process name to prepend as the first frame (`comm;...`).
@@ -41,50 +42,21 @@ pub struct PySpyRawOptions {
 }
 
 /// A parser of py-spy raw lines that counts what it sees.
-#[derive(Debug)]
-pub struct PySpyRawReader {
-    opts: PySpyRawOptions,
-    stats: FormatStats,
-    max_line_bytes: usize,
-}
+pub type PySpyRawReader = LineReader<PySpyRawOptions>;
 
-impl PySpyRawReader {
-    pub fn new(opts: PySpyRawOptions) -> Self {
-        PySpyRawReader {
-            opts,
-            stats: FormatStats::default(),
-            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-        }
-    }
+impl LineFormat for PySpyRawOptions {
+    const NAME: &'static str = NAME;
 
-    pub fn with_max_line_bytes(mut self, max_line_bytes: usize) -> Self {
-        self.max_line_bytes = max_line_bytes;
-        self
-    }
-
-    pub fn stats(&self) -> &FormatStats {
-        &self.stats
-    }
-
-    pub fn parse_line(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        let result = self.parse(line);
-        self.stats.record(NAME, &result);
-        result
-    }
-
-    fn parse(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        if line.len() > self.max_line_bytes {
-            return Err(LineError::oversized(line.len()));
-        }
+    fn parse(&mut self, line: &[u8], stats: &mut FormatStats) -> Result<Option<Stack>, LineError> {
         if is_blank_or_comment(line) {
             return Ok(None);
         }
         let line = trim_start(line);
         if let Some(count) = frameless_count(line) {
-            return Ok(match &self.opts.comm {
+            return Ok(match &self.comm {
                 Some(comm) => Some(Stack::new(comm.as_str(), count)),
                 None => {
-                    self.stats.record_frameless(count);
+                    stats.record_frameless(count);
                     None
                 }
             });
@@ -92,9 +64,9 @@ impl PySpyRawReader {
         let (frames, count) = split_count(line)?;
         let (frames, lossy) = decode(frames);
         if lossy {
-            self.stats.record_non_utf8(NAME);
+            stats.record_non_utf8(NAME);
         }
-        let out = build_frames(&self.opts, &frames);
+        let out = build_frames(self, &frames);
         Ok(Some(Stack::new(out, count)))
     }
 }
@@ -131,27 +103,11 @@ fn build_frames(opts: &PySpyRawOptions, frames: &str) -> String {
     out
 }
 
-impl StackLineParser for PySpyRawReader {
-    fn parse_line(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        PySpyRawReader::parse_line(self, line)
-    }
-    fn line_limit(&self) -> usize {
-        self.max_line_bytes
-    }
-    fn stats(&self) -> &FormatStats {
-        &self.stats
-    }
-    fn record_oversized(&mut self, len: usize) {
-        self.stats.record(NAME, &Err(LineError::oversized(len)));
-    }
-}
-
 /// Reads a whole py-spy raw file.
 pub fn read<R: BufRead>(reader: R, opts: PySpyRawOptions) -> io::Result<(Vec<Stack>, FormatStats)> {
-    let mut parser = PySpyRawReader::new(opts);
-    let mut stacks = Vec::new();
-    line::read_stacks(reader, &mut parser, |s| stacks.push(s))?;
-    Ok((stacks, parser.stats))
+    let mut parser = PySpyRawReader::with_format(opts);
+    let stacks = parser.read_all(reader)?;
+    Ok((stacks, parser.into_parts().1))
 }
 
 #[cfg(test)]
@@ -160,7 +116,10 @@ mod tests {
     use crate::formats::line::LineErrorKind;
 
     fn parse(opts: PySpyRawOptions, line: &[u8]) -> Stack {
-        PySpyRawReader::new(opts).parse_line(line).unwrap().unwrap()
+        PySpyRawReader::with_format(opts)
+            .parse_line(line)
+            .unwrap()
+            .unwrap()
     }
 
     #[test]
@@ -198,7 +157,7 @@ mod tests {
 
     #[test]
     fn bad_lines() {
-        let mut r = PySpyRawReader::new(PySpyRawOptions::default());
+        let mut r = PySpyRawReader::with_format(PySpyRawOptions::default());
         assert_eq!(
             r.parse_line(b"f (x.py:2)").unwrap_err().kind,
             LineErrorKind::BadCount
@@ -214,7 +173,7 @@ mod tests {
             annotate: true,
         };
         assert_eq!(parse(opts, b" 1"), Stack::new("python3", 1));
-        let mut r = PySpyRawReader::new(PySpyRawOptions::default());
+        let mut r = PySpyRawReader::with_format(PySpyRawOptions::default());
         assert_eq!(r.parse_line(b" 3\r").unwrap(), None);
         assert_eq!(r.parse_line(b"12").unwrap(), None);
         assert_eq!(r.stats().frameless_samples, 15);

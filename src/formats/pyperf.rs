@@ -13,26 +13,21 @@
 use std::io::{self, BufRead};
 
 use super::line::{
-    self, decode, is_blank_or_comment, parse_u64, split_count, trim_start, FormatStats, LineError,
-    LineErrorKind, StackLineParser, DEFAULT_MAX_LINE_BYTES,
+    decode, is_blank_or_comment, parse_u64, split_count, trim_start, FormatStats, LineError,
+    LineErrorKind,
 };
+use super::reader::{LineFormat, LineReader};
 use crate::event::Stack;
 
 /// The format's name in logs and configs.
 pub const NAME: &str = "pyperf";
 
-/// A PyPerf line parser that counts what it sees.
-#[derive(Debug)]
-pub struct PyPerfReader {
-    stats: FormatStats,
-    max_line_bytes: usize,
-}
+/// The PyPerf grammar; it has no options or state.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PyPerf;
 
-impl Default for PyPerfReader {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// A PyPerf line parser that counts what it sees.
+pub type PyPerfReader = LineReader<PyPerf>;
 
 /// `b"comm-12/13"` → `(b"comm", 12)`.
 fn split_prefix(prefix: &[u8]) -> Option<(&[u8], u32)> {
@@ -44,33 +39,11 @@ fn split_prefix(prefix: &[u8]) -> Option<(&[u8], u32)> {
     Some((&prefix[..dash], u32::try_from(pid).ok()?))
 }
 
-impl PyPerfReader {
-    pub fn new() -> Self {
-        PyPerfReader {
-            stats: FormatStats::default(),
-            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-        }
-    }
+impl LineFormat for PyPerf {
+    const NAME: &'static str = NAME;
 
-    pub fn with_max_line_bytes(mut self, max_line_bytes: usize) -> Self {
-        self.max_line_bytes = max_line_bytes;
-        self
-    }
-
-    pub fn stats(&self) -> &FormatStats {
-        &self.stats
-    }
-
-    pub fn parse_line(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        let result = self.parse(line);
-        self.stats.record(NAME, &result);
-        result
-    }
-
-    fn parse(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        if line.len() > self.max_line_bytes {
-            return Err(LineError::oversized(line.len()));
-        }
+    /// `comm-PID/TID;frames count` → `comm;frames` with the pid set.
+    fn parse(&mut self, line: &[u8], stats: &mut FormatStats) -> Result<Option<Stack>, LineError> {
         if is_blank_or_comment(line) {
             return Ok(None);
         }
@@ -89,7 +62,7 @@ impl PyPerfReader {
         }
         let (text, lossy) = decode(&joined);
         if lossy {
-            self.stats.record_non_utf8(NAME);
+            stats.record_non_utf8(NAME);
         }
         let mut out = Stack::new(text, count);
         out.pid = pid;
@@ -97,27 +70,11 @@ impl PyPerfReader {
     }
 }
 
-impl StackLineParser for PyPerfReader {
-    fn parse_line(&mut self, line: &[u8]) -> Result<Option<Stack>, LineError> {
-        PyPerfReader::parse_line(self, line)
-    }
-    fn line_limit(&self) -> usize {
-        self.max_line_bytes
-    }
-    fn stats(&self) -> &FormatStats {
-        &self.stats
-    }
-    fn record_oversized(&mut self, len: usize) {
-        self.stats.record(NAME, &Err(LineError::oversized(len)));
-    }
-}
-
 /// Reads a whole PyPerf output file.
 pub fn read<R: BufRead>(reader: R) -> io::Result<(Vec<Stack>, FormatStats)> {
     let mut parser = PyPerfReader::new();
-    let mut stacks = Vec::new();
-    line::read_stacks(reader, &mut parser, |s| stacks.push(s))?;
-    Ok((stacks, parser.stats))
+    let stacks = parser.read_all(reader)?;
+    Ok((stacks, parser.into_parts().1))
 }
 
 #[cfg(test)]

@@ -203,7 +203,7 @@ impl RuntimeProfiler for PySpy {
         reader: &mut dyn BufRead,
         comm: &str,
     ) -> io::Result<(Vec<Stack>, FormatStats)> {
-        let mut parser = PySpyRawReader::new(PySpyRawOptions {
+        let mut parser = PySpyRawReader::with_format(PySpyRawOptions {
             comm: Some(comm.to_string()),
             annotate: self.annotate,
         });

@@ -71,7 +71,7 @@ fn make(format: InputFormat, py_spy: &PySpyRawOptions) -> Box<dyn StackLineParse
     match format {
         // perf text is folded downstream; this parser is never used for it.
         InputFormat::PerfScript | InputFormat::Collapsed => Box::new(CollapsedReader::new()),
-        InputFormat::PySpyRaw => Box::new(PySpyRawReader::new(py_spy.clone())),
+        InputFormat::PySpyRaw => Box::new(PySpyRawReader::with_format(py_spy.clone())),
         InputFormat::Pyperf => Box::new(PyPerfReader::new()),
     }
 }
