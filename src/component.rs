@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::buffer::{Input, Output};
-use crate::event::ComponentId;
+use crate::buffer::{Input, MemoryBudget, Output};
+use crate::event::{ComponentId, DataTypes};
 use crate::process::Supervisor;
 use crate::shutdown::ShutdownSignal;
 use crate::telemetry::{ComponentMetrics, Telemetry};
@@ -78,6 +78,8 @@ pub struct ComponentContext {
     /// When the agent started, in Unix ms rounded down to the second: live sources
     /// cut windows at `origin_ms + k * window`, so windows of all sources line up.
     pub origin_ms: u64,
+    /// The agent-wide memory budget; a component's window store charges it.
+    pub budget: MemoryBudget,
 }
 
 impl ComponentContext {
@@ -94,7 +96,22 @@ impl ComponentContext {
             supervisor: Supervisor::new(Default::default(), telemetry),
             state_dir: std::env::temp_dir().join(format!("profpipe-{}", std::process::id())),
             origin_ms: crate::window_clock::now_ms() / 1000 * 1000,
+            budget: MemoryBudget::new(64 << 20),
         }
+    }
+
+    /// A window store for this component, charged to the agent's budget.
+    pub fn window_store<S: crate::window::WindowState>(
+        &self,
+        scope: crate::window::Scope,
+        limits: crate::window::StoreLimits,
+    ) -> crate::window::WindowStore<S> {
+        crate::window::WindowStore::new(
+            scope,
+            limits,
+            self.upstream_sources.clone(),
+            self.budget.window_charge(),
+        )
     }
 
     /// This component's own scratch directory, `state_dir/<id>`, created if needed.
@@ -135,6 +152,8 @@ pub trait SourceConfig: Debug + Send + Sync + 'static {
     fn validate(&self) -> Vec<FieldError> {
         Vec::new()
     }
+    /// What kinds of data events it emits (watermarks aside).
+    fn outputs(&self) -> DataTypes;
     /// True for sources that end by themselves (a file read once).
     fn is_finite(&self) -> bool {
         false
@@ -154,6 +173,11 @@ pub trait TransformConfig: Debug + Send + Sync + 'static {
     fn validate(&self) -> Vec<FieldError> {
         Vec::new()
     }
+    /// What kinds of data it takes. A wiring that feeds it anything else is a
+    /// validation error.
+    fn inputs(&self) -> DataTypes;
+    /// What it emits when fed `inputs` (a subset of what it takes).
+    fn outputs(&self, inputs: DataTypes) -> DataTypes;
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError>;
 }
 
@@ -161,6 +185,8 @@ pub trait SinkConfig: Debug + Send + Sync + 'static {
     fn validate(&self) -> Vec<FieldError> {
         Vec::new()
     }
+    /// What kinds of data it takes.
+    fn inputs(&self) -> DataTypes;
     fn build(&self, cx: SinkContext) -> Result<Task, BuildError>;
 }
 

@@ -29,4 +29,5 @@ pub mod topology;
 pub mod transforms;
 pub mod units;
 pub mod watermarks;
+pub mod window;
 pub mod window_clock;

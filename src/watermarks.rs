@@ -62,6 +62,11 @@ impl Watermarks {
             .unwrap_or(0)
     }
 
+    /// The latest watermark seen from `source`, 0 if none.
+    pub fn of(&self, source: &ComponentId) -> u64 {
+        self.seen.get(source).copied().unwrap_or(0)
+    }
+
     pub fn is_complete(&self, window: &Window) -> bool {
         window.end_ms <= self.complete_until()
     }

@@ -25,6 +25,9 @@ struct StalledSink {
 }
 
 impl SinkConfig for StalledSink {
+    fn inputs(&self) -> profpipe::event::DataTypes {
+        profpipe::event::DataTypes::ALL
+    }
     fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
         let mut gate = self.gate.clone();
         let (events, bytes) = (self.consumed_events.clone(), self.consumed_bytes.clone());

@@ -20,6 +20,9 @@ use profpipe::topology::{self, RunningTopology};
 struct Collect(Arc<Mutex<BTreeMap<String, u64>>>);
 
 impl SinkConfig for Collect {
+    fn inputs(&self) -> profpipe::event::DataTypes {
+        profpipe::event::DataTypes::ALL
+    }
     fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
         let totals = self.0.clone();
         let SinkContext { mut input, .. } = cx;

@@ -32,6 +32,9 @@ struct Scripted {
 }
 
 impl SourceConfig for Scripted {
+    fn outputs(&self) -> profpipe::event::DataTypes {
+        profpipe::event::DataTypes::PROFILE
+    }
     fn is_finite(&self) -> bool {
         true
     }
@@ -58,6 +61,9 @@ struct Recorder {
 }
 
 impl SinkConfig for Recorder {
+    fn inputs(&self) -> profpipe::event::DataTypes {
+        profpipe::event::DataTypes::PROFILE.with(profpipe::event::DataTypes::DIAGNOSTIC)
+    }
     fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
         let seen = self.seen.clone();
         let mut input = cx.input;
@@ -81,8 +87,10 @@ fn stack(pid: u32, frames: &str, count: u64) -> Stack {
 
 fn profile(source: &str, profiler: &str, window: Window, stacks: Vec<Stack>) -> Event {
     Event::Profile(Profile {
+        finalizers: Default::default(),
         window,
         labels: Labels {
+            extra: Default::default(),
             host: "h".into(),
             source: source.into(),
             profiler: profiler.into(),

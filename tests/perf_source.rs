@@ -90,6 +90,9 @@ fn listing(dir: &Path) -> Vec<String> {
 }
 
 impl SinkConfig for Collect {
+    fn inputs(&self) -> profpipe::event::DataTypes {
+        profpipe::event::DataTypes::ALL
+    }
     fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
         let seen = self.seen.clone();
         let scratch = self.scratch.clone();

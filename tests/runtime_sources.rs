@@ -115,6 +115,9 @@ struct Collect {
 }
 
 impl SinkConfig for Collect {
+    fn inputs(&self) -> profpipe::event::DataTypes {
+        profpipe::event::DataTypes::ALL
+    }
     fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
         let events = self.events.clone();
         let SinkContext { mut input, .. } = cx;

@@ -1,6 +1,6 @@
 //! A component's output: the input edges of every component that reads it.
 
-use super::edge::{Closed, EdgeSender};
+use super::{Closed, EdgeSender};
 use crate::event::Event;
 use crate::telemetry::ComponentMetrics;
 

@@ -47,6 +47,9 @@ fn default_mode() -> ReadMode {
 }
 
 impl SourceConfig for FileSource {
+    fn outputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE
+    }
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if !self.path.starts_with('/') {
@@ -81,6 +84,9 @@ fn default_frequency() -> u32 {
 }
 
 impl SourceConfig for PerfSource {
+    fn outputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE
+    }
     fn validate(&self) -> Vec<FieldError> {
         if (1..=1000).contains(&self.frequency) {
             Vec::new()
@@ -102,6 +108,9 @@ impl SourceConfig for PerfSource {
 struct PySpySource {}
 
 impl SourceConfig for PySpySource {
+    fn outputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE
+    }
     fn build(&self, _: SourceContext) -> Result<Task, BuildError> {
         not_built()
     }
@@ -120,6 +129,12 @@ fn default_max_stacks() -> u64 {
 }
 
 impl TransformConfig for FoldTransform {
+    fn inputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::ALL
+    }
+    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
+        inputs
+    }
     fn validate(&self) -> Vec<FieldError> {
         if self.max_stacks == 0 {
             vec![FieldError::new(&["max_stacks"], "must be at least 1")]
@@ -140,6 +155,12 @@ struct SymbolFilterTransform {
 }
 
 impl TransformConfig for SymbolFilterTransform {
+    fn inputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::ALL
+    }
+    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
+        inputs
+    }
     fn validate(&self) -> Vec<FieldError> {
         if self.drop_frames.is_empty() {
             vec![FieldError::new(
@@ -174,6 +195,9 @@ struct FileSink {
 }
 
 impl SinkConfig for FileSink {
+    fn inputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::ALL
+    }
     fn build(&self, _: SinkContext) -> Result<Task, BuildError> {
         not_built()
     }
@@ -194,6 +218,9 @@ fn default_max_message() -> ByteSize {
 }
 
 impl SinkConfig for KafkaSink {
+    fn inputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::ALL
+    }
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         for (i, broker) in self.brokers.split(',').enumerate() {

@@ -54,6 +54,10 @@ fn default_max_pending_stacks() -> usize {
 pub type ConsoleTarget = Arc<Mutex<dyn Write + Send>>;
 
 impl SinkConfig for ConsoleSinkConfig {
+    fn inputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+    }
+
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if self.max_pending_stacks == 0 {
@@ -243,6 +247,7 @@ mod tests {
             profile(120_000, &[("z", None, 9)]),
             watermark(60_000),
             Event::PerfScript(crate::event::PerfScriptChunk {
+                finalizers: Default::default(),
                 window: Window::default(),
                 labels: Default::default(),
                 data: Default::default(),

@@ -106,6 +106,10 @@ fn default_max_pending_stacks() -> usize {
 }
 
 impl SinkConfig for FileSinkConfig {
+    fn inputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+    }
+
     fn validate(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if self.path.as_os_str().is_empty() {

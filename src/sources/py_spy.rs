@@ -109,6 +109,10 @@ impl PySpyConfig {
 }
 
 impl SourceConfig for PySpyConfig {
+    fn outputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+    }
+
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
         crate::window_clock::override_fields(
             &mut self.window,

@@ -138,6 +138,10 @@ impl PyPerfSourceConfig {
 }
 
 impl SourceConfig for PyPerfSourceConfig {
+    fn outputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+    }
+
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
         crate::window_clock::override_fields(
             &mut self.window,
@@ -198,6 +202,7 @@ impl SourceConfig for PyPerfSourceConfig {
     fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
         let SourceContext { cx, out } = cx;
         let labels = Labels {
+            extra: Default::default(),
             host: cx.host.clone(),
             source: cx.id.clone(),
             profiler: PROFILER.into(),
@@ -566,6 +571,7 @@ impl Runner {
         while stacks.peek().is_some() {
             let batch: Vec<Stack> = stacks.by_ref().take(EMIT_BATCH).collect();
             self.send(Event::Profile(Profile {
+                finalizers: Default::default(),
                 window: w,
                 labels: self.labels.clone(),
                 stacks: batch,
@@ -582,6 +588,8 @@ impl Runner {
         stderr: String,
     ) -> Result<(), Stop> {
         self.send(Event::Diagnostic(Diagnostic {
+            reason: None,
+            finalizers: Default::default(),
             window,
             labels: self.labels.clone(),
             pid: 0,

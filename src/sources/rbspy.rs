@@ -102,6 +102,10 @@ impl RbSpyConfig {
 }
 
 impl SourceConfig for RbSpyConfig {
+    fn outputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+    }
+
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
         crate::window_clock::override_fields(
             &mut self.window,

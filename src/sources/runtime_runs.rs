@@ -232,6 +232,7 @@ impl Runner {
     ) -> io::Result<Runner> {
         let scratch = cx.scratch_dir()?;
         let labels = Labels {
+            extra: Default::default(),
             host: cx.host.clone(),
             source: cx.id.clone(),
             profiler: profiler.name().into(),
@@ -345,6 +346,7 @@ impl Runner {
             self.diagnostic(target, window, end, &report.stderr_tail, Some(alive))
         });
         let profile = (!stacks.is_empty()).then(|| Profile {
+            finalizers: Default::default(),
             window,
             labels: self.labels.clone(),
             stacks,
@@ -407,6 +409,8 @@ impl Runner {
         target_alive: Option<bool>,
     ) -> Diagnostic {
         Diagnostic {
+            reason: None,
+            finalizers: Default::default(),
             window,
             labels: self.labels.clone(),
             pid: target.pid,

@@ -42,6 +42,7 @@ pub struct BuildErrors(pub Vec<String>);
 
 pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<Built, BuildErrors> {
     let budget = MemoryBudget::new(config.agent.memory_limit.get());
+    register_memory_gauges(telemetry, &budget);
     let (trigger, _) = ShutdownTrigger::new();
     let upstream = upstream_sources(config);
     let supervisor = Supervisor::new(config.agent.supervisor.clone(), telemetry);
@@ -98,6 +99,7 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
         supervisor: supervisor.clone(),
         state_dir: config.agent.state_dir.clone(),
         origin_ms,
+        budget: budget.clone(),
     };
     let output = |id: &ComponentId, senders: &mut HashMap<ComponentId, Vec<EdgeSender>>| {
         Output::new(senders.remove(id).unwrap_or_default(), metrics[id].clone())
@@ -178,4 +180,35 @@ fn upstream_sources(config: &Config) -> HashMap<ComponentId, Vec<ComponentId>> {
         out.insert((*id).clone(), found);
     }
     out
+}
+
+/// `profpipe_memory_*_bytes`: what edges and window stores hold against
+/// `[agent] memory_limit`, their sum and its high-water mark.
+fn register_memory_gauges(telemetry: &Telemetry, budget: &MemoryBudget) {
+    let g = budget.gauges();
+    for (name, help, gauge) in [
+        (
+            "memory_edge_bytes",
+            "Bytes of events buffered on edges",
+            &g.edge_bytes,
+        ),
+        (
+            "memory_window_bytes",
+            "Bytes held by window stores",
+            &g.window_bytes,
+        ),
+        (
+            "memory_used_bytes",
+            "Edges and window stores together",
+            &g.used_bytes,
+        ),
+        (
+            "memory_peak_bytes",
+            "Highest memory_used_bytes so far",
+            &g.peak_bytes,
+        ),
+        ("memory_limit_bytes", "[agent] memory_limit", &g.limit_bytes),
+    ] {
+        telemetry.register(name, help, gauge.clone());
+    }
 }

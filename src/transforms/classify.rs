@@ -214,6 +214,13 @@ impl Default for ClassifyConfig {
 }
 
 impl TransformConfig for ClassifyConfig {
+    fn inputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::ALL
+    }
+    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
+        inputs
+    }
+
     fn validate(&self) -> Vec<FieldError> {
         Vec::new()
     }
@@ -254,6 +261,7 @@ impl TransformConfig for ClassifyConfig {
 fn error_profile(d: &Diagnostic, reason: Reason) -> Profile {
     let comm = d.comm.as_deref().unwrap_or(&d.labels.profiler);
     Profile {
+        finalizers: Default::default(),
         window: d.window,
         labels: d.labels.clone(),
         stacks: vec![Stack {
@@ -322,6 +330,8 @@ mod tests {
 
     fn diag(profiler: &str, end: RunEnd, stderr: &str, alive: Option<bool>) -> Diagnostic {
         Diagnostic {
+            reason: None,
+            finalizers: Default::default(),
             window: Default::default(),
             labels: Labels {
                 profiler: profiler.into(),

@@ -97,6 +97,19 @@ struct Open {
 }
 
 impl TransformConfig for FoldConfig {
+    fn inputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::ALL
+    }
+    /// perf script text becomes profiles; everything else passes through.
+    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
+        let rest = inputs.without(crate::event::DataTypes::PERF_SCRIPT);
+        if inputs.contains(crate::event::DataType::PerfScript) {
+            rest.with(crate::event::DataTypes::PROFILE)
+        } else {
+            rest
+        }
+    }
+
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let opts = self.options();
         let max_memory = self.max_memory.get() as usize;

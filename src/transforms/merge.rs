@@ -74,6 +74,13 @@ impl Default for MergeConfig {
 }
 
 impl TransformConfig for MergeConfig {
+    fn inputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+    }
+    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
+        inputs
+    }
+
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
         if self.max_pending_stacks == 0 {
@@ -200,6 +207,7 @@ fn events(window: Window, merged: Parts) -> Vec<Event> {
         let mut it = stacks.into_iter().peekable();
         while it.peek().is_some() {
             out.push(Event::Profile(Profile {
+                finalizers: Default::default(),
                 window,
                 labels: labels.clone(),
                 stacks: it.by_ref().take(EMIT_BATCH).collect(),
@@ -382,6 +390,7 @@ mod tests {
 
     fn labels(source: &str, profiler: &str) -> Labels {
         Labels {
+            extra: Default::default(),
             host: "h".into(),
             source: source.into(),
             profiler: profiler.into(),
@@ -594,6 +603,7 @@ mod tests {
         let mut p = Pending::default();
         for end in [3000, 1000, 2000] {
             p.add(Profile {
+                finalizers: Default::default(),
                 window: Window::new(end - 1000, end),
                 labels: labels("a", "perf"),
                 stacks: vec![stack(1, "a;b", 1), stack(2, "a;c", 1)],

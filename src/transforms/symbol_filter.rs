@@ -50,6 +50,13 @@ pub struct SymbolFilterConfig {
 }
 
 impl TransformConfig for SymbolFilterConfig {
+    fn inputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+    }
+    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
+        inputs
+    }
+
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
         if self.max_depth == Some(0) {

@@ -22,6 +22,7 @@ pub fn profile_batches(
     let mut it = stacks.into_iter().peekable();
     while it.peek().is_some() {
         events.push(Event::Profile(Profile {
+            finalizers: Default::default(),
             window,
             labels: labels.clone(),
             stacks: it.by_ref().take(EMIT_BATCH).collect(),

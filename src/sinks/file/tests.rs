@@ -78,8 +78,10 @@ impl Harness {
 
 fn profile(source: &str, end: u64, stacks: &[(&str, Option<&str>, u64)]) -> Event {
     Event::Profile(Profile {
+        finalizers: Default::default(),
         window: Window::new(end - MIN, end),
         labels: Labels {
+            extra: Default::default(),
             host: "host-1".into(),
             source: source.into(),
             profiler: "perf".into(),
@@ -366,6 +368,7 @@ async fn write_failures_are_counted_and_do_not_stop_the_sink() {
     h.send(profile("perf", T0 + MIN, &[("a", None, 1)])).await;
     h.send(watermark("perf", T0 + MIN)).await;
     h.send(Event::PerfScript(crate::event::PerfScriptChunk {
+        finalizers: Default::default(),
         window: Window::default(),
         labels: Labels::default(),
         data: Default::default(),

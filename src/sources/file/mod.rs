@@ -113,6 +113,13 @@ impl Default for FileSourceConfig {
 }
 
 impl SourceConfig for FileSourceConfig {
+    fn outputs(&self) -> crate::event::DataTypes {
+        match self.format {
+            InputFormat::PerfScript => crate::event::DataTypes::PERF_SCRIPT,
+            _ => crate::event::DataTypes::PROFILE,
+        }
+    }
+
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
         if self.paths.is_empty() {
@@ -179,6 +186,7 @@ impl SourceConfig for FileSourceConfig {
             .to_string()
         });
         let labels = Labels {
+            extra: Default::default(),
             host: cx.cx.host.clone(),
             source: cx.cx.id.clone(),
             profiler: profiler.into(),
@@ -230,6 +238,7 @@ impl Emitter {
             return Ok(());
         }
         let chunk = PerfScriptChunk {
+            finalizers: Default::default(),
             window,
             labels: self.labels.clone(),
             data,
@@ -250,6 +259,7 @@ impl Emitter {
             return Ok(());
         }
         let profile = Profile {
+            finalizers: Default::default(),
             window,
             labels: self.labels.clone(),
             stacks: std::mem::take(&mut self.batch),

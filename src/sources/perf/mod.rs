@@ -164,6 +164,10 @@ impl PerfSourceConfig {
 }
 
 impl SourceConfig for PerfSourceConfig {
+    fn outputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PERF_SCRIPT.with(crate::event::DataTypes::DIAGNOSTIC)
+    }
+
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
         crate::window_clock::override_fields(
             &mut self.window,

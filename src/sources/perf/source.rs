@@ -55,6 +55,7 @@ impl Emitter {
             return Ok(());
         }
         let chunk = PerfScriptChunk {
+            finalizers: Default::default(),
             window,
             labels: self.labels.clone(),
             data,
@@ -69,6 +70,8 @@ impl Emitter {
         stderr: String,
     ) -> Result<(), Closed> {
         let d = Diagnostic {
+            reason: None,
+            finalizers: Default::default(),
             window,
             labels: self.labels.clone(),
             pid: 0,
@@ -98,6 +101,7 @@ pub async fn run(
     let mut em = Emitter {
         out,
         labels: Labels {
+            extra: Default::default(),
             host: cx.host.clone(),
             source: cx.id.clone(),
             profiler: "perf".into(),

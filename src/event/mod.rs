@@ -7,11 +7,21 @@
 //!   components (fold, dedup, sinks) know when to flush.
 //!
 //! Every event reports its size in bytes so that edges can budget memory by bytes,
-//! not by event count (a 1 MiB chunk and a 40-byte watermark are not the same load).
+//! not by event count (a 1 MiB chunk and a 40-byte watermark are not the same load),
+//! and data events carry the delivery tokens of whoever waits on them
+//! ([`finalization`]).
+
+mod data_type;
+pub mod finalization;
+mod labels;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+
+pub use data_type::{DataType, DataTypes};
+pub use finalization::{Batch, BatchReceiver, EventFinalizers, EventStatus};
+pub use labels::{LabelSet, MAX_LABELS};
 
 /// The id of a component: the key of its table in the config (`[sources.ID]`).
 pub type ComponentId = Arc<str>;
@@ -42,6 +52,8 @@ pub struct Labels {
     pub source: ComponentId,
     /// Which profiler produced the stacks: "perf", "py-spy", "rbspy", "pyperf", "file".
     pub profiler: Arc<str>,
+    /// Every other label (service, env, pod, namespace, ...): open, bounded.
+    pub extra: LabelSet,
 }
 
 /// One folded stack: frames root first, joined by `;`, the first frame being the
@@ -82,15 +94,28 @@ pub struct Profile {
     pub window: Window,
     pub labels: Labels,
     pub stacks: Vec<Stack>,
+    /// Delivery tokens of everything merged into this profile.
+    pub finalizers: EventFinalizers,
 }
 
 impl Profile {
+    pub fn new(window: Window, labels: Labels, stacks: Vec<Stack>) -> Self {
+        Profile {
+            window,
+            labels,
+            stacks,
+            finalizers: EventFinalizers::default(),
+        }
+    }
+
     pub fn total_count(&self) -> u64 {
         self.stacks.iter().map(|s| s.count).sum()
     }
 
     pub fn size_bytes(&self) -> usize {
-        EVENT_OVERHEAD_BYTES + self.stacks.iter().map(Stack::size_bytes).sum::<usize>()
+        EVENT_OVERHEAD_BYTES
+            + self.finalizers.size_bytes()
+            + self.stacks.iter().map(Stack::size_bytes).sum::<usize>()
     }
 }
 
@@ -100,6 +125,7 @@ pub struct PerfScriptChunk {
     pub window: Window,
     pub labels: Labels,
     pub data: Bytes,
+    pub finalizers: EventFinalizers,
 }
 
 /// "Everything this source will ever send for windows ending at or before
@@ -144,6 +170,17 @@ pub struct Diagnostic {
     pub stderr: Arc<str>,
     /// Whether the target process still existed after the run (None: not checked).
     pub target_alive: Option<bool>,
+    /// The reason class `classify` gave it (`process_exited`, `timeout`, ...); None
+    /// until it has passed `classify`.
+    pub reason: Option<&'static str>,
+    pub finalizers: EventFinalizers,
+}
+
+impl Diagnostic {
+    /// gProfiler's error frame for this diagnostic: `[Profiling error: reason]`.
+    pub fn error_frame(&self) -> String {
+        format!("[Profiling error: {}]", self.reason.unwrap_or("unknown"))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,14 +195,36 @@ impl Event {
     /// Bytes this event holds, as counted against edge and agent memory budgets.
     pub fn size_bytes(&self) -> usize {
         match self {
-            Event::PerfScript(c) => EVENT_OVERHEAD_BYTES + c.data.len(),
+            Event::PerfScript(c) => EVENT_OVERHEAD_BYTES + c.data.len() + c.finalizers.size_bytes(),
             Event::Profile(p) => p.size_bytes(),
             Event::Watermark(_) => EVENT_OVERHEAD_BYTES,
-            Event::Diagnostic(d) => EVENT_OVERHEAD_BYTES + d.stderr.len(),
+            Event::Diagnostic(d) => {
+                EVENT_OVERHEAD_BYTES + d.stderr.len() + d.finalizers.size_bytes()
+            }
         }
     }
 
     pub fn is_watermark(&self) -> bool {
         matches!(self, Event::Watermark(_))
+    }
+
+    /// What kind of data this is; None for watermarks, which every component takes.
+    pub fn data_type(&self) -> Option<DataType> {
+        match self {
+            Event::PerfScript(_) => Some(DataType::PerfScript),
+            Event::Profile(_) => Some(DataType::Profile),
+            Event::Diagnostic(_) => Some(DataType::Diagnostic),
+            Event::Watermark(_) => None,
+        }
+    }
+
+    /// The event's delivery tokens, taken out of it.
+    pub fn take_finalizers(&mut self) -> EventFinalizers {
+        match self {
+            Event::PerfScript(c) => c.finalizers.take(),
+            Event::Profile(p) => p.finalizers.take(),
+            Event::Diagnostic(d) => d.finalizers.take(),
+            Event::Watermark(_) => EventFinalizers::default(),
+        }
     }
 }

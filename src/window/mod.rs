@@ -1,0 +1,18 @@
+//! Windows waiting for their watermarks: one store ([`store::WindowStore`]) for
+//! every stateful component, charged to the agent's memory budget, and the bounded
+//! stack map ([`stacks::StackCounts`]) that most of them keep in it.
+
+pub mod stacks;
+pub mod store;
+
+pub use stacks::{StackCounts, OVERFLOW_FRAME};
+pub use store::{Done, Room, Scope, StoreLimits, WindowState, WindowStore};
+
+/// Default `max_bytes` of a component's window store. With the default edge size
+/// (8 MiB) the default pipeline (three stores, four edges) fits the default
+/// `memory_limit` (64 MiB); see the README's "Memory" section.
+pub const DEFAULT_STORE_BYTES: u64 = 8 << 20;
+
+/// Default most windows one store holds. Windows only pile up when watermarks stop
+/// coming (a stuck source); past this the oldest is flushed early.
+pub const DEFAULT_MAX_WINDOWS: usize = 64;
