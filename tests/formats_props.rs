@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
+use profpipe::buffer::MemoryBudget;
 use profpipe::event::{Profile, Stack, Window};
 use profpipe::formats::collapsed::{self, CollapsedReader, HeaderInfo, Layout};
 use profpipe::formats::flamegraph::{self, FlameGraphOptions};
@@ -12,7 +13,7 @@ use profpipe::formats::folded::{self, FoldedReader};
 use profpipe::formats::line::{BoundedLines, FormatStats, Line};
 use profpipe::formats::py_spy_raw::{PySpyRawOptions, PySpyRawReader};
 use profpipe::formats::pyperf::PyPerfReader;
-use profpipe::sinks::pending::PendingWindows;
+use profpipe::window::{Scope, StackCounts, StoreLimits, WindowStore, OVERFLOW_FRAME};
 
 /// Bytes biased towards the characters the parsers split on (mapping random bytes
 /// is much cheaper than choosing each byte with `prop_oneof!`).
@@ -142,24 +143,35 @@ proptest! {
     }
 
     #[test]
-    fn pending_windows_keep_totals_under_any_limit(
+    fn window_stores_keep_totals_under_any_limit(
         profiles in prop::collection::vec((0u64..4, prop::collection::vec(stack(), 0..10)), 0..10),
         max_unique in 0usize..8,
+        max_bytes in 0u64..2000,
+        budget_bytes in 1u64..4000,
     ) {
-        let mut p = PendingWindows::new(max_unique);
+        let budget = MemoryBudget::new(budget_bytes);
+        let limits = StoreLimits { max_bytes, max_windows: 8 };
+        let mut store = WindowStore::new(Scope::AllSources, limits, vec![], budget.window_charge());
         let mut want = [0u64; 4];
         for (w, stacks) in profiles {
             want[w as usize] += stacks.iter().map(|s| s.count).sum::<u64>();
-            p.add(Profile { window: Window::new(w * 10, w * 10 + 10), stacks, ..Default::default() });
-            prop_assert!(p.unique_stacks() <= max_unique);
+            let window = Window::new(w * 10, w * 10 + 10);
+            let labels = Profile::default().labels;
+            store.update(window, &"a".into(), Default::default(), 0,
+                || StackCounts::new(false, max_unique),
+                |s, room| s.add_all(&labels, stacks, room));
+            prop_assert!(store.states().all(|s| s.len() <= max_unique));
+            prop_assert!(store.bytes() <= max_bytes);
+            prop_assert!(budget.in_use() <= budget.window_limit());
         }
-        for done in p.take_complete(u64::MAX) {
+        for done in store.drain() {
             let w = (done.window.end_ms / 10 - 1) as usize;
-            prop_assert_eq!(done.stacks.iter().map(|s| s.count).sum::<u64>(), want[w]);
+            let stacks = done.state.into_stacks(OVERFLOW_FRAME);
+            prop_assert_eq!(stacks.iter().map(|s| s.count).sum::<u64>(), want[w]);
             want[w] = 0;
         }
         prop_assert_eq!(want, [0; 4]);
-        prop_assert_eq!(p.unique_stacks(), 0);
+        prop_assert_eq!(budget.in_use(), 0);
     }
 }
 

@@ -16,8 +16,11 @@ use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
-use super::pending::{run_windows, CompleteWindow, WindowWriter, DEFAULT_MAX_PENDING_STACKS};
+use super::pending::{
+    run_windows, CompleteWindow, PendingLimits, WindowWriter, DEFAULT_MAX_PENDING_STACKS,
+};
 use crate::component::{BuildError, FieldError, SinkConfig, SinkContext, Task};
+use crate::event::EventStatus;
 use crate::event::Stack;
 use crate::formats::{collapsed, folded};
 use crate::telemetry::ComponentMetrics;
@@ -44,6 +47,14 @@ pub struct ConsoleSinkConfig {
     /// are summed into one `[overflow]` stack per window.
     #[serde(default = "default_max_pending_stacks")]
     pub max_pending_stacks: usize,
+    /// Most bytes all pending windows hold together (charged to `[agent]
+    /// memory_limit`); beyond it new distinct stacks go to the `[overflow]` stack.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: crate::units::ByteSize,
+}
+
+fn default_max_pending_bytes() -> crate::units::ByteSize {
+    crate::units::ByteSize(crate::window::DEFAULT_STORE_BYTES)
 }
 
 fn default_max_pending_stacks() -> usize {
@@ -78,7 +89,10 @@ impl ConsoleSinkConfig {
     /// The sink, writing to `target` instead of standard output.
     pub fn build_with_target(&self, cx: SinkContext, target: ConsoleTarget) -> Task {
         let SinkContext { cx, input } = cx;
-        let max_pending = self.max_pending_stacks;
+        let limits = PendingLimits {
+            max_stacks: self.max_pending_stacks,
+            max_bytes: self.max_pending_bytes.get(),
+        };
         let mut writer = ConsoleWriter {
             format: self.format,
             host: cx.host.to_string(),
@@ -87,7 +101,7 @@ impl ConsoleSinkConfig {
             warned: false,
         };
         Box::pin(async move {
-            run_windows(input, &cx, max_pending, &mut writer).await;
+            run_windows(input, &cx, limits, &mut writer).await;
             Ok(())
         })
     }
@@ -131,7 +145,7 @@ impl ConsoleWriter {
 }
 
 impl WindowWriter for ConsoleWriter {
-    async fn write(&mut self, window: CompleteWindow) {
+    async fn write(&mut self, window: CompleteWindow) -> EventStatus {
         // Window stacks are sorted by frames, so equal frames are adjacent.
         let result = match self.render(&window) {
             Ok(bytes) => {
@@ -147,7 +161,10 @@ impl WindowWriter for ConsoleWriter {
             Err(e) => Err(e),
         };
         match result {
-            Ok(()) => self.metrics.sent_many(window.events, window.bytes),
+            Ok(()) => {
+                self.metrics.sent_many(window.events, window.bytes);
+                EventStatus::Delivered
+            }
             Err(e) => {
                 self.metrics.errors("write_failed", 1);
                 if !std::mem::replace(&mut self.warned, true) {
@@ -156,6 +173,7 @@ impl WindowWriter for ConsoleWriter {
                         "cannot write to standard output: {e} (further failures are only counted)"
                     );
                 }
+                EventStatus::Errored
             }
         }
     }
@@ -206,6 +224,7 @@ mod tests {
         let config = ConsoleSinkConfig {
             format,
             max_pending_stacks: 100,
+            max_pending_bytes: crate::units::ByteSize::mib(1),
         };
         let task = tokio::spawn(config.build_with_target(cx, Arc::new(Mutex::new(buf.clone()))));
         for e in events {

@@ -29,8 +29,11 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::pending::{run_windows, CompleteWindow, WindowWriter, DEFAULT_MAX_PENDING_STACKS};
+use super::pending::{
+    run_windows, CompleteWindow, PendingLimits, WindowWriter, DEFAULT_MAX_PENDING_STACKS,
+};
 use crate::component::{BuildError, FieldError, SinkConfig, SinkContext, Task};
+use crate::event::EventStatus;
 use crate::formats::flamegraph::{self, FlameGraphOptions};
 use crate::formats::timestamp::{file_stamp, iso8601};
 use crate::formats::{collapsed, folded};
@@ -90,6 +93,14 @@ pub struct FileSinkConfig {
     /// are summed into one `[overflow]` stack per window.
     #[serde(default = "default_max_pending_stacks")]
     pub max_pending_stacks: usize,
+    /// Most bytes all pending windows hold together (charged to `[agent]
+    /// memory_limit`); beyond it new distinct stacks go to the `[overflow]` stack.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: crate::units::ByteSize,
+}
+
+fn default_max_pending_bytes() -> crate::units::ByteSize {
+    crate::units::ByteSize(crate::window::DEFAULT_STORE_BYTES)
 }
 
 fn default_formats() -> Vec<FileFormat> {
@@ -166,7 +177,10 @@ impl SinkConfig for FileSinkConfig {
             retain_files: self.retain_files.max(1),
             retain_bytes: self.retain_bytes.get(),
         });
-        let max_pending = self.max_pending_stacks;
+        let limits = PendingLimits {
+            max_stacks: self.max_pending_stacks,
+            max_bytes: self.max_pending_bytes.get(),
+        };
         Ok(Box::pin(async move {
             let mut writer = FileWriter {
                 settings,
@@ -174,7 +188,7 @@ impl SinkConfig for FileSinkConfig {
                 newest_end_ms: None,
                 warned: HashSet::new(),
             };
-            run_windows(input, &cx, max_pending, &mut writer).await;
+            run_windows(input, &cx, limits, &mut writer).await;
             Ok(())
         }))
     }
@@ -245,7 +259,9 @@ struct FileWriter {
 }
 
 impl WindowWriter for FileWriter {
-    async fn write(&mut self, window: CompleteWindow) {
+    /// Delivered once any format of the window is written (a failed format is
+    /// counted and logged); Errored when none could be.
+    async fn write(&mut self, window: CompleteWindow) -> EventStatus {
         let end = window.window.end_ms;
         let relink = self.newest_end_ms.is_none_or(|n| end >= n);
         if relink {
@@ -267,9 +283,12 @@ impl WindowWriter for FileWriter {
                     }],
                 },
             };
-        if outcome.written > 0 {
+        let status = if outcome.written > 0 {
             self.metrics.sent_many(events, bytes);
-        }
+            EventStatus::Delivered
+        } else {
+            EventStatus::Errored
+        };
         for f in outcome.failures {
             self.metrics.errors(f.reason, 1);
             if self.warned.insert((f.stage.clone(), f.error.kind())) {
@@ -283,6 +302,7 @@ impl WindowWriter for FileWriter {
                 );
             }
         }
+        status
     }
 }
 

@@ -125,3 +125,90 @@ impl WindowState for StackCounts {
         self.bytes
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::buffer::MemoryBudget;
+    use crate::window::{Scope, StoreLimits, WindowStore};
+
+    fn stack(frames: &str, container: Option<&str>, count: u64) -> Stack {
+        let mut s = Stack::new(frames, count);
+        s.container = container.map(Arc::from);
+        s.pid = 42;
+        s
+    }
+
+    fn merge(max_unique: usize, max_bytes: u64, stacks: Vec<Stack>) -> (Vec<Stack>, u64) {
+        let budget = MemoryBudget::new(1 << 30);
+        let limits = StoreLimits {
+            max_bytes,
+            max_windows: 8,
+        };
+        let mut store = WindowStore::new(Scope::AllSources, limits, vec![], budget.window_charge());
+        let w = crate::event::Window::new(0, 60);
+        let over = store.update(
+            w,
+            &"a".into(),
+            Default::default(),
+            0,
+            || StackCounts::new(false, max_unique),
+            |s, room| s.add_all(&Labels::default(), stacks, room),
+        );
+        let done = store.drain().pop().unwrap();
+        (done.state.into_stacks(OVERFLOW_FRAME), over)
+    }
+
+    fn view(stacks: &[Stack]) -> Vec<(&str, Option<&str>, u64, u32)> {
+        stacks
+            .iter()
+            .map(|s| (&*s.frames, s.container.as_deref(), s.count, s.pid))
+            .collect()
+    }
+
+    #[test]
+    fn identical_stacks_are_summed_and_pids_dropped() {
+        let (out, over) = merge(
+            100,
+            1 << 20,
+            vec![
+                stack("a;b", None, 1),
+                stack("a;c", Some("web"), 2),
+                stack("a;b", None, 3),
+                stack("a;c", None, 4),
+            ],
+        );
+        assert_eq!(over, 0);
+        assert_eq!(
+            view(&out),
+            vec![
+                ("a;b", None, 4, 0),
+                ("a;c", None, 4, 0),
+                ("a;c", Some("web"), 2, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn overflow_keeps_totals_exact_under_either_bound() {
+        let input = || {
+            vec![
+                stack("a", None, 1),
+                stack("b", None, 2),
+                stack("a", None, 5),
+                stack("c", None, 7),
+                stack("d", None, 1),
+            ]
+        };
+        let (out, over) = merge(2, 1 << 20, input());
+        assert_eq!(over, 2);
+        let got: Vec<_> = out.iter().map(|s| (&*s.frames, s.count)).collect();
+        assert_eq!(got, vec![("[overflow]", 8), ("a", 6), ("b", 2)]);
+        // The byte bound: room for exactly one distinct stack.
+        let one = stack("a", None, 1).size_bytes() + ENTRY_OVERHEAD;
+        let (out, over) = merge(100, one as u64, input());
+        assert_eq!(over, 3);
+        let got: Vec<_> = out.iter().map(|s| (&*s.frames, s.count)).collect();
+        assert_eq!(got, vec![("[overflow]", 10), ("a", 6)]);
+    }
+}

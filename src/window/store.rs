@@ -52,6 +52,8 @@ type Key = (u64, u64, ComponentId);
 
 struct Entry<S> {
     state: S,
+    /// The earliest start merged into this window.
+    start_ms: u64,
     finalizers: EventFinalizers,
     /// Bytes charged for this entry (state + tokens).
     bytes: u64,
@@ -123,12 +125,14 @@ impl<S: WindowState> WindowStore<S> {
         }
     }
 
+    /// Per source, windows are kept exactly; across sources, windows that end
+    /// together are one window starting at the earliest start (a source that began
+    /// late still belongs to the window everyone else reports).
     fn key(&self, window: Window, source: &ComponentId) -> Key {
-        let source = match self.scope {
-            Scope::PerSource => source.clone(),
-            Scope::AllSources => ComponentId::default(),
-        };
-        (window.end_ms, window.start_ms, source)
+        match self.scope {
+            Scope::PerSource => (window.end_ms, window.start_ms, source.clone()),
+            Scope::AllSources => (window.end_ms, 0, ComponentId::default()),
+        }
     }
 
     /// True when data for this window can no longer be held: its watermark has
@@ -154,6 +158,7 @@ impl<S: WindowState> WindowStore<S> {
         let key = self.key(window, source);
         let entry = self.entries.entry(key).or_insert_with(|| Entry {
             state: make(),
+            start_ms: window.start_ms,
             finalizers: EventFinalizers::default(),
             bytes: 0,
             uncharged: 0,
@@ -165,6 +170,7 @@ impl<S: WindowState> WindowStore<S> {
             limit: self.limits.max_bytes,
             granted: 0,
         };
+        entry.start_ms = entry.start_ms.min(window.start_ms);
         let r = f(&mut entry.state, &mut room);
         let granted = room.granted;
         entry.finalizers.merge(finalizers);
@@ -261,9 +267,9 @@ impl<S: WindowState> WindowStore<S> {
         let e = self.entries.remove(key)?;
         // Growth left uncharged leaves with its window.
         self.uncharged -= e.uncharged;
-        let (end, start, source) = key.clone();
+        let (end, _, source) = key.clone();
         Some(Done {
-            window: Window::new(start, end),
+            window: Window::new(e.start_ms, end),
             source,
             state: e.state,
             finalizers: e.finalizers,

@@ -26,6 +26,7 @@ fn config(dir: &Path) -> FileSinkConfig {
         retain_files: 100,
         retain_bytes: ByteSize(1 << 30),
         max_pending_stacks: 1000,
+        max_pending_bytes: ByteSize::mib(8),
     }
 }
 
