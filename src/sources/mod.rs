@@ -1,10 +1,12 @@
 //! Sources: where events come from.
 
 pub mod file;
+pub mod live;
 pub mod perf;
 pub mod py_spy;
 pub mod pyperf;
 pub mod rbspy;
+pub mod runtime_config;
 pub mod runtime_runs;
 
 use crate::component::{parse_source, Kind, SourceConfig};

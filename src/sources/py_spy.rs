@@ -30,8 +30,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::runtime_runs::{self, RunSettings, RuntimeProfiler};
-use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
+use super::runtime_config::RuntimeSourceConfig;
+use super::runtime_runs::{RunSettings, RuntimeProfiler};
 use crate::event::Stack;
 use crate::formats::line::{self, FormatStats};
 use crate::formats::py_spy_raw::{PySpyRawOptions, PySpyRawReader};
@@ -96,6 +96,12 @@ impl PySpyConfig {
     pub fn rate(&self) -> u32 {
         self.frequency.clamp(1, MAX_RATE)
     }
+}
+
+impl RuntimeSourceConfig for PySpyConfig {
+    fn frequency(&self) -> u32 {
+        self.frequency
+    }
 
     fn settings(&self) -> RunSettings {
         RunSettings {
@@ -106,34 +112,13 @@ impl PySpyConfig {
             binary: self.binary.clone(),
         }
     }
-}
 
-impl SourceConfig for PySpyConfig {
-    fn outputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+    fn window_fields(&mut self) -> (&mut DurationStr, &mut Option<u64>) {
+        (&mut self.window, &mut self.max_windows)
     }
 
-    fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        crate::window_clock::override_fields(
-            &mut self.window,
-            &mut self.max_windows,
-            window,
-            max_windows,
-        );
-    }
-
-    fn validate(&self) -> Vec<FieldError> {
-        runtime_runs::validate(self.frequency, &self.settings())
-    }
-
-    fn is_finite(&self) -> bool {
-        self.max_windows.is_some()
-    }
-
-    fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
-        let profiler = Arc::new(PySpy::from_config(self));
-        let settings = self.settings();
-        Ok(Box::pin(runtime_runs::drive(profiler, settings, cx)))
+    fn profiler(&self) -> Arc<dyn RuntimeProfiler> {
+        Arc::new(PySpy::from_config(self))
     }
 }
 
@@ -220,7 +205,7 @@ impl RuntimeProfiler for PySpy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::component::parse_table;
+    use crate::component::{parse_table, FieldError, SourceConfig};
     use std::time::Duration;
 
     fn parse(text: &str) -> Result<PySpyConfig, Vec<FieldError>> {

@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::runtime_runs::{self, decorate_frames, RunSettings, RuntimeProfiler};
-use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
+use super::runtime_config::RuntimeSourceConfig;
+use super::runtime_runs::{decorate_frames, RunSettings, RuntimeProfiler};
 use crate::event::Stack;
 use crate::formats::folded::FoldedReader;
 use crate::formats::line::{self, FormatStats};
@@ -89,6 +89,12 @@ impl RbSpyConfig {
     pub fn rate(&self) -> u32 {
         self.frequency.clamp(1, MAX_RATE)
     }
+}
+
+impl RuntimeSourceConfig for RbSpyConfig {
+    fn frequency(&self) -> u32 {
+        self.frequency
+    }
 
     fn settings(&self) -> RunSettings {
         RunSettings {
@@ -99,33 +105,13 @@ impl RbSpyConfig {
             binary: self.binary.clone(),
         }
     }
-}
 
-impl SourceConfig for RbSpyConfig {
-    fn outputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+    fn window_fields(&mut self) -> (&mut DurationStr, &mut Option<u64>) {
+        (&mut self.window, &mut self.max_windows)
     }
 
-    fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        crate::window_clock::override_fields(
-            &mut self.window,
-            &mut self.max_windows,
-            window,
-            max_windows,
-        );
-    }
-
-    fn validate(&self) -> Vec<FieldError> {
-        runtime_runs::validate(self.frequency, &self.settings())
-    }
-
-    fn is_finite(&self) -> bool {
-        self.max_windows.is_some()
-    }
-
-    fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
-        let profiler = Arc::new(RbSpy::from_config(self));
-        Ok(Box::pin(runtime_runs::drive(profiler, self.settings(), cx)))
+    fn profiler(&self) -> Arc<dyn RuntimeProfiler> {
+        Arc::new(RbSpy::from_config(self))
     }
 }
 
@@ -205,7 +191,7 @@ impl RuntimeProfiler for RbSpy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::component::parse_table;
+    use crate::component::{parse_table, FieldError, SourceConfig};
 
     fn parse(text: &str) -> Result<RbSpyConfig, Vec<FieldError>> {
         parse_table(toml::Value::Table(toml::from_str(text).unwrap()))

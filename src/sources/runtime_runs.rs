@@ -41,7 +41,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::buffer::Output;
+use super::live::binary::{self, Search};
+use super::live::emitter::{self, Emitter};
 use crate::component::{ComponentContext, ComponentError, FieldError, SourceContext};
 use crate::event::{Diagnostic, Event, Labels, Profile, RunEnd, Stack, Watermark, Window};
 use crate::formats::line::FormatStats;
@@ -57,7 +58,7 @@ pub const EXTRA_DEADLINE: Duration = Duration::from_secs(10);
 pub const MAX_WINDOWS_IN_FLIGHT: usize = 2;
 /// Where profpipe's helper scripts install profilers, relative to `$HOME`; searched
 /// after `PATH`.
-pub const TOOLS_DIR: &str = ".cache/profpipe-tools/bin";
+pub use super::live::binary::TOOLS_DIR;
 /// Runs shorter than this are not started (the profilers take whole seconds).
 const MIN_RUN_MS: u64 = 500;
 
@@ -133,24 +134,7 @@ pub fn validate(frequency: u32, s: &RunSettings) -> Vec<FieldError> {
 /// looked up in `PATH`, then in `$HOME/.cache/profpipe-tools/bin`. `None` when
 /// there is no executable file there.
 pub fn resolve_binary(name: &str) -> Option<PathBuf> {
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return is_executable(&p).then_some(p);
-    }
-    let path_dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    let tools = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(TOOLS_DIR));
-    path_dirs
-        .into_iter()
-        .chain(tools)
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    binary::find(name, Search::PathThenTools)
 }
 
 /// The process one run profiles.
@@ -231,12 +215,7 @@ impl Runner {
         cx: &ComponentContext,
     ) -> io::Result<Runner> {
         let scratch = cx.scratch_dir()?;
-        let labels = Labels {
-            extra: Default::default(),
-            host: cx.host.clone(),
-            source: cx.id.clone(),
-            profiler: profiler.name().into(),
-        };
+        let labels = emitter::labels(cx, profiler.name());
         Ok(Runner {
             profiler,
             binary,
@@ -486,17 +465,20 @@ pub async fn drive(
     settings: RunSettings,
     cx: SourceContext,
 ) -> Result<(), ComponentError> {
-    let SourceContext { cx, mut out } = cx;
+    let SourceContext { cx, out } = cx;
+    let mut out = Emitter::new(out, &cx, profiler.name());
     let Some(binary) = resolve_binary(&settings.binary) else {
-        tracing::info!(
-            source = %cx.id,
-            binary = %settings.binary,
-            "{} is not installed (not on PATH nor in ~/{TOOLS_DIR}); this source does nothing. \
-             Install it with `{}`",
-            profiler.name(),
-            profiler.install_hint()
+        binary::log_missing(
+            &cx.id,
+            &settings.binary,
+            format_args!(
+                "{} is not installed (not on PATH nor in ~/{TOOLS_DIR}); this source does nothing. \
+                 Install it with `{}`",
+                profiler.name(),
+                profiler.install_hint()
+            ),
         );
-        let _ = send_watermark(&mut out, &cx, Watermark::FINISHED).await;
+        let _ = out.watermark(Watermark::FINISHED).await;
         return Ok(());
     };
     let runtime = profiler.runtime();
@@ -562,7 +544,7 @@ pub async fn drive(
                     while in_flight.front().is_some_and(|w| w.done) {
                         let w = in_flight.pop_front().expect("front exists");
                         if !downstream_closed
-                            && send_watermark(&mut out, &cx, w.window.end_ms).await.is_err()
+                            && out.watermark(w.window.end_ms).await.is_err()
                         {
                             downstream_closed = true;
                         }
@@ -597,21 +579,9 @@ pub async fn drive(
         }
     }
     if !downstream_closed {
-        let _ = send_watermark(&mut out, &cx, Watermark::FINISHED).await;
+        let _ = out.watermark(Watermark::FINISHED).await;
     }
     Ok(())
-}
-
-async fn send_watermark(
-    out: &mut Output,
-    cx: &ComponentContext,
-    complete_until_ms: u64,
-) -> Result<(), crate::buffer::OutputClosed> {
-    out.send(Event::Watermark(Watermark {
-        source: cx.id.clone(),
-        complete_until_ms,
-    }))
-    .await
 }
 
 /// Resolves once `cancel` is set (or its sender is gone).
@@ -698,16 +668,6 @@ mod tests {
             "ruby;a - x.rb:1_[rb];b_[rb]"
         );
         assert_eq!(decorate_frames("ruby", "a;b", None), "ruby;a;b");
-    }
-
-    #[test]
-    fn binaries_resolve_by_path_or_name() {
-        assert_eq!(resolve_binary("/bin/sh"), Some(PathBuf::from("/bin/sh")));
-        assert!(resolve_binary("sh").is_some());
-        assert_eq!(resolve_binary("/nonexistent/py-spy"), None);
-        assert_eq!(resolve_binary("profpipe-no-such-profiler"), None);
-        // A directory is not a program.
-        assert_eq!(resolve_binary("/tmp/"), None);
     }
 
     #[test]

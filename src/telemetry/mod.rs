@@ -7,6 +7,7 @@
 
 mod component_metrics;
 mod process;
+mod rate_limited;
 pub mod server;
 
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use component_metrics::ComponentMetrics;
+pub use rate_limited::RateLimited;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ComponentLabels {

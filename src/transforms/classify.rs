@@ -15,13 +15,13 @@
 //! rate-limited (the number suppressed is reported with the next one). Other events
 //! pass through unchanged.
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
 use crate::event::{Diagnostic, Event, Profile, RunEnd, Stack};
+use crate::telemetry::RateLimited;
 use crate::units::DurationStr;
 
 /// Why a profiler run did not produce a normal profile.
@@ -276,27 +276,21 @@ fn error_profile(d: &Diagnostic, reason: Reason) -> Profile {
 /// One log line per (profiler, reason) per interval. The map holds at most
 /// profilers × reasons entries, a small fixed number.
 struct RateLimiter {
-    interval: Duration,
-    last: HashMap<(String, Reason), (Instant, u64)>,
+    limit: RateLimited<(String, Reason)>,
 }
 
 impl RateLimiter {
     fn new(interval: Duration) -> Self {
         RateLimiter {
-            interval,
-            last: HashMap::new(),
+            limit: RateLimited::new(interval),
         }
     }
 
     fn log(&mut self, d: &Diagnostic, reason: Reason) {
-        let now = Instant::now();
         let key = (d.labels.profiler.to_string(), reason);
-        let entry = self.last.entry(key).or_insert((now - self.interval * 2, 0));
-        if now.duration_since(entry.0) < self.interval {
-            entry.1 += 1;
+        let Some(suppressed) = self.limit.allow(key) else {
             return;
-        }
-        let suppressed = std::mem::replace(entry, (now, 0)).1;
+        };
         let profiler = &*d.labels.profiler;
         let first_line = d
             .stderr

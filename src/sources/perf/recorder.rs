@@ -15,9 +15,7 @@
 //! While rotated files waiting for `perf script` already hold `max_data_bytes` (the
 //! pipeline is stalled), a stopped perf is not started again: disk use stays bounded.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -25,8 +23,9 @@ use tokio::time::Instant;
 
 use crate::event::RunEnd;
 use crate::process::{
-    Backoff, Child, ExitOutcome, ExitReport, Restarter, Signal, SpawnError, Spec, Supervisor,
+    Backoff, Child, ExitOutcome, ExitReport, Signal, SpawnError, Spec, Supervisor,
 };
+use crate::sources::live::rotating::{RotatingChild, Signalled, StartFailed};
 
 use super::events::run_end;
 use super::rotation;
@@ -71,12 +70,14 @@ impl RecorderHandle {
     pub fn start(settings: Settings) -> RecorderHandle {
         let (tx, rx) = mpsc::channel(4);
         let (ftx, frx) = mpsc::channel(32);
-        let restarter = Restarter::new(&settings.supervisor, &settings.backoff);
+        let perf = RotatingChild::new(
+            &settings.supervisor,
+            &settings.backoff,
+            settings.spec.clone(),
+        );
         let rec = Recorder {
             settings,
-            running: None,
-            restarter: Some(restarter),
-            starting: None,
+            perf,
             failures: ftx,
             paused: false,
         };
@@ -103,29 +104,13 @@ impl RecorderHandle {
     }
 }
 
-type Starting = Pin<Box<dyn Future<Output = (Restarter, Result<Child, SpawnError>)> + Send>>;
-
-struct Running {
-    child: Child,
-    started: Instant,
-}
-
 struct Recorder {
     settings: Settings,
-    running: Option<Running>,
-    /// Lent to `starting` while a start (and its backoff wait) is in progress.
-    restarter: Option<Restarter>,
-    starting: Option<Starting>,
+    /// perf record, or its start in flight.
+    perf: RotatingChild,
     failures: mpsc::Sender<Failure>,
     /// A start is held back because rotated files fill the data budget.
     paused: bool,
-}
-
-async fn starting(s: &mut Option<Starting>) -> (Restarter, Result<Child, SpawnError>) {
-    match s {
-        Some(f) => f.await,
-        None => std::future::pending().await,
-    }
 }
 
 impl Recorder {
@@ -149,31 +134,22 @@ impl Recorder {
                         return;
                     }
                 },
-                (restarter, result) = starting(&mut self.starting) => {
-                    self.starting = None;
-                    self.restarter = Some(restarter);
-                    self.started(result);
-                }
+                result = self.perf.started() => self.started(result),
                 _ = check.tick() => self.check().await,
             }
         }
     }
 
     fn rotate(&self) -> bool {
-        let Some(r) = &self.running else {
-            return false;
-        };
         // perf creates its output file after installing its SIGUSR2 handler: before
-        // that, SIGUSR2 would kill it.
-        if !self.settings.scratch.join(rotation::LIVE).exists() {
-            return false;
-        }
-        r.child.signal(Signal::SIGUSR2).is_ok()
+        // that, SIGUSR2 would kill it (`rotate` checks).
+        let live = self.settings.scratch.join(rotation::LIVE);
+        matches!(self.perf.rotate(&live), Signalled::Sent)
     }
 
     /// Starts perf, after the restarter's backoff if this is a restart.
     fn begin_start(&mut self) {
-        if self.starting.is_some() || self.running.is_some() {
+        if self.perf.is_starting() || self.perf.is_running() {
             return;
         }
         let s = &self.settings;
@@ -189,28 +165,18 @@ impl Recorder {
             return;
         }
         self.paused = false;
-        let Some(mut restarter) = self.restarter.take() else {
-            return;
-        };
         rotation::clean_unfinished(&s.scratch);
-        let spec = s.spec.clone();
-        self.starting = Some(Box::pin(async move {
-            let r = restarter.start(spec).await;
-            (restarter, r)
-        }));
+        self.perf.begin_start();
     }
 
-    fn started(&mut self, result: Result<Child, SpawnError>) {
+    fn started(&mut self, result: Result<u32, StartFailed>) {
         match result {
-            Ok(child) => {
-                tracing::debug!(pid = child.pid(), "perf record started");
-                self.running = Some(Running {
-                    child,
-                    started: Instant::now(),
-                });
-            }
-            Err(SpawnError::ShuttingDown) => {}
-            Err(e) => {
+            Ok(pid) => tracing::debug!(pid, "perf record started"),
+            Err(StartFailed {
+                error: SpawnError::ShuttingDown,
+                ..
+            }) => {}
+            Err(StartFailed { error: e, .. }) => {
                 tracing::info!(error = %e, "cannot start perf record; retrying with backoff");
                 self.report(Failure {
                     end: RunEnd::SpawnFailed(e.to_string()),
@@ -222,14 +188,16 @@ impl Recorder {
     }
 
     async fn check(&mut self) {
-        let Some(r) = &self.running else {
+        let Some(child) = self.perf.child() else {
             // Not running: either starting, or paused on the data budget.
             self.begin_start();
             return;
         };
-        if r.child.has_exited() {
-            let Some(r) = self.running.take() else { return };
-            let report = r.child.wait().await;
+        if child.has_exited() {
+            let Some(child) = self.perf.take() else {
+                return;
+            };
+            let report = child.wait().await;
             tracing::info!(
                 pid = report.pid,
                 outcome = %report.outcome,
@@ -245,13 +213,13 @@ impl Recorder {
                     describe(report.outcome)
                 ),
             });
-            self.ended(&report);
+            self.perf.ended(&report);
             self.begin_start();
             return;
         }
         let s = &self.settings;
-        let rss = rss_bytes(r.child.pid()).unwrap_or(0);
-        let age = r.started.elapsed();
+        let rss = rss_bytes(child.pid()).unwrap_or(0);
+        let age = self.perf.age().unwrap_or_default();
         let data = rotation::live_bytes(&s.scratch);
         let reason = if rss > s.restart_rss {
             Some("rss")
@@ -270,26 +238,20 @@ impl Recorder {
                 data_bytes = data,
                 "restarting perf record"
             );
-            if let Some(r) = self.running.take() {
-                let report = stop_child(r.child).await;
-                self.ended(&report);
+            if let Some(child) = self.perf.take() {
+                let report = stop_child(child).await;
+                self.perf.ended(&report);
             }
             self.begin_start();
-        }
-    }
-
-    fn ended(&mut self, report: &ExitReport) {
-        if let Some(r) = self.restarter.as_mut() {
-            r.exited(report);
         }
     }
 
     async fn stop(&mut self) {
         // Dropping a start in progress cancels its backoff wait, or terminates and
         // reaps a child it already forked.
-        self.starting = None;
-        if let Some(r) = self.running.take() {
-            let report = stop_child(r.child).await;
+        self.perf.cancel_start();
+        if let Some(child) = self.perf.take() {
+            let report = stop_child(child).await;
             tracing::debug!(outcome = %report.outcome, "perf record stopped");
         }
     }

@@ -16,7 +16,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::sources::live::rotating::{self, Waited};
 
 /// The file perf records into.
 pub const LIVE: &str = "perf.data";
@@ -92,16 +92,8 @@ pub fn snapshot(dir: &Path) -> HashSet<PathBuf> {
 
 /// Polls until a rotated file not in `before` appears, for at most `timeout`.
 pub async fn wait_for_new(dir: &Path, before: &HashSet<PathBuf>, timeout: Duration) -> bool {
-    let until = Instant::now() + timeout;
-    loop {
-        if rotated(dir).iter().any(|p| !before.contains(p)) {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let waited = rotating::wait_for_rotated(|| rotated(dir), before, timeout, None).await;
+    matches!(waited, Waited::Rotated)
 }
 
 /// Deletes a file, ignoring a file that is already gone.

@@ -15,12 +15,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
-use crate::buffer::{Output, OutputClosed};
+use crate::buffer::OutputClosed;
 use crate::component::{ComponentError, SourceContext};
-use crate::event::{Diagnostic, Event, Labels, PerfScriptChunk, RunEnd, Watermark, Window};
+use crate::event::{ComponentId, RunEnd, Watermark, Window};
 use crate::process::{SpawnError, Spec, Stdout, Supervisor};
+use crate::sources::live::binary::{self, Search};
+use crate::sources::live::emitter::Emitter;
 use crate::telemetry::ComponentMetrics;
 use crate::window_clock::{Tick, WindowClock};
 
@@ -35,78 +35,13 @@ const ROTATE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often SIGUSR2 is repeated while waiting for the rotated file.
 const ROTATE_RESEND: Duration = Duration::from_secs(1);
 
-/// Nothing downstream reads any more.
-struct Closed;
-
-impl From<OutputClosed> for Closed {
-    fn from(_: OutputClosed) -> Self {
-        Closed
-    }
-}
-
-struct Emitter {
-    out: Output,
-    labels: Labels,
-}
-
-impl Emitter {
-    async fn chunk(&mut self, window: Window, data: Bytes) -> Result<(), Closed> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        let chunk = PerfScriptChunk {
-            finalizers: Default::default(),
-            window,
-            labels: self.labels.clone(),
-            data,
-        };
-        Ok(self.out.send(Event::PerfScript(chunk)).await?)
-    }
-
-    async fn diagnostic(
-        &mut self,
-        window: Window,
-        end: RunEnd,
-        stderr: String,
-    ) -> Result<(), Closed> {
-        let d = Diagnostic {
-            reason: None,
-            finalizers: Default::default(),
-            window,
-            labels: self.labels.clone(),
-            pid: 0,
-            comm: None,
-            end,
-            stderr: stderr.into(),
-            target_alive: None,
-        };
-        Ok(self.out.send(Event::Diagnostic(d)).await?)
-    }
-
-    async fn watermark(&mut self, complete_until_ms: u64) -> Result<(), Closed> {
-        let w = Watermark {
-            source: self.labels.source.clone(),
-            complete_until_ms,
-        };
-        Ok(self.out.send(Event::Watermark(w)).await?)
-    }
-}
-
 pub async fn run(
     config: PerfSourceConfig,
     cx: SourceContext,
     scratch: PathBuf,
 ) -> Result<(), ComponentError> {
     let SourceContext { cx, out } = cx;
-    let mut em = Emitter {
-        out,
-        labels: Labels {
-            extra: Default::default(),
-            host: cx.host.clone(),
-            source: cx.id.clone(),
-            profiler: "perf".into(),
-        },
-    };
+    let mut em = Emitter::new(out, &cx, "perf");
     let mut task = PerfTask {
         config,
         scratch,
@@ -117,7 +52,7 @@ pub async fn run(
     let mut shutdown = cx.shutdown.clone();
     // Whatever happens, the scratch directory is left empty and FINISHED is sent
     // (unless nothing reads any more).
-    let _ = task.run(&mut em, cx.origin_ms, &mut shutdown).await;
+    let _ = task.run(&mut em, &cx.id, cx.origin_ms, &mut shutdown).await;
     rotation::clean(&task.scratch);
     let _ = em.watermark(Watermark::FINISHED).await;
     Ok(())
@@ -136,14 +71,15 @@ impl PerfTask {
     async fn run(
         &mut self,
         em: &mut Emitter,
+        source: &ComponentId,
         origin_ms: u64,
         shutdown: &mut crate::shutdown::ShutdownSignal,
-    ) -> Result<(), Closed> {
+    ) -> Result<(), OutputClosed> {
         // Windows are counted from when perf can record: discovery takes seconds.
         let clock =
             || WindowClock::new(origin_ms, self.config.window.get(), self.config.max_windows);
-        let Some(binary) = find_binary(&self.config.binary) else {
-            not_found(&self.config.binary);
+        let Some(binary) = binary::find(&self.config.binary, Search::Path) else {
+            not_found(source, &self.config.binary);
             return Ok(());
         };
         self.binary = binary.to_string_lossy().into_owned();
@@ -157,7 +93,7 @@ impl PerfTask {
             None => match events::discover(&self.supervisor, &self.binary, &self.scratch).await {
                 Discovered::Event(e) => e.into_iter().collect(),
                 Discovered::NotFound => {
-                    not_found(&self.config.binary);
+                    not_found(source, &self.config.binary);
                     return Ok(());
                 }
                 Discovered::ShuttingDown => return Ok(()),
@@ -219,7 +155,7 @@ impl PerfTask {
         clock: &mut WindowClock,
         shutdown: &mut crate::shutdown::ShutdownSignal,
         recorder: &mut RecorderHandle,
-    ) -> Result<(), Closed> {
+    ) -> Result<(), OutputClosed> {
         while let Some(tick) = clock.tick(shutdown).await {
             let (window, last) = match tick {
                 Tick::Ended(w) => (w, clock.current().is_none()),
@@ -270,7 +206,7 @@ impl PerfTask {
     }
 
     /// Scripts every rotated file into chunks of `window`, deleting each at once.
-    async fn deliver(&mut self, em: &mut Emitter, window: Window) -> Result<(), Closed> {
+    async fn deliver(&mut self, em: &mut Emitter, window: Window) -> Result<(), OutputClosed> {
         for file in rotation::rotated(&self.scratch) {
             let r = self.script(em, window, &file).await;
             rotation::remove(&file);
@@ -284,7 +220,7 @@ impl PerfTask {
         em: &mut Emitter,
         window: Window,
         file: &Path,
-    ) -> Result<(), Closed> {
+    ) -> Result<(), OutputClosed> {
         let started = Instant::now();
         let data_bytes = std::fs::metadata(file).map_or(0, |m| m.len());
         let timeout = self.config.script_timeout.get();
@@ -329,38 +265,12 @@ impl PerfTask {
     }
 }
 
-fn not_found(binary: &str) {
-    tracing::info!(
-        binary,
-        "perf not found; the perf source is disabled (install it with `apt-get install linux-perf`)"
+fn not_found(source: &ComponentId, binary: &str) {
+    binary::log_missing(
+        source,
+        &binary,
+        format_args!(
+            "perf not found; the perf source is disabled (install it with `apt-get install linux-perf`)"
+        ),
     );
-}
-
-/// The program to run: a path that exists, or the first match in `PATH`.
-fn find_binary(binary: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if binary.contains('/') {
-        let p = PathBuf::from(binary);
-        return executable(&p).then_some(p);
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(binary))
-        .find(|p| executable(p))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_binaries_on_path_and_by_path() {
-        assert!(find_binary("sh").is_some());
-        assert!(find_binary("/bin/sh").is_some());
-        assert!(find_binary("/nonexistent/perf").is_none());
-        assert!(find_binary("profpipe-no-such-program").is_none());
-    }
 }

@@ -1,0 +1,139 @@
+//! The `pyperf` source's settings: its TOML table, their checks, and PyPerf's
+//! command line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{run, MAX_FREQUENCY, PROFILER};
+use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
+use crate::process::{Backoff, Spec};
+use crate::units::DurationStr;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PyPerfSourceConfig {
+    /// Path to the PyPerf executable (a bare name is looked up in `PATH`). Required:
+    /// when unset or missing the source logs one INFO line and finishes.
+    pub binary: Option<PathBuf>,
+    /// Sampling frequency in Hz (`-F`); values above 1000 are capped at 1000.
+    pub frequency: u32,
+    /// Length of a window; windows line up with every other live source's.
+    pub window: DurationStr,
+    /// Stop after this many windows (the first one may be partial). Unset: run until
+    /// shutdown.
+    pub max_windows: Option<u64>,
+    /// Extra arguments appended to PyPerf's command line, e.g.
+    /// `["--fs-offset", "24", "--stack-offset", "32", "--insert-dso-name"]`.
+    pub extra_args: Vec<String>,
+    /// `--events-buffer-pages`: perf ring-buffer pages per CPU.
+    pub events_buffer_pages: u32,
+    /// `--symbols-map-size`: entries of PyPerf's BPF symbols map.
+    pub symbols_map_size: u32,
+    /// How long to wait for PyPerf to rename its output after SIGUSR2 before it is
+    /// considered hung and restarted.
+    pub rotate_timeout: DurationStr,
+    /// Delays between restarts of PyPerf after it exits or hangs.
+    pub backoff: Backoff,
+}
+
+impl Default for PyPerfSourceConfig {
+    fn default() -> Self {
+        PyPerfSourceConfig {
+            binary: None,
+            frequency: 11,
+            window: DurationStr::from_secs(60),
+            max_windows: None,
+            extra_args: Vec::new(),
+            events_buffer_pages: 256,
+            symbols_map_size: 131_072,
+            rotate_timeout: DurationStr::from_secs(5),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl PyPerfSourceConfig {
+    /// PyPerf's command line for output file `output`.
+    pub fn spec(&self, binary: &Path, output: &Path) -> Spec {
+        Spec::new(binary)
+            .label(PROFILER)
+            .arg("--output")
+            .arg(output)
+            .arg("-F")
+            .arg(self.frequency.min(MAX_FREQUENCY).to_string())
+            .arg("--events-buffer-pages")
+            .arg(self.events_buffer_pages.to_string())
+            .arg("--symbols-map-size")
+            .arg(self.symbols_map_size.to_string())
+            .args(&self.extra_args)
+    }
+}
+
+impl SourceConfig for PyPerfSourceConfig {
+    fn outputs(&self) -> crate::event::DataTypes {
+        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+    }
+
+    fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
+        crate::window_clock::override_fields(
+            &mut self.window,
+            &mut self.max_windows,
+            window,
+            max_windows,
+        );
+    }
+
+    fn validate(&self) -> Vec<FieldError> {
+        let mut e = Vec::new();
+        if self
+            .binary
+            .as_ref()
+            .is_some_and(|b| b.as_os_str().is_empty())
+        {
+            e.push(FieldError::new(&["binary"], "binary must not be empty"));
+        }
+        if self.frequency == 0 {
+            e.push(FieldError::new(
+                &["frequency"],
+                "frequency must be at least 1",
+            ));
+        }
+        if self.window.get() < Duration::from_secs(1) {
+            e.push(FieldError::new(&["window"], "window must be at least 1s"));
+        }
+        if self.max_windows == Some(0) {
+            e.push(FieldError::new(
+                &["max_windows"],
+                "max_windows must be at least 1",
+            ));
+        }
+        if self.rotate_timeout.get().is_zero() {
+            e.push(FieldError::new(
+                &["rotate_timeout"],
+                "rotate_timeout must be positive",
+            ));
+        }
+        if self.events_buffer_pages == 0 {
+            e.push(FieldError::new(
+                &["events_buffer_pages"],
+                "events_buffer_pages must be at least 1",
+            ));
+        }
+        if self.symbols_map_size == 0 {
+            e.push(FieldError::new(
+                &["symbols_map_size"],
+                "symbols_map_size must be at least 1",
+            ));
+        }
+        if let Err(msg) = self.backoff.validate() {
+            e.push(FieldError::new(&["backoff"], msg));
+        }
+        e
+    }
+
+    fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
+        Ok(Box::pin(run::run(self.clone(), cx)))
+    }
+}
