@@ -128,6 +128,12 @@ pub struct PerfScriptChunk {
     pub finalizers: EventFinalizers,
 }
 
+impl PerfScriptChunk {
+    pub fn size_bytes(&self) -> usize {
+        EVENT_OVERHEAD_BYTES + self.data.len() + self.finalizers.size_bytes()
+    }
+}
+
 /// "Everything this source will ever send for windows ending at or before
 /// `complete_until_ms` has been sent." `u64::MAX` means the source has finished.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,6 +183,10 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
+    pub fn size_bytes(&self) -> usize {
+        EVENT_OVERHEAD_BYTES + self.stderr.len() + self.finalizers.size_bytes()
+    }
+
     /// gProfiler's error frame for this diagnostic: `[Profiling error: reason]`.
     pub fn error_frame(&self) -> String {
         format!("[Profiling error: {}]", self.reason.unwrap_or("unknown"))
@@ -195,12 +205,10 @@ impl Event {
     /// Bytes this event holds, as counted against edge and agent memory budgets.
     pub fn size_bytes(&self) -> usize {
         match self {
-            Event::PerfScript(c) => EVENT_OVERHEAD_BYTES + c.data.len() + c.finalizers.size_bytes(),
+            Event::PerfScript(c) => c.size_bytes(),
             Event::Profile(p) => p.size_bytes(),
             Event::Watermark(_) => EVENT_OVERHEAD_BYTES,
-            Event::Diagnostic(d) => {
-                EVENT_OVERHEAD_BYTES + d.stderr.len() + d.finalizers.size_bytes()
-            }
+            Event::Diagnostic(d) => d.size_bytes(),
         }
     }
 

@@ -105,11 +105,8 @@ pub async fn run_windows<W: WindowWriter>(
             // Never classified (no `classify` upstream) or system-wide: nothing a
             // profile file can show.
             Event::Diagnostic(mut d) => {
-                metrics.discarded(
-                    "unclassified_diagnostic",
-                    Event::Diagnostic(d.clone()).size_bytes(),
-                );
-                d.finalizers.take().resolve(EventStatus::Delivered);
+                metrics.discarded("unclassified_diagnostic", d.size_bytes());
+                d.finalizers.take().resolve(EventStatus::Rejected);
                 continue;
             }
             Event::Watermark(w) => {

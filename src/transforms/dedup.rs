@@ -7,21 +7,20 @@
 //! max_unique_stacks = 100000
 //! ```
 //!
-//! Stacks are identical when pid, container and frames are equal. A window holds at
-//! most `max_unique_stacks` distinct stacks and `max_bytes` of them; past either
-//! bound, counts of new stacks go to one overflow stack (`overflow_frame`) so the
-//! window's total stays exact. Merged-into-overflow stacks are counted in
+//! Stacks are identical when pid, container and frames are equal. Windows are kept
+//! in the component's window store, per source: a window holds at most
+//! `max_unique_stacks` distinct stacks, and all open windows together at most
+//! `max_bytes` (charged to `[agent] memory_limit`); past either bound, counts of new
+//! stacks go to one overflow stack (`overflow_frame`) so the window's total stays
+//! exact. Merged-into-overflow stacks are counted in
 //! `profpipe_component_dropped_stacks_total{reason="overflow"}`.
 
-use std::sync::Arc;
-
-use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
-use super::windowed::{profile_batches, send_all, Windowed};
 use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
-use crate::event::{Event, Labels, Stack};
+use crate::event::Event;
 use crate::units::ByteSize;
+use crate::window::{profile_batches, send_all, Done, Scope, StackCounts, StoreLimits};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -29,7 +28,7 @@ use crate::units::ByteSize;
 pub struct DedupConfig {
     /// Most distinct stacks kept per window (per source).
     pub max_unique_stacks: usize,
-    /// Most bytes of distinct stacks kept per window (per source).
+    /// Most bytes of distinct stacks kept in all open windows together.
     pub max_bytes: ByteSize,
     /// The frame of the overflow stack.
     pub overflow_frame: String,
@@ -39,7 +38,7 @@ impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
             max_unique_stacks: 100_000,
-            max_bytes: ByteSize::mib(32),
+            max_bytes: ByteSize(crate::window::DEFAULT_STORE_BYTES),
             overflow_frame: "[overflow]".into(),
         }
     }
@@ -72,30 +71,65 @@ impl TransformConfig for DedupConfig {
 
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let c = self.clone();
+        let limits = StoreLimits {
+            max_bytes: self.max_bytes.get(),
+            max_windows: crate::window::DEFAULT_MAX_WINDOWS,
+        };
         let TransformContext {
             cx,
             mut input,
             mut out,
         } = cx;
         Ok(Box::pin(async move {
-            let mut windows: Windowed<Merger> = Windowed::default();
+            let mut windows = cx.window_store::<StackCounts>(Scope::PerSource, limits);
+            let emit_window = |done: Done<StackCounts>| {
+                let Done {
+                    window,
+                    state,
+                    finalizers,
+                    charge,
+                    ..
+                } = done;
+                drop(charge);
+                cx.metrics.dropped_stacks("overflow", state.overflowed);
+                let labels = state.labels.clone().unwrap_or_default();
+                profile_batches(
+                    window,
+                    &labels,
+                    state.into_stacks(&c.overflow_frame),
+                    finalizers,
+                )
+            };
             while let Some(ev) = input.recv().await {
                 let emit = match ev {
-                    Event::Profile(p) => {
-                        let m = windows.get_or_insert_with(&p.labels.source, p.window, || {
-                            Merger::new(&c, p.labels.clone())
-                        });
-                        for s in p.stacks {
-                            m.add(s);
+                    Event::Profile(mut p) => {
+                        let bytes = p.size_bytes();
+                        let finalizers = p.finalizers.take();
+                        let max_unique = c.max_unique_stacks;
+                        windows.update(
+                            p.window,
+                            &p.labels.source,
+                            finalizers,
+                            bytes,
+                            || StackCounts::new(true, max_unique),
+                            |m, room| m.add_all(&p.labels, p.stacks, room),
+                        );
+                        let mut evs = Vec::new();
+                        while windows.over_limit() {
+                            let Some(done) = windows.take_oldest() else {
+                                break;
+                            };
+                            cx.metrics.errors("early_flush", 1);
+                            evs.extend(emit_window(done));
                         }
-                        continue;
+                        evs
                     }
                     Event::Watermark(w) => {
-                        let mut evs = Vec::new();
-                        for (window, m) in windows.close_through(&w.source, w.complete_until_ms) {
-                            cx.metrics.dropped_stacks("overflow", m.overflowed);
-                            evs.extend(m.into_events(window));
-                        }
+                        let mut evs: Vec<Event> = windows
+                            .observe(&w)
+                            .into_iter()
+                            .flat_map(emit_window)
+                            .collect();
                         evs.push(Event::Watermark(w));
                         evs
                     }
@@ -105,9 +139,8 @@ impl TransformConfig for DedupConfig {
                     return Ok(());
                 }
             }
-            for (window, m) in windows.drain_all() {
-                cx.metrics.dropped_stacks("overflow", m.overflowed);
-                if send_all(&mut out, m.into_events(window)).await.is_err() {
+            for done in windows.drain() {
+                if send_all(&mut out, emit_window(done)).await.is_err() {
                     return Ok(());
                 }
             }
@@ -116,87 +149,48 @@ impl TransformConfig for DedupConfig {
     }
 }
 
-type Key = (u32, Option<Arc<str>>, Box<str>);
-
-/// The distinct stacks of one window.
-struct Merger {
-    labels: Labels,
-    counts: FxHashMap<Key, u64>,
-    bytes: usize,
-    max_unique: usize,
-    max_bytes: usize,
-    overflow_frame: Box<str>,
-    overflow_count: u64,
-    /// Stacks merged into the overflow stack.
-    overflowed: u64,
-}
-
-impl Merger {
-    fn new(c: &DedupConfig, labels: Labels) -> Self {
-        Merger {
-            labels,
-            counts: FxHashMap::default(),
-            bytes: 0,
-            max_unique: c.max_unique_stacks,
-            max_bytes: c.max_bytes.get() as usize,
-            overflow_frame: c.overflow_frame.clone().into(),
-            overflow_count: 0,
-            overflowed: 0,
-        }
-    }
-
-    fn add(&mut self, s: Stack) {
-        let size = s.size_bytes();
-        let key = (s.pid, s.container, s.frames);
-        if let Some(c) = self.counts.get_mut(&key) {
-            *c += s.count;
-        } else if self.counts.len() < self.max_unique && self.bytes + size <= self.max_bytes {
-            self.bytes += size;
-            self.counts.insert(key, s.count);
-        } else {
-            self.overflow_count += s.count;
-            self.overflowed += 1;
-        }
-    }
-
-    fn into_events(self, window: crate::event::Window) -> Vec<Event> {
-        let mut stacks: Vec<Stack> = self
-            .counts
-            .into_iter()
-            .map(|((pid, container, frames), count)| Stack {
-                pid,
-                container,
-                frames,
-                count,
-            })
-            .collect();
-        if self.overflow_count > 0 {
-            stacks.push(Stack::new(self.overflow_frame, self.overflow_count));
-        }
-        stacks.sort_by(|a, b| a.frames.cmp(&b.frames).then(a.pid.cmp(&b.pid)));
-        profile_batches(window, &self.labels, stacks)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::component::ComponentContext;
+    use crate::event::{Profile, Stack, Watermark};
+    use crate::telemetry::Telemetry;
 
-    #[test]
-    fn overflow_keeps_totals_exact() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn overflow_keeps_totals_exact() {
         let c = DedupConfig {
             max_unique_stacks: 2,
             ..Default::default()
         };
-        let mut m = Merger::new(&c, Labels::default());
-        for (f, n) in [("a;x", 1), ("a;y", 2), ("a;x", 3), ("a;z", 4), ("a;w", 5)] {
-            m.add(Stack::new(f, n));
-        }
-        assert_eq!(m.overflowed, 2);
-        let evs = m.into_events(Default::default());
-        let Event::Profile(p) = &evs[0] else { panic!() };
+        let t = Telemetry::new();
+        let cx = ComponentContext::standalone("dedup", "transform", "dedup", &t);
+        let (tx, input) =
+            crate::buffer::edge(Default::default(), cx.budget.clone(), cx.metrics.clone());
+        let sink_metrics = t.component("sink", "sink", "test");
+        let (out_tx, mut out_rx) =
+            crate::buffer::edge(Default::default(), cx.budget.clone(), sink_metrics);
+        let out = crate::buffer::Output::new(vec![out_tx], cx.metrics.clone());
+        let task = c.build(TransformContext { cx, input, out }).unwrap();
+        let handle = tokio::spawn(task);
+        let stacks = [("a;x", 1), ("a;y", 2), ("a;x", 3), ("a;z", 4), ("a;w", 5)]
+            .into_iter()
+            .map(|(f, n)| Stack::new(f, n))
+            .collect();
+        let mut p = Profile::new(Default::default(), Default::default(), stacks);
+        p.labels.source = "src".into();
+        tx.send(Event::Profile(p)).await.unwrap();
+        let wm = Watermark {
+            source: "src".into(),
+            complete_until_ms: Watermark::FINISHED,
+        };
+        tx.send(Event::Watermark(wm)).await.unwrap();
+        drop(tx);
+        let Some(Event::Profile(p)) = out_rx.recv().await else {
+            panic!()
+        };
         assert_eq!(p.total_count(), 15);
         let got: Vec<(&str, u64)> = p.stacks.iter().map(|s| (&*s.frames, s.count)).collect();
         assert_eq!(got, vec![("[overflow]", 9), ("a;x", 4), ("a;y", 2)]);
+        handle.await.unwrap().unwrap();
     }
 }

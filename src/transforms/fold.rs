@@ -9,21 +9,24 @@
 //! ```
 //!
 //! The options mirror `profpipe fold`'s flags. Chunks of a (source, window) go into
-//! one folder; the window is emitted when its source's watermark passes it. Folders
-//! hold at most `max_memory` bytes together: past it, the largest folder is emitted
-//! early as a partial profile of its window (sinks merge partial profiles, so counts
-//! stay exact). Profiles from other sources pass through unchanged.
+//! one folder, kept in the component's window store; the window is emitted when its
+//! source's watermark passes it, carrying the delivery tokens of every chunk folded
+//! into it. Folders hold at most `max_memory` bytes together, charged to `[agent]
+//! memory_limit`: past either, the largest folder is emitted early as a partial
+//! profile of its window (sinks merge partial profiles, so counts stay exact),
+//! counted as `component_errors_total{reason="early_flush"}`. Profiles and
+//! diagnostics pass through unchanged.
 
 use std::collections::HashSet;
 
 use serde::Deserialize;
 
-use super::windowed::{profile_batches, send_all, Windowed};
 use crate::component::{BuildError, Task, TransformConfig, TransformContext};
-use crate::event::{Event, Labels, Stack, Window};
+use crate::event::{Event, EventFinalizers, Labels, Stack, Window};
 use crate::formats::perf_script::{FoldOptions, FoldStats, Folded, PerfFolder};
 use crate::telemetry::ComponentMetrics;
 use crate::units::ByteSize;
+use crate::window::{profile_batches, send_all, Done, Scope, StoreLimits, WindowState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,7 +74,7 @@ impl Default for FoldConfig {
             unknown_as_dso: false,
             key_by_pid: true,
             count: CountUnit::Samples,
-            max_memory: ByteSize::mib(64),
+            max_memory: ByteSize(crate::window::DEFAULT_STORE_BYTES),
         }
     }
 }
@@ -96,6 +99,12 @@ struct Open {
     folder: PerfFolder,
 }
 
+impl WindowState for Open {
+    fn size_bytes(&self) -> usize {
+        self.folder.memory_bytes()
+    }
+}
+
 impl TransformConfig for FoldConfig {
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::ALL
@@ -112,42 +121,51 @@ impl TransformConfig for FoldConfig {
 
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let opts = self.options();
-        let max_memory = self.max_memory.get() as usize;
+        let limits = StoreLimits {
+            max_bytes: self.max_memory.get(),
+            max_windows: crate::window::DEFAULT_MAX_WINDOWS,
+        };
         let TransformContext {
             cx,
             mut input,
             mut out,
         } = cx;
         Ok(Box::pin(async move {
-            let mut open: Windowed<Open> = Windowed::default();
+            let mut open = cx.window_store::<Open>(Scope::PerSource, limits);
             let mut warned = HashSet::new();
             let mut stats = FoldStats::default();
             while let Some(ev) = input.recv().await {
                 let emit = match ev {
-                    Event::PerfScript(chunk) => {
-                        let o =
-                            open.get_or_insert_with(&chunk.labels.source, chunk.window, || Open {
-                                labels: chunk.labels.clone(),
-                                folder: PerfFolder::new(opts.clone()),
-                            });
-                        // Folding is CPU work; keep it off the async worker's queue.
-                        tokio::task::block_in_place(|| o.folder.feed(&chunk.data));
-                        let used: usize = open.values().map(|o| o.folder.memory_bytes()).sum();
-                        if used <= max_memory {
-                            continue;
-                        }
-                        // Emit this (the growing) window early as a partial profile.
-                        let o = open.get_or_insert_with(
-                            &chunk.labels.source,
+                    Event::PerfScript(mut chunk) => {
+                        let bytes = chunk.size_bytes();
+                        let finalizers = chunk.finalizers.take();
+                        let labels = &chunk.labels;
+                        open.update(
                             chunk.window,
-                            || unreachable!(),
+                            &labels.source,
+                            finalizers,
+                            bytes,
+                            || Open {
+                                labels: labels.clone(),
+                                folder: PerfFolder::new(opts.clone()),
+                            },
+                            // Folding is CPU work; keep it off the async worker's queue.
+                            |o, _| tokio::task::block_in_place(|| o.folder.feed(&chunk.data)),
                         );
-                        profile_events(chunk.window, o.labels.clone(), o.folder.drain())
+                        let mut evs = Vec::new();
+                        while open.over_limit() {
+                            let Some(done) = open.take_largest() else {
+                                break;
+                            };
+                            cx.metrics.errors("early_flush", 1);
+                            evs.extend(finish(done, &mut stats, &cx.metrics, &mut warned));
+                        }
+                        evs
                     }
                     Event::Watermark(w) => {
                         let mut evs = Vec::new();
-                        for (window, o) in open.close_through(&w.source, w.complete_until_ms) {
-                            evs.extend(finish(window, o, &mut stats, &cx.metrics, &mut warned));
+                        for done in open.observe(&w) {
+                            evs.extend(finish(done, &mut stats, &cx.metrics, &mut warned));
                         }
                         evs.push(Event::Watermark(w));
                         evs
@@ -158,8 +176,8 @@ impl TransformConfig for FoldConfig {
                     return Ok(());
                 }
             }
-            for (window, o) in open.drain_all() {
-                let evs = finish(window, o, &mut stats, &cx.metrics, &mut warned);
+            for done in open.drain() {
+                let evs = finish(done, &mut stats, &cx.metrics, &mut warned);
                 if send_all(&mut out, evs).await.is_err() {
                     return Ok(());
                 }
@@ -172,12 +190,21 @@ impl TransformConfig for FoldConfig {
 /// Ends a window: folds what remains, counts malformed input (warning once per kind
 /// per component), and returns its profile events.
 fn finish(
-    window: Window,
-    mut o: Open,
+    done: Done<Open>,
     total: &mut FoldStats,
     metrics: &ComponentMetrics,
     warned: &mut HashSet<&'static str>,
 ) -> Vec<Event> {
+    let Done {
+        window,
+        state: mut o,
+        finalizers,
+        charge,
+        ..
+    } = done;
+    // Given back before the events go downstream: an edge waiting for memory this
+    // window holds would never get it.
+    drop(charge);
     tokio::task::block_in_place(|| o.folder.finish());
     o.folder.release_caches();
     tracing::debug!(
@@ -203,15 +230,20 @@ fn finish(
     let folded = o.folder.drain();
     // Free the folder's tables before building events from its stacks.
     drop(o.folder);
-    profile_events(window, o.labels, folded)
+    profile_events(window, o.labels, folded, finalizers)
 }
 
-fn profile_events(window: Window, labels: Labels, folded: Vec<Folded>) -> Vec<Event> {
+fn profile_events(
+    window: Window,
+    labels: Labels,
+    folded: Vec<Folded>,
+    finalizers: EventFinalizers,
+) -> Vec<Event> {
     let stacks = folded.into_iter().map(|f| Stack {
         pid: f.pid,
         container: None,
         frames: f.stack.into_boxed_str(),
         count: f.count,
     });
-    profile_batches(window, &labels, stacks)
+    profile_batches(window, &labels, stacks, finalizers)
 }

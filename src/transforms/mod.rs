@@ -5,7 +5,6 @@ pub mod dedup;
 pub mod fold;
 pub mod merge;
 pub mod symbol_filter;
-mod windowed;
 
 use crate::component::{parse_transform, Kind, TransformConfig};
 

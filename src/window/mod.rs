@@ -2,9 +2,11 @@
 //! every stateful component, charged to the agent's memory budget, and the bounded
 //! stack map ([`stacks::StackCounts`]) that most of them keep in it.
 
+pub mod emit;
 pub mod stacks;
 pub mod store;
 
+pub use emit::{profile_batches, send_all, EMIT_BATCH};
 pub use stacks::{StackCounts, OVERFLOW_FRAME};
 pub use store::{Done, Room, Scope, StoreLimits, WindowState, WindowStore};
 
