@@ -269,6 +269,7 @@ async fn past_its_bounds_the_oldest_window_is_merged_early() {
     let config = MergeConfig {
         max_pending_windows: 2,
         max_pending_stacks: 1_000,
+        ..Default::default()
     };
     let cx = TransformContext {
         cx: ComponentContext {

@@ -226,6 +226,16 @@ impl Event {
         }
     }
 
+    /// The event's delivery tokens; None for watermarks, which carry none.
+    pub fn finalizers_mut(&mut self) -> Option<&mut EventFinalizers> {
+        match self {
+            Event::PerfScript(c) => Some(&mut c.finalizers),
+            Event::Profile(p) => Some(&mut p.finalizers),
+            Event::Diagnostic(d) => Some(&mut d.finalizers),
+            Event::Watermark(_) => None,
+        }
+    }
+
     /// The event's delivery tokens, taken out of it.
     pub fn take_finalizers(&mut self) -> EventFinalizers {
         match self {

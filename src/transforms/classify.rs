@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
-use crate::event::{Diagnostic, Event, Profile, RunEnd, Stack};
+use crate::event::{Diagnostic, Event, EventStatus, RunEnd};
 use crate::telemetry::RateLimited;
 use crate::units::DurationStr;
 
@@ -197,8 +197,10 @@ pub fn classify(d: &Diagnostic) -> Reason {
 #[serde(default)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifyConfig {
-    /// Add an error frame `comm;[Profiling error: reason]` (count 1) to the profile
-    /// of the window for each failed per-process run, as gProfiler does.
+    /// Show each failed per-process run in the window's profile as gProfiler does:
+    /// the diagnostic goes on, typed, with its reason, and `merge` or the sink
+    /// writes it as the frame `[Profiling error: reason]`. False: diagnostics end
+    /// here, counted and logged.
     pub error_frames: bool,
     /// At most one log line per (profiler, reason) per interval.
     pub log_interval: DurationStr,
@@ -236,15 +238,19 @@ impl TransformConfig for ClassifyConfig {
             let mut limiter = RateLimiter::new(c.log_interval.get());
             while let Some(ev) = input.recv().await {
                 let ev = match ev {
-                    Event::Diagnostic(d) => {
+                    Event::Diagnostic(mut d) => {
                         let reason = classify(&d);
                         cx.telemetry
                             .profiler_error(&d.labels.profiler, reason.as_str());
                         limiter.log(&d, reason);
-                        match (c.error_frames && d.pid != 0).then(|| error_profile(&d, reason)) {
-                            Some(p) => Event::Profile(p),
-                            None => continue,
+                        if !(c.error_frames && d.pid != 0) {
+                            // Counted and logged: that is all a run of a system-wide
+                            // profiler, or one nobody wants frames of, needs.
+                            d.finalizers.take().resolve(EventStatus::Delivered);
+                            continue;
                         }
+                        d.reason = Some(reason.as_str());
+                        Event::Diagnostic(d)
                     }
                     other => other,
                 };
@@ -254,22 +260,6 @@ impl TransformConfig for ClassifyConfig {
             }
             Ok(())
         }))
-    }
-}
-
-/// gProfiler's error stack: `comm;[Profiling error: reason] 1`.
-fn error_profile(d: &Diagnostic, reason: Reason) -> Profile {
-    let comm = d.comm.as_deref().unwrap_or(&d.labels.profiler);
-    Profile {
-        finalizers: Default::default(),
-        window: d.window,
-        labels: d.labels.clone(),
-        stacks: vec![Stack {
-            pid: d.pid,
-            container: None,
-            frames: format!("{comm};[Profiling error: {}]", reason.as_str()).into(),
-            count: 1,
-        }],
     }
 }
 
@@ -373,9 +363,8 @@ mod tests {
 
     #[test]
     fn error_frame_has_gprofiler_shape() {
-        let d = diag("py-spy", RunEnd::TimedOut, "", Some(true));
-        let p = error_profile(&d, Reason::Timeout);
-        assert_eq!(&*p.stacks[0].frames, "app;[Profiling error: timeout]");
-        assert_eq!(p.stacks[0].pid, 42);
+        let mut d = diag("py-spy", RunEnd::TimedOut, "", Some(true));
+        d.reason = Some(classify(&d).as_str());
+        assert_eq!(d.error_frame(), "[Profiling error: timeout]");
     }
 }

@@ -17,42 +17,43 @@
 //!   (each count times `perf / runtime`, rounded up with probability equal to the
 //!   fractional part, zero counts dropped; the random draws are seeded from the
 //!   window and the pid, so the same input always gives the same output);
-//! - ... unless the runtime result is only an error stack (frames containing
-//!   `[Profiling error`, from `classify`): then perf's stacks are kept and the error
-//!   frame is inserted after the comm in each of them;
+//! - ... unless the runtime profiler only failed for the pid (a classified
+//!   [`Diagnostic`], no stacks): then perf's stacks are kept and gProfiler's error
+//!   frame `[Profiling error: reason]` is inserted after the comm in each of them;
 //! - a pid a runtime profiler saw but perf has no samples for: the runtime stacks
 //!   are kept unscaled (pinterest's "zero samples" fix);
 //! - runtime stacks without a container take perf's container for the pid;
 //! - stacks with pid 0 (unknown) are never merged.
 //!
-//! Windows are matched exactly (live sources share one wall-clock grid, see
-//! `window_clock`). A window is merged once every upstream source's watermark has
-//! passed its end, or when the input ends; its stacks then leave as one or more
-//! [`Profile`]s per label set (at most [`EMIT_BATCH`] stacks each), and each
-//! watermark is forwarded after the windows it completed. Other events pass through.
+//! Diagnostics stay typed: those not turned into error frames leave as they came,
+//! for the sink to encode.
 //!
-//! Memory is bounded: past `max_pending_stacks` stacks or `max_pending_windows`
-//! windows held, the oldest window is merged early with what it has, counted as
+//! Windows are matched by their end (live sources share one wall-clock grid, see
+//! `window_clock`) and kept in the component's window store. A window is merged once
+//! every upstream source's watermark has passed its end, or when the input ends; its
+//! stacks then leave as one or more [`Profile`]s per label set (at most
+//! [`EMIT_BATCH`] stacks each), each carrying the tokens of everything merged, and
+//! each watermark is forwarded after the windows it completed.
+//!
+//! Memory is bounded: past `max_pending_stacks` stacks, `max_pending_bytes` bytes
+//! (charged to `[agent] memory_limit`) or `max_pending_windows` windows held, the
+//! oldest window is merged early with what it has, counted as
 //! `component_errors_total{reason="merge_early"}`. A profile that arrives for a window
 //! already complete cannot be merged any more: it passes through unchanged, counted
 //! as `reason="merge_late"`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
 use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
-use crate::event::{Event, Labels, Profile, Stack, Window};
-use crate::watermarks::Watermarks;
+use crate::event::{Diagnostic, Event, Labels, Profile, Stack, Window};
+use crate::units::ByteSize;
+use crate::window::{attach_finalizers, Done, Scope, StoreLimits, WindowState, EMIT_BATCH};
 
-/// Most stacks in one emitted event.
-pub const EMIT_BATCH: usize = 10_000;
 /// The `profiler` label of the system-wide profiler.
 pub const PERF: &str = "perf";
-/// What marks an error stack (`comm;[Profiling error: reason]`, see `classify`).
-pub const ERROR_MARK: &str = "[Profiling error";
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -62,6 +63,9 @@ pub struct MergeConfig {
     pub max_pending_stacks: usize,
     /// Most windows held at once. Past it, the oldest window is merged early.
     pub max_pending_windows: usize,
+    /// Most bytes held across all windows (charged to `[agent] memory_limit`).
+    /// Past it, the oldest window is merged early.
+    pub max_pending_bytes: ByteSize,
 }
 
 impl Default for MergeConfig {
@@ -69,6 +73,7 @@ impl Default for MergeConfig {
         MergeConfig {
             max_pending_stacks: 1_000_000,
             max_pending_windows: 16,
+            max_pending_bytes: ByteSize(crate::window::DEFAULT_STORE_BYTES),
         }
     }
 }
@@ -100,48 +105,70 @@ impl TransformConfig for MergeConfig {
 
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let c = self.clone();
+        let limits = StoreLimits {
+            max_bytes: c.max_pending_bytes.get(),
+            max_windows: c.max_pending_windows,
+        };
         let TransformContext {
             cx,
             mut input,
             mut out,
         } = cx;
         Ok(Box::pin(async move {
-            let mut marks = Watermarks::new(cx.upstream_sources.clone());
-            let mut pending = Pending::default();
+            let mut pending = cx.window_store::<Pending>(Scope::AllSources, limits);
             while let Some(ev) = input.recv().await {
                 let mut emit = Vec::new();
                 match ev {
-                    Event::Profile(p) if marks.is_complete(&p.window) => {
+                    Event::Profile(p) if pending.is_complete(&p.window, &p.labels.source) => {
                         cx.metrics.errors("merge_late", 1);
                         emit.push(Event::Profile(p));
                     }
-                    Event::Profile(p) => {
-                        pending.add(p);
-                        while pending.stacks > c.max_pending_stacks
-                            || pending.windows.len() > c.max_pending_windows
-                        {
-                            let Some((w, parts)) = pending.pop_oldest() else {
-                                break;
-                            };
-                            cx.metrics.errors("merge_early", 1);
-                            tracing::debug!(
-                                component = %cx.id,
-                                window_end_ms = w.end_ms,
-                                "merge bounds reached: merging the oldest window early"
-                            );
-                            emit.extend(events(w, merge_window(w, parts)));
-                        }
+                    Event::Diagnostic(d) if pending.is_complete(&d.window, &d.labels.source) => {
+                        emit.push(Event::Diagnostic(d));
+                    }
+                    Event::Profile(mut p) => {
+                        let (bytes, finalizers) = (p.size_bytes(), p.finalizers.take());
+                        pending.update(
+                            p.window,
+                            &p.labels.source.clone(),
+                            finalizers,
+                            bytes,
+                            Pending::default,
+                            |w, _| w.add(p),
+                        );
+                    }
+                    Event::Diagnostic(mut d) => {
+                        let (bytes, finalizers) = (d.size_bytes(), d.finalizers.take());
+                        pending.update(
+                            d.window,
+                            &d.labels.source.clone(),
+                            finalizers,
+                            bytes,
+                            Pending::default,
+                            |w, _| w.diagnostics.push(d),
+                        );
                     }
                     Event::Watermark(wm) => {
-                        if marks.observe(&wm) {
-                            let until = marks.complete_until();
-                            while let Some((w, parts)) = pending.pop_complete(until) {
-                                emit.extend(events(w, merge_window(w, parts)));
-                            }
+                        for done in pending.observe(&wm) {
+                            emit.extend(events(done));
                         }
                         emit.push(Event::Watermark(wm));
                     }
                     other => emit.push(other),
+                }
+                while pending.over_limit()
+                    || pending.states().map(|w| w.stacks).sum::<usize>() > c.max_pending_stacks
+                {
+                    let Some(done) = pending.take_oldest() else {
+                        break;
+                    };
+                    cx.metrics.errors("merge_early", 1);
+                    tracing::debug!(
+                        component = %cx.id,
+                        window_end_ms = done.window.end_ms,
+                        "merge bounds reached: merging the oldest window early"
+                    );
+                    emit.extend(events(done));
                 }
                 for ev in emit {
                     if out.send(ev).await.is_err() {
@@ -149,8 +176,8 @@ impl TransformConfig for MergeConfig {
                     }
                 }
             }
-            while let Some((w, parts)) = pending.pop_oldest() {
-                for ev in events(w, merge_window(w, parts)) {
+            for done in pending.drain() {
+                for ev in events(done) {
                     if out.send(ev).await.is_err() {
                         return Ok(());
                     }
@@ -164,56 +191,60 @@ impl TransformConfig for MergeConfig {
 /// The stacks of one window, by label set, as they arrived.
 type Parts = Vec<(Labels, Vec<Stack>)>;
 
-/// Windows waiting for their watermarks.
+/// One window waiting for its watermarks.
 #[derive(Default)]
 struct Pending {
-    windows: BTreeMap<Window, Parts>,
-    /// Stacks held in all windows.
+    parts: Parts,
+    diagnostics: Vec<Diagnostic>,
+    /// Stacks held.
     stacks: usize,
+    bytes: usize,
+}
+
+impl WindowState for Pending {
+    fn size_bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 impl Pending {
     fn add(&mut self, p: Profile) {
         self.stacks += p.stacks.len();
-        let parts = self.windows.entry(p.window).or_default();
-        match parts.iter_mut().find(|(l, _)| *l == p.labels) {
+        self.bytes += p.size_bytes();
+        match self.parts.iter_mut().find(|(l, _)| *l == p.labels) {
             Some((_, stacks)) => stacks.extend(p.stacks),
-            None => parts.push((p.labels, p.stacks)),
+            None => self.parts.push((p.labels, p.stacks)),
         }
-    }
-
-    fn remove(&mut self, w: Window) -> Option<(Window, Parts)> {
-        let parts = self.windows.remove(&w)?;
-        self.stacks -= parts.iter().map(|(_, s)| s.len()).sum::<usize>();
-        Some((w, parts))
-    }
-
-    fn pop_oldest(&mut self) -> Option<(Window, Parts)> {
-        let w = *self.windows.keys().next()?;
-        self.remove(w)
-    }
-
-    /// The oldest window ending at or before `until`.
-    fn pop_complete(&mut self, until: u64) -> Option<(Window, Parts)> {
-        let w = *self.windows.keys().find(|w| w.end_ms <= until)?;
-        self.remove(w)
     }
 }
 
-/// Cuts merged label sets into events of at most [`EMIT_BATCH`] stacks.
-fn events(window: Window, merged: Parts) -> Vec<Event> {
+/// Merges a window and cuts it into events of at most [`EMIT_BATCH`] stacks, each
+/// carrying the window's tokens.
+fn events(done: Done<Pending>) -> Vec<Event> {
+    let Done {
+        window,
+        state,
+        finalizers,
+        charge,
+        ..
+    } = done;
+    // Given back before sending: an edge waiting for memory this window holds
+    // would never get it.
+    drop(charge);
+    let (merged, diagnostics) = merge_window(window, state.parts, state.diagnostics);
     let mut out = Vec::new();
     for (labels, stacks) in merged {
         let mut it = stacks.into_iter().peekable();
         while it.peek().is_some() {
-            out.push(Event::Profile(Profile {
-                finalizers: Default::default(),
+            out.push(Event::Profile(Profile::new(
                 window,
-                labels: labels.clone(),
-                stacks: it.by_ref().take(EMIT_BATCH).collect(),
-            }));
+                labels.clone(),
+                it.by_ref().take(EMIT_BATCH).collect(),
+            )));
         }
     }
+    out.extend(diagnostics.into_iter().map(Event::Diagnostic));
+    attach_finalizers(&mut out, finalizers);
     out
 }
 
@@ -240,11 +271,25 @@ enum Plan {
 }
 
 /// Merges one window (see the module documentation). Label sets keep their order of
-/// arrival; sets left without stacks are omitted.
-pub fn merge_window(window: Window, parts: Parts) -> Parts {
+/// arrival; sets left without stacks are omitted. Returns the merged stacks and the
+/// diagnostics that were not turned into error frames.
+pub fn merge_window(
+    window: Window,
+    parts: Parts,
+    diagnostics: Vec<Diagnostic>,
+) -> (Parts, Vec<Diagnostic>) {
     let mut perf: FxHashMap<u32, PerfPid> = FxHashMap::default();
-    // pid -> (runtime samples, all stacks are error stacks, first error frame)
+    // pid -> (runtime samples, the runtime profiler only failed, first error frame)
     let mut runtime: FxHashMap<u32, (u64, bool, Option<Box<str>>)> = FxHashMap::default();
+    for d in diagnostics
+        .iter()
+        .filter(|d| d.pid != 0 && d.reason.is_some())
+    {
+        let r = runtime.entry(d.pid).or_insert((0, true, None));
+        if r.2.is_none() {
+            r.2 = Some(d.error_frame().into());
+        }
+    }
     for (labels, stacks) in &parts {
         for s in stacks.iter().filter(|s| s.pid != 0) {
             if is_perf(labels) {
@@ -256,11 +301,7 @@ pub fn merge_window(window: Window, parts: Parts) -> Parts {
             } else {
                 let r = runtime.entry(s.pid).or_insert((0, true, None));
                 r.0 += s.count;
-                match error_frame(&s.frames) {
-                    Some(f) if r.2.is_none() => r.2 = Some(f.into()),
-                    Some(_) => {}
-                    None => r.1 = false,
-                }
+                r.1 = false;
             }
         }
     }
@@ -333,7 +374,12 @@ pub fn merge_window(window: Window, parts: Parts) -> Parts {
         }
     }
     out.retain(|(_, stacks)| !stacks.is_empty());
-    out
+    // A diagnostic whose error frame now marks perf's stacks has been shown.
+    let diagnostics = diagnostics
+        .into_iter()
+        .filter(|d| !matches!(plans.get(&d.pid), Some(Plan::AttachError(_))))
+        .collect();
+    (out, diagnostics)
 }
 
 /// `count * factor`, rounded up with probability equal to the fractional part
@@ -365,12 +411,6 @@ fn inherit_container(s: &mut Stack, perf: &FxHashMap<u32, PerfPid>) {
     }
 }
 
-/// The error frame of an error stack: `comm;[Profiling error: timeout]` →
-/// `[Profiling error: timeout]`.
-fn error_frame(frames: &str) -> Option<&str> {
-    frames.split(';').skip(1).find(|f| f.contains(ERROR_MARK))
-}
-
 /// `comm;a;b` + `E` → `comm;E;a;b`.
 fn insert_after_comm(frames: &str, frame: &str) -> Box<str> {
     match frames.split_once(';') {
@@ -382,6 +422,24 @@ fn insert_after_comm(frames: &str, frame: &str) -> Box<str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn merge(window: Window, parts: Parts) -> Parts {
+        merge_window(window, parts, Vec::new()).0
+    }
+
+    fn failed(pid: u32, reason: &'static str) -> Diagnostic {
+        Diagnostic {
+            window: W,
+            labels: labels("py", "py-spy"),
+            pid,
+            comm: Some("python".into()),
+            end: crate::event::RunEnd::Exited(1),
+            stderr: "".into(),
+            target_alive: Some(false),
+            reason: Some(reason),
+            finalizers: Default::default(),
+        }
+    }
 
     const W: Window = Window {
         start_ms: 60_000,
@@ -436,7 +494,7 @@ mod tests {
         let py: Vec<Stack> = (0..7)
             .map(|i| stack(10, &format!("python;f{i}_[p]"), 3))
             .collect();
-        let out = merge_window(
+        let out = merge(
             W,
             vec![
                 (labels("cpu", "perf"), perf),
@@ -458,7 +516,7 @@ mod tests {
             assert!(s.count == 142 || s.count == 143, "{}", s.count);
         }
         // Reproducible: same input, same output.
-        let again = merge_window(
+        let again = merge(
             W,
             vec![
                 (labels("py", "py-spy"), py),
@@ -480,7 +538,7 @@ mod tests {
         let py: Vec<Stack> = (0..300)
             .map(|i| stack(10, &format!("python;f{i}_[p]"), 1))
             .collect();
-        let out = merge_window(
+        let out = merge(
             W,
             vec![
                 (labels("cpu", "perf"), vec![stack(10, "python;x", 100)]),
@@ -496,7 +554,7 @@ mod tests {
 
     #[test]
     fn runtime_without_perf_samples_is_kept_unscaled() {
-        let out = merge_window(
+        let out = merge(
             W,
             vec![
                 (labels("cpu", "perf"), vec![stack(20, "nginx;x", 5)]),
@@ -514,25 +572,18 @@ mod tests {
     }
 
     #[test]
-    fn an_error_stack_is_attached_to_perf_stacks() {
-        let out = merge_window(
+    fn a_failed_runtime_run_marks_perf_stacks() {
+        let perf = vec![
+            stack(10, "python;main;work", 4),
+            stack(10, "python", 1),
+            stack(11, "other;x", 2),
+        ];
+        let (out, left) = merge_window(
             W,
-            vec![
-                (
-                    labels("cpu", "perf"),
-                    vec![
-                        stack(10, "python;main;work", 4),
-                        stack(10, "python", 1),
-                        stack(11, "other;x", 2),
-                    ],
-                ),
-                (
-                    labels("py", "py-spy"),
-                    vec![stack(10, "python;[Profiling error: process_exited]", 1)],
-                ),
-            ],
+            vec![(labels("cpu", "perf"), perf)],
+            vec![failed(10, "process_exited")],
         );
-        assert!(find(&out, "py-spy").is_none());
+        assert!(left.is_empty(), "the diagnostic is shown as frames");
         assert_eq!(
             find(&out, "perf").unwrap(),
             &vec![
@@ -541,23 +592,29 @@ mod tests {
                 stack(11, "other;x", 2),
             ]
         );
-        // Without perf samples the error stack itself is kept.
-        let out = merge_window(
+        // Without perf samples the diagnostic itself is kept, for the sink.
+        let (out, left) = merge_window(W, vec![], vec![failed(10, "timeout")]);
+        assert!(out.is_empty());
+        assert_eq!(left, vec![failed(10, "timeout")]);
+        // With runtime stacks too, they replace perf's and the diagnostic stays.
+        let (out, left) = merge_window(
             W,
-            vec![(
-                labels("py", "py-spy"),
-                vec![stack(10, "python;[Profiling error: timeout]", 1)],
-            )],
+            vec![
+                (labels("cpu", "perf"), vec![stack(10, "python;x", 6)]),
+                (labels("py", "py-spy"), vec![stack(10, "python;f_[p]", 3)]),
+            ],
+            vec![failed(10, "dropped_traces")],
         );
         assert_eq!(
             find(&out, "py-spy").unwrap(),
-            &vec![stack(10, "python;[Profiling error: timeout]", 1)]
+            &vec![stack(10, "python;f_[p]", 6)]
         );
+        assert_eq!(left.len(), 1);
     }
 
     #[test]
     fn runtime_stacks_inherit_perf_container() {
-        let out = merge_window(
+        let out = merge(
             W,
             vec![
                 (
@@ -587,7 +644,7 @@ mod tests {
             in_container(stack(6, "java;y", 2), "c"),
         ];
         let py = vec![stack(0, "python;z_[p]", 3)];
-        let out = merge_window(
+        let out = merge(
             W,
             vec![
                 (labels("cpu", "perf"), perf.clone()),
@@ -596,41 +653,5 @@ mod tests {
         );
         assert_eq!(find(&out, "perf").unwrap(), &perf);
         assert_eq!(find(&out, "py-spy").unwrap(), &py);
-    }
-
-    #[test]
-    fn pending_bounds_and_completion_order() {
-        let mut p = Pending::default();
-        for end in [3000, 1000, 2000] {
-            p.add(Profile {
-                finalizers: Default::default(),
-                window: Window::new(end - 1000, end),
-                labels: labels("a", "perf"),
-                stacks: vec![stack(1, "a;b", 1), stack(2, "a;c", 1)],
-            });
-        }
-        assert_eq!(p.stacks, 6);
-        assert_eq!(p.pop_complete(2500).unwrap().0.end_ms, 1000);
-        assert_eq!(p.pop_complete(2500).unwrap().0.end_ms, 2000);
-        assert!(p.pop_complete(2500).is_none());
-        assert_eq!(p.stacks, 2);
-        assert_eq!(p.pop_oldest().unwrap().0.end_ms, 3000);
-        assert_eq!(p.stacks, 0);
-    }
-
-    #[test]
-    fn events_are_batched() {
-        let stacks: Vec<Stack> = (0..25_001)
-            .map(|i| stack(1, &format!("a;{i}"), 1))
-            .collect();
-        let evs = events(W, vec![(labels("a", "perf"), stacks)]);
-        let sizes: Vec<usize> = evs
-            .iter()
-            .map(|e| match e {
-                Event::Profile(p) => p.stacks.len(),
-                _ => 0,
-            })
-            .collect();
-        assert_eq!(sizes, [10_000, 10_000, 5_001]);
     }
 }

@@ -1,7 +1,7 @@
 //! Turning a finished window back into events for the next stage.
 
 use crate::buffer::{Output, OutputClosed};
-use crate::event::{Event, EventFinalizers, Labels, Profile, Stack, Window};
+use crate::event::{Event, EventFinalizers, EventStatus, Labels, Profile, Stack, Window};
 
 /// Most stacks in one event when a window is emitted, so that no single event
 /// approaches an edge's whole budget.
@@ -19,23 +19,33 @@ pub fn profile_batches(
     let mut events = Vec::new();
     let mut it = stacks.into_iter().peekable();
     while it.peek().is_some() {
-        events.push(Profile::new(
+        events.push(Event::Profile(Profile::new(
             window,
             labels.clone(),
             it.by_ref().take(EMIT_BATCH).collect(),
-        ));
+        )));
     }
-    match events.split_last_mut() {
+    attach_finalizers(&mut events, finalizers);
+    events
+}
+
+/// Gives every event tokens of the batches in `finalizers` (copies to all but the
+/// last, the originals to the last). With no events, nothing is left to deliver:
+/// the data was consumed, and the tokens are resolved `Delivered`.
+pub fn attach_finalizers(events: &mut [Event], finalizers: EventFinalizers) {
+    let mut slots: Vec<&mut EventFinalizers> = events
+        .iter_mut()
+        .filter_map(Event::finalizers_mut)
+        .collect();
+    match slots.split_last_mut() {
         Some((last, rest)) => {
-            for p in rest {
-                p.finalizers = finalizers.clone();
+            for f in rest {
+                f.merge(finalizers.clone());
             }
-            last.finalizers = finalizers;
+            last.merge(finalizers);
         }
-        // Nothing left to deliver: the data was processed.
-        None => finalizers.resolve(crate::event::EventStatus::Delivered),
+        None => finalizers.resolve(EventStatus::Delivered),
     }
-    events.into_iter().map(Event::Profile).collect()
 }
 
 /// Sends events in order; stops at the first failure (nothing downstream runs).
@@ -44,4 +54,52 @@ pub async fn send_all(out: &mut Output, events: Vec<Event>) -> Result<(), Output
         out.send(ev).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Batch;
+
+    #[tokio::test]
+    async fn batches_each_carry_tokens_of_the_window() {
+        let (batch, rx) = Batch::new();
+        let stacks = (0..25_001).map(|i| Stack::new(format!("a;{i}"), 1));
+        let events = profile_batches(
+            Window::new(0, 1),
+            &Labels::default(),
+            stacks,
+            batch.finalizers(),
+        );
+        drop(batch);
+        let sizes: Vec<usize> = events
+            .iter()
+            .map(|e| match e {
+                Event::Profile(p) => p.stacks.len(),
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(sizes, [10_000, 10_000, 5_001]);
+        let mut events = events.into_iter();
+        for mut ev in events.by_ref().take(2) {
+            ev.take_finalizers().resolve(EventStatus::Delivered);
+        }
+        drop(events); // the last batch is lost
+        assert_eq!(rx.wait().await, EventStatus::Errored);
+
+        let (batch, rx) = Batch::new();
+        assert!(profile_batches(
+            Window::new(0, 1),
+            &Labels::default(),
+            [],
+            batch.finalizers()
+        )
+        .is_empty());
+        drop(batch);
+        assert_eq!(
+            rx.wait().await,
+            EventStatus::Delivered,
+            "nothing to deliver"
+        );
+    }
 }
