@@ -189,25 +189,53 @@ impl Drop for Proc {
 /// is re-parented to init, as workloads on a real host are), SIGKILLed when dropped.
 pub struct Detached {
     pub pid: u32,
+    _ready_dir: Option<tempfile::TempDir>,
 }
 
 impl Detached {
     pub fn start(program: &str, args: &[&str]) -> Detached {
+        Detached::spawn(program, args, None)
+    }
+
+    /// Starts one of the `tests/programs` workloads (`busy.py`, `busy.rb`) and returns
+    /// once it says (through `PROFPIPE_READY_FILE`) that its hot functions run.
+    pub fn start_ready(program: &str, args: &[&str]) -> Detached {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready");
+        let mut w = Detached::spawn(program, args, Some(dir.path()));
+        wait_file(&ready);
+        w._ready_dir = Some(dir);
+        w
+    }
+
+    /// Tells a `busy.py` started by `start_ready` to end one second from now.
+    pub fn end_soon(&self) {
+        let dir = self._ready_dir.as_ref().expect("started by start_ready");
+        std::fs::write(dir.path().join("exit"), "").unwrap();
+    }
+
+    fn spawn(program: &str, args: &[&str], ready_dir: Option<&std::path::Path>) -> Detached {
         let mut cmd = format!("exec {program}");
         for a in args {
             cmd.push(' ');
             cmd.push_str(a);
         }
-        let out = Command::new("sh")
-            .args(["-c", &format!("{cmd} >/dev/null 2>&1 </dev/null & echo $!")])
-            .output()
-            .unwrap();
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &format!("{cmd} >/dev/null 2>&1 </dev/null & echo $!")]);
+        if let Some(dir) = ready_dir {
+            sh.env("PROFPIPE_READY_FILE", dir.join("ready"));
+            sh.env("PROFPIPE_EXIT_FILE", dir.join("exit"));
+        }
+        let out = sh.output().unwrap();
         let pid = String::from_utf8(out.stdout)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        Detached { pid }
+        Detached {
+            pid,
+            _ready_dir: None,
+        }
     }
 
     pub fn comm(&self) -> String {

@@ -13,10 +13,18 @@ use profpipe::telemetry::Telemetry;
 use profpipe::topology::{self, Outcome, RunningTopology};
 
 pub fn source(id: &str, type_name: &'static str, config: impl SourceConfig) -> SourceEntry {
+    boxed_source(id, type_name, Box::new(config))
+}
+
+pub fn boxed_source(
+    id: &str,
+    type_name: &'static str,
+    config: Box<dyn SourceConfig>,
+) -> SourceEntry {
     SourceEntry {
         id: id.into(),
         type_name,
-        config: Box::new(config),
+        config,
     }
 }
 
