@@ -51,6 +51,14 @@ impl Workload {
     }
 }
 
+/// `tests/programs/busy.py`, running for a minute, with `marker` on its command line.
+fn busy_py(marker: &str) -> Workload {
+    Workload::start(
+        &python(),
+        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
+    )
+}
+
 impl std::ops::Deref for Workload {
     type Target = Detached;
     fn deref(&self) -> &Detached {
@@ -156,10 +164,7 @@ fn rbspy_source(marker: &str) -> RbSpyConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_spy_profiles_a_python_process() {
     let marker = "profpipe-test-py-ok";
-    let w = Workload::start(
-        &python(),
-        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
-    );
+    let w = busy_py(marker);
     let comm = w.comm();
     let run = run_pipeline("py_spy", Box::new(py_spy_source(marker, 1)), never()).await;
     let stacks = run.stacks();
@@ -249,10 +254,7 @@ fn frames_re(re: &str) -> regex::Regex {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_exiting_mid_window_is_classified_and_keeps_its_stacks() {
     let marker = "profpipe-test-py-exits";
-    let w = Workload::start(
-        &python(),
-        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
-    );
+    let w = busy_py(marker);
     // The target ends a second after py-spy has started on it: mid-run (a 6 s window
     // gives runs of 3 s), with samples taken, however long the pipeline took to get
     // there.
@@ -376,10 +378,7 @@ async fn never() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_py_spy_is_classified_and_the_next_window_is_profiled() {
     let marker = "profpipe-test-py-crash";
-    let w = Workload::start(
-        &python(),
-        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
-    );
+    let w = busy_py(marker);
     let target = w.pid;
     let killer = tokio::spawn(async move {
         let child = find_py_spy_child(target).await;
@@ -433,10 +432,7 @@ async fn a_crashed_py_spy_is_classified_and_the_next_window_is_profiled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_running_profilers_and_finishes() {
     let marker = "profpipe-test-py-shutdown";
-    let w = Workload::start(
-        &python(),
-        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
-    );
+    let w = busy_py(marker);
     let source = PySpyConfig {
         window: DurationStr(Duration::from_secs(60)),
         max_windows: None,

@@ -289,3 +289,35 @@ pub fn python() -> (PathBuf, PathBuf) {
     let exe = PathBuf::from(lines.next().unwrap());
     (exe, PathBuf::from(lines.next().unwrap()))
 }
+
+/// How long ago `pid` started, from its start time in /proc (what discovery's
+/// `min_age` looks at).
+pub fn age(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    // Field 22 of stat is the start time; `rest` begins at field 3.
+    let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(Duration::from_secs_f64(
+        (uptime - start_ticks as f64 / hz).max(0.0),
+    ))
+}
+
+/// Compiles `tests/programs/hot.c` (frame pointers kept) into `dir`; returns the binary.
+pub fn build_hot(dir: &std::path::Path) -> PathBuf {
+    let bin = dir.join("hot");
+    let st = Command::new("cc")
+        .args(["-O1", "-fno-omit-frame-pointer", "-o"])
+        .arg(&bin)
+        .arg(super::programs().join("hot.c"))
+        .status()
+        .expect("cc");
+    assert!(st.success(), "cc failed");
+    bin
+}
