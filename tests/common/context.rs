@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use profpipe::buffer::{edge, BufferConfig, EdgeSender, Input, MemoryBudget, Output};
+use profpipe::buffer::{edge, BufferConfig, EdgeSender, Input, MemoryBudget};
 use profpipe::component::ComponentContext;
 use profpipe::telemetry::Telemetry;
 
@@ -34,11 +34,4 @@ pub fn test_edge(telemetry: &Telemetry, consumer: &str) -> (EdgeSender, Input) {
         MemoryBudget::new(1 << 30),
         telemetry.component(consumer, "sink", "test"),
     )
-}
-
-/// The output of component `id` (of `kind` and `ty`) into one test edge, and that
-/// edge's receiving end.
-pub fn test_output(telemetry: &Telemetry, id: &str, kind: &str, ty: &str) -> (Output, Input) {
-    let (tx, rx) = test_edge(telemetry, &format!("{id}-out"));
-    (Output::new(vec![tx], telemetry.component(id, kind, ty)), rx)
 }

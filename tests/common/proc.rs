@@ -74,19 +74,6 @@ pub fn is_dead(pid: u32, comm: &str) -> bool {
     }
 }
 
-/// Waits (polling: nothing signals another process's death to a non-parent) until
-/// `pid`, running `comm`, is dead. False after `within`.
-pub async fn wait_dead(pid: u32, comm: &str, within: Duration) -> bool {
-    let end = std::time::Instant::now() + within;
-    while std::time::Instant::now() < end {
-        if is_dead(pid, comm) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    is_dead(pid, comm)
-}
-
 /// Waits until `pid` runs `comm` (a forked job has exec'd its command). False after
 /// a generous 10 s.
 pub async fn wait_exec(pid: u32, comm: &str) -> bool {
@@ -193,10 +180,6 @@ pub struct Detached {
 }
 
 impl Detached {
-    pub fn start(program: &str, args: &[&str]) -> Detached {
-        Detached::spawn(program, args, None)
-    }
-
     /// Starts one of the `tests/programs` workloads (`busy.py`, `busy.rb`) and returns
     /// once it says (through `PROFPIPE_READY_FILE`) that its hot functions run.
     pub fn start_ready(program: &str, args: &[&str]) -> Detached {
@@ -250,19 +233,6 @@ impl Drop for Detached {
     fn drop(&mut self) {
         unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
     }
-}
-
-/// Waits until `pid` has mapped a library whose path contains one of `libs` (an
-/// interpreter has started), for up to 10 s.
-pub fn wait_mapped(pid: u32, libs: &[&str]) {
-    wait::until(
-        &format!("{pid} maps one of {libs:?}"),
-        Duration::from_secs(10),
-        || {
-            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-            libs.iter().any(|l| maps.contains(l))
-        },
-    );
 }
 
 /// Waits until `path` exists (a workload wrote its ready file), for up to 10 s.
