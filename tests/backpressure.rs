@@ -1,50 +1,27 @@
 //! The memory cap: a pipeline whose sink is stalled never buffers more than its
 //! configured bytes, `block` stops the source from reading, and `drop_newest`
 //! accounts for every event (received = consumed + dropped, exactly).
+//!
+//! The tests run on a current-thread runtime with a paused clock: `settle()` returns
+//! once no task can make progress, so "the source has stopped" is a fact, not a
+//! guess about how long it needs; and a gated sink measures, from the consumer side,
+//! exactly what its edge held when the gate opened.
+
+mod common;
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
+use common::collect::Collect;
+use common::events::budget_bytes;
+use common::run;
+use common::wait::settle;
 use profpipe::buffer::{BufferConfig, WhenFull};
-use profpipe::component::{BuildError, SinkConfig, SinkContext, Task};
-use profpipe::config::{AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig};
+use profpipe::config::{AgentConfig, Config};
+use profpipe::event::Event;
 use profpipe::sources::file::{FileSourceConfig, InputFormat};
 use profpipe::telemetry::Telemetry;
-use profpipe::topology::{self, RunningTopology};
 use profpipe::units::ByteSize;
 use tokio::sync::watch;
-
-/// A sink that reads nothing until its gate opens, then consumes everything.
-#[derive(Debug)]
-struct StalledSink {
-    gate: watch::Receiver<bool>,
-    consumed_events: Arc<AtomicU64>,
-    consumed_bytes: Arc<AtomicU64>,
-}
-
-impl SinkConfig for StalledSink {
-    fn inputs(&self) -> profpipe::event::DataTypes {
-        profpipe::event::DataTypes::ALL
-    }
-    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
-        let mut gate = self.gate.clone();
-        let (events, bytes) = (self.consumed_events.clone(), self.consumed_bytes.clone());
-        let SinkContext { cx, mut input } = cx;
-        Ok(Box::pin(async move {
-            let _ = gate.wait_for(|open| *open).await;
-            while let Some(ev) = input.recv().await {
-                if let profpipe::event::Event::PerfScript(c) = &ev {
-                    events.fetch_add(1, Ordering::Relaxed);
-                    bytes.fetch_add(c.data.len() as u64, Ordering::Relaxed);
-                    cx.metrics.sent(ev.size_bytes());
-                }
-            }
-            Ok(())
-        }))
-    }
-}
 
 /// Writes `mb` MiB of perf-script-shaped records (whole records, blank-line separated).
 fn capture(mb: usize) -> tempfile::NamedTempFile {
@@ -59,83 +36,58 @@ fn capture(mb: usize) -> tempfile::NamedTempFile {
     f
 }
 
-/// Waits until a component's sent count stops moving (a non-blocked source finished).
-async fn wait_until_quiet(m: &profpipe::telemetry::ComponentMetrics) {
-    let mut last = u64::MAX;
-    for _ in 0..500 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = m.sent_events();
-        if now == last && now > 0 {
-            return;
-        }
-        last = now;
-    }
-    panic!("component never went quiet");
+/// Events and payload bytes of the perf-script chunks in `events`.
+fn perf_data(events: &[Event]) -> (u64, u64) {
+    events.iter().fold((0, 0), |(n, b), e| match e {
+        Event::PerfScript(c) => (n + 1, b + c.data.len() as u64),
+        _ => (n, b),
+    })
 }
 
 struct Harness {
     open_gate: watch::Sender<bool>,
-    consumed_events: Arc<AtomicU64>,
-    consumed_bytes: Arc<AtomicU64>,
+    sinks: Vec<Collect>,
     telemetry: Telemetry,
 }
 
+/// file source → one gated collect sink per entry of `sinks`.
 fn pipeline(
     path: &str,
     sinks: &[(&str, BufferConfig)],
     memory_limit: ByteSize,
 ) -> (Config, Harness) {
     let (open_gate, gate) = watch::channel(false);
-    let consumed_events = Arc::new(AtomicU64::new(0));
-    let consumed_bytes = Arc::new(AtomicU64::new(0));
     let source = FileSourceConfig {
         paths: vec![path.to_string()],
         format: InputFormat::PerfScript,
         read_size: ByteSize(64 * 1024),
         ..Default::default()
     };
-    let config = Config {
-        agent: AgentConfig {
+    let collects: Vec<Collect> = sinks.iter().map(|_| Collect::gated(gate.clone())).collect();
+    let config = run::config(
+        AgentConfig {
             memory_limit,
             ..Default::default()
         },
-        telemetry: TelemetryConfig::default(),
-        sources: vec![SourceEntry {
-            id: "capture".into(),
-            type_name: "file",
-            config: Box::new(source),
-        }],
-        transforms: vec![],
-        sinks: sinks
+        vec![run::source("capture", "file", source)],
+        vec![],
+        sinks
             .iter()
-            .map(|(id, buffer)| SinkEntry {
-                id: (*id).into(),
-                type_name: "stalled",
-                inputs: vec!["capture".into()],
-                buffer: *buffer,
-                config: Box::new(StalledSink {
-                    gate: gate.clone(),
-                    consumed_events: consumed_events.clone(),
-                    consumed_bytes: consumed_bytes.clone(),
-                }),
+            .zip(&collects)
+            .map(|((id, buffer), c)| {
+                run::sink_with_buffer(id, "collect", &["capture"], *buffer, c.clone())
             })
             .collect(),
-    };
+    );
     let h = Harness {
         open_gate,
-        consumed_events,
-        consumed_bytes,
+        sinks: collects,
         telemetry: Telemetry::new(),
     };
     (config, h)
 }
 
-fn start(config: &Config, h: &Harness) -> RunningTopology {
-    let built = topology::build(config, &h.telemetry, "test-host".into()).unwrap();
-    RunningTopology::start(built)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn block_caps_buffered_bytes_and_stops_the_source() {
     let file = capture(40);
     let cap = ByteSize(1024 * 1024);
@@ -148,47 +100,69 @@ async fn block_caps_buffered_bytes_and_stops_the_source() {
         &[("sink", buffer)],
         ByteSize::mib(64),
     );
-    let running = start(&config, &h);
+    let running = run::start(&config, &h.telemetry);
     let source = h.telemetry.component("capture", "source", "file");
-    let sink = h.telemetry.component("sink", "sink", "stalled");
+    let sink = h.telemetry.component("sink", "sink", "collect");
 
-    // While the sink is stalled: the buffer fills to at most its cap, then the source
-    // stops (its sent count stops moving).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // While the sink is stalled: the buffer fills, then the source stops (its sent
+    // count does not move however long everything else runs).
+    settle().await;
     let sent_a = source.sent_events();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle().await;
     let sent_b = source.sent_events();
     assert_eq!(sent_a, sent_b, "source kept sending into a full buffer");
     assert!(sent_b > 0);
-    assert!(
-        sink.buffer_peak_bytes() <= cap.get(),
-        "peak {} > cap {}",
-        sink.buffer_peak_bytes(),
-        cap.get()
-    );
-    assert!(running.memory_budget().in_use() <= cap.get());
+    let peak_while_stalled = sink.buffer_peak_bytes();
+    let agent_in_use = running.memory_budget().in_use();
 
     // Release: everything drains, nothing lost.
     h.open_gate.send(true).unwrap();
-    let outcome = running
-        .run_until(std::future::pending(), Duration::from_secs(30))
-        .await;
-    assert!(outcome.is_clean(), "{outcome:?}");
-    let file_len = std::fs::metadata(file.path()).unwrap().len();
-    assert_eq!(h.consumed_bytes.load(Ordering::Relaxed), file_len);
-    assert_eq!(
-        sink.received_events(),
-        h.consumed_events.load(Ordering::Relaxed)
+    run::to_end(running).await;
+    let collect = &h.sinks[0];
+    let events = collect.events();
+    let backlog = collect.backlog().expect("the gate opened");
+    let held = budget_bytes(&backlog);
+    // What the edge held when the sink woke up, measured by the sink: within the cap,
+    // and so full that the next event (the one the source was blocked on) did not fit.
+    assert!(
+        held <= cap.get(),
+        "the edge held {held} > cap {}",
+        cap.get()
     );
+    let blocked_on = &events[backlog.len()];
+    assert!(
+        held + blocked_on.size_bytes() as u64 > cap.get(),
+        "the source stopped with room left: {held} + {} <= {}",
+        blocked_on.size_bytes(),
+        cap.get()
+    );
+    // The source got out exactly what the edge held plus the event it waited with: it
+    // was blocked, it did not read on and drop.
+    assert_eq!(sent_b, backlog.len() as u64 + 1);
+    assert!(
+        sent_b < perf_data(&events).0,
+        "the source ran to the end of the file"
+    );
+    // The gauges tell the same story as the consumer.
+    assert_eq!(peak_while_stalled, held);
+    assert_eq!(
+        agent_in_use, held,
+        "the agent budget holds what the edge holds"
+    );
+
+    let file_len = std::fs::metadata(file.path()).unwrap().len();
+    let (consumed_events, consumed_bytes) = perf_data(&events);
+    assert_eq!(consumed_bytes, file_len);
+    assert_eq!(sink.received_events(), consumed_events);
     assert_eq!(sink.discarded_events(), 0);
-    assert!(sink.buffer_peak_bytes() <= cap.get());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn drop_newest_accounts_for_every_event() {
     let file = capture(20);
+    let cap = ByteSize(512 * 1024);
     let buffer = BufferConfig {
-        max_bytes: ByteSize(512 * 1024),
+        max_bytes: cap,
         when_full: WhenFull::DropNewest,
     };
     let (config, h) = pipeline(
@@ -196,26 +170,35 @@ async fn drop_newest_accounts_for_every_event() {
         &[("sink", buffer)],
         ByteSize::mib(64),
     );
-    let running = start(&config, &h);
-    let sink = h.telemetry.component("sink", "sink", "stalled");
+    let running = run::start(&config, &h.telemetry);
+    let sink = h.telemetry.component("sink", "sink", "collect");
     // The source runs to the end of the file against a stalled sink, dropping.
-    wait_until_quiet(&h.telemetry.component("capture", "source", "file")).await;
+    settle().await;
     assert!(
         sink.discarded_events() > 0,
         "expected drops against a stalled sink"
     );
-    assert!(sink.buffer_peak_bytes() <= 512 * 1024);
+    let received_while_stalled = sink.received_events();
     h.open_gate.send(true).unwrap();
-    let outcome = running
-        .run_until(std::future::pending(), Duration::from_secs(30))
-        .await;
-    assert!(outcome.is_clean(), "{outcome:?}");
-    let consumed = h.consumed_events.load(Ordering::Relaxed);
+    run::to_end(running).await;
+    let collect = &h.sinks[0];
+    let events = collect.events();
+    let backlog = collect.backlog().expect("the gate opened");
+    // Everything the sink ever got was in its edge at once, within the cap.
+    assert!(
+        budget_bytes(&backlog) <= cap.get(),
+        "{}",
+        budget_bytes(&backlog)
+    );
+    assert_eq!(perf_data(&backlog), perf_data(&events));
+    assert_eq!(sink.received_events(), received_while_stalled);
+
+    let consumed = perf_data(&events).0;
     assert_eq!(sink.received_events(), consumed + sink.discarded_events());
     assert_eq!(sink.sent_events(), consumed);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn agent_memory_limit_caps_the_sum_over_edges() {
     let file = capture(20);
     let big = BufferConfig {
@@ -228,23 +211,30 @@ async fn agent_memory_limit_caps_the_sum_over_edges() {
         &[("a", big), ("b", big)],
         limit,
     );
-    let running = start(&config, &h);
-    let mut peak = 0;
-    for _ in 0..50 {
-        peak = peak.max(running.memory_budget().in_use());
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(peak <= limit.get(), "in use {peak} > limit {}", limit.get());
+    let running = run::start(&config, &h.telemetry);
+    // The source reads the whole file while both sinks are stalled: what they get
+    // afterwards is what both edges held together.
+    settle().await;
     let (a, b) = (
-        h.telemetry.component("a", "sink", "stalled"),
-        h.telemetry.component("b", "sink", "stalled"),
+        h.telemetry.component("a", "sink", "collect"),
+        h.telemetry.component("b", "sink", "collect"),
+    );
+    assert!(a.discarded_events() + b.discarded_events() > 0);
+    h.open_gate.send(true).unwrap();
+    run::to_end(running).await;
+    let data = |c: &Collect| {
+        let events = c.events();
+        let data: Vec<Event> = events.into_iter().filter(|e| !e.is_watermark()).collect();
+        (budget_bytes(&data), data.len())
+    };
+    let ((bytes_a, n_a), (bytes_b, n_b)) = (data(&h.sinks[0]), data(&h.sinks[1]));
+    assert!(n_a > 0 && n_b > 0, "{n_a} {n_b}");
+    assert!(
+        bytes_a + bytes_b <= limit.get(),
+        "the edges held {bytes_a} + {bytes_b} > limit {}",
+        limit.get()
     );
     assert!(a.buffer_peak_bytes() + b.buffer_peak_bytes() <= 2 * limit.get());
-    h.open_gate.send(true).unwrap();
-    let outcome = running
-        .run_until(std::future::pending(), Duration::from_secs(30))
-        .await;
-    assert!(outcome.is_clean(), "{outcome:?}");
     for s in [&a, &b] {
         assert_eq!(s.received_events(), s.sent_events() + s.discarded_events());
     }

@@ -2,42 +2,19 @@
 //! a renamed interpreter that only embeds libpython, and processes that exit while
 //! a scan reads them.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::proc::Proc;
 use profpipe::process::{select, Discovery, DiscoveryConfig, ProcessInfo, Rules, Runtime};
 use regex::Regex;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
-
-/// A child process killed and reaped when dropped.
-struct Proc(std::process::Child);
-
-impl Proc {
-    fn start(cmd: &mut Command) -> Proc {
-        Proc(
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A token unique to this test run, put in command lines so rules can single out
 /// our processes on a busy host.
@@ -45,19 +22,10 @@ fn token(name: &str) -> String {
     format!("profpipe-test-{name}-{}", std::process::id())
 }
 
-/// The Python interpreter binary and its prefix (`sys.executable`, `sys.base_prefix`).
+/// The Python interpreter binary (resolved) and its prefix.
 fn python() -> (PathBuf, PathBuf) {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sys; print(sys.executable); print(sys.base_prefix)",
-        ])
-        .output()
-        .expect("python3 is installed");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let mut lines = text.lines();
-    let exe = std::fs::canonicalize(lines.next().unwrap()).unwrap();
-    (exe, PathBuf::from(lines.next().unwrap()))
+    let (exe, prefix) = common::proc::python();
+    (std::fs::canonicalize(exe).unwrap(), prefix)
 }
 
 fn start_python(code: &str) -> Proc {
@@ -242,8 +210,22 @@ fn busiest_processes_are_kept_first() {
     wait_for_runtime(&d, idle.pid());
     wait_for_runtime(&d, busy.pid());
     d.scan();
-    std::thread::sleep(Duration::from_millis(600));
-    let procs = d.scan();
+    // Scan again until the busy loop has been charged CPU time the idle one has not
+    // (the kernel counts in ticks; polled, with a generous deadline).
+    let procs = common::wait::until_some(
+        "the busy process used more CPU than the idle one between two scans",
+        Duration::from_secs(10),
+        || {
+            let procs = d.scan();
+            let delta = |pid: u32| {
+                procs
+                    .iter()
+                    .find(|p| p.pid == pid)
+                    .map(|p| p.cpu_ticks_delta)
+            };
+            (delta(busy.pid())? > delta(idle.pid())?).then_some(procs)
+        },
+    );
     let r = Rules {
         allow_cmdline: vec![re(&tok)],
         max_processes: 1,
@@ -283,15 +265,15 @@ fn processes_exiting_during_scans_are_never_errors() {
             .map(|_| Proc::start(Command::new("sh").args(["-c", "while :; do /bin/true; done"])))
             .collect();
         let mut d = Discovery::new(DiscoveryConfig::default());
-        let end = Instant::now() + Duration::from_millis(1500);
-        let mut scans = 0;
-        while Instant::now() < end {
+        let started = Instant::now();
+        for _ in 0..10 {
             let procs = d.scan();
             assert!(procs.iter().any(|p| p.pid == churn[0].pid()));
-            scans += 1;
         }
-        assert!(scans >= 3, "only {scans} scans");
-        eprintln!("{scans} scans in 1.5 s while processes came and went");
+        eprintln!(
+            "10 scans in {:?} while processes came and went",
+            started.elapsed()
+        );
 
         // A process that has exited and been reaped, and a zombie: neither is reported.
         let mut gone = Command::new("true").spawn().unwrap();
@@ -299,7 +281,7 @@ fn processes_exiting_during_scans_are_never_errors() {
         gone.wait().unwrap();
         assert!(d.inspect(gone_pid).is_none());
         let mut zombie = Command::new("true").spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(200));
+        common::proc::wait_zombie(&zombie);
         assert!(d.inspect(zombie.id()).is_none(), "zombies are left out");
         zombie.wait().unwrap();
         drop(churn);

@@ -2,42 +2,50 @@
 //! and a rotation (rename + new file) deliver every line exactly once; and the
 //! Prometheus endpoint serves the pipeline's counters.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use profpipe::component::{BuildError, SinkConfig, SinkContext, Task};
-use profpipe::config::{self, AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig};
-use profpipe::event::Event;
+use common::collect::Collect;
+use common::events::{profiles, watermarks};
+use common::run;
+use profpipe::config::{self, AgentConfig};
+use profpipe::event::Watermark;
 use profpipe::shutdown::ShutdownTrigger;
 use profpipe::sources::file::{FileSourceConfig, InputFormat};
 use profpipe::telemetry::{server, Telemetry};
-use profpipe::topology::{self, RunningTopology};
+use profpipe::window_clock::now_ms;
 
-/// Sums the counts of every stack it receives, by frames.
-#[derive(Debug, Default, Clone)]
-struct Collect(Arc<Mutex<BTreeMap<String, u64>>>);
-
-impl SinkConfig for Collect {
-    fn inputs(&self) -> profpipe::event::DataTypes {
-        profpipe::event::DataTypes::ALL
-    }
-    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
-        let totals = self.0.clone();
-        let SinkContext { mut input, .. } = cx;
-        Ok(Box::pin(async move {
-            while let Some(ev) = input.recv().await {
-                if let Event::Profile(p) = ev {
-                    let mut t = totals.lock().unwrap();
-                    for s in p.stacks {
-                        *t.entry(s.frames.to_string()).or_default() += s.count;
-                    }
-                }
+/// The counts of every stack received, summed by frames.
+fn totals(sink: &Collect) -> BTreeMap<String, u64> {
+    let mut t = BTreeMap::new();
+    sink.with(|events| {
+        for p in profiles(events) {
+            for s in &p.stacks {
+                *t.entry(s.frames.to_string()).or_default() += s.count;
             }
-            Ok(())
-        }))
-    }
+        }
+    });
+    t
+}
+
+/// Waits until the follow loop has read the files after this call: it closes a window
+/// in each poll after reading, so once a window that began after now has closed, a
+/// whole read began after now (and its lines have been sent).
+async fn caught_up(sink: &Collect, window_ms: u64) {
+    let t = now_ms();
+    sink.wait_until(
+        "the follow loop read the files again",
+        Duration::from_secs(20),
+        |events| {
+            watermarks(events)
+                .iter()
+                .any(|&w| w != Watermark::FINISHED && w > t + window_ms)
+        },
+    )
+    .await;
 }
 
 fn append(path: &std::path::Path, text: &str) {
@@ -62,41 +70,31 @@ async fn follow_reads_growing_and_rotated_files_exactly_once() {
         poll_interval: "50ms".parse().unwrap(),
         ..Default::default()
     };
-    let sink = Collect::default();
-    let config = Config {
-        agent: AgentConfig::default(),
-        telemetry: TelemetryConfig::default(),
-        sources: vec![SourceEntry {
-            id: "tail".into(),
-            type_name: "file",
-            config: Box::new(source),
-        }],
-        transforms: vec![],
-        sinks: vec![SinkEntry {
-            id: "collect".into(),
-            type_name: "collect",
-            inputs: vec!["tail".into()],
-            buffer: Default::default(),
-            config: Box::new(sink.clone()),
-        }],
-    };
+    let sink = Collect::new();
+    let config = run::config(
+        AgentConfig::default(),
+        vec![run::source("tail", "file", source)],
+        vec![],
+        vec![run::sink("collect", "collect", &["tail"], sink.clone())],
+    );
     let telemetry = Telemetry::new();
-    let running = RunningTopology::start(topology::build(&config, &telemetry, "h".into()).unwrap());
+    let running = run::start(&config, &telemetry);
 
-    let writer = tokio::task::spawn_blocking(move || {
-        let pause = || std::thread::sleep(Duration::from_millis(300));
-        pause();
+    // Each step waits until the source has read what the last one wrote.
+    let window_ms = 1000;
+    let steps = async {
+        caught_up(&sink, window_ms).await;
         for _ in 0..9 {
             append(&live, "a;b 1\n");
         }
-        pause();
+        caught_up(&sink, window_ms).await;
         append(&live, "a;c 2"); // half a line: must wait for its end
-        pause();
+        caught_up(&sink, window_ms).await;
         append(&live, "\n");
         for _ in 0..5 {
             append(&live, "a;b 1\n");
         }
-        pause();
+        caught_up(&sink, window_ms).await;
         // Rotation: the old file keeps its inode (and read offset), a new one starts.
         let rotated = live.with_extension("col.1");
         std::fs::rename(&live, &rotated).unwrap();
@@ -104,20 +102,15 @@ async fn follow_reads_growing_and_rotated_files_exactly_once() {
         for _ in 0..7 {
             append(&live, "x;y 1\n");
         }
-        pause();
-        pause();
-    });
-    let stop = async move {
-        writer.await.unwrap();
+        caught_up(&sink, window_ms).await;
     };
-    let outcome = running.run_until(stop, Duration::from_secs(10)).await;
+    let outcome = running.run_until(steps, Duration::from_secs(10)).await;
     assert!(outcome.is_clean(), "{outcome:?}");
-    let totals = sink.0.lock().unwrap().clone();
     let expect: BTreeMap<String, u64> = [("a;b", 15), ("a;c", 2), ("a;d", 4), ("x;y", 7)]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-    assert_eq!(totals, expect);
+    assert_eq!(totals(&sink), expect);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,7 +134,7 @@ async fn metrics_endpoint_serves_component_counters() {
     let config =
         config::load_str("test.toml".as_ref(), &text, &profpipe::registry::registry()).unwrap();
     let telemetry = Telemetry::new();
-    let running = RunningTopology::start(topology::build(&config, &telemetry, "h".into()).unwrap());
+    let running = run::start(&config, &telemetry);
     // The server outlives the (finite) pipeline: it has a shutdown of its own.
     let (server_stop, server_signal) = ShutdownTrigger::new();
     let (addr, _server) = server::serve(

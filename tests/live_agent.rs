@@ -5,22 +5,25 @@
 //! child behind. Needs root (perf -a) and the tools `scripts/setup-test-env.sh`
 //! installs.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::proc::{children_of, zombies_of, Proc};
+use common::run::{tools_path, wait_with_timeout};
+use common::{repo, wait, walk};
 
 /// The tests of this file run one at a time: each agent profiles the whole host, and
 /// one test's workloads would be the other's extra children.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The embedded default pipeline, with windows of `window`, at most `max_windows`,
 /// discovery of processes older than `min_age`, and state and output under `dir`.
-fn default_config(dir: &Path, window: &str, max_windows: u32, min_age: &str) -> PathBuf {
+/// Discovery is `discovery` (TOML inline-table fields, e.g. `min_age = "1s"`).
+fn default_config(dir: &Path, window: &str, max_windows: u32, discovery: &str) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("pipelines/default.toml")).unwrap();
     let text = text
         .replace(
@@ -29,11 +32,11 @@ fn default_config(dir: &Path, window: &str, max_windows: u32, min_age: &str) -> 
         )
         .replace(
             "type = \"py_spy\"",
-            &format!("type = \"py_spy\"\ndiscovery = {{ min_age = \"{min_age}\" }}"),
+            &format!("type = \"py_spy\"\ndiscovery = {{ {discovery} }}"),
         )
         .replace(
             "type = \"rbspy\"",
-            &format!("type = \"rbspy\"\ndiscovery = {{ min_age = \"{min_age}\" }}"),
+            &format!("type = \"rbspy\"\ndiscovery = {{ {discovery} }}"),
         )
         .replace(
             "state_dir = \"/var/lib/profpipe\"",
@@ -48,16 +51,8 @@ fn default_config(dir: &Path, window: &str, max_windows: u32, min_age: &str) -> 
     path
 }
 
-fn tools_path() -> String {
-    let home = std::env::var("HOME").unwrap_or_default();
-    format!(
-        "{home}/.cache/profpipe-tools/bin:{}",
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
 fn agent(config: &Path, log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_profpipe"))
+    common::run::profpipe()
         .args(["--log", "info", "run", "--config"])
         .arg(config)
         .env("PATH", tools_path())
@@ -66,20 +61,6 @@ fn agent(config: &Path, log: &Path) -> Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
-}
-
-fn wait_with_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("agent did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Lines of the agent's log at WARN or ERROR.
@@ -92,50 +73,65 @@ fn loud_lines(log: &Path) -> Vec<String> {
         .collect()
 }
 
-struct Workload(Child);
-
-impl Drop for Workload {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Starts a `tests/programs` workload and returns once it says its hot functions
+/// run (`PROFPIPE_READY_FILE`).
+fn start_ready(cmd: &mut Command, ready_dir: &Path, name: &str) -> Proc {
+    let ready = ready_dir.join(format!("{name}.ready"));
+    let p = Proc::start(cmd.env("PROFPIPE_READY_FILE", &ready));
+    common::proc::wait_file(&ready);
+    p
 }
 
-fn start(cmd: &mut Command) -> Workload {
-    Workload(
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
+/// Waits until the file sink has written `n` new windows (`last_profile.col` points
+/// at a new file each time), for up to `within`.
+fn wait_for_new_profiles(dir: &Path, n: usize, within: Duration) {
+    let latest = || std::fs::read_link(dir.join("last_profile.col")).ok();
+    let mut last = latest();
+    let mut seen = 0;
+    wait::until(
+        &format!("{n} new profiles in {}", dir.display()),
+        within,
+        || {
+            let now = latest();
+            if now.is_some() && now != last {
+                seen += 1;
+                last = now;
+            }
+            seen >= n
+        },
+    );
 }
 
 #[test]
 fn default_pipeline_profiles_native_python_and_ruby_code() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let hot = tmp.path().join("hot");
-    let cc = Command::new("cc")
-        .args(["-O1", "-fno-omit-frame-pointer", "-o"])
-        .arg(&hot)
-        .arg(repo().join("tests/programs/hot.c"))
-        .status()
-        .unwrap();
-    assert!(cc.success());
-    let c = start(Command::new(&hot).arg("40"));
-    let py = start(
+    let hot = common::proc::build_hot(tmp.path());
+    let c = Proc::start(Command::new(&hot).arg("40"));
+    let py = start_ready(
         Command::new("python3")
             .arg(repo().join("tests/programs/busy.py"))
             .arg("40"),
+        tmp.path(),
+        "py",
     );
-    let rb = start(
+    let rb = start_ready(
         Command::new("ruby")
             .arg(repo().join("tests/programs/busy.rb"))
             .arg("40"),
+        tmp.path(),
+        "rb",
     );
-    std::thread::sleep(Duration::from_secs(2));
+    // Discovery (below) takes processes older than 1 s.
+    for w in [&py, &rb] {
+        wait::until(
+            "the workload is older than min_age",
+            Duration::from_secs(10),
+            || common::proc::age(w.pid()).is_some_and(|a| a > Duration::from_millis(1200)),
+        );
+    }
 
-    let config = default_config(tmp.path(), "6s", 1, "1s");
+    let config = default_config(tmp.path(), "6s", 1, "min_age = \"1s\"");
     let log = tmp.path().join("agent.log");
     let status = wait_with_timeout(&mut agent(&config, &log), Duration::from_secs(90));
     let log_text = std::fs::read_to_string(&log).unwrap();
@@ -185,19 +181,29 @@ fn short_lived_processes_leave_no_trace() {
     // min_age 0: py-spy is pointed at every short-lived Python process, so runs that
     // lose their target are exercised, not just skipped. The agent runs until told to
     // stop.
-    let config = default_config(tmp.path(), "2s", 100_000, "0s");
+    // Only this test's processes: the host is shared, and another test's Python
+    // workload being profiled would be an extra child here.
+    let marker = format!("profpipe-live-burst-{}", std::process::id());
+    let config = default_config(
+        tmp.path(),
+        "2s",
+        100_000,
+        &format!("min_age = \"0s\", allow_cmdline = [\"{marker}\"]"),
+    );
     let log = tmp.path().join("agent.log");
     let mut agent = agent(&config, &log);
     let pid = agent.id();
-    std::thread::sleep(Duration::from_secs(3));
-    let before = quiet_counts(pid);
+    let profiles = tmp.path().join("profiles");
+    // Steady state: the first window is written.
+    wait_for_new_profiles(&profiles, 1, Duration::from_secs(30));
+    let before = persistent(pid, &profiles);
 
     // 500 Python processes that live 100 ms each, 10 at a time.
     for _ in 0..50 {
         let batch: Vec<Child> = (0..10)
             .map(|_| {
                 Command::new("python3")
-                    .args(["-c", "import time; time.sleep(0.1)"])
+                    .args(["-c", &format!("import time; time.sleep(0.1)  # {marker}")])
                     .spawn()
                     .unwrap()
             })
@@ -206,9 +212,8 @@ fn short_lived_processes_leave_no_trace() {
             c.wait().unwrap();
         }
     }
-    // Let the windows that saw them end.
-    std::thread::sleep(Duration::from_secs(5));
-    let after = quiet_counts(pid);
+    // The windows that saw them end while `persistent` waits out three more.
+    let after = persistent(pid, &profiles);
     let int = Command::new("kill")
         .args(["-INT", &pid.to_string()])
         .status()
@@ -220,9 +225,11 @@ fn short_lived_processes_leave_no_trace() {
         "{}",
         std::fs::read_to_string(&log).unwrap()
     );
+    let counts = |(fds, kids): &(Vec<String>, Vec<u32>)| (fds.len(), kids.len());
     assert_eq!(
-        before, after,
-        "(open fds, children) before and after the burst"
+        counts(&before),
+        counts(&after),
+        "(open fds, children) before and after the burst: {before:?} / {after:?}"
     );
     let loud = loud_lines(&log);
     assert!(
@@ -232,49 +239,37 @@ fn short_lived_processes_leave_no_trace() {
     );
 }
 
-/// (open fds, child processes) of `pid`, the smallest seen over two seconds of
-/// sampling: short-lived helpers (perf script at a window's end) come and go, what
-/// leaks stays.
-fn quiet_counts(pid: u32) -> (usize, usize) {
-    let mut best = (usize::MAX, usize::MAX);
-    for _ in 0..20 {
-        let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// The descriptors (`fd -> target`) and children (zombies included) of `pid` that
+/// were there both before and after three windows were written: what stays, not
+/// the helpers each window starts and ends (perf script, its pipes), whose pids and
+/// pipe inodes are new every window however long they take on a loaded host.
+fn persistent(pid: u32, profiles: &Path) -> (Vec<String>, Vec<u32>) {
+    let snapshot = || {
+        let fds: std::collections::BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
-            .count();
-        best.0 = best.0.min(fds);
-        best.1 = best.1.min(children(pid));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    best
-}
-
-fn children(pid: u32) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|stat| {
-            // ppid is the 2nd field after the parenthesised comm.
-            stat.rsplit_once(") ")
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(|p| p == pid.to_string()))
-                .unwrap_or(false)
-        })
-        .count()
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
+            .flatten()
+            .filter_map(|e| {
+                let target = std::fs::read_link(e.path()).ok()?;
+                Some(format!(
+                    "{} -> {}",
+                    e.file_name().to_string_lossy(),
+                    target.display()
+                ))
+            })
+            .collect();
+        let kids: std::collections::BTreeSet<u32> = children_of(pid)
+            .into_iter()
+            .chain(zombies_of(pid))
+            .collect();
+        (fds, kids)
+    };
+    let (fds_a, kids_a) = snapshot();
+    wait_for_new_profiles(profiles, 3, Duration::from_secs(60));
+    let (fds_b, kids_b) = snapshot();
+    (
+        fds_a.intersection(&fds_b).cloned().collect(),
+        kids_a.intersection(&kids_b).copied().collect(),
+    )
 }
 
 fn excerpt(text: &str, what: &str) -> String {
@@ -292,7 +287,7 @@ fn run_without_config_profiles_one_window_and_exits() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("agent.log");
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_profpipe"))
+    let mut agent = common::run::profpipe()
         .args(["--log", "info", "run", "--duration", "3s", "--once"])
         .current_dir(tmp.path())
         .env("PATH", tools_path())

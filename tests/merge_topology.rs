@@ -2,20 +2,20 @@
 //! of both its sources (perf and a runtime profiler) have passed, then merged the
 //! gProfiler way; and its memory bound merges the oldest window early.
 
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use profpipe::buffer::{edge, BufferConfig, MemoryBudget, Output};
+use common::collect::{self, Collect};
+use common::context::{standalone, test_edge};
+use common::run;
+use common::wait::settle;
+use profpipe::buffer::Output;
 use profpipe::component::{
-    BuildError, ComponentContext, SinkConfig, SinkContext, SourceConfig, SourceContext, Task,
-    TransformConfig, TransformContext,
-};
-use profpipe::config::{
-    AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry,
+    BuildError, SourceConfig, SourceContext, Task, TransformConfig, TransformContext,
 };
 use profpipe::event::{Event, Labels, Profile, Stack, Watermark, Window};
 use profpipe::telemetry::Telemetry;
-use profpipe::topology::{self, RunningTopology};
 use profpipe::transforms::merge::MergeConfig;
 use tokio::sync::watch;
 
@@ -54,28 +54,6 @@ impl SourceConfig for Scripted {
     }
 }
 
-/// Records what reaches it.
-#[derive(Debug)]
-struct Recorder {
-    seen: Arc<Mutex<Vec<Event>>>,
-}
-
-impl SinkConfig for Recorder {
-    fn inputs(&self) -> profpipe::event::DataTypes {
-        profpipe::event::DataTypes::PROFILE.with(profpipe::event::DataTypes::DIAGNOSTIC)
-    }
-    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
-        let seen = self.seen.clone();
-        let mut input = cx.input;
-        Ok(Box::pin(async move {
-            while let Some(ev) = input.recv().await {
-                seen.lock().unwrap().push(ev);
-            }
-            Ok(())
-        }))
-    }
-}
-
 fn stack(pid: u32, frames: &str, count: u64) -> Stack {
     Stack {
         pid,
@@ -107,20 +85,18 @@ fn watermark(source: &str, until: u64) -> Event {
 }
 
 fn profiles(events: &[Event]) -> Vec<Profile> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Profile(p) => Some(p.clone()),
-            _ => None,
-        })
+    common::events::profiles(events)
+        .into_iter()
+        .cloned()
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On a paused clock: "held" means held once every task has run as far as it can.
+#[tokio::test(start_paused = true)]
 async fn a_window_is_held_until_both_sources_watermarks_pass() {
     let state = tempfile::tempdir().unwrap();
     let (open, gate) = watch::channel(false);
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen = Collect::new();
     let perf_events = vec![
         profile(
             "cpu",
@@ -147,66 +123,52 @@ async fn a_window_is_held_until_both_sources_watermarks_pass() {
         ),
         watermark("py", W.end_ms),
     ];
-    let config = Config {
-        agent: AgentConfig {
-            state_dir: state.path().to_path_buf(),
-            ..Default::default()
-        },
-        telemetry: TelemetryConfig::default(),
-        sources: vec![
-            SourceEntry {
-                id: "cpu".into(),
-                type_name: "scripted",
-                config: Box::new(Scripted {
+    let config = run::config(
+        run::agent_with_state(state.path()),
+        vec![
+            run::source(
+                "cpu",
+                "scripted",
+                Scripted {
                     events: perf_events,
                     gate: None,
-                }),
-            },
-            SourceEntry {
-                id: "py".into(),
-                type_name: "scripted",
-                config: Box::new(Scripted {
+                },
+            ),
+            run::source(
+                "py",
+                "scripted",
+                Scripted {
                     events: py_events,
                     gate: Some(gate),
-                }),
-            },
+                },
+            ),
         ],
-        transforms: vec![TransformEntry {
-            id: "merged".into(),
-            type_name: "merge",
-            inputs: vec!["cpu".into(), "py".into()],
-            buffer: BufferConfig::default(),
-            config: Box::new(MergeConfig::default()),
-        }],
-        sinks: vec![SinkEntry {
-            id: "out".into(),
-            type_name: "recorder",
-            inputs: vec!["merged".into()],
-            buffer: BufferConfig::default(),
-            config: Box::new(Recorder { seen: seen.clone() }),
-        }],
-    };
+        vec![run::transform(
+            "merged",
+            "merge",
+            &["cpu", "py"],
+            MergeConfig::default(),
+        )],
+        vec![run::sink("out", "collect", &["merged"], seen.clone())],
+    );
     let telemetry = Telemetry::new();
-    let built = topology::build(&config, &telemetry, "h".into()).unwrap();
-    let running = RunningTopology::start(built);
+    let running = run::start(&config, &telemetry);
     let run = tokio::spawn(running.run_until(std::future::pending(), Duration::from_secs(30)));
 
     // perf has spoken (its watermark even reaches the sink), py-spy has not: the
     // window is held.
-    let mut waited = 0;
-    while !seen
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|e| matches!(e, Event::Watermark(w) if &*w.source == "cpu"))
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += 1;
-        assert!(waited < 500, "perf's watermark never came through");
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    seen.wait_until(
+        "perf's watermark came through",
+        Duration::from_secs(10),
+        |evs| {
+            evs.iter()
+                .any(|e| matches!(e, Event::Watermark(w) if &*w.source == "cpu"))
+        },
+    )
+    .await;
+    settle().await;
     assert!(
-        profiles(&seen.lock().unwrap()).is_empty(),
+        profiles(&seen.events()).is_empty(),
         "the window left before py-spy's watermark"
     );
 
@@ -217,7 +179,7 @@ async fn a_window_is_held_until_both_sources_watermarks_pass() {
         .unwrap();
     assert!(outcome.is_clean(), "{outcome:?}");
 
-    let events = seen.lock().unwrap().clone();
+    let events = seen.events();
     let merged = profiles(&events);
     let perf: Vec<&Profile> = merged
         .iter()
@@ -256,26 +218,22 @@ async fn a_window_is_held_until_both_sources_watermarks_pass() {
 async fn past_its_bounds_the_oldest_window_is_merged_early() {
     let telemetry = Telemetry::new();
     let metrics = telemetry.component("merged", "transform", "merge");
-    let (tx, input) = edge(
-        BufferConfig::default(),
-        MemoryBudget::new(1 << 30),
-        metrics.clone(),
-    );
-    let (out_tx, mut out_rx) = edge(
-        BufferConfig::default(),
-        MemoryBudget::new(1 << 30),
-        telemetry.component("out", "sink", "test"),
-    );
+    let (tx, input) = test_edge(&telemetry, "merged");
+    let (out_tx, mut out_rx) = test_edge(&telemetry, "out");
     let config = MergeConfig {
         max_pending_windows: 2,
         max_pending_stacks: 1_000,
         ..Default::default()
     };
     let cx = TransformContext {
-        cx: ComponentContext {
-            upstream_sources: vec!["cpu".into(), "py".into()],
-            ..ComponentContext::standalone("merged", "transform", "merge", &telemetry)
-        },
+        cx: standalone(
+            "merged",
+            "transform",
+            "merge",
+            &telemetry,
+            None,
+            &["cpu", "py"],
+        ),
         input,
         out: Output::new(vec![out_tx], metrics.clone()),
     };
@@ -295,9 +253,8 @@ async fn past_its_bounds_the_oldest_window_is_merged_early() {
         .unwrap();
     }
     // Three windows pending with a bound of two: the oldest was merged early.
-    let first = tokio::time::timeout(Duration::from_secs(5), out_rx.recv())
+    let first = collect::next(&mut out_rx, Duration::from_secs(5))
         .await
-        .unwrap()
         .unwrap();
     let Event::Profile(p) = first else {
         panic!("{first:?}")
@@ -310,10 +267,7 @@ async fn past_its_bounds_the_oldest_window_is_merged_early() {
     // The input ends: the rest is merged too.
     drop(tx);
     task.await.unwrap().unwrap();
-    let mut rest = Vec::new();
-    while let Some(ev) = out_rx.recv().await {
-        rest.push(ev);
-    }
+    let rest = collect::all(&mut out_rx, Duration::from_secs(5)).await;
     let windows: Vec<Window> = profiles(&rest).iter().map(|p| p.window).collect();
     assert_eq!(windows, vec![window(1), window(2)]);
 }

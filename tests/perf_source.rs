@@ -3,21 +3,24 @@
 //! SIGKILL is reported and restarted; rotated files never pile up; no perf at all is
 //! a clean, quiet finish. Skipped (with a message) where perf or root is missing.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use profpipe::buffer::BufferConfig;
-use profpipe::component::{BuildError, SinkConfig, SinkContext, Task};
-use profpipe::config::{
-    AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry,
-};
+use common::collect::Collect;
+use common::events::{diagnostics, profiles};
+use common::proc::Proc;
+use common::run;
+use profpipe::config::Config;
 use profpipe::event::{Diagnostic, Event, Profile, RunEnd};
 use profpipe::process::Backoff;
 use profpipe::sources::perf::PerfSourceConfig;
 use profpipe::telemetry::Telemetry;
-use profpipe::topology::{self, RunningTopology};
+use profpipe::topology::RunningTopology;
 use profpipe::transforms::classify::ClassifyConfig;
 use profpipe::transforms::fold::FoldConfig;
 use profpipe::units::DurationStr;
@@ -43,40 +46,12 @@ fn perf_usable() -> bool {
 }
 
 /// Compiles tests/programs/hot.c into `dir` and starts it for `seconds`.
-fn start_hot(dir: &Path, seconds: u32) -> Child {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/programs/hot.c");
-    let bin = dir.join("hot");
-    let st = Command::new("cc")
-        .args(["-O1", "-fno-omit-frame-pointer", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status()
-        .expect("cc");
-    assert!(st.success(), "cc failed");
-    Command::new(&bin).arg(seconds.to_string()).spawn().unwrap()
+fn start_hot(dir: &Path, seconds: u32) -> Proc {
+    let bin = common::proc::build_hot(dir);
+    Proc(Command::new(&bin).arg(seconds.to_string()).spawn().unwrap())
 }
 
-/// What the test sink saw.
-#[derive(Default)]
-struct Seen {
-    profiles: Vec<Profile>,
-    diagnostics: Vec<Diagnostic>,
-    /// Names in the source's scratch dir each time a profile arrived.
-    scratch_listings: Vec<Vec<String>>,
-}
-
-#[derive(Debug)]
-struct Collect {
-    seen: Arc<Mutex<Seen>>,
-    scratch: PathBuf,
-}
-
-impl std::fmt::Debug for Seen {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Seen({} profiles)", self.profiles.len())
-    }
-}
-
+/// Names in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -89,37 +64,27 @@ fn listing(dir: &Path) -> Vec<String> {
     v
 }
 
-impl SinkConfig for Collect {
-    fn inputs(&self) -> profpipe::event::DataTypes {
-        profpipe::event::DataTypes::ALL
-    }
-    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
-        let seen = self.seen.clone();
-        let scratch = self.scratch.clone();
-        let SinkContext { mut input, .. } = cx;
-        Ok(Box::pin(async move {
-            while let Some(ev) = input.recv().await {
-                let mut s = seen.lock().unwrap();
-                match ev {
-                    Event::Profile(p) => {
-                        s.scratch_listings.push(listing(&scratch));
-                        s.profiles.push(p);
-                    }
-                    Event::Diagnostic(d) => s.diagnostics.push(d),
-                    _ => {}
-                }
-            }
-            Ok(())
-        }))
-    }
-}
-
 struct Harness {
-    seen: Arc<Mutex<Seen>>,
-    diags: Arc<Mutex<Seen>>,
+    /// What classify delivers.
+    seen: Collect,
+    /// What the source itself sends (its diagnostics, before classify consumes them).
+    raw: Collect,
+    /// Names in the source's scratch dir each time a profile arrived.
+    scratch_listings: Arc<Mutex<Vec<Vec<String>>>>,
     telemetry: Telemetry,
     scratch: PathBuf,
     _state: tempfile::TempDir,
+}
+
+impl Harness {
+    fn profiles(&self) -> Vec<Profile> {
+        self.seen
+            .with(|e| profiles(e).into_iter().cloned().collect())
+    }
+    fn diagnostics(&self) -> Vec<Diagnostic> {
+        self.raw
+            .with(|e| diagnostics(e).into_iter().cloned().collect())
+    }
 }
 
 /// perf → fold → classify → collect, plus a second sink that sees the source's
@@ -127,61 +92,32 @@ struct Harness {
 fn pipeline(source: PerfSourceConfig) -> (Config, Harness) {
     let state = tempfile::tempdir().unwrap();
     let scratch = state.path().join("cpu");
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let diags = Arc::new(Mutex::new(Seen::default()));
-    let config = Config {
-        agent: AgentConfig {
-            state_dir: state.path().to_path_buf(),
-            ..Default::default()
-        },
-        telemetry: TelemetryConfig::default(),
-        sources: vec![SourceEntry {
-            id: "cpu".into(),
-            type_name: "perf",
-            config: Box::new(source),
-        }],
-        transforms: vec![
-            TransformEntry {
-                id: "fold".into(),
-                type_name: "fold",
-                inputs: vec!["cpu".into()],
-                buffer: BufferConfig::default(),
-                config: Box::new(FoldConfig::default()),
-            },
-            TransformEntry {
-                id: "classify".into(),
-                type_name: "classify",
-                inputs: vec!["fold".into()],
-                buffer: BufferConfig::default(),
-                config: Box::new(ClassifyConfig::default()),
-            },
-        ],
-        sinks: vec![
-            SinkEntry {
-                id: "collect".into(),
-                type_name: "collect",
-                inputs: vec!["classify".into()],
-                buffer: BufferConfig::default(),
-                config: Box::new(Collect {
-                    seen: seen.clone(),
-                    scratch: scratch.clone(),
-                }),
-            },
-            SinkEntry {
-                id: "diagnostics".into(),
-                type_name: "collect",
-                inputs: vec!["cpu".into()],
-                buffer: BufferConfig::default(),
-                config: Box::new(Collect {
-                    seen: diags.clone(),
-                    scratch: scratch.clone(),
-                }),
-            },
-        ],
+    let scratch_listings = Arc::new(Mutex::new(Vec::new()));
+    let seen = {
+        let (scratch, listings) = (scratch.clone(), scratch_listings.clone());
+        Collect::new().on_event(move |ev| {
+            if let Event::Profile(_) = ev {
+                listings.lock().unwrap().push(listing(&scratch));
+            }
+        })
     };
+    let raw = Collect::new();
+    let config = run::config(
+        run::agent_with_state(state.path()),
+        vec![run::source("cpu", "perf", source)],
+        vec![
+            run::transform("fold", "fold", &["cpu"], FoldConfig::default()),
+            run::transform("classify", "classify", &["fold"], ClassifyConfig::default()),
+        ],
+        vec![
+            run::sink("collect", "collect", &["classify"], seen.clone()),
+            run::sink("diagnostics", "collect", &["cpu"], raw.clone()),
+        ],
+    );
     let h = Harness {
         seen,
-        diags,
+        raw,
+        scratch_listings,
         telemetry: Telemetry::new(),
         scratch,
         _state: state,
@@ -190,8 +126,7 @@ fn pipeline(source: PerfSourceConfig) -> (Config, Harness) {
 }
 
 fn start(config: &Config, h: &Harness) -> RunningTopology {
-    let built = topology::build(config, &h.telemetry, "test-host".into()).unwrap();
-    RunningTopology::start(built)
+    run::start(config, &h.telemetry)
 }
 
 fn fast_source(window_s: u64, max_windows: u64) -> PerfSourceConfig {
@@ -210,9 +145,9 @@ fn fast_source(window_s: u64, max_windows: u64) -> PerfSourceConfig {
 }
 
 /// Windows (by end) whose profiles hold the hot stack of `pid`.
-fn hot_windows(seen: &Seen, pid: u32) -> Vec<u64> {
-    let mut v: Vec<u64> = seen
-        .profiles
+fn hot_windows(h: &Harness, pid: u32) -> Vec<u64> {
+    let mut v: Vec<u64> = h
+        .profiles()
         .iter()
         .filter(|p| {
             p.stacks
@@ -240,74 +175,52 @@ async fn hot_program_stacks_come_out_of_fold_with_its_pid() {
         std::fs::write(h.scratch.join(stale), b"stale").unwrap();
     }
     let tmp = tempfile::tempdir().unwrap();
-    let mut hot = start_hot(tmp.path(), 20);
-    let hot_pid = hot.id();
+    let hot = start_hot(tmp.path(), 20);
+    let hot_pid = hot.pid();
 
     let t0 = Instant::now();
     let outcome = start(&config, &h)
         .run_until(std::future::pending(), Duration::from_secs(30))
         .await;
     let took = t0.elapsed();
-    let _ = hot.kill();
-    let _ = hot.wait();
+    drop(hot);
     assert!(outcome.is_clean(), "{outcome:?}");
     eprintln!("two 3s windows with discovery took {took:?}");
 
-    let seen = h.seen.lock().unwrap();
-    let windows = hot_windows(&seen, hot_pid);
+    let profiles = h.profiles();
+    let windows = hot_windows(&h, hot_pid);
     assert!(
         !windows.is_empty(),
         "no `{HOT}` stack with pid {hot_pid} in {} profiles; first stacks: {:?}",
-        seen.profiles.len(),
-        seen.profiles
+        profiles.len(),
+        profiles
             .iter()
             .flat_map(|p| p.stacks.iter().take(5))
             .map(|s| (&s.frames, s.pid))
             .collect::<Vec<_>>()
     );
-    assert!(seen.profiles.iter().all(|p| &*p.labels.profiler == "perf"));
+    assert!(profiles.iter().all(|p| &*p.labels.profiler == "perf"));
     // After every window, at most the live file is left.
-    for l in &seen.scratch_listings {
+    for l in h.scratch_listings.lock().unwrap().iter() {
         assert!(
             l.iter().all(|n| n == "perf.data"),
             "scratch dir after a window: {l:?}"
         );
     }
     assert!(listing(&h.scratch).is_empty(), "{:?}", listing(&h.scratch));
-    assert!(h.diags.lock().unwrap().diagnostics.is_empty());
+    assert!(h.diagnostics().is_empty());
 }
 
 /// perf record processes started by this test process for this scratch dir.
 fn perf_records(scratch: &Path) -> Vec<u32> {
-    let me = std::process::id();
     let needle = scratch.to_string_lossy().into_owned();
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // pid (comm) state ppid ...
-        let Some((comm_part, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let ppid: u32 = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(0);
-        if ppid != me || !comm_part.ends_with("(perf") {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(" record ") && cmdline.contains(&needle) {
-            v.push(pid);
-        }
-    }
-    v
+    common::proc::children_named(std::process::id(), "perf")
+        .into_iter()
+        .filter(|&pid| {
+            let cmdline = common::proc::cmdline(pid).replace('\0', " ");
+            cmdline.contains(" record ") && cmdline.contains(&needle)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,23 +230,24 @@ async fn killed_perf_record_is_reported_and_restarted() {
     }
     let (config, h) = pipeline(fast_source(2, 5));
     let tmp = tempfile::tempdir().unwrap();
-    let mut hot = start_hot(tmp.path(), 20);
-    let hot_pid = hot.id();
+    let hot = start_hot(tmp.path(), 20);
+    let hot_pid = hot.pid();
     let running = start(&config, &h);
 
-    // Wait for perf record, let it record a little, then SIGKILL it.
+    // Wait for perf record to be recording (its data file has grown past the
+    // header), then SIGKILL it. Polled: perf tells the test nothing.
     let scratch = h.scratch.clone();
     let killed = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(&pid) = perf_records(&scratch).first() {
-                std::thread::sleep(Duration::from_millis(700));
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-                return pid;
-            }
-            assert!(Instant::now() < deadline, "perf record never started");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let pid = common::wait::until_some("perf record started", Duration::from_secs(10), || {
+            perf_records(&scratch).first().copied()
+        });
+        let data = scratch.join("perf.data");
+        let header = std::fs::metadata(&data).map_or(0, |m| m.len());
+        common::wait::until("perf record wrote samples", Duration::from_secs(10), || {
+            std::fs::metadata(&data).is_ok_and(|m| m.len() > header.max(4096))
+        });
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        pid
     })
     .await
     .unwrap();
@@ -342,14 +256,9 @@ async fn killed_perf_record_is_reported_and_restarted() {
     // A new perf record appears (after the backoff).
     let scratch = h.scratch.clone();
     let restarted = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(&pid) = perf_records(&scratch).iter().find(|&&p| p != killed) {
-                return pid;
-            }
-            assert!(Instant::now() < deadline, "perf record was not restarted");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait::until_some("perf record was restarted", Duration::from_secs(10), || {
+            perf_records(&scratch).into_iter().find(|&p| p != killed)
+        })
     })
     .await
     .unwrap();
@@ -358,29 +267,26 @@ async fn killed_perf_record_is_reported_and_restarted() {
     let outcome = running
         .run_until(std::future::pending(), Duration::from_secs(30))
         .await;
-    let _ = hot.kill();
-    let _ = hot.wait();
+    drop(hot);
     assert!(outcome.is_clean(), "{outcome:?}");
 
-    let diags = h.diags.lock().unwrap();
+    let diags = h.diagnostics();
     let d = diags
-        .diagnostics
         .iter()
         .find(|d| d.end == RunEnd::Signaled(9))
-        .unwrap_or_else(|| panic!("no SIGKILL diagnostic in {:?}", diags.diagnostics));
+        .unwrap_or_else(|| panic!("no SIGKILL diagnostic in {diags:?}"));
     assert!(d.stderr.contains("died with SIGKILL"), "{}", d.stderr);
     assert_eq!(&*d.labels.profiler, "perf");
     assert!(h.telemetry.profiler_errors("perf", "profiler_crashed") >= 1);
 
-    let seen = h.seen.lock().unwrap();
-    let after: Vec<u64> = hot_windows(&seen, hot_pid)
+    let after: Vec<u64> = hot_windows(&h, hot_pid)
         .into_iter()
         .filter(|&end| end > killed_at + 1000)
         .collect();
     assert!(
         !after.is_empty(),
         "no hot stacks in windows after the kill (killed at {killed_at}); hot windows: {:?}",
-        hot_windows(&seen, hot_pid)
+        hot_windows(&h, hot_pid)
     );
     assert!(listing(&h.scratch).is_empty(), "{:?}", listing(&h.scratch));
 }
@@ -413,7 +319,7 @@ inputs = ["fold"]
     )
     .unwrap();
     let t0 = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_profpipe"))
+    let out = run::profpipe()
         .args(["--log", "info", "run", "--config"])
         .arg(&config)
         .output()
@@ -462,27 +368,24 @@ async fn segfaulting_perf_script_keeps_its_samples_and_the_agent_goes_on() {
         binary: segfaulting_perf(tmp.path()).to_string_lossy().into_owned(),
         ..fast_source(2, 2)
     });
-    let mut hot = start_hot(tmp.path(), 20);
-    let hot_pid = hot.id();
+    let hot = start_hot(tmp.path(), 20);
+    let hot_pid = hot.pid();
     let outcome = start(&config, &h)
         .run_until(std::future::pending(), Duration::from_secs(30))
         .await;
-    let _ = hot.kill();
-    let _ = hot.wait();
+    drop(hot);
     assert!(outcome.is_clean(), "{outcome:?}");
 
-    let diags = h.diags.lock().unwrap();
+    let diags = h.diagnostics();
     let segv: Vec<_> = diags
-        .diagnostics
         .iter()
         .filter(|d| d.end == RunEnd::Signaled(11))
         .collect();
-    assert!(!segv.is_empty(), "{:?}", diags.diagnostics);
+    assert!(!segv.is_empty(), "{diags:?}");
     assert!(segv[0].stderr.ends_with("perf script died with SIGSEGV"));
     assert!(h.telemetry.profiler_errors("perf", "profiler_crashed") >= 1);
     // Every window's perf script crashed, yet what it printed was folded.
-    let seen = h.seen.lock().unwrap();
-    assert!(!hot_windows(&seen, hot_pid).is_empty());
+    assert!(!hot_windows(&h, hot_pid).is_empty());
     assert!(listing(&h.scratch).is_empty(), "{:?}", listing(&h.scratch));
 }
 
@@ -496,25 +399,30 @@ async fn perf_is_restarted_when_older_than_restart_after() {
         ..fast_source(2, 3)
     });
     let tmp = tempfile::tempdir().unwrap();
-    let mut hot = start_hot(tmp.path(), 20);
-    let hot_pid = hot.id();
+    let hot = start_hot(tmp.path(), 20);
+    let hot_pid = hot.pid();
     let running = start(&config, &h);
+    // Every perf record of the run, sampled until the run is over (each lives at
+    // least `restart_after`, far longer than the sampling interval).
     let scratch = h.scratch.clone();
-    let watcher = std::thread::spawn(move || {
-        let mut pids = std::collections::BTreeSet::new();
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            pids.extend(perf_records(&scratch));
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        pids
-    });
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut pids = std::collections::BTreeSet::new();
+            while !done.load(Ordering::SeqCst) {
+                pids.extend(perf_records(&scratch));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            pids
+        })
+    };
     let outcome = running
         .run_until(std::future::pending(), Duration::from_secs(30))
         .await;
+    done.store(true, Ordering::SeqCst);
     let pids = watcher.join().unwrap();
-    let _ = hot.kill();
-    let _ = hot.wait();
+    drop(hot);
     assert!(outcome.is_clean(), "{outcome:?}");
     assert!(pids.len() >= 2, "perf record pids seen: {pids:?}");
     let metrics = h.telemetry.render();
@@ -525,8 +433,7 @@ async fn perf_is_restarted_when_older_than_restart_after() {
         "{metrics}"
     );
     // A planned restart is not a failure.
-    assert!(h.diags.lock().unwrap().diagnostics.is_empty());
-    let seen = h.seen.lock().unwrap();
-    assert!(!hot_windows(&seen, hot_pid).is_empty());
+    assert!(h.diagnostics().is_empty());
+    assert!(!hot_windows(&h, hot_pid).is_empty());
     assert!(listing(&h.scratch).is_empty(), "{:?}", listing(&h.scratch));
 }

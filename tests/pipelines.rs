@@ -1,16 +1,12 @@
 //! Every example under `pipelines/` runs for real through the `profpipe` binary:
 //! outputs are redirected to a scratch directory, inputs stay the bundled ones.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn profpipe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_profpipe"))
-}
+use common::repo;
+use common::run::profpipe;
 
 /// Runs a pipeline file from the repository root with its sink paths pointed at
 /// `out`. Returns stdout.

@@ -6,12 +6,16 @@
 //! The stand-in's switches are passed as extra arguments rather than environment
 //! variables, so tests running in parallel do not see each other's settings.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use profpipe::buffer::{edge, BufferConfig, MemoryBudget, Output};
-use profpipe::component::{ComponentContext, SourceConfig, SourceContext};
+use common::context::{standalone, test_edge};
+use common::{collect, events};
+use profpipe::buffer::Output;
+use profpipe::component::{SourceConfig, SourceContext};
 use profpipe::event::{Diagnostic, Event, Profile, RunEnd, Watermark};
 use profpipe::process::Backoff;
 use profpipe::sources::pyperf::PyPerfSourceConfig;
@@ -22,7 +26,7 @@ use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
 
 fn standin() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/pyperf_standin.py")
+    common::programs().join("pyperf_standin.py")
 }
 
 /// Every log event of the test's thread: level and rendered fields.
@@ -75,31 +79,13 @@ struct Run {
 
 impl Run {
     fn profiles(&self) -> Vec<&Profile> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Profile(p) => Some(p),
-                _ => None,
-            })
-            .collect()
+        events::profiles(&self.events)
     }
     fn diagnostics(&self) -> Vec<&Diagnostic> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Diagnostic(d) => Some(d),
-                _ => None,
-            })
-            .collect()
+        events::diagnostics(&self.events)
     }
     fn watermarks(&self) -> Vec<u64> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Watermark(w) => Some(w.complete_until_ms),
-                _ => None,
-            })
-            .collect()
+        events::watermarks(&self.events)
     }
     fn restarts(&self) -> u64 {
         let text = self.telemetry.render();
@@ -129,15 +115,15 @@ async fn run(config: PyPerfSourceConfig) -> Run {
     let state = tempfile::tempdir().unwrap();
     let telemetry = Telemetry::new();
     let metrics = telemetry.component("python", "source", "pyperf");
-    let (tx, mut input) = edge(
-        BufferConfig::default(),
-        MemoryBudget::new(1 << 30),
-        telemetry.component("sink", "sink", "test"),
+    let (tx, mut input) = test_edge(&telemetry, "sink");
+    let cx = standalone(
+        "python",
+        "source",
+        "pyperf",
+        &telemetry,
+        Some(state.path()),
+        &[],
     );
-    let cx = ComponentContext {
-        state_dir: state.path().to_path_buf(),
-        ..ComponentContext::standalone("python", "source", "pyperf", &telemetry)
-    };
     let scratch = state.path().join("python");
     let task = config
         .build(SourceContext {
@@ -146,15 +132,7 @@ async fn run(config: PyPerfSourceConfig) -> Run {
         })
         .unwrap();
     let handle = tokio::spawn(task);
-    let mut events = Vec::new();
-    let collect = async {
-        while let Some(ev) = input.recv().await {
-            events.push(ev);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), collect)
-        .await
-        .expect("the source did not finish");
+    let events = collect::all(&mut input, Duration::from_secs(60)).await;
     handle.await.unwrap().unwrap();
     Run {
         events,

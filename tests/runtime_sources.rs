@@ -6,39 +6,29 @@
 //! argument and lets discovery select only that command line, so tests running in
 //! parallel (and whatever else runs on the machine) do not see each other.
 
+mod common;
+
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use profpipe::buffer::BufferConfig;
-use profpipe::component::{
-    BuildError, ComponentContext, SinkConfig, SinkContext, SourceConfig, Task,
-};
-use profpipe::config::{
-    AgentConfig, Config, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry,
-};
+use common::collect::Collect;
+use common::context::standalone;
+use common::proc::{Detached, PidFd};
+use common::{events, programs, run, walk};
 use profpipe::event::{Event, Profile, RunEnd, Watermark, Window};
 use profpipe::process::DiscoveryConfig;
 use profpipe::sources::py_spy::{PySpy, PySpyConfig};
 use profpipe::sources::rbspy::{RbSpy, RbSpyConfig};
 use profpipe::sources::runtime_runs::{resolve_binary, Runner, Target};
 use profpipe::telemetry::Telemetry;
-use profpipe::topology::{self, RunningTopology};
 use profpipe::transforms::classify::{classify, ClassifyConfig, Level, Reason};
 use profpipe::units::{DurationStr, RegexStr};
 
-fn programs() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/programs")
-}
-
 /// The real Python interpreter (not a pyenv shim script).
 fn python() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("python3 runs");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    common::proc::python().0.to_string_lossy().into_owned()
 }
 
 /// py-spy next to that interpreter (pip's), else whatever `PATH` finds.
@@ -52,81 +42,27 @@ fn py_spy() -> String {
     }
 }
 
-/// A process started detached from the test (its parent exits at once), killed
-/// when dropped.
-struct Workload {
-    pid: u32,
-}
+/// A workload of tests/programs, detached, running its hot functions.
+struct Workload(Detached);
 
 impl Workload {
     fn start(program: &str, args: &[&str]) -> Workload {
-        let mut cmd = format!("exec {program}");
-        for a in args {
-            cmd.push(' ');
-            cmd.push_str(a);
-        }
-        let out = Command::new("sh")
-            .args(["-c", &format!("{cmd} >/dev/null 2>&1 </dev/null & echo $!")])
-            .output()
-            .unwrap();
-        let pid: u32 = String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let w = Workload { pid };
-        // Wait for the exec and for the runtime library to be mapped.
-        let marker = args.last().copied().unwrap_or_default();
-        for _ in 0..100 {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(marker)
-                && (maps.contains("python") || maps.contains("ruby"))
-            {
-                std::thread::sleep(Duration::from_millis(150));
-                return w;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("workload {program} {args:?} did not start");
-    }
-
-    fn comm(&self) -> String {
-        std::fs::read_to_string(format!("/proc/{}/comm", self.pid))
-            .unwrap()
-            .trim()
-            .to_string()
+        Workload(Detached::start_ready(program, args))
     }
 }
 
-impl Drop for Workload {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
+/// `tests/programs/busy.py`, running for a minute, with `marker` on its command line.
+fn busy_py(marker: &str) -> Workload {
+    Workload::start(
+        &python(),
+        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
+    )
 }
 
-/// A sink that keeps every event it receives.
-#[derive(Debug, Clone, Default)]
-struct Collect {
-    events: Arc<Mutex<Vec<Event>>>,
-}
-
-impl SinkConfig for Collect {
-    fn inputs(&self) -> profpipe::event::DataTypes {
-        profpipe::event::DataTypes::ALL
-    }
-    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
-        let events = self.events.clone();
-        let SinkContext { mut input, .. } = cx;
-        Ok(Box::pin(async move {
-            while let Some(ev) = input.recv().await {
-                events.lock().unwrap().push(ev);
-            }
-            Ok(())
-        }))
+impl std::ops::Deref for Workload {
+    type Target = Detached;
+    fn deref(&self) -> &Detached {
+        &self.0
     }
 }
 
@@ -147,79 +83,41 @@ struct Run {
 
 impl Run {
     fn profiles(&self) -> Vec<&Profile> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Profile(p) => Some(p),
-                _ => None,
-            })
-            .collect()
+        events::profiles(&self.events)
     }
 
     fn watermarks(&self) -> Vec<u64> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Watermark(w) => Some(w.complete_until_ms),
-                _ => None,
-            })
-            .collect()
+        events::watermarks(&self.events)
     }
 
     /// Every stack line, `frames count`, with its pid.
     fn stacks(&self) -> Vec<(u32, String)> {
-        self.profiles()
-            .iter()
-            .flat_map(|p| p.stacks.iter())
-            .map(|s| (s.pid, format!("{} {}", s.frames, s.count)))
-            .collect()
+        events::stacks(&self.events)
     }
 }
 
-/// Runs `source` → classify → collect until the source finishes (or `stop_after`).
+/// Runs `source` → classify → collect until the source finishes (or `stop` does).
 async fn run_pipeline(
     type_name: &'static str,
-    source: Box<dyn SourceConfig>,
-    stop_after: Option<Duration>,
+    source: Box<dyn profpipe::component::SourceConfig>,
+    stop: impl Future<Output = ()>,
 ) -> Run {
     let state_dir = tempfile::tempdir().unwrap();
-    let sink = Collect::default();
-    let config = Config {
-        agent: AgentConfig {
-            state_dir: state_dir.path().to_path_buf(),
-            ..AgentConfig::default()
-        },
-        telemetry: TelemetryConfig::default(),
-        sources: vec![SourceEntry {
-            id: "runtime".into(),
-            type_name,
-            config: source,
-        }],
-        transforms: vec![TransformEntry {
-            id: "classify".into(),
-            type_name: "classify",
-            inputs: vec!["runtime".into()],
-            buffer: BufferConfig::default(),
-            config: Box::new(ClassifyConfig::default()),
-        }],
-        sinks: vec![SinkEntry {
-            id: "collect".into(),
-            type_name: "collect",
-            inputs: vec!["classify".into()],
-            buffer: BufferConfig::default(),
-            config: Box::new(sink.clone()),
-        }],
-    };
+    let sink = Collect::new();
+    let config = run::config(
+        run::agent_with_state(state_dir.path()),
+        vec![run::boxed_source("runtime", type_name, source)],
+        vec![run::transform(
+            "classify",
+            "classify",
+            &["runtime"],
+            ClassifyConfig::default(),
+        )],
+        vec![run::sink("collect", "collect", &["classify"], sink.clone())],
+    );
     let telemetry = Telemetry::new();
-    let built = topology::build(&config, &telemetry, "test-host".into()).unwrap();
-    let running = RunningTopology::start(built);
+    let running = run::start(&config, &telemetry);
     let supervisor = running.supervisor().clone();
-    let stop = async move {
-        match stop_after {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
     let outcome = tokio::time::timeout(
         Duration::from_secs(40),
         running.run_until(stop, Duration::from_secs(10)),
@@ -228,7 +126,7 @@ async fn run_pipeline(
     .expect("pipeline finished");
     assert!(outcome.is_clean(), "{outcome:?}");
     assert_eq!(supervisor.alive(), 0, "a profiler child outlived the run");
-    let events = std::mem::take(&mut *sink.events.lock().unwrap());
+    let events = sink.take();
     // Every output file was deleted.
     let scratch = state_dir.path().join("runtime");
     let left: Vec<_> = std::fs::read_dir(&scratch)
@@ -266,12 +164,9 @@ fn rbspy_source(marker: &str) -> RbSpyConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn py_spy_profiles_a_python_process() {
     let marker = "profpipe-test-py-ok";
-    let w = Workload::start(
-        &python(),
-        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
-    );
+    let w = busy_py(marker);
     let comm = w.comm();
-    let run = run_pipeline("py_spy", Box::new(py_spy_source(marker, 1)), None).await;
+    let run = run_pipeline("py_spy", Box::new(py_spy_source(marker, 1)), never()).await;
     let stacks = run.stacks();
     assert!(!stacks.is_empty(), "no stacks: {:?}", run.events);
     assert!(stacks.iter().all(|(pid, _)| *pid == w.pid));
@@ -329,7 +224,7 @@ async fn rbspy_profiles_a_ruby_process_and_leaves_no_raw_files() {
         eprintln!("rbspy is not installed; skipping");
         return;
     }
-    let run = run_pipeline("rbspy", Box::new(rbspy_source(marker)), None).await;
+    let run = run_pipeline("rbspy", Box::new(rbspy_source(marker)), never()).await;
     let stacks = run.stacks();
     assert!(!stacks.is_empty(), "no stacks: {:?}", run.events);
     assert!(stacks.iter().all(|(pid, _)| *pid == w.pid));
@@ -356,29 +251,23 @@ fn frames_re(re: &str) -> regex::Regex {
     regex::Regex::new(re).unwrap()
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_exiting_mid_window_is_classified_and_keeps_its_stacks() {
     let marker = "profpipe-test-py-exits";
-    let w = Workload::start(
-        &python(),
-        &[programs().join("busy.py").to_str().unwrap(), "1", marker],
-    );
-    let run = run_pipeline("py_spy", Box::new(py_spy_source(marker, 1)), None).await;
+    let w = busy_py(marker);
+    // The target ends a second after py-spy has started on it: mid-run (a 6 s window
+    // gives runs of 3 s), with samples taken, however long the pipeline took to get
+    // there.
+    let source = PySpyConfig {
+        window: DurationStr(Duration::from_secs(6)),
+        ..py_spy_source(marker, 1)
+    };
+    let target = w.pid;
+    let ender = async {
+        find_py_spy_child(target).await;
+        w.end_soon();
+    };
+    let (run, ()) = tokio::join!(run_pipeline("py_spy", Box::new(source), never()), ender);
     assert_eq!(
         run.telemetry.profiler_errors("py-spy", "process_exited"),
         1,
@@ -401,8 +290,14 @@ fn runner(
 ) -> (Runner, tempfile::TempDir) {
     let telemetry = Telemetry::new();
     let dir = tempfile::tempdir().unwrap();
-    let mut cx = ComponentContext::standalone("runtime", "source", "py_spy", &telemetry);
-    cx.state_dir = dir.path().to_path_buf();
+    let cx = standalone(
+        "runtime",
+        "source",
+        "py_spy",
+        &telemetry,
+        Some(dir.path()),
+        &[],
+    );
     let binary = resolve_binary(binary).expect("profiler installed");
     (Runner::new(profiler, binary, &cx).unwrap(), dir)
 }
@@ -459,56 +354,54 @@ async fn a_pid_that_never_existed_is_classified() {
     }
 }
 
-/// The pid of this test process's `py-spy` child profiling `target`, once it runs.
+/// The pid of this test process's `py-spy` child profiling `target`, once it runs
+/// (polled: the supervisor inside the pipeline says nothing to the test).
 async fn find_py_spy_child(target: u32) -> u32 {
-    let me = std::process::id().to_string();
     let want = format!("--pid\0{target}\0");
-    for _ in 0..200 {
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let Some((_, rest)) = stat.rsplit_once(") ") else {
-                continue;
-            };
-            let ppid = rest.split(' ').nth(1).unwrap_or("");
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if ppid == me
-                && comm.trim() == "py-spy"
-                && String::from_utf8_lossy(&cmdline).contains(&want)
-            {
-                return pid;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no py-spy child for {target}");
+    common::wait::until_some_async(
+        &format!("a py-spy child for {target}"),
+        Duration::from_secs(10),
+        || {
+            common::proc::children_named(std::process::id(), "py-spy")
+                .into_iter()
+                .find(|&pid| common::proc::cmdline(pid).contains(&want))
+        },
+    )
+    .await
+}
+
+/// A stop signal that never comes: the pipeline ends by itself.
+async fn never() {
+    std::future::pending().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_py_spy_is_classified_and_the_next_window_is_profiled() {
     let marker = "profpipe-test-py-crash";
-    let w = Workload::start(
-        &python(),
-        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
-    );
+    let w = busy_py(marker);
     let target = w.pid;
     let killer = tokio::spawn(async move {
         let child = find_py_spy_child(target).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let handle = PidFd::open(child).unwrap();
         // Rust's runtime catches the first SIGSEGV (its stack-overflow handler),
-        // restores the default action and returns; a second one kills.
-        for _ in 0..2 {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child as i32),
-                nix::sys::signal::Signal::SIGSEGV,
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // restores the default action and returns; another one kills. Signal until
+        // the kernel reports the exit.
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..20 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(child as i32),
+                    nix::sys::signal::Signal::SIGSEGV,
+                );
+                if handle.wait_exit(Duration::from_millis(500)) {
+                    return;
+                }
+            }
+            panic!("py-spy {child} survived SIGSEGV");
+        })
+        .await
+        .unwrap();
     });
-    let run = run_pipeline("py_spy", Box::new(py_spy_source(marker, 2)), None).await;
+    let run = run_pipeline("py_spy", Box::new(py_spy_source(marker, 2)), never()).await;
     killer.await.unwrap();
     assert_eq!(
         run.telemetry.profiler_errors("py-spy", "profiler_crashed"),
@@ -539,21 +432,18 @@ async fn a_crashed_py_spy_is_classified_and_the_next_window_is_profiled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_running_profilers_and_finishes() {
     let marker = "profpipe-test-py-shutdown";
-    let _w = Workload::start(
-        &python(),
-        &[programs().join("busy.py").to_str().unwrap(), "60", marker],
-    );
+    let w = busy_py(marker);
     let source = PySpyConfig {
         window: DurationStr(Duration::from_secs(60)),
         max_windows: None,
         ..py_spy_source(marker, 1)
     };
     let started = std::time::Instant::now();
-    let run = run_pipeline(
-        "py_spy",
-        Box::new(source),
-        Some(Duration::from_millis(1500)),
-    )
+    // Stop while a profiler runs.
+    let target = w.pid;
+    let run = run_pipeline("py_spy", Box::new(source), async move {
+        find_py_spy_child(target).await;
+    })
     .await;
     assert!(
         started.elapsed() < Duration::from_secs(8),
@@ -579,7 +469,7 @@ async fn a_missing_profiler_finishes_cleanly() {
         ..py_spy_source("profpipe-test-none", 1)
     };
     let started = std::time::Instant::now();
-    let run = run_pipeline("py_spy", Box::new(source), None).await;
+    let run = run_pipeline("py_spy", Box::new(source), never()).await;
     assert_eq!(run.watermarks(), vec![Watermark::FINISHED]);
     assert!(run.profiles().is_empty());
     assert!(started.elapsed() < Duration::from_secs(2));

@@ -8,14 +8,17 @@
 // holding it across their awaits is the point.
 #![allow(clippy::await_holding_lock)]
 
+mod common;
+
 use std::io::{BufRead, BufReader as StdBufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::proc::{is_dead, our_zombies, stat, wait_exec, PidFd};
 use profpipe::process::{
-    Backoff, ExitOutcome, Restarter, Signal, SignalError, SpawnError, Spec, Stdout, Supervisor,
-    SupervisorConfig,
+    Backoff, Child, ExitOutcome, Restarter, Signal, SignalError, SpawnError, Spec, Stdout,
+    Supervisor, SupervisorConfig,
 };
 use profpipe::telemetry::Telemetry;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -39,63 +42,25 @@ fn sh(script: &str) -> Spec {
 }
 
 fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
+    common::proc::open_fds(std::process::id())
 }
 
-/// (state, ppid, comm) of a process, from /proc/PID/stat.
-fn stat(pid: u32) -> Option<(char, u32, String)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text[open + 1..close].to_string();
-    let mut rest = text[close + 2..].split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    let ppid = rest.next()?.parse().ok()?;
-    Some((state, ppid, comm))
+/// Whether a process we held a handle on ends (the kernel says so) within 10 s. No
+/// handle means it was gone before we could take one.
+fn gone(process: &std::io::Result<PidFd>) -> bool {
+    process
+        .as_ref()
+        .map_or(true, |p| p.wait_exit(Duration::from_secs(10)))
 }
 
-/// Zombie children of this test process.
-fn our_zombies() -> Vec<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| matches!(stat(pid), Some(('Z', ppid, _)) if ppid == me))
-        .collect()
-}
-
-/// Whether the process `pid` that was running `comm` is gone (or a zombie, i.e. dead
-/// and waiting for its new parent to reap it). A different comm means the PID was
-/// reused, except for `sh`: a background job is `sh` until it execs its command.
-fn is_dead(pid: u32, comm: &str) -> bool {
-    match stat(pid) {
-        None => true,
-        Some((state, _, c)) => state == 'Z' || state == 'X' || (c != comm && c != "sh"),
-    }
-}
-
-async fn wait_dead(pid: u32, comm: &str, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    while Instant::now() < end {
-        if is_dead(pid, comm) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    is_dead(pid, comm)
-}
-
-/// Waits until `pid` runs `comm` (a forked shell job has exec'd its command).
-async fn wait_exec(pid: u32, comm: &str) -> bool {
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        if matches!(stat(pid), Some((_, _, c)) if c == comm) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    false
+/// The first line a piped child prints.
+async fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout().unwrap())
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    line
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -184,7 +149,8 @@ async fn cycle(sup: Supervisor, kind: Kind) {
         }
         Kind::Cancel => {
             let child = sup.spawn(Spec::new("sleep").arg("100")).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Cancel a child that is really running its program.
+            assert!(wait_exec(child.pid(), "sleep").await);
             drop(child);
         }
         Kind::Missing => {
@@ -203,12 +169,7 @@ async fn cycle(sup: Supervisor, kind: Kind) {
                 )
                 .await
                 .unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout().unwrap())
-                .read_line(&mut line)
-                .await
-                .unwrap();
-            assert_eq!(line, "hello\n");
+            assert_eq!(first_line(&mut child).await, "hello\n");
             let r = child.wait().await;
             assert_eq!(r.outcome, ExitOutcome::Exited(0));
             assert_eq!(r.stderr_tail, "warn\n");
@@ -294,26 +255,16 @@ async fn timeout_kills_the_whole_process_group() {
         )
         .await
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout().unwrap())
-        .read_line(&mut line)
-        .await
-        .unwrap();
-    let grandchild: u32 = line.trim().parse().unwrap();
-    assert!(
-        wait_exec(grandchild, "sleep").await,
-        "the grandchild runs sleep"
-    );
+    let pid: u32 = first_line(&mut child).await.trim().parse().unwrap();
+    let grandchild = PidFd::open(pid);
+    assert!(wait_exec(pid, "sleep").await, "the grandchild runs sleep");
     let report = child.wait().await;
     assert_eq!(report.outcome, ExitOutcome::TimedOut);
     assert!(
         report.runtime >= Duration::from_millis(500),
         "TERM ignored, KILL after grace"
     );
-    assert!(
-        wait_dead(grandchild, "sleep", Duration::from_secs(2)).await,
-        "grandchild survived"
-    );
+    assert!(gone(&grandchild), "grandchild survived");
     assert!(our_zombies().is_empty());
 }
 
@@ -325,21 +276,14 @@ async fn nothing_outlives_a_child_that_exits_normally() {
         .spawn(sh("sleep 100 & echo $!").stdout(Stdout::Piped))
         .await
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout().unwrap())
-        .read_line(&mut line)
-        .await
-        .unwrap();
-    let grandchild: u32 = line.trim().parse().unwrap();
+    let pid: u32 = first_line(&mut child).await.trim().parse().unwrap();
+    let grandchild = PidFd::open(pid);
     // The grandchild holds stdout and stderr open: wait() must not depend on them.
     let report = tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await
         .expect("wait() returned");
     assert_eq!(report.outcome, ExitOutcome::Exited(0));
-    assert!(
-        wait_dead(grandchild, "sleep", Duration::from_secs(2)).await,
-        "grandchild survived"
-    );
+    assert!(gone(&grandchild), "grandchild survived");
     // Once the group is gone, reading the rest of stdout ends at once: nothing
     // else holds the pipe. (Checked through a fresh child, since wait() consumed
     // the handle.)
@@ -450,22 +394,37 @@ async fn stdout_to_files_env_and_no_core_dumps() {
 async fn concurrency_cap_makes_callers_wait() {
     let _serial = serial();
     let sup = Supervisor::new(config(2, 200), &Telemetry::new());
-    let a = sup.spawn(Spec::new("sleep").arg("0.4")).await.unwrap();
-    let b = sup.spawn(Spec::new("sleep").arg("0.4")).await.unwrap();
+    let a = sup.spawn(Spec::new("sleep").arg("100")).await.unwrap();
+    let b = sup.spawn(Spec::new("sleep").arg("100")).await.unwrap();
     assert_eq!(sup.alive(), 2);
-    let t = Instant::now();
+    // Both slots are taken by children that never end on their own: a third caller
+    // waits however long it is given.
     let third =
         tokio::time::timeout(Duration::from_millis(150), sup.spawn(Spec::new("true"))).await;
     assert!(third.is_err(), "a third child started above the cap");
-    let c = sup.spawn(Spec::new("true")).await.unwrap();
-    assert!(
-        t.elapsed() >= Duration::from_millis(300),
-        "{:?}",
-        t.elapsed()
-    );
-    for child in [a, b, c] {
-        assert!(child.wait().await.outcome.success());
-    }
+    // A waiting caller gets the slot that `a` frees, and not before.
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waiter = {
+        let (sup, released) = (sup.clone(), released.clone());
+        tokio::spawn(async move {
+            let c = sup.spawn(Spec::new("true")).await.unwrap();
+            assert!(
+                released.load(std::sync::atomic::Ordering::SeqCst),
+                "started before a slot was freed"
+            );
+            c
+        })
+    };
+    tokio::task::yield_now().await;
+    assert!(!waiter.is_finished());
+    released.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(a.terminate().await.outcome, ExitOutcome::Cancelled);
+    let c = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiting caller got the freed slot")
+        .unwrap();
+    assert!(c.wait().await.outcome.success());
+    assert_eq!(b.terminate().await.outcome, ExitOutcome::Cancelled);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,11 +433,16 @@ async fn shutdown_terminates_and_reaps_everything() {
     let sup = Supervisor::new(config(8, 300), &Telemetry::new());
     let mut children = Vec::new();
     for _ in 0..5 {
-        children.push(sup.spawn(sh("trap '' TERM; sleep 100")).await.unwrap());
+        let mut child = sup
+            .spawn(sh("trap '' TERM; echo ready; sleep 100").stdout(Stdout::Piped))
+            .await
+            .unwrap();
+        // The shell says when its trap is set: SIGTERM is ignored from then on.
+        assert_eq!(first_line(&mut child).await, "ready\n");
+        children.push(child);
     }
     children.push(sup.spawn(Spec::new("sleep").arg("100")).await.unwrap());
     let pids: Vec<u32> = children.iter().map(|c| c.pid()).collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let t = Instant::now();
     tokio::time::timeout(Duration::from_secs(5), sup.shutdown())
         .await
@@ -530,17 +494,21 @@ async fn restarter_backs_off_and_counts() {
         .render()
         .contains("profpipe_process_children_restarted_total{program=\"false\"} 2"));
 
-    // Shutdown during the backoff wait ends it.
-    let sup2 = sup.clone();
-    let stopper = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        sup2.shutdown().await;
-    });
+    // Shutdown during the backoff wait ends it: the start is polled into its wait
+    // (400 ms now), then the supervisor shuts down.
     let t = Instant::now();
-    let err = restarter.start(Spec::new("false")).await.unwrap_err();
-    assert!(matches!(err, SpawnError::ShuttingDown));
+    let mut start = std::pin::pin!(restarter.start(Spec::new("false")));
+    tokio::select! {
+        biased;
+        r = &mut start => panic!("start did not wait for its backoff (ok: {})", r.is_ok()),
+        _ = std::future::ready(()) => {}
+    }
+    let (_, result) = tokio::join!(sup.shutdown(), start);
+    assert!(
+        matches!(result, Err(SpawnError::ShuttingDown)),
+        "{result:?}"
+    );
     assert!(t.elapsed() < Duration::from_millis(350));
-    stopper.await.unwrap();
 }
 
 /// PDEATHSIG is per thread: a child forked by a thread that exits is killed even
@@ -590,18 +558,30 @@ fn child_survives_the_spawning_thread_going_idle() {
         let sup = Supervisor::new(SupervisorConfig::default(), &Telemetry::new());
         let handle = tokio::runtime::Handle::current();
         let sup2 = sup.clone();
-        let child = tokio::task::spawn_blocking(move || {
-            handle.block_on(sup2.spawn(Spec::new("sleep").arg("100")))
+        let (child, tid) = tokio::task::spawn_blocking(move || {
+            let tid = unsafe { libc::gettid() };
+            (
+                handle.block_on(sup2.spawn(Spec::new("sleep").arg("100"))),
+                tid,
+            )
         })
         .await
-        .unwrap()
         .unwrap();
-        // The blocking thread retires after 50 ms idle; give it ample time.
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        let child = child.unwrap();
+        let pidfd = PidFd::open(child.pid()).unwrap();
+        // The blocking thread retires after 50 ms idle. Once the kernel has released
+        // it, any PDEATHSIG tied to it has been sent.
+        common::wait::until_async(
+            "the spawning thread retired",
+            Duration::from_secs(10),
+            || !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists(),
+        )
+        .await;
         assert!(
-            !is_dead(child.pid(), "sleep"),
+            !pidfd.wait_exit(Duration::from_millis(500)),
             "child died with the spawning thread"
         );
+        assert!(!is_dead(child.pid(), "sleep"));
         let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
             .unwrap()
             .flatten()
@@ -615,22 +595,21 @@ fn child_survives_the_spawning_thread_going_idle() {
     });
 }
 
-const HELPER_ENV: &str = "PROFPIPE_TEST_PDEATHSIG_CHILD";
+/// Set in the re-executed test binary: it then plays the agent.
+const AGENT_ROLE: &str = "PROFPIPE_TEST_PDEATHSIG_AGENT";
 
-/// Not a test by itself: the "agent" process of `child_dies_when_the_agent_is_killed`.
-#[test]
-fn pdeathsig_helper_agent() {
-    if std::env::var_os(HELPER_ENV).is_none() {
-        return;
-    }
+/// The "agent" of `child_dies_when_the_agent_is_killed`, in a process of its own:
+/// starts a child through the supervisor, prints its pid, and lives until stdin
+/// closes (so it never outlives the test) or it is killed.
+fn play_the_agent() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let sup = Supervisor::new(SupervisorConfig::default(), &Telemetry::new());
         let child = sup.spawn(Spec::new("sleep").arg("100")).await.unwrap();
         println!("PDEATHSIG_CHILD_PID={}", child.pid());
-        use std::io::Write;
+        use std::io::{Read, Write};
         std::io::stdout().flush().unwrap();
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        let _ = tokio::task::spawn_blocking(|| std::io::stdin().read(&mut [0u8; 1])).await;
         drop(child);
     });
 }
@@ -645,18 +624,25 @@ impl Drop for Agent {
     }
 }
 
+/// The agent is SIGKILLed (no destructor, no shutdown code runs): its child dies too,
+/// through PDEATHSIG set by the spawner thread. The agent is this test binary run
+/// again, filtered to this one test, with `AGENT_ROLE` set.
 #[test]
 fn child_dies_when_the_agent_is_killed() {
+    if std::env::var_os(AGENT_ROLE).is_some() {
+        return play_the_agent();
+    }
     let _serial = serial();
     let mut agent = Agent(
         Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "pdeathsig_helper_agent",
+                "child_dies_when_the_agent_is_killed",
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(HELPER_ENV, "1")
+            .env(AGENT_ROLE, "1")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -664,24 +650,20 @@ fn child_dies_when_the_agent_is_killed() {
     );
     let mut lines = StdBufReader::new(agent.0.stdout.take().unwrap()).lines();
     let pid: u32 = loop {
-        let line = lines.next().expect("helper printed the pid").unwrap();
-        // libtest prints "test name ... " before the helper's own output.
+        let line = lines.next().expect("the agent printed the pid").unwrap();
+        // libtest prints "test name ... " before the agent's own output.
         if let Some((_, p)) = line.split_once("PDEATHSIG_CHILD_PID=") {
             break p.trim().parse().unwrap();
         }
     };
-    std::thread::sleep(Duration::from_millis(200));
+    // The supervisor's spawn returns once the child has exec'd.
+    let (_, ppid, comm) = stat(pid).expect("the child exists");
+    assert_eq!((ppid, comm.as_str()), (agent.0.id(), "sleep"));
+    let child = PidFd::open(pid).unwrap();
+    assert!(!child.exited(), "the child lives while the agent lives");
+    drop(agent); // SIGKILL, then reaped
     assert!(
-        !is_dead(pid, "sleep"),
-        "the child lives while the agent lives"
-    );
-    drop(agent); // SIGKILL: no destructor, no shutdown code runs in the agent
-    let end = Instant::now() + Duration::from_secs(2);
-    while !is_dead(pid, "sleep") && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        is_dead(pid, "sleep"),
+        child.wait_exit(Duration::from_secs(10)),
         "the child outlived the SIGKILLed agent"
     );
 }

@@ -1,0 +1,50 @@
+//! Helpers shared by the integration tests. Each test file says `mod common;` and
+//! uses what it needs (hence `dead_code` is allowed: no binary uses all of it).
+//!
+//! - [`collect`]: the one test sink, and the only code here that reads a component
+//!   `Input` (`recv`). When the engine's Input API changes, this is the one place to
+//!   update.
+//! - [`events`]: picking profiles, watermarks and diagnostics out of collected events.
+//! - [`context`]: component contexts and edges for driving one component by hand.
+//! - [`run`]: building, starting and running topologies.
+//! - [`proc`]: processes of the host: /proc reading, kill-on-drop children, waiting
+//!   for a process to exec or die, counting descriptors and zombies.
+//! - [`wait`]: polling a condition with a deadline, for the cases where a real
+//!   external process is involved and no signal exists.
+
+#![allow(dead_code)]
+
+pub mod collect;
+pub mod context;
+pub mod events;
+pub mod proc;
+pub mod run;
+pub mod wait;
+
+use std::path::PathBuf;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `tests/programs`: the workloads the live tests profile.
+pub fn programs() -> PathBuf {
+    repo().join("tests/programs")
+}
+
+/// Every file below `dir` (none if it does not exist).
+pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
