@@ -140,3 +140,23 @@ fn collapsed_dedup_console_prints_merged_stacks() {
         "gProfiler prefixes leaked: {stdout}"
     );
 }
+
+/// A wiring that cannot work is refused before anything runs, at the input that
+/// names the producer, with the fix; the sink behind a transform that already
+/// refused its input is not blamed twice.
+#[test]
+fn validate_names_a_miswired_edge_its_line_and_the_fix() {
+    let result = profpipe()
+        .current_dir(repo())
+        .args(["validate", "tests/data/miswired.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(result.status.code(), Some(2));
+    let stderr = String::from_utf8(result.stderr).unwrap();
+    let want = "\
+tests/data/miswired.toml:8:11: transform `quiet` takes profiles and diagnostics; source `cpu` produces perf_script text: put a `fold` between them
+tests/data/miswired.toml:17:11: sink `out` takes profiles and diagnostics; source `cpu` produces perf_script text: put a `fold` between them
+tests/data/miswired.toml: 2 error(s)
+";
+    assert_eq!(stderr, want);
+}

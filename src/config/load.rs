@@ -20,6 +20,7 @@ use toml::Spanned;
 
 use super::checks::{check_buffers_fit, check_ids};
 use super::component::read_section;
+use super::data_types;
 use super::declared::{Built, Declared};
 use super::graph::{self, Node, Role};
 use super::report::Report;
@@ -147,8 +148,15 @@ fn load<'d>(
             inputs: d.inputs.clone(),
         })
         .collect();
-    for p in graph::check(&nodes, &claimed) {
+    let graph_problems = graph::check(&nodes, &claimed);
+    let graph_ok = graph_problems.is_empty();
+    for p in graph_problems {
         report.maybe_at(p.span, p.message);
+    }
+    if graph_ok {
+        for (span, message) in data_types::check(&declared) {
+            report.at(span, message);
+        }
     }
     if let Some((limit, default)) = memory_limit {
         check_buffers_fit(report, limit, default, &declared);

@@ -15,6 +15,7 @@ pub mod agent;
 mod buffer;
 mod checks;
 mod component;
+mod data_types;
 mod declared;
 mod describe;
 mod errors;

@@ -64,6 +64,11 @@ impl DataTypes {
         self.0 == 0
     }
 
+    /// The types in both.
+    pub fn intersect(self, other: DataTypes) -> DataTypes {
+        DataTypes(self.0 & other.0)
+    }
+
     /// The types in `self` that `other` lacks.
     pub fn without(self, other: DataTypes) -> DataTypes {
         DataTypes(self.0 & !other.0)
