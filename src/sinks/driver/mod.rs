@@ -87,6 +87,16 @@ impl FlushReport {
         self.undelivered_requests == 0
     }
 
+    /// The sink's one WARN line at shutdown, if anything was left undelivered.
+    pub fn warn_if_undelivered(&self, component: &str) {
+        if !self.is_clean() {
+            tracing::warn!(
+                component,
+                "{self}; resolved as errored (the producer keeps them)"
+            );
+        }
+    }
+
     fn add(&mut self, events: u64, bytes: u64) {
         self.undelivered_requests += 1;
         self.undelivered_events += events;
@@ -214,14 +224,15 @@ impl<S: Service> Driver<S> {
     pub async fn flush(mut self, deadline: Duration) -> FlushReport {
         let mut tasks = std::mem::take(&mut self.tasks);
         let mut report = FlushReport::default();
-        let until = Instant::now() + deadline;
+        let timer = tokio::time::sleep(deadline);
+        tokio::pin!(timer);
         loop {
             tokio::select! {
                 next = tasks.join_next_with_id() => match next {
                     Some(r) => self.account(r, &mut report),
                     None => return report,
                 },
-                _ = tokio::time::sleep_until(until) => break,
+                _ = &mut timer => break,
             }
         }
         // Past the deadline: every request still running ends at its next await
