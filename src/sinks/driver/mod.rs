@@ -253,6 +253,8 @@ impl<S: Service> Driver<S> {
     }
 
     fn account(&mut self, r: Result<(Id, Finished), JoinError>, report: &mut FlushReport) {
+        // (A request that ended by itself is not in the report: it was delivered,
+        // rejected or gave up, and was counted and logged as such.)
         match r {
             Ok((id, f)) => {
                 self.running.remove(&id);
@@ -265,8 +267,8 @@ impl<S: Service> Driver<S> {
                 let (events, bytes) = self.running.remove(&e.id()).unwrap_or_default();
                 let m = &self.shared.metrics;
                 m.discarded_many("panic", events, bytes);
+                // Logged here at ERROR, counted as `panic`; not a shutdown leftover.
                 tracing::error!(component = m.id(), events, "sink request task failed: {e}");
-                report.add(events, bytes);
             }
         }
     }

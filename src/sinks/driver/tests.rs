@@ -26,6 +26,8 @@ enum Step {
     Reject(Duration),
     /// Never answers (the driver's timeout ends it).
     Hang,
+    /// A bug in the service.
+    Panic,
 }
 
 /// A service whose requests are ids with a script of attempts each (no script, or
@@ -106,6 +108,7 @@ impl Service for Scripted {
                     Err(DeliveryError::permanent("http_400", "bad request"))
                 }
                 Step::Hang => std::future::pending().await,
+                Step::Panic => panic!("scripted service bug"),
             }
         })
     }
@@ -468,4 +471,33 @@ async fn healthcheck_is_bounded_by_its_timeout() {
     assert_eq!(err.reason(), "timeout");
     assert!(err.is_retryable());
     assert_eq!(err.to_string(), "timeout: no answer within 5s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_service_costs_only_its_own_request() {
+    let service = Scripted::default();
+    service.script(1, [Step::Panic]);
+    let m = metrics();
+    let mut driver = Driver::new(service, &config(2), m.clone()).with_seed(9);
+    let receivers = submit_all(&mut driver, 0..3).await;
+    let report = driver.flush(Duration::from_secs(60)).await;
+    assert!(
+        report.is_clean(),
+        "a panic is not a shutdown leftover: {report:?}"
+    );
+    for (id, rx) in receivers {
+        let expected = if id == 1 {
+            EventStatus::Errored
+        } else {
+            EventStatus::Delivered
+        };
+        assert_eq!(rx.wait().await, expected, "request {id}");
+    }
+    assert_eq!(m.discarded_count("panic"), events_of(1));
+    assert_eq!(m.sent_events(), events_of(0) + events_of(2));
+    assert_eq!(
+        m.request_metrics().in_flight(),
+        0,
+        "the slot was given back"
+    );
 }
