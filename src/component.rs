@@ -188,6 +188,14 @@ pub trait SinkConfig: Debug + Send + Sync + 'static {
     /// What kinds of data it takes.
     fn inputs(&self) -> DataTypes;
     fn build(&self, cx: SinkContext) -> Result<Task, BuildError>;
+    /// A check that the destination is reachable and accepts us (credentials, the
+    /// bucket or topic exists), sending no data; run by `profpipe validate
+    /// --healthcheck` and at agent start. `None`: nothing to check (local sinks).
+    /// Network sinks build their service and return `sinks::driver::healthcheck`
+    /// of it, its error as text.
+    fn healthcheck(&self) -> Option<crate::buffer::BoxFuture<'static, Result<(), String>>> {
+        None
+    }
 }
 
 /// One entry of a registry: the `type` name and how to read its table.

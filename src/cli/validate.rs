@@ -1,29 +1,73 @@
-//! `profpipe validate`: check configs without running them.
+//! `profpipe validate`: check configs without running them; with `--healthcheck`,
+//! also ask each sink whether its destination is reachable.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use profpipe::config;
+use profpipe::units::DurationStr;
 
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
     /// Config files to check.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+
+    /// After a config validates, run each sink's healthcheck (is its destination
+    /// reachable, does it accept our credentials). Exits 1 if one fails.
+    #[arg(long)]
+    pub healthcheck: bool,
+
+    /// How long each healthcheck may take.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        requires = "healthcheck"
+    )]
+    pub healthcheck_timeout: DurationStr,
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let registry = profpipe::registry::registry();
     let mut bad = 0;
+    let mut unhealthy = 0;
+    // Only built when a healthcheck runs: plain validation stays synchronous.
+    let mut runtime = None;
     for f in &args.files {
         match config::load_file(f, &registry) {
-            Ok(c) => println!(
-                "{}: ok ({} sources, {} transforms, {} sinks)",
-                f.display(),
-                c.sources.len(),
-                c.transforms.len(),
-                c.sinks.len()
-            ),
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} sources, {} transforms, {} sinks)",
+                    f.display(),
+                    c.sources.len(),
+                    c.transforms.len(),
+                    c.sinks.len()
+                );
+                if args.healthcheck {
+                    let rt = match &mut runtime {
+                        Some(rt) => rt,
+                        None => runtime.insert(
+                            tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .context("starting the async runtime")?,
+                        ),
+                    };
+                    let failures = rt.block_on(profpipe::topology::run_healthchecks(
+                        &c,
+                        args.healthcheck_timeout.get(),
+                    ));
+                    for (id, message) in &failures {
+                        eprintln!(
+                            "{}: sink `{id}`: healthcheck failed: {message}",
+                            f.display()
+                        );
+                    }
+                    unhealthy += failures.len();
+                }
+            }
             Err(errors) => {
                 bad += 1;
                 eprintln!("{errors}");
@@ -31,9 +75,11 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if bad == 0 {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if bad > 0 {
         ExitCode::from(2)
+    } else if unhealthy > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
     })
 }

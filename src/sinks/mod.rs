@@ -3,6 +3,7 @@
 use crate::component::{Kind, SinkConfig};
 
 pub mod console;
+pub mod driver;
 pub mod file;
 pub mod pending;
 

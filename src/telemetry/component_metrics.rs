@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 
 use super::{ComponentLabels, DiscardLabels, Families};
 
@@ -81,6 +82,49 @@ impl ComponentMetrics {
             .inc_by(bytes as u64);
     }
 
+    /// Counts `events` discarded at once (a sink request given up), with their bytes.
+    pub fn discarded_many(&self, reason: &str, events: u64, bytes: u64) {
+        let l = self.discard_labels(reason);
+        self.families
+            .discarded_events
+            .get_or_create(&l)
+            .inc_by(events);
+        self.families
+            .discarded_bytes
+            .get_or_create(&l)
+            .inc_by(bytes);
+    }
+
+    /// Counts a sink request attempted again after a retryable failure.
+    pub fn retried(&self, reason: &str) {
+        let l = self.discard_labels(reason);
+        self.families.retried_requests.get_or_create(&l).inc();
+    }
+
+    /// Counts `events` a destination refused for good.
+    pub fn rejected(&self, reason: &str, events: u64) {
+        let l = self.discard_labels(reason);
+        self.families
+            .rejected_events
+            .get_or_create(&l)
+            .inc_by(events);
+    }
+
+    /// The request gauges of this component, created on first use so components
+    /// that send no requests export no empty histograms.
+    pub fn request_metrics(&self) -> RequestMetrics {
+        RequestMetrics {
+            in_flight: self
+                .families
+                .requests_in_flight
+                .get_or_create_owned(&self.labels),
+            duration: self
+                .families
+                .request_duration
+                .get_or_create_owned(&self.labels),
+        }
+    }
+
     /// Counts `n` errors of one kind (malformed lines, failed writes, ...).
     pub fn errors(&self, reason: &str, n: u64) {
         if n > 0 {
@@ -134,6 +178,21 @@ impl ComponentMetrics {
         }
         total
     }
+    pub fn sent_bytes(&self) -> u64 {
+        self.sent_bytes.get()
+    }
+    pub fn discarded_count(&self, reason: &str) -> u64 {
+        let l = self.discard_labels(reason);
+        self.families.discarded_events.get_or_create(&l).get()
+    }
+    pub fn retried_count(&self, reason: &str) -> u64 {
+        let l = self.discard_labels(reason);
+        self.families.retried_requests.get_or_create(&l).get()
+    }
+    pub fn rejected_count(&self, reason: &str) -> u64 {
+        let l = self.discard_labels(reason);
+        self.families.rejected_events.get_or_create(&l).get()
+    }
     pub fn error_count(&self, reason: &str) -> u64 {
         self.families
             .errors
@@ -145,5 +204,30 @@ impl ComponentMetrics {
     }
     pub fn buffer_max_bytes(&self) -> u64 {
         self.buffer_max_bytes.get().max(0) as u64
+    }
+}
+
+/// Per-request gauges of one sink, looked up once by its driver.
+#[derive(Clone, Debug)]
+pub struct RequestMetrics {
+    in_flight: Gauge,
+    duration: Histogram,
+}
+
+impl RequestMetrics {
+    /// One more request holds a concurrency slot.
+    pub fn start(&self) {
+        self.in_flight.inc();
+    }
+    /// A request gave its slot back.
+    pub fn finish(&self) {
+        self.in_flight.dec();
+    }
+    /// Records the latency of one attempt.
+    pub fn observe_attempt(&self, took: std::time::Duration) {
+        self.duration.observe(took.as_secs_f64());
+    }
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
     }
 }

@@ -2,7 +2,10 @@
 //! `component_received_events_total`, `component_sent_events_total`,
 //! `component_discarded_events_total{reason}` (and their `_event_bytes_total`
 //! twins), `buffer_size_bytes`, `buffer_max_bytes`, `buffer_peak_bytes`, plus the
-//! process's own RSS and open fds. Exposed in Prometheus text format by
+//! process's own RSS and open fds. Delivering sinks (through `sinks::driver`) add
+//! `component_retried_requests_total{reason}`, `component_rejected_events_total{reason}`,
+//! `component_request_duration_seconds` (attempt latency) and
+//! `component_requests_in_flight`. Exposed in Prometheus text format by
 //! [`server::serve`] when `[telemetry] listen` is set.
 
 mod component_metrics;
@@ -16,9 +19,10 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-pub use component_metrics::ComponentMetrics;
+pub use component_metrics::{ComponentMetrics, RequestMetrics};
 pub use rate_limited::RateLimited;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,7 +66,16 @@ pub(crate) struct Families {
     buffer_bytes: Family<ComponentLabels, Gauge>,
     buffer_max_bytes: Family<ComponentLabels, Gauge>,
     buffer_peak_bytes: Family<ComponentLabels, Gauge>,
+    retried_requests: Family<DiscardLabels, Counter>,
+    rejected_events: Family<DiscardLabels, Counter>,
+    request_duration: Family<ComponentLabels, Histogram, fn() -> Histogram>,
+    requests_in_flight: Family<ComponentLabels, Gauge>,
     process: process::ProcessGauges,
+}
+
+/// Attempt latency buckets: 5ms to ~82s (a 30s timeout lands in a bucket of its own).
+fn request_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
 }
 
 impl Default for Telemetry {
@@ -87,6 +100,10 @@ impl Telemetry {
             buffer_bytes: Family::default(),
             buffer_max_bytes: Family::default(),
             buffer_peak_bytes: Family::default(),
+            retried_requests: Family::default(),
+            rejected_events: Family::default(),
+            request_duration: Family::new_with_constructor(request_duration_histogram),
+            requests_in_flight: Family::default(),
             process: process::ProcessGauges::default(),
             registry: Mutex::new(Registry::default()),
         };
@@ -149,6 +166,26 @@ impl Telemetry {
             "buffer_peak_bytes",
             "Highest value buffer_size_bytes has reached",
             f.buffer_peak_bytes.clone(),
+        );
+        registry.register(
+            "component_retried_requests",
+            "Sink requests attempted again after a retryable failure, by reason",
+            f.retried_requests.clone(),
+        );
+        registry.register(
+            "component_rejected_events",
+            "Events a destination refused for good (never retried), by reason",
+            f.rejected_events.clone(),
+        );
+        registry.register(
+            "component_request_duration_seconds",
+            "Duration of one delivery attempt of a sink request",
+            f.request_duration.clone(),
+        );
+        registry.register(
+            "component_requests_in_flight",
+            "Sink requests holding a concurrency slot (attempting or backing off)",
+            f.requests_in_flight.clone(),
         );
         f.process.register(&mut registry);
         *f.registry.lock().unwrap() = registry;
