@@ -130,9 +130,13 @@ impl Collect {
             .unwrap_or_else(|_| panic!("timed out after {within:?}: {what}; got {self:?}"));
     }
 
-    fn record(&self, cx: &profpipe::component::ComponentContext, ev: Event) {
+    /// Keeps the event; it is delivered (into memory), so its tokens resolve
+    /// `Delivered` now and a source waiting on them goes on.
+    fn record(&self, cx: &profpipe::component::ComponentContext, mut ev: Event) {
         if !ev.is_watermark() {
             cx.metrics.sent(ev.size_bytes());
+            ev.take_finalizers()
+                .resolve(profpipe::event::EventStatus::Delivered);
         }
         if let Some(hook) = &self.hook {
             hook(&ev);

@@ -38,7 +38,6 @@ impl Chunker {
         }
     }
 
-    #[cfg(test)]
     /// Bytes held waiting for the end of their record or line.
     pub fn carried(&self) -> usize {
         self.buf.len()

@@ -14,7 +14,12 @@
 //!
 //! `perf_script` input is forwarded as whole-record chunks for the `fold` transform;
 //! the line formats are parsed here into stacks.
+//!
+//! In follow mode every piece read carries a delivery token, and read positions are
+//! kept in the state directory and advanced only past delivered bytes
+//! ([`checkpoint`]): a restart, even after `kill -9`, goes on where delivery stopped.
 
+mod checkpoint;
 pub(crate) mod chunker;
 mod lines;
 mod tracker;
@@ -27,10 +32,14 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 
 use crate::buffer::{Output, OutputClosed};
 use crate::component::{BuildError, ComponentError, FieldError, SourceConfig, SourceContext, Task};
-use crate::event::{Event, Labels, PerfScriptChunk, Profile, Stack, Watermark, Window};
+use crate::event::{
+    Batch, Event, EventFinalizers, EventStatus, Labels, PerfScriptChunk, Profile, Stack, Watermark,
+    Window,
+};
 use crate::shutdown::ShutdownSignal;
 use crate::units::{ByteSize, DurationStr};
 
+use checkpoint::{Checkpoints, MAX_PENDING_PIECES};
 use chunker::{Chunker, Unit};
 use lines::LineDecoder;
 use tracker::Tracker;
@@ -197,6 +206,17 @@ impl SourceConfig for FileSourceConfig {
                 labels,
                 batch: Vec::new(),
                 batch_max: self.batch_stacks,
+                pending: EventFinalizers::default(),
+            },
+            checkpoint_file: if self.follow {
+                Some(
+                    cx.cx
+                        .scratch_dir()
+                        .map_err(|e| BuildError(format!("cannot create the state directory: {e}")))?
+                        .join("checkpoints"),
+                )
+            } else {
+                None
             },
             decoder: LineDecoder::new(self.format, self.comm.clone(), self.annotate),
             metrics: cx.cx.metrics.clone(),
@@ -225,20 +245,30 @@ impl From<OutputClosed> for Stop {
 }
 
 /// Sends stacks in batches and perf text in chunks, all tagged with a window.
+/// Stacks of a batch come from several pieces and a piece's stacks may span two
+/// batches: a batch carries the tokens of every piece that put a stack in it.
 struct Emitter {
     out: Output,
     labels: Labels,
     batch: Vec<Stack>,
     batch_max: usize,
+    /// Tokens of the pieces whose stacks wait in `batch`.
+    pending: EventFinalizers,
 }
 
 impl Emitter {
-    async fn perf(&mut self, window: Window, data: Bytes) -> Result<(), Stop> {
+    async fn perf(
+        &mut self,
+        window: Window,
+        data: Bytes,
+        finalizers: EventFinalizers,
+    ) -> Result<(), Stop> {
         if data.is_empty() {
+            finalizers.resolve(EventStatus::Delivered);
             return Ok(());
         }
         let chunk = PerfScriptChunk {
-            finalizers: Default::default(),
+            finalizers,
             window,
             labels: self.labels.clone(),
             data,
@@ -246,20 +276,34 @@ impl Emitter {
         Ok(self.out.send(Event::PerfScript(chunk)).await?)
     }
 
-    async fn stack(&mut self, window: Window, s: Stack) -> Result<(), Stop> {
+    async fn stack(
+        &mut self,
+        window: Window,
+        s: Stack,
+        piece: &EventFinalizers,
+    ) -> Result<(), Stop> {
         self.batch.push(s);
         if self.batch.len() >= self.batch_max {
+            self.pending.merge(piece.clone());
             self.flush(window).await?;
         }
         Ok(())
     }
 
+    /// The piece's stacks are all in `batch` (or sent): its token waits with them.
+    fn piece_done(&mut self, piece: EventFinalizers) {
+        self.pending.merge(piece);
+    }
+
     async fn flush(&mut self, window: Window) -> Result<(), Stop> {
+        let finalizers = self.pending.take();
         if self.batch.is_empty() {
+            // The pieces held no stack (comments, bad lines): nothing to deliver.
+            finalizers.resolve(EventStatus::Delivered);
             return Ok(());
         }
         let profile = Profile {
-            finalizers: Default::default(),
+            finalizers,
             window,
             labels: self.labels.clone(),
             stacks: std::mem::take(&mut self.batch),
@@ -278,6 +322,8 @@ impl Emitter {
 
 struct Reader {
     emitter: Emitter,
+    /// Follow mode: where read positions are kept.
+    checkpoint_file: Option<std::path::PathBuf>,
     decoder: LineDecoder,
     metrics: crate::telemetry::ComponentMetrics,
     shutdown: ShutdownSignal,
@@ -316,16 +362,23 @@ impl Reader {
         self.emitter.watermark(Watermark::FINISHED).await
     }
 
-    /// Hands a piece of whole units to the right place for its format.
-    async fn consume(&mut self, window: Window, piece: Bytes) -> Result<(), Stop> {
+    /// Hands a piece of whole units to the right place for its format, with the
+    /// delivery tokens of the piece.
+    async fn consume(
+        &mut self,
+        window: Window,
+        piece: Bytes,
+        finalizers: EventFinalizers,
+    ) -> Result<(), Stop> {
         if self.config.format == InputFormat::PerfScript {
-            return self.emitter.perf(window, piece).await;
+            return self.emitter.perf(window, piece, finalizers).await;
         }
         for line in piece.split(|&b| b == b'\n') {
             if let Some(stack) = self.decoder.decode(line) {
-                self.emitter.stack(window, stack).await?;
+                self.emitter.stack(window, stack, &finalizers).await?;
             }
         }
+        self.emitter.piece_done(finalizers);
         Ok(())
     }
 
@@ -394,11 +447,13 @@ impl Reader {
                 break;
             }
             if let Some(piece) = chunker.push(&buf[..n]) {
-                self.consume(window, piece).await?;
+                self.consume(window, piece, EventFinalizers::default())
+                    .await?;
             }
         }
         if let Some(rest) = chunker.finish() {
-            self.consume(window, rest).await?;
+            self.consume(window, rest, EventFinalizers::default())
+                .await?;
         }
         self.metrics.errors("oversized_line", chunker.oversized);
         Ok(())
@@ -411,21 +466,39 @@ impl Reader {
         let mut window = align(now_ms());
         let mut tracker =
             Tracker::new(self.unit(), self.max_carry(), self.config.max_tracked_files);
+        let file = self
+            .checkpoint_file
+            .clone()
+            .expect("follow mode has a state file");
+        let mut checkpoints = Checkpoints::load(file).map_err(Stop::Io)?;
         let mut skip_existing = self.config.read_from == ReadFrom::End;
         let mut buf = vec![0u8; self.config.read_size.get() as usize];
         let mut shutdown = self.shutdown.clone();
         loop {
+            self.settle(&mut checkpoints);
             let matches = tracker.scan(&self.config.paths);
             for m in &matches {
-                let state = tracker.state(m, skip_existing);
+                if checkpoints.pending() >= MAX_PENDING_PIECES {
+                    // Outcomes lag: read no further until they come back.
+                    self.metrics.errors("ack_backlog", 1);
+                    break;
+                }
+                let first_sight = !tracker.is_tracked(m.id);
+                let resume = checkpoints.resume_offset(m.id).filter(|_| first_sight);
+                let state = tracker.state(m, skip_existing, resume);
+                if first_sight && resume.is_some_and(|o| o > m.size) {
+                    checkpoints.reset(m.id);
+                }
                 if state.offset >= m.size {
                     continue;
                 }
                 loop {
                     match read_from(&m.path, state, &mut buf).await {
                         Ok((pieces, more)) => {
-                            for p in pieces {
-                                self.consume(window, p).await?;
+                            for (piece, start, end) in pieces {
+                                let (batch, rx) = Batch::new();
+                                checkpoints.track(m.id, start, end, rx);
+                                self.consume(window, piece, batch.finalizers()).await?;
                             }
                             if !more || self.shutdown.is_triggered() {
                                 break;
@@ -440,9 +513,12 @@ impl Reader {
                 }
             }
             skip_existing = false;
+            // A file gone for good: its tail has no place to resume from.
             for tail in tracker.forget_unseen() {
-                self.consume(window, tail).await?;
+                self.consume(window, tail, EventFinalizers::default())
+                    .await?;
             }
+            checkpoints.retain(|id| tracker.is_tracked(id));
             let now = now_ms();
             if now >= window.end_ms {
                 self.emitter.flush(window).await?;
@@ -455,7 +531,31 @@ impl Reader {
             }
         }
         self.emitter.flush(window).await?;
+        self.emitter.watermark(Watermark::FINISHED).await?;
+        // Outcomes of what is in flight come back while the pipeline drains; keep
+        // recording them until they are all in (or the agent stops this task).
+        while checkpoints.pending() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.settle(&mut checkpoints);
+        }
         Ok(())
+    }
+
+    /// Records the outcomes that came back and persists the read positions.
+    fn settle(&mut self, checkpoints: &mut Checkpoints) {
+        let polled = checkpoints.poll();
+        if polled.errored > 0 {
+            self.metrics.errors("undelivered", polled.errored);
+            tracing::debug!(
+                source = %self.emitter.labels.source,
+                pieces = polled.errored,
+                "pieces not delivered; their bytes are read again at the next start"
+            );
+        }
+        if let Err(e) = checkpoints.save() {
+            self.metrics.errors("checkpoint_failed", 1);
+            tracing::warn!(source = %self.emitter.labels.source, error = %e, "cannot save read positions");
+        }
     }
 
     fn report_problems(&self) {
@@ -471,22 +571,25 @@ impl Reader {
 /// units and whether more remains. At most a few reads are made per call so that the
 /// caller sends data on (and feels backpressure) while a large file is read. The file
 /// is opened and closed here: no descriptor outlives the read.
+/// Each piece comes with the file offsets its whole units start and end at.
 async fn read_from(
     path: &std::path::Path,
     state: &mut tracker::Tracked,
     buf: &mut [u8],
-) -> std::io::Result<(Vec<Bytes>, bool)> {
+) -> std::io::Result<(Vec<(Bytes, u64, u64)>, bool)> {
     let mut f = tokio::fs::File::open(path).await?;
     f.seek(std::io::SeekFrom::Start(state.offset)).await?;
     let mut out = Vec::new();
     for _ in 0..4 {
+        let start = state.offset - state.chunker.carried() as u64;
         let n = f.read(buf).await?;
         if n == 0 {
             return Ok((out, false));
         }
         state.offset += n as u64;
         if let Some(p) = state.chunker.push(&buf[..n]) {
-            out.push(p);
+            let end = state.offset - state.chunker.carried() as u64;
+            out.push((p, start, end));
         }
     }
     Ok((out, true))

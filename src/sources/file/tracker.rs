@@ -17,8 +17,8 @@ use super::chunker::{Chunker, Unit};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FileId {
-    dev: u64,
-    ino: u64,
+    pub dev: u64,
+    pub ino: u64,
 }
 
 pub struct Tracked {
@@ -91,16 +91,21 @@ impl Tracker {
         out
     }
 
-    /// The state of a matched file; new files start at 0 (or at their end when
-    /// `skip_existing`), truncated files start again at 0.
-    pub fn state(&mut self, m: &Match, skip_existing: bool) -> &mut Tracked {
+    /// The state of a matched file; new files start at `resume` (a checkpoint of an
+    /// earlier run, if the file has not shrunk below it), else at 0 (or at their end
+    /// when `skip_existing`); truncated files start again at 0.
+    pub fn state(&mut self, m: &Match, skip_existing: bool, resume: Option<u64>) -> &mut Tracked {
         if !self.files.contains_key(&m.id) && self.files.len() >= self.max_tracked {
             self.evict_one();
         }
         let poll = self.poll;
         let (unit, max_carry) = (self.unit, self.max_carry);
         let t = self.files.entry(m.id).or_insert_with(|| Tracked {
-            offset: if skip_existing { m.size } else { 0 },
+            offset: match resume {
+                Some(o) if o <= m.size => o,
+                _ if skip_existing => m.size,
+                _ => 0,
+            },
             chunker: Chunker::new(unit, max_carry),
             last_seen_poll: poll,
         });
@@ -121,6 +126,10 @@ impl Tracker {
 
     /// Forgets files that did not match in the last poll (deleted after rotation).
     /// Their unfinished tails are returned so nothing read is lost.
+    pub fn is_tracked(&self, id: FileId) -> bool {
+        self.files.contains_key(&id)
+    }
+
     pub fn forget_unseen(&mut self) -> Vec<bytes::Bytes> {
         let poll = self.poll;
         let gone: Vec<FileId> = self
