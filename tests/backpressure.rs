@@ -103,6 +103,7 @@ fn pipeline(
         sources: vec![SourceEntry {
             id: "capture".into(),
             type_name: "file",
+            labels: Default::default(),
             config: Box::new(source),
         }],
         transforms: vec![],

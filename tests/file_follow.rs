@@ -69,6 +69,7 @@ async fn follow_reads_growing_and_rotated_files_exactly_once() {
         sources: vec![SourceEntry {
             id: "tail".into(),
             type_name: "file",
+            labels: Default::default(),
             config: Box::new(source),
         }],
         transforms: vec![],

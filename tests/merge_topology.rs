@@ -157,6 +157,7 @@ async fn a_window_is_held_until_both_sources_watermarks_pass() {
             SourceEntry {
                 id: "cpu".into(),
                 type_name: "scripted",
+                labels: Default::default(),
                 config: Box::new(Scripted {
                     events: perf_events,
                     gate: None,
@@ -165,6 +166,7 @@ async fn a_window_is_held_until_both_sources_watermarks_pass() {
             SourceEntry {
                 id: "py".into(),
                 type_name: "scripted",
+                labels: Default::default(),
                 config: Box::new(Scripted {
                     events: py_events,
                     gate: Some(gate),

@@ -138,6 +138,7 @@ fn pipeline(source: PerfSourceConfig) -> (Config, Harness) {
         sources: vec![SourceEntry {
             id: "cpu".into(),
             type_name: "perf",
+            labels: Default::default(),
             config: Box::new(source),
         }],
         transforms: vec![

@@ -193,6 +193,7 @@ async fn run_pipeline(
         sources: vec![SourceEntry {
             id: "runtime".into(),
             type_name,
+            labels: Default::default(),
             config: source,
         }],
         transforms: vec![TransformEntry {

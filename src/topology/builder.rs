@@ -2,7 +2,9 @@
 //!
 //! Every transform and sink gets one input edge sized by its `buffer`; every source
 //! and transform gets an [`Output`] holding the senders of the edges of the
-//! components that list it in `inputs`. The topology keeps no sender itself, so when
+//! components that list it in `inputs`; a source's output also puts `[agent]
+//! labels` and the source's own `labels` (which win) on every data event it emits.
+//! The topology keeps no sender itself, so when
 //! sources finish, edges close in cascade and every component drains and returns.
 
 use std::collections::HashMap;
@@ -116,9 +118,13 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
         Err(e) => errors.push(format!("{kind} `{id}`: {e}")),
     };
     for s in &config.sources {
+        let (labels, refused) = config.agent.labels.merged(&s.labels);
+        if refused > 0 {
+            metrics[&s.id].errors("label_limit", refused as u64);
+        }
         let cx = SourceContext {
             cx: context(&s.id),
-            out: output(&s.id, &mut senders),
+            out: output(&s.id, &mut senders).with_labels(labels),
         };
         record(&s.id, "source", s.config.build(cx));
     }
