@@ -114,6 +114,21 @@ impl LabelSet {
         (out, refused)
     }
 
+    /// The labels this set and `other` both have with the same value: what a file
+    /// that merges profiles of several label sets can say of all of them.
+    pub fn common(&self, other: &LabelSet) -> LabelSet {
+        if self == other {
+            return self.clone();
+        }
+        LabelSet(
+            self.0
+                .iter()
+                .filter(|(k, v)| other.get(k) == Some(&**v))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// Bytes held, for memory budgets.
     pub fn size_bytes(&self) -> usize {
         self.0.iter().map(|(k, v)| k.len() + v.len() + 32).sum()
@@ -227,6 +242,9 @@ mod tests {
         }
         assert_eq!(full.with("one_more", "v"), Err(LabelError::TooMany));
         assert_eq!(full.merged(&a).1, 2);
+        let c = a.with("env", "dev").unwrap().with("pod", "p").unwrap();
+        assert_eq!(a.common(&c).to_string(), "service=web");
+        assert_eq!(a.common(&a), a);
     }
 
     #[test]
