@@ -128,6 +128,11 @@ pub(super) fn read_pod(
     let name = proc.open_relative("environ").ok().and_then(|f| {
         let mut raw = Vec::new();
         f.take(ENVIRON_MAX_BYTES).read_to_end(&mut raw).ok()?;
+        if raw.len() as u64 == ENVIRON_MAX_BYTES {
+            // Cut by the bound: the last variable may be cut too; leave it out.
+            let end = raw.iter().rposition(|b| *b == 0).map_or(0, |i| i + 1);
+            raw.truncate(end);
+        }
         pod_name_from_environ(&raw, node_hostname)
     });
     let namespace = proc.open_relative("root").ok().and_then(|root| {
@@ -237,7 +242,8 @@ mod tests {
         assert_eq!(pod_name_from_environ(b"PATH=/bin\0", None), None);
         assert_eq!(pod_name_from_environ(b"HOSTNAME=Not_Valid\0", None), None);
         assert_eq!(pod_name_from_environ(b"HOSTNAME=\0", None), None);
-        // Cut mid-variable (the read is bounded): still a valid name, or nothing.
+        // The last variable, unterminated (`read_pod` leaves out a variable cut by
+        // the bound before it gets here).
         assert_eq!(
             pod_name_from_environ(b"A=1\0HOSTNAME=web-1", None).as_deref(),
             Some("web-1")
