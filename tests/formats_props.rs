@@ -135,7 +135,7 @@ proptest! {
     fn collapsed_round_trip(stacks in prop::collection::vec(stack(), 0..20)) {
         let info = HeaderInfo { hostname: "h", window: Window::new(0, 60_000) };
         let mut out = Vec::new();
-        collapsed::write(&mut out, &info, &stacks).unwrap();
+        collapsed::write(&mut out, &info, &Default::default(), &stacks).unwrap();
         let back = collapsed::read(&out[..]).unwrap();
         prop_assert_eq!(back.layout, Layout::V2);
         prop_assert_eq!(back.stats.bad_lines, 0);

@@ -1,7 +1,7 @@
 //! A component's output: the input edges of every component that reads it.
 
 use super::{Closed, EdgeSender};
-use crate::event::Event;
+use crate::event::{Event, LabelSet};
 use crate::telemetry::ComponentMetrics;
 
 /// Every downstream component has stopped; the producer should stop too.
@@ -12,16 +12,64 @@ pub struct OutputClosed;
 pub struct Output {
     edges: Vec<EdgeSender>,
     metrics: ComponentMetrics,
+    /// Static labels put on every data event sent (a source's `[agent]` and own
+    /// `labels`); empty for transforms.
+    labels: LabelSet,
 }
 
 impl Output {
     pub fn new(edges: Vec<EdgeSender>, metrics: ComponentMetrics) -> Self {
-        Output { edges, metrics }
+        Output {
+            edges,
+            metrics,
+            labels: LabelSet::default(),
+        }
+    }
+
+    /// Puts `labels` into `labels.extra` of every Profile, PerfScript chunk and
+    /// Diagnostic sent, under the labels the event already has (those the source
+    /// found itself, e.g. a process's `pod`, are more specific and win). Labels past
+    /// the bound are left out and counted as `component_errors_total{reason=
+    /// "label_limit"}`. Watermarks pass unchanged.
+    pub fn with_labels(mut self, labels: LabelSet) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    fn label(&self, event: &mut Event) {
+        if self.labels.is_empty() {
+            return;
+        }
+        let extra = match event {
+            Event::Profile(p) => &mut p.labels.extra,
+            Event::PerfScript(c) => &mut c.labels.extra,
+            Event::Diagnostic(d) => &mut d.labels.extra,
+            Event::Watermark(_) => return,
+        };
+        if extra.is_empty() {
+            *extra = self.labels.clone();
+            return;
+        }
+        let mut merged = extra.clone();
+        let mut refused = 0;
+        for (name, value) in self.labels.iter() {
+            if merged.get(name).is_none() {
+                match merged.with(name, value) {
+                    Ok(m) => merged = m,
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        if refused > 0 {
+            self.metrics.errors("label_limit", refused);
+        }
+        *extra = merged;
     }
 
     /// Sends an event to every downstream edge (cloning it for all but the last; the
     /// payloads of events are cheap to clone). Counts it once as sent.
-    pub async fn send(&mut self, event: Event) -> Result<(), OutputClosed> {
+    pub async fn send(&mut self, mut event: Event) -> Result<(), OutputClosed> {
+        self.label(&mut event);
         if !event.is_watermark() {
             self.metrics.sent(event.size_bytes());
         }
@@ -41,5 +89,70 @@ impl Output {
         } else {
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Labels, Profile, Watermark, Window, MAX_LABELS};
+    use crate::telemetry::Telemetry;
+
+    struct Keep(std::sync::Mutex<Vec<Event>>);
+
+    impl super::super::BufferWriter for std::sync::Arc<Keep> {
+        fn send(&self, event: Event) -> super::super::BoxFuture<'_, Result<(), Closed>> {
+            self.0.lock().unwrap().push(event);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn set(pairs: &[(&str, &str)]) -> LabelSet {
+        pairs
+            .iter()
+            .fold(LabelSet::default(), |s, (k, v)| s.with(k, v).unwrap())
+    }
+
+    #[tokio::test]
+    async fn labels_every_data_event_under_its_own() {
+        let telemetry = Telemetry::new();
+        let metrics = telemetry.component("src", "source", "test");
+        let keep = std::sync::Arc::new(Keep(Default::default()));
+        let mut out = Output::new(vec![EdgeSender::new(keep.clone())], metrics.clone())
+            .with_labels(set(&[("service", "checkout"), ("env", "prod")]));
+        let profile = |extra: LabelSet| {
+            Event::Profile(Profile::new(
+                Window::new(0, 1),
+                Labels {
+                    extra,
+                    ..Labels::default()
+                },
+                Vec::new(),
+            ))
+        };
+        out.send(profile(LabelSet::default())).await.unwrap();
+        out.send(profile(set(&[("env", "dev"), ("pod", "web-1")])))
+            .await
+            .unwrap();
+        let mut full = LabelSet::default();
+        for i in 0..MAX_LABELS {
+            full = full.with(&format!("l{i}"), "v").unwrap();
+        }
+        out.send(profile(full)).await.unwrap();
+        let mark = Event::Watermark(Watermark {
+            source: "src".into(),
+            complete_until_ms: 5,
+        });
+        out.send(mark.clone()).await.unwrap();
+        let got = keep.0.lock().unwrap().clone();
+        let extra = |e: &Event| match e {
+            Event::Profile(p) => p.labels.extra.to_string(),
+            _ => unreachable!(),
+        };
+        assert_eq!(extra(&got[0]), "env=prod,service=checkout");
+        assert_eq!(extra(&got[1]), "env=dev,pod=web-1,service=checkout");
+        assert_eq!(got[3], mark);
+        assert_eq!(got[2].data_type(), Some(crate::event::DataType::Profile));
+        assert_eq!(metrics.error_count("label_limit"), 2);
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::event::LabelSet;
 use crate::process::SupervisorConfig;
 use crate::units::{ByteSize, DurationStr};
 
@@ -24,6 +25,10 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// `[agent.supervisor]`: limits of the child processes (profilers) the agent runs.
     pub supervisor: SupervisorConfig,
+    /// Static labels put on every profile, e.g. `{ service = "checkout", env =
+    /// "prod" }`. A source's own `labels` win over these. Default: none (no
+    /// `service`).
+    pub labels: LabelSet,
 }
 
 impl Default for AgentConfig {
@@ -34,6 +39,7 @@ impl Default for AgentConfig {
             hostname: None,
             state_dir: PathBuf::from("/var/lib/profpipe"),
             supervisor: SupervisorConfig::default(),
+            labels: LabelSet::default(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Reading `[sources]`, `[transforms]` and `[sinks]`: one table per component, its
-//! id, `type`, `inputs` and `buffer`, then its kind's `parse` (given the table
-//! without those three keys) and, if that succeeds, `validate`.
+//! id, `type`, `inputs` and `buffer` (and a source's `labels`), then its kind's
+//! `parse` (given the table without those keys) and, if that succeeds, `validate`.
 
 use toml::de::DeValue;
 use toml::Spanned;
@@ -11,6 +11,7 @@ use super::declared::{Built, Declared};
 use super::describe::report_fields;
 use super::graph::Role;
 use super::inputs::read_inputs;
+use super::labels::read_labels;
 use super::report::Report;
 use super::retry::parse_all;
 use super::suggest::{did_you_mean, list};
@@ -20,6 +21,8 @@ use crate::component::{FieldError, Kind};
 /// Keys of a component table that the loader reads itself; the kind's `parse` sees
 /// the rest.
 const COMMON_FIELDS: &[&str] = &["type", "inputs", "buffer"];
+/// Keys of a source table that the loader reads itself, besides [`COMMON_FIELDS`].
+const SOURCE_FIELDS: &[&str] = &["labels"];
 
 /// `[sources]`, `[transforms]` or `[sinks]`: one table per component.
 pub(super) fn read_section<'d>(
@@ -72,12 +75,18 @@ fn read_component<'d>(
     let ctx = format!("{role} `{id}`");
     let inputs = read_inputs(report, role, id, &ctx, table);
     let (buffer, buffer_size) = read_buffer(report, role, &ctx, table, &raw);
+    let labels = read_labels(report, role, &ctx, table, &raw);
     let mut rest = match raw {
         toml::Value::Table(t) => t,
         _ => toml::Table::new(),
     };
     for key in COMMON_FIELDS {
         rest.remove(*key);
+    }
+    if role == Role::Source {
+        for key in SOURCE_FIELDS {
+            rest.remove(*key);
+        }
     }
     let rest = toml::Value::Table(rest);
     let read = Component {
@@ -104,6 +113,7 @@ fn read_component<'d>(
         inputs,
         buffer,
         buffer_size,
+        labels,
         built,
     }
 }

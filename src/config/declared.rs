@@ -10,6 +10,7 @@ use super::buffer::SizeAt;
 use super::graph::Role;
 use crate::buffer::BufferConfig;
 use crate::component::{SinkConfig, SourceConfig, TransformConfig};
+use crate::event::LabelSet;
 
 pub(super) struct Declared<'d> {
     pub role: Role,
@@ -21,6 +22,8 @@ pub(super) struct Declared<'d> {
     /// `buffer.max_bytes`, if it was written and is valid (even if other fields of
     /// `buffer` are not), with the span of its value.
     pub buffer_size: Option<SizeAt>,
+    /// A source's `labels` (empty if absent or invalid; always empty for others).
+    pub labels: LabelSet,
     /// The typed config, if `type` named a kind and its table parsed and validated.
     pub built: Option<Built>,
 }

@@ -178,6 +178,7 @@ fn load<'d>(
             Built::Source(type_name, config_) => config.sources.push(SourceEntry {
                 id,
                 type_name,
+                labels: d.labels,
                 config: config_,
             }),
             Built::Transform(type_name, config_) => config.transforms.push(TransformEntry {

@@ -6,8 +6,8 @@
 //! passed every check that needs no I/O; `topology::build` consumes it.
 //!
 //! One job per file: `load.rs` orchestrates; `report.rs` collects located problems;
-//! `settings.rs`, `component.rs`, `inputs.rs` and `buffer.rs` read tables;
-//! `retry.rs` reads a table to its last problem, `describe.rs` words each one and
+//! `settings.rs`, `component.rs`, `inputs.rs`, `buffer.rs` and `labels.rs` read
+//! tables; `retry.rs` reads a table to its last problem, `describe.rs` words each one and
 //! `serde_text.rs` holds the only reading of serde's message text; `checks.rs` and
 //! `graph.rs` check across tables; `suggest.rs` is "did you mean".
 
@@ -21,6 +21,7 @@ mod describe;
 mod errors;
 mod graph;
 mod inputs;
+mod labels;
 mod load;
 mod locate;
 mod report;
@@ -36,7 +37,7 @@ mod tests;
 
 use crate::buffer::BufferConfig;
 use crate::component::{Kind, SinkConfig, SourceConfig, TransformConfig};
-use crate::event::ComponentId;
+use crate::event::{ComponentId, LabelSet};
 
 pub use agent::{AgentConfig, TelemetryConfig};
 pub use errors::{ConfigError, ConfigErrors};
@@ -57,6 +58,9 @@ pub struct SourceEntry {
     pub id: ComponentId,
     /// The `type` it was declared with, e.g. "file".
     pub type_name: &'static str,
+    /// Its `labels = { ... }`, applied (over `[agent] labels`) to every data event
+    /// it emits. Read by the loader, not by the source's kind.
+    pub labels: LabelSet,
     pub config: Box<dyn SourceConfig>,
 }
 

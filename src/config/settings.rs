@@ -22,6 +22,7 @@ pub(super) const AGENT_FIELDS: &[&str] = &[
     "hostname",
     "state_dir",
     "supervisor",
+    "labels",
 ];
 pub(super) const TELEMETRY_FIELDS: &[&str] = &["listen"];
 

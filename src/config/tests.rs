@@ -259,3 +259,67 @@ fn a_misspelled_required_field_is_not_also_missing() {
     let text = "[sources.a]\ntype = \"file\"\n[sinks.b]\ntype = \"file\"\ninputs = [\"a\"]\npath = \"p\"\n";
     assert_eq!(errors(text), ["1:1: source `a`: missing field `path`"]);
 }
+
+#[test]
+fn agent_and_source_labels() {
+    let config = load(
+        r#"
+[agent]
+labels = { service = "checkout", env = "prod" }
+
+[sources.cpu]
+type = "perf"
+labels = { env = "canary", team = "payments" }
+
+[sources.logs]
+type = "file"
+path = "/tmp/x.txt"
+
+[sinks.out]
+type = "file"
+inputs = ["cpu", "logs"]
+path = "/tmp/out"
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.agent.labels.to_string(), "env=prod,service=checkout");
+    assert_eq!(
+        config.sources[0].labels.to_string(),
+        "env=canary,team=payments"
+    );
+    assert!(config.sources[1].labels.is_empty());
+    assert!(AgentConfig::default().labels.is_empty());
+    let (merged, refused) = config.agent.labels.merged(&config.sources[0].labels);
+    assert_eq!(refused, 0);
+    assert_eq!(
+        merged.to_string(),
+        "env=canary,service=checkout,team=payments"
+    );
+}
+
+#[test]
+fn bad_labels_are_located() {
+    let got = errors(
+        r#"[agent]
+labels = { "a-b" = "x" }
+
+[sources.cpu]
+type = "perf"
+labels = { "1x" = "y", ok = "z" }
+
+[sinks.out]
+type = "file"
+inputs = ["cpu"]
+path = "/tmp/out"
+"#,
+    );
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[0].starts_with("2:20: [agent]: `labels.a-b`: label name"),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("6:19: source `cpu`: `labels.1x`: label name"),
+        "{got:?}"
+    );
+}

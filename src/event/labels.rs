@@ -9,6 +9,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::Deserialize as _;
+
 /// Most labels in one set.
 pub const MAX_LABELS: usize = 32;
 /// Longest label name.
@@ -31,7 +33,6 @@ pub enum LabelError {
 }
 
 /// Names that are fields of [`super::Labels`] itself, not part of the open set.
-#[allow(dead_code)] // used by the labels transform
 pub const RESERVED: [&str; 3] = ["host", "source", "profiler"];
 
 pub fn check_name(name: &str) -> Result<(), LabelError> {
@@ -113,9 +114,86 @@ impl LabelSet {
         (out, refused)
     }
 
+    /// The labels this set and `other` both have with the same value: what a file
+    /// that merges profiles of several label sets can say of all of them.
+    pub fn common(&self, other: &LabelSet) -> LabelSet {
+        if self == other {
+            return self.clone();
+        }
+        LabelSet(
+            self.0
+                .iter()
+                .filter(|(k, v)| other.get(k) == Some(&**v))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// Bytes held, for memory budgets.
     pub fn size_bytes(&self) -> usize {
         self.0.iter().map(|(k, v)| k.len() + v.len() + 32).sum()
+    }
+}
+
+/// Reads a table of string labels, `{ service = "checkout", env = "prod" }`, each
+/// checked as [`LabelSet::with`] checks it. A refused label is reported as an error
+/// of its own value, so a config error points at it (path `labels.NAME`).
+impl<'de> serde::Deserialize<'de> for LabelSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(SetVisitor)
+    }
+}
+
+struct SetVisitor;
+
+impl<'de> serde::de::Visitor<'de> for SetVisitor {
+    type Value = LabelSet;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table of labels, e.g. { service = \"checkout\", env = \"prod\" }")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<LabelSet, A::Error> {
+        let mut set = LabelSet::default();
+        while let Some(name) = map.next_key::<String>()? {
+            // The value's seed checks the label, so that an error has the label's
+            // name in its path.
+            set = map.next_value_seed(Entry {
+                set: &set,
+                name: &name,
+            })?;
+        }
+        Ok(set)
+    }
+}
+
+/// One label's value, added to the set read so far.
+struct Entry<'a> {
+    set: &'a LabelSet,
+    name: &'a str,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Entry<'_> {
+    type Value = LabelSet;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<LabelSet, D::Error> {
+        let value = String::deserialize(d)?;
+        if RESERVED.contains(&self.name) {
+            return Err(serde::de::Error::custom(format!(
+                "label `{}` is set by the agent itself; choose another name",
+                self.name
+            )));
+        }
+        self.set
+            .with(self.name, &value)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl serde::Serialize for LabelSet {
+    /// As a JSON/TOML object, names in order.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
     }
 }
 
@@ -164,5 +242,34 @@ mod tests {
         }
         assert_eq!(full.with("one_more", "v"), Err(LabelError::TooMany));
         assert_eq!(full.merged(&a).1, 2);
+        let c = a.with("env", "dev").unwrap().with("pod", "p").unwrap();
+        assert_eq!(a.common(&c).to_string(), "service=web");
+        assert_eq!(a.common(&a), a);
+    }
+
+    #[test]
+    fn reads_a_table_checking_each_label() {
+        let set: LabelSet =
+            toml::from_str::<toml::Table>("l = { service = \"web\", env = \"prod\" }").unwrap()
+                ["l"]
+                .clone()
+                .try_into()
+                .unwrap();
+        assert_eq!(set.to_string(), "env=prod,service=web");
+        assert_eq!(
+            serde_json::to_string(&set).unwrap(),
+            r#"{"env":"prod","service":"web"}"#
+        );
+        let bad = |text: &str| {
+            toml::from_str::<toml::Table>(text).unwrap()["l"]
+                .clone()
+                .try_into::<LabelSet>()
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("l = { bad-name = \"x\" }").contains("not a valid name"));
+        assert!(bad("l = { n = 1 }").contains("invalid type"));
+        assert!(bad("l = [\"x\"]").contains("table of labels"));
+        assert!(bad("l = { host = \"x\" }").contains("set by the agent"));
     }
 }

@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 pub use data_type::{DataType, DataTypes};
 pub use finalization::{Batch, BatchReceiver, EventFinalizers, EventStatus};
-pub use labels::{LabelSet, MAX_LABELS};
+pub use labels::{check_name, LabelError, LabelSet, MAX_LABELS, RESERVED};
 
 /// The id of a component: the key of its table in the config (`[sources.ID]`).
 pub type ComponentId = Arc<str>;

@@ -14,6 +14,12 @@
 //! - otherwise a container frame (empty when unknown), preceded by the index into
 //!   `application_metadata` when `application_metadata_enabled` is true.
 //!
+//! profpipe's header also carries the profile's open labels as `"labels": {..}`
+//! and, when a `service` label is set, `"service"` (and gProfiler's
+//! `metadata.run_arguments.service_name`). Readers take them with
+//! [`header_labels`]; a header without them (gProfiler's own, older profpipe) has
+//! no labels.
+//!
 //! Without a header the lines are read as plain folded stacks. The index is checked
 //! and dropped (profpipe does not carry per-process application metadata); the
 //! `appid: ...` frame gProfiler inserts after the comm is kept as a frame, as the
@@ -31,7 +37,7 @@ use super::line::{
 };
 use super::reader::{LineFormat, LineReader};
 use super::timestamp::iso8601;
-use crate::event::{Stack, Window};
+use crate::event::{LabelSet, Stack, Window};
 
 /// The format's name in logs and configs.
 pub const NAME: &str = "collapsed";
@@ -249,8 +255,13 @@ pub struct HeaderInfo<'a> {
 
 /// The header JSON of a file holding `stacks`: small, but with every key gProfiler's
 /// back end reads (`application_metadata_enabled`, `metadata.hostname`,
-/// `metadata.run_arguments.profile_api_version`, ...).
-pub fn header<'a>(info: &HeaderInfo<'_>, stacks: impl IntoIterator<Item = &'a Stack>) -> Value {
+/// `metadata.run_arguments.profile_api_version`, ...), plus `labels` (and `service`
+/// when that label is set).
+pub fn header<'a>(
+    info: &HeaderInfo<'_>,
+    labels: &LabelSet,
+    stacks: impl IntoIterator<Item = &'a Stack>,
+) -> Value {
     let containers: BTreeSet<&str> = stacks
         .into_iter()
         .filter_map(|s| s.container.as_deref())
@@ -258,7 +269,7 @@ pub fn header<'a>(info: &HeaderInfo<'_>, stacks: impl IntoIterator<Item = &'a St
         .collect();
     let start = iso8601(info.window.start_ms);
     let end = iso8601(info.window.end_ms);
-    json!({
+    let mut header = json!({
         "containers": containers,
         "container_names_enabled": true,
         "hostname": info.hostname,
@@ -278,7 +289,31 @@ pub fn header<'a>(info: &HeaderInfo<'_>, stacks: impl IntoIterator<Item = &'a St
         "application_metadata": [null],
         "application_metadata_enabled": true,
         "profiling_mode": "cpu",
-    })
+        "labels": labels,
+    });
+    if let Some(service) = labels.get("service") {
+        header["service"] = json!(service);
+        header["metadata"]["run_arguments"]["service_name"] = json!(service);
+    }
+    header
+}
+
+/// The labels a header carries (`"labels": {..}`). A header without them, or with
+/// names or values a label set refuses, gives the labels that are valid: reading
+/// never fails on them.
+pub fn header_labels(header: &Value) -> LabelSet {
+    let mut set = LabelSet::default();
+    let Some(labels) = header.get("labels").and_then(Value::as_object) else {
+        return set;
+    };
+    for (name, value) in labels {
+        if let Some(value) = value.as_str() {
+            if let Ok(s) = set.with(name, value) {
+                set = s;
+            }
+        }
+    }
+    set
 }
 
 /// Writes the `# {json}` header line.
@@ -304,13 +339,15 @@ pub fn write_stack<W: Write + ?Sized>(w: &mut W, stack: &Stack) -> io::Result<()
     writeln!(w, " {}", stack.count)
 }
 
-/// Writes a whole file: the header, then the stacks in the order given.
+/// Writes a whole file: the header (with `labels`), then the stacks in the order
+/// given.
 pub fn write<W: Write + ?Sized>(
     w: &mut W,
     info: &HeaderInfo<'_>,
+    labels: &LabelSet,
     stacks: &[Stack],
 ) -> io::Result<()> {
-    write_header(w, &header(info, stacks))?;
+    write_header(w, &header(info, labels, stacks))?;
     for stack in stacks {
         write_stack(w, stack)?;
     }
@@ -429,7 +466,7 @@ mod tests {
             window: Window::new(1_701_621_000_000, 1_701_621_060_000),
         };
         let mut out = Vec::new();
-        write(&mut out, &info, &stacks).unwrap();
+        write(&mut out, &info, &LabelSet::default(), &stacks).unwrap();
         let text = String::from_utf8(out).unwrap();
         let mut lines = text.lines();
         let head: Value =
@@ -457,6 +494,58 @@ mod tests {
         assert_eq!(back.layout, Layout::V2);
         assert_eq!(back.stacks, stacks);
         assert_eq!(back.stats.bad_lines, 0);
+    }
+
+    #[test]
+    fn header_carries_labels_and_service() {
+        let labels = LabelSet::default()
+            .with("service", "checkout")
+            .unwrap()
+            .with("env", "prod")
+            .unwrap();
+        let info = HeaderInfo {
+            hostname: "host-1",
+            window: Window::new(0, 60_000),
+        };
+        let mut out = Vec::new();
+        write(&mut out, &info, &labels, &[stack(None, "a;b", 1)]).unwrap();
+        let back = read(&out[..]).unwrap();
+        let head = back.metadata.unwrap();
+        assert_eq!(
+            head["labels"],
+            json!({"env": "prod", "service": "checkout"})
+        );
+        assert_eq!(head["service"], "checkout");
+        assert_eq!(
+            head["metadata"]["run_arguments"]["service_name"],
+            "checkout"
+        );
+        assert_eq!(header_labels(&head), labels);
+        assert_eq!(back.layout, Layout::V2);
+
+        // Without labels: an empty object, no service.
+        let mut out = Vec::new();
+        write(
+            &mut out,
+            &info,
+            &LabelSet::default(),
+            &[stack(None, "a;b", 1)],
+        )
+        .unwrap();
+        let head = read(&out[..]).unwrap().metadata.unwrap();
+        assert_eq!(head["labels"], json!({}));
+        assert!(head.get("service").is_none());
+    }
+
+    #[test]
+    fn old_headers_have_no_labels() {
+        let old = json!({"application_metadata_enabled": true, "containers": ["web"]});
+        assert!(header_labels(&old).is_empty());
+        let odd = json!({"labels": {"ok": "1", "bad-name": "2", "num": 3}});
+        assert_eq!(header_labels(&odd).to_string(), "ok=1");
+        let bytes = std::fs::read(test_stackfile()).unwrap();
+        let original = read(&bytes[..]).unwrap();
+        assert!(header_labels(original.metadata.as_ref().unwrap()).is_empty());
     }
 
     fn test_stackfile() -> PathBuf {
@@ -508,7 +597,7 @@ mod tests {
             window: Window::new(1_701_621_000_000, 1_701_621_060_000),
         };
         let mut out = Vec::new();
-        write(&mut out, &info, &original.stacks).unwrap();
+        write(&mut out, &info, &LabelSet::default(), &original.stacks).unwrap();
         let again = read(&out[..]).unwrap();
         assert_eq!(again.layout, Layout::V2);
         assert_eq!(again.stats.bad_lines, 0);

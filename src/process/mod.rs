@@ -37,8 +37,8 @@ mod supervisor;
 pub use backoff::{Backoff, BackoffState};
 pub use child::{Child, ChildStdout, ExitOutcome, ExitReport, SignalError};
 pub use discovery::{
-    classify, container_id, select, skip_reason, Classification, Discovery, DiscoveryConfig,
-    ProcessInfo, Rules, Runtime,
+    classify, container_id, pod_uid, select, skip_reason, Classification, Discovery,
+    DiscoveryConfig, PodInfo, ProcessInfo, Rules, Runtime,
 };
 pub use nix::sys::signal::Signal;
 pub use restart::Restarter;

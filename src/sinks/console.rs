@@ -137,7 +137,7 @@ impl ConsoleWriter {
                     hostname: &self.host,
                     window: w.window,
                 };
-                collapsed::write(&mut out, &info, &w.stacks)?;
+                collapsed::write(&mut out, &info, &w.labels, &w.stacks)?;
             }
         }
         Ok(out)

@@ -366,7 +366,7 @@ fn render(
                 hostname: &s.host,
                 window: w.window,
             };
-            collapsed::write(out, &info, &w.stacks)
+            collapsed::write(out, &info, &w.labels, &w.stacks)
         }
         FileFormat::Flamegraph => {
             let opts = FlameGraphOptions {

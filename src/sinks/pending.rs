@@ -16,7 +16,7 @@ use std::future::Future;
 
 use crate::buffer::Input;
 use crate::component::ComponentContext;
-use crate::event::{Diagnostic, Event, EventStatus, Labels, Profile, Stack, Window};
+use crate::event::{Diagnostic, Event, EventStatus, LabelSet, Profile, Stack, Window};
 use crate::window::{Done, Scope, StackCounts, StoreLimits, WindowState, WindowStore};
 
 pub use crate::window::OVERFLOW_FRAME;
@@ -41,8 +41,8 @@ pub struct PendingLimits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompleteWindow {
     pub window: Window,
-    /// The labels of the first profile merged into the window.
-    pub labels: Option<Labels>,
+    /// The labels every profile merged into the window shares.
+    pub labels: LabelSet,
     /// Merged stacks sorted by frames then container; pids are 0.
     pub stacks: Vec<Stack>,
     /// Profile events merged into this window.
@@ -188,7 +188,12 @@ async fn write<W: WindowWriter>(writer: &mut W, done: Done<SinkWindow>) {
         charge,
         ..
     } = done;
-    let labels = state.0.labels.clone();
+    let labels = state
+        .0
+        .labels
+        .as_ref()
+        .map(|l| l.extra.clone())
+        .unwrap_or_default();
     let complete = CompleteWindow {
         window,
         labels,

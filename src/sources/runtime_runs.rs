@@ -44,7 +44,9 @@ use tokio::task::JoinSet;
 use super::live::binary::{self, Search};
 use super::live::emitter::{self, Emitter};
 use crate::component::{ComponentContext, ComponentError, FieldError, SourceContext};
-use crate::event::{Diagnostic, Event, Labels, Profile, RunEnd, Stack, Watermark, Window};
+use crate::event::{
+    Diagnostic, Event, LabelSet, Labels, Profile, RunEnd, Stack, Watermark, Window,
+};
 use crate::formats::line::FormatStats;
 use crate::process::{
     Discovery, DiscoveryConfig, ExitOutcome, ProcessInfo, Runtime, SpawnError, Spec, Supervisor,
@@ -147,6 +149,9 @@ pub struct Target {
     /// Its start time in clock ticks since boot, when known: tells a PID reused
     /// during the run from the target itself.
     pub start_ticks: Option<u64>,
+    /// What discovery knows of it (`container`, `pod`, `namespace`, ...), put in
+    /// the `labels.extra` of its profiles and diagnostics.
+    pub labels: LabelSet,
 }
 
 impl Target {
@@ -157,6 +162,7 @@ impl Target {
             comm: comm.into(),
             container: None,
             start_ticks: None,
+            labels: LabelSet::default(),
         }
     }
 }
@@ -168,6 +174,10 @@ impl From<&ProcessInfo> for Target {
             comm: p.comm.as_str().into(),
             container: p.container.as_deref().map(Arc::from),
             start_ticks: Some(p.start_ticks),
+            labels: p
+                .label_pairs()
+                .into_iter()
+                .fold(LabelSet::default(), |l, (k, v)| l.with(k, v).unwrap_or(l)),
         }
     }
 }
@@ -327,7 +337,10 @@ impl Runner {
         let profile = (!stacks.is_empty()).then(|| Profile {
             finalizers: Default::default(),
             window,
-            labels: self.labels.clone(),
+            labels: Labels {
+                extra: target.labels.clone(),
+                ..self.labels.clone()
+            },
             stacks,
         });
         RunResult {
@@ -391,7 +404,10 @@ impl Runner {
             reason: None,
             finalizers: Default::default(),
             window,
-            labels: self.labels.clone(),
+            labels: Labels {
+                extra: target.labels.clone(),
+                ..self.labels.clone()
+            },
             pid: target.pid,
             comm: Some(target.comm.clone()),
             end,

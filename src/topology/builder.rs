@@ -2,7 +2,9 @@
 //!
 //! Every transform and sink gets one input edge sized by its `buffer`; every source
 //! and transform gets an [`Output`] holding the senders of the edges of the
-//! components that list it in `inputs`. The topology keeps no sender itself, so when
+//! components that list it in `inputs`; a source's output also puts `[agent]
+//! labels` and the source's own `labels` (which win) on every data event it emits.
+//! The topology keeps no sender itself, so when
 //! sources finish, edges close in cascade and every component drains and returns.
 
 use std::collections::HashMap;
@@ -116,9 +118,13 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
         Err(e) => errors.push(format!("{kind} `{id}`: {e}")),
     };
     for s in &config.sources {
+        let (labels, refused) = config.agent.labels.merged(&s.labels);
+        if refused > 0 {
+            metrics[&s.id].errors("label_limit", refused as u64);
+        }
         let cx = SourceContext {
             cx: context(&s.id),
-            out: output(&s.id, &mut senders),
+            out: output(&s.id, &mut senders).with_labels(labels),
         };
         record(&s.id, "source", s.config.build(cx));
     }
@@ -210,5 +216,128 @@ fn register_memory_gauges(telemetry: &Telemetry, budget: &MemoryBudget) {
         ("memory_limit_bytes", "[agent] memory_limit", &g.limit_bytes),
     ] {
         telemetry.register(name, help, gauge.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::component::{BuildError, SinkConfig, SourceConfig};
+    use crate::config::{AgentConfig, SinkEntry, SourceEntry, TelemetryConfig, TransformEntry};
+    use crate::event::{DataTypes, Event, LabelSet, Labels, Profile, Stack, Watermark, Window};
+
+    fn set(pairs: &[(&str, &str)]) -> LabelSet {
+        pairs
+            .iter()
+            .fold(LabelSet::default(), |s, (k, v)| s.with(k, v).unwrap())
+    }
+
+    /// Emits one profile with `own` labels, then finishes.
+    #[derive(Debug)]
+    struct One {
+        own: LabelSet,
+    }
+
+    impl SourceConfig for One {
+        fn outputs(&self) -> DataTypes {
+            DataTypes::PROFILE
+        }
+        fn is_finite(&self) -> bool {
+            true
+        }
+        fn build(&self, cx: SourceContext) -> Result<crate::component::Task, BuildError> {
+            let SourceContext { cx, mut out } = cx;
+            let labels = Labels {
+                host: cx.host.clone(),
+                source: cx.id.clone(),
+                profiler: "test".into(),
+                extra: self.own.clone(),
+            };
+            Ok(Box::pin(async move {
+                let p = Profile::new(Window::new(0, 1000), labels, vec![Stack::new("a;b", 1)]);
+                let _ = out.send(Event::Profile(p)).await;
+                let _ = out
+                    .send(Event::Watermark(Watermark {
+                        source: cx.id.clone(),
+                        complete_until_ms: Watermark::FINISHED,
+                    }))
+                    .await;
+                Ok(())
+            }))
+        }
+    }
+
+    #[derive(Debug)]
+    struct Collect(Arc<Mutex<Vec<String>>>);
+
+    impl SinkConfig for Collect {
+        fn inputs(&self) -> DataTypes {
+            DataTypes::ALL
+        }
+        fn build(&self, cx: SinkContext) -> Result<crate::component::Task, BuildError> {
+            let SinkContext { mut input, .. } = cx;
+            let got = self.0.clone();
+            Ok(Box::pin(async move {
+                while let Some(ev) = input.recv().await {
+                    if let Event::Profile(p) = ev {
+                        got.lock().unwrap().push(p.labels.extra.to_string());
+                    }
+                }
+                Ok(())
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn agent_then_source_then_own_labels_reach_the_sink() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let config = Config {
+            agent: AgentConfig {
+                labels: set(&[("service", "checkout"), ("env", "prod")]),
+                ..AgentConfig::default()
+            },
+            telemetry: TelemetryConfig::default(),
+            sources: vec![SourceEntry {
+                id: "py".into(),
+                type_name: "one",
+                labels: set(&[("env", "canary"), ("team", "payments")]),
+                config: Box::new(One {
+                    own: set(&[("pod", "web-1"), ("team", "search")]),
+                }),
+            }],
+            transforms: vec![TransformEntry {
+                id: "tag".into(),
+                type_name: "labels",
+                inputs: vec!["py".into()],
+                buffer: Default::default(),
+                config: Box::new(crate::transforms::labels::LabelsConfig {
+                    drop: vec!["pod".into()],
+                    ..Default::default()
+                }),
+            }],
+            sinks: vec![SinkEntry {
+                id: "out".into(),
+                type_name: "collect",
+                inputs: vec!["tag".into()],
+                buffer: Default::default(),
+                config: Box::new(Collect(got.clone())),
+            }],
+        };
+        let telemetry = Telemetry::new();
+        let built = build(&config, &telemetry, "host-1".into()).unwrap_or_else(|e| panic!("{e}"));
+        let handles: Vec<_> = built
+            .tasks
+            .into_iter()
+            .map(|t| tokio::spawn(t.task))
+            .collect();
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            *got.lock().unwrap(),
+            vec!["env=canary,service=checkout,team=search".to_string()]
+        );
     }
 }

@@ -3,6 +3,7 @@
 pub mod classify;
 pub mod dedup;
 pub mod fold;
+pub mod labels;
 pub mod merge;
 pub mod symbol_filter;
 
@@ -20,6 +21,10 @@ pub static KINDS: &[Kind<dyn TransformConfig>] = &[
     Kind {
         name: "fold",
         parse: parse_transform::<fold::FoldConfig>,
+    },
+    Kind {
+        name: "labels",
+        parse: parse_transform::<labels::LabelsConfig>,
     },
     Kind {
         name: "merge",

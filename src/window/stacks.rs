@@ -23,7 +23,8 @@ const ENTRY_OVERHEAD: usize = 16;
 type Key = (u32, Option<Arc<str>>, Box<str>);
 
 pub struct StackCounts {
-    /// The labels of the first profile merged (what a sink writes in its header).
+    /// The labels of the profiles merged: those of the first, with the open set cut
+    /// down to what every profile shares (what a sink writes in its header).
     pub labels: Option<Labels>,
     keep_pid: bool,
     max_unique: usize,
@@ -70,8 +71,10 @@ impl StackCounts {
 
     /// Merges a profile's stacks; returns how many went to the overflow stack.
     pub fn add_all(&mut self, labels: &Labels, stacks: Vec<Stack>, room: &mut Room<'_>) -> u64 {
-        if self.labels.is_none() {
-            self.labels = Some(labels.clone());
+        match &mut self.labels {
+            None => self.labels = Some(labels.clone()),
+            Some(l) if l.extra != labels.extra => l.extra = l.extra.common(&labels.extra),
+            Some(_) => {}
         }
         let mut overflowed = 0;
         for s in stacks {

@@ -22,6 +22,7 @@ pub fn boxed_source(
     config: Box<dyn SourceConfig>,
 ) -> SourceEntry {
     SourceEntry {
+        labels: Default::default(),
         id: id.into(),
         type_name,
         config,

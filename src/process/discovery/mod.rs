@@ -13,17 +13,21 @@
 //!
 //! [`Discovery::scan`] reads, for every user-space process: `stat` (comm, parent,
 //! state, CPU ticks, start time), `cmdline` (first 4 KiB), the `exe` link, `cgroup`
-//! (container id) and `maps` (runtime, streamed line by line and abandoned as soon
+//! (container id, Kubernetes pod uid) and `maps` (runtime, streamed line by line and abandoned as soon
 //! as the answer is known, see [`maps`]). All files of one process are opened
 //! through one `/proc/PID` directory handle, so a PID reused mid-scan cannot mix
 //! two processes. A process that exits during the scan (ENOENT/ESRCH on any file)
 //! is left out silently: that is normal, not an error. Nothing large is read: no
-//! libpython, no whole cmdline of a Java process with a 100 KB classpath.
+//! libpython, no whole cmdline of a Java process with a 100 KB classpath. A process
+//! in a Kubernetes pod also gets, best effort, its pod's name (`HOSTNAME` in the
+//! first 4 KiB of `environ`) and namespace (its service account file), see
+//! [`kubernetes`].
 //!
 //! Scanning is blocking file I/O: call it from a blocking context
 //! (`tokio::task::spawn_blocking`), once per window.
 
 mod cgroup;
+pub mod kubernetes;
 mod maps;
 mod select;
 
@@ -39,6 +43,7 @@ use serde::Deserialize;
 use crate::units::{DurationStr, RegexStr};
 
 pub use cgroup::container_id;
+pub use kubernetes::{pod_uid, PodInfo};
 pub use maps::{
     classify, is_embedded_python, Classification, PYTHON_MAPS_PATTERN, RUBY_MAPS_PATTERN,
 };
@@ -95,9 +100,33 @@ pub struct ProcessInfo {
     pub cpu_ticks_delta: u64,
     /// Container id (64 hex digits) or `None` on the host.
     pub container: Option<String>,
+    /// The Kubernetes pod it runs in, when the host is a node: uid from the cgroup
+    /// path, name and namespace best effort.
+    pub pod: Option<PodInfo>,
     pub runtime: Option<Runtime>,
     /// Python is mapped but the process is not a Python interpreter.
     pub embedded_python: bool,
+}
+
+impl ProcessInfo {
+    /// The labels discovery knows for this process, as `(name, value)`: `container`
+    /// (id), `pod_uid`, `pod` (name) and `namespace`, each only when known.
+    pub fn label_pairs(&self) -> Vec<(&'static str, &str)> {
+        let mut out = Vec::new();
+        if let Some(c) = &self.container {
+            out.push(("container", c.as_str()));
+        }
+        if let Some(pod) = &self.pod {
+            out.push(("pod_uid", pod.uid.as_str()));
+            if let Some(name) = &pod.name {
+                out.push(("pod", name.as_str()));
+            }
+            if let Some(ns) = &pod.namespace {
+                out.push(("namespace", ns.as_str()));
+            }
+        }
+        out
+    }
 }
 
 /// Discovery settings.
@@ -154,6 +183,9 @@ pub struct Discovery {
     /// CPU ticks at the previous scan, by (pid, start time). Rebuilt by every scan,
     /// so it holds only processes alive at the last scan.
     previous: HashMap<(u32, u64), u64>,
+    /// This node's host name: a pod whose `HOSTNAME` is this one shares the host's
+    /// network (and name), so its `HOSTNAME` is not its pod name.
+    node_hostname: Option<String>,
 }
 
 /// Why one process could not be read.
@@ -192,6 +224,10 @@ impl Discovery {
             rules,
             ticks_per_second: procfs::ticks_per_second().max(1),
             previous: HashMap::new(),
+            node_hostname: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty()),
         }
     }
 
@@ -212,6 +248,7 @@ impl Discovery {
         };
         let mut found = Vec::new();
         let mut line = Vec::new();
+        let host = self.node_hostname.as_deref();
         for entry in entries.flatten() {
             let Some(pid) = entry
                 .file_name()
@@ -220,7 +257,7 @@ impl Discovery {
             else {
                 continue;
             };
-            match read_process(pid, uptime, self.ticks_per_second, &mut line) {
+            match read_process(pid, uptime, self.ticks_per_second, host, &mut line) {
                 Ok(Some(p)) => found.push(p),
                 Ok(None) => {}
                 Err(ReadError::Vanished) => tracing::trace!(pid, "process exited during the scan"),
@@ -242,7 +279,9 @@ impl Discovery {
     /// a zombie. `cpu_ticks_delta` is relative to the last scan.
     pub fn inspect(&self, pid: u32) -> Option<ProcessInfo> {
         let mut line = Vec::new();
-        let mut p = read_process(pid, read_uptime(), self.ticks_per_second, &mut line).ok()??;
+        let host = self.node_hostname.as_deref();
+        let mut p =
+            read_process(pid, read_uptime(), self.ticks_per_second, host, &mut line).ok()??;
         let before = self
             .previous
             .get(&(p.pid, p.start_ticks))
@@ -275,6 +314,7 @@ fn read_process(
     pid: u32,
     uptime: f64,
     ticks_per_second: u64,
+    node_hostname: Option<&str>,
     line: &mut Vec<u8>,
 ) -> Result<Option<ProcessInfo>, ReadError> {
     let proc = Process::new(pid as i32)?;
@@ -288,15 +328,18 @@ fn read_process(
         Err(ProcError::NotFound(_)) if !proc.is_alive() => return Err(ReadError::Vanished),
         Err(_) => None,
     };
-    let container = match proc.open_relative("cgroup") {
+    let (container, pod) = match proc.open_relative("cgroup") {
         Ok(file) => {
             let mut text = String::new();
             file.take(CGROUP_MAX_BYTES).read_to_string(&mut text)?;
-            container_id(&text)
+            (
+                container_id(&text),
+                kubernetes::read_pod(&proc, &text, node_hostname),
+            )
         }
         Err(ProcError::NotFound(_)) => return Err(ReadError::Vanished),
         // Unreadable (hardened /proc): the process is still worth reporting.
-        Err(_) => None,
+        Err(_) => (None, None),
     };
     let classification = match proc.open_relative("maps") {
         Ok(file) => classify_maps(file, exe.as_deref(), &cmdline, line)?,
@@ -316,6 +359,7 @@ fn read_process(
         cpu_ticks: stat.utime + stat.stime,
         cpu_ticks_delta: 0,
         container,
+        pod,
         runtime: classification.runtime,
         embedded_python: classification.embedded_python,
     }))
@@ -383,6 +427,40 @@ mod tests {
         assert!(hit(
             "/usr/bin/python3 /usr/share/unattended-upgrades/unattended-upgrade-shutdown"
         ));
+    }
+
+    #[test]
+    fn label_pairs_say_what_is_known() {
+        let mut p = ProcessInfo {
+            pid: 1,
+            ppid: 0,
+            comm: "x".into(),
+            cmdline: String::new(),
+            exe: None,
+            age: Duration::ZERO,
+            start_ticks: 0,
+            cpu_ticks: 0,
+            cpu_ticks_delta: 0,
+            container: None,
+            pod: None,
+            runtime: None,
+            embedded_python: false,
+        };
+        assert!(p.label_pairs().is_empty());
+        p.container = Some("c1".into());
+        p.pod = Some(PodInfo {
+            uid: "u1".into(),
+            name: None,
+            namespace: Some("shop".into()),
+        });
+        assert_eq!(
+            p.label_pairs(),
+            vec![
+                ("container", "c1"),
+                ("pod_uid", "u1"),
+                ("namespace", "shop")
+            ]
+        );
     }
 
     #[test]

@@ -178,6 +178,7 @@ mod tests {
             cpu_ticks: delta * 10,
             cpu_ticks_delta: delta,
             container: None,
+            pod: None,
             runtime,
             embedded_python: false,
         }
