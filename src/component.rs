@@ -176,8 +176,11 @@ pub trait TransformConfig: Debug + Send + Sync + 'static {
     /// What kinds of data it takes. A wiring that feeds it anything else is a
     /// validation error.
     fn inputs(&self) -> DataTypes;
-    /// What it emits when fed `inputs` (a subset of what it takes).
-    fn outputs(&self, inputs: DataTypes) -> DataTypes;
+    /// What it emits when fed `inputs` (a subset of what it takes). Most
+    /// transforms pass their data through: what they are fed.
+    fn outputs(&self, inputs: DataTypes) -> DataTypes {
+        inputs
+    }
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError>;
 }
 

@@ -132,9 +132,6 @@ impl TransformConfig for FoldTransform {
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::ALL
     }
-    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
-        inputs
-    }
     fn validate(&self) -> Vec<FieldError> {
         if self.max_stacks == 0 {
             vec![FieldError::new(&["max_stacks"], "must be at least 1")]
@@ -157,9 +154,6 @@ struct SymbolFilterTransform {
 impl TransformConfig for SymbolFilterTransform {
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::ALL
-    }
-    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
-        inputs
     }
     fn validate(&self) -> Vec<FieldError> {
         if self.drop_frames.is_empty() {

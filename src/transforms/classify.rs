@@ -219,9 +219,6 @@ impl TransformConfig for ClassifyConfig {
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::ALL
     }
-    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
-        inputs
-    }
 
     fn validate(&self) -> Vec<FieldError> {
         Vec::new()

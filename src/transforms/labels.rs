@@ -147,10 +147,6 @@ impl TransformConfig for LabelsConfig {
         DataTypes::ALL
     }
 
-    fn outputs(&self, inputs: DataTypes) -> DataTypes {
-        inputs
-    }
-
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let rules = self.clone();
         let TransformContext {

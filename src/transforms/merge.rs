@@ -82,9 +82,6 @@ impl TransformConfig for MergeConfig {
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
     }
-    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
-        inputs
-    }
 
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();

@@ -53,9 +53,6 @@ impl TransformConfig for SymbolFilterConfig {
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
     }
-    fn outputs(&self, inputs: crate::event::DataTypes) -> crate::event::DataTypes {
-        inputs
-    }
 
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
