@@ -13,6 +13,8 @@ use profpipe::topology::{self, RunningTopology};
 /// The pipeline `profpipe run` runs without `--config`.
 pub const DEFAULT_PIPELINE: &str = include_str!("../../pipelines/default.toml");
 const DEFAULT_NAME: &str = "<embedded default pipeline>";
+/// How long each sink's healthcheck may take at start.
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -75,6 +77,14 @@ async fn run_config(config: Config) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(hostname)
         .into();
+    // A wrong endpoint or a revoked credential is a clear error now, not retries later.
+    let failures = topology::run_healthchecks(&config, HEALTHCHECK_TIMEOUT).await;
+    if !failures.is_empty() {
+        for (id, why) in &failures {
+            tracing::error!(sink = %id, "healthcheck failed: {why}");
+        }
+        return Ok(ExitCode::from(1));
+    }
     let built = topology::build(&config, &telemetry, host).context("building the pipeline")?;
     let running = RunningTopology::start(built);
     if let Some(addr) = config.telemetry.listen {

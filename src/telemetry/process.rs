@@ -2,6 +2,7 @@
 //! from /proc/self at each scrape. These are the figures gProfiler's operators had to
 //! alert on (2.8 GB RSS, 3,000 leaked pipes).
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -9,6 +10,9 @@ use prometheus_client::registry::Registry;
 pub(super) struct ProcessGauges {
     rss_bytes: Gauge,
     open_fds: Gauge,
+    /// Delivery tokens dropped without an outcome (each counted as not delivered):
+    /// non-zero means a component lost events, a bug worth an alert.
+    unresolved_tokens: Counter,
 }
 
 impl ProcessGauges {
@@ -23,6 +27,11 @@ impl ProcessGauges {
             "Open file descriptors of the agent",
             self.open_fds.clone(),
         );
+        r.register(
+            "delivery_tokens_unresolved",
+            "Delivery tokens dropped without an outcome (counted as not delivered)",
+            self.unresolved_tokens.clone(),
+        );
     }
 
     pub(super) fn refresh(&self) {
@@ -32,6 +41,9 @@ impl ProcessGauges {
         if let Some(n) = open_fds() {
             self.open_fds.set(n as i64);
         }
+        let seen = crate::event::finalization::unresolved_tokens();
+        let shown = self.unresolved_tokens.get();
+        self.unresolved_tokens.inc_by(seen.saturating_sub(shown));
     }
 }
 
