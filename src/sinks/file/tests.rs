@@ -99,6 +99,15 @@ fn profile(source: &str, end: u64, stacks: &[(&str, Option<&str>, u64)]) -> Even
     })
 }
 
+/// `event` carrying a token of a new batch, and the batch's receiver.
+fn tracked(mut event: Event) -> (Event, crate::event::BatchReceiver) {
+    let (batch, rx) = crate::event::Batch::new();
+    if let Some(f) = event.finalizers_mut() {
+        f.merge(batch.finalizers());
+    }
+    (event, rx)
+}
+
 fn watermark(source: &str, until: u64) -> Event {
     Event::Watermark(Watermark {
         source: source.into(),
@@ -165,14 +174,14 @@ async fn writes_one_file_per_window_and_format() {
         ],
     ))
     .await;
-    h.send(profile("py", w1, &[("python3;f_[p]", Some("web"), 3)]))
-        .await;
+    let (py, mut py_written) = tracked(profile("py", w1, &[("python3;f_[p]", Some("web"), 3)]));
+    h.send(py).await;
     h.send(profile("perf", w1, &[("bash;main", None, 1)])).await;
     h.send(profile("perf", w2, &[("bash;other", None, 4)]))
         .await;
     h.send(watermark("perf", w2)).await;
     // Not complete until the second source has spoken.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(py_written.try_status(), None);
     assert!(
         profiles_with_ext(&dir, "col").is_empty(),
         "{:?}",
@@ -180,8 +189,13 @@ async fn writes_one_file_per_window_and_format() {
     );
     h.send(watermark("py", w1)).await;
 
+    // The window's tokens resolve once its files are written.
+    assert_eq!(
+        py_written.wait().await,
+        crate::event::EventStatus::Delivered
+    );
     let col1 = format!("profile_{}.col", stamp(w1));
-    wait_for(&dir, &col1).await;
+    assert!(dir.join(&col1).exists(), "{:?}", names(&dir));
     assert_eq!(col1, "profile_20231203T163100.000Z.col");
     // The formats of a window are written one after another: wait for each.
     wait_for(&dir, &format!("profile_{}.folded", stamp(w1))).await;
@@ -366,7 +380,8 @@ async fn write_failures_are_counted_and_do_not_stop_the_sink() {
     cfg.formats = vec![FileFormat::Folded, FileFormat::Flamegraph];
     let h = Harness::start(&cfg, &["perf"]);
     fs::remove_dir(&dir).unwrap();
-    h.send(profile("perf", T0 + MIN, &[("a", None, 1)])).await;
+    let (lost, not_written) = tracked(profile("perf", T0 + MIN, &[("a", None, 1)]));
+    h.send(lost).await;
     h.send(watermark("perf", T0 + MIN)).await;
     h.send(Event::PerfScript(crate::event::PerfScriptChunk {
         finalizers: Default::default(),
@@ -375,8 +390,9 @@ async fn write_failures_are_counted_and_do_not_stop_the_sink() {
         data: Default::default(),
     }))
     .await;
+    // A window that could not be written is not delivered.
+    assert_eq!(not_written.wait().await, crate::event::EventStatus::Errored);
     // The directory comes back: later windows are written again.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     fs::create_dir(&dir).unwrap();
     h.send(profile("perf", T0 + 2 * MIN, &[("b", None, 1)]))
         .await;
