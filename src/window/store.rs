@@ -78,6 +78,15 @@ pub struct Done<S> {
     pub charge: WindowCharge,
 }
 
+impl<S> Done<S> {
+    /// The window, its state and its tokens, its bytes given back: what a transform
+    /// does before sending the window on, since an edge waiting for memory this
+    /// window holds would never get it.
+    pub fn release(self) -> (Window, S, EventFinalizers) {
+        (self.window, self.state, self.finalizers)
+    }
+}
+
 /// Lets a state ask for bytes before it grows.
 pub struct Room<'a> {
     charge: &'a mut WindowCharge,
