@@ -181,6 +181,11 @@ pub trait TransformConfig: Debug + Send + Sync + 'static {
     fn outputs(&self, inputs: DataTypes) -> DataTypes {
         inputs
     }
+    /// Most bytes its window store may hold (its `max_*` bound), charged to `[agent]
+    /// memory_limit`; 0 for components that hold no windows.
+    fn memory_bound(&self) -> u64 {
+        0
+    }
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError>;
 }
 
@@ -190,6 +195,11 @@ pub trait SinkConfig: Debug + Send + Sync + 'static {
     }
     /// What kinds of data it takes.
     fn inputs(&self) -> DataTypes;
+    /// Most bytes its window store may hold (its `max_*` bound), charged to `[agent]
+    /// memory_limit`; 0 for components that hold no windows.
+    fn memory_bound(&self) -> u64 {
+        0
+    }
     fn build(&self, cx: SinkContext) -> Result<Task, BuildError>;
     /// A check that the destination is reachable and accepts us (credentials, the
     /// bucket or topic exists), sending no data; run by `profpipe validate

@@ -45,6 +45,9 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
                     c.transforms.len(),
                     c.sinks.len()
                 );
+                if let Some(note) = memory_note(&c) {
+                    println!("{}: NOTE: {note}", f.display());
+                }
                 if args.healthcheck {
                     let rt = match &mut runtime {
                         Some(rt) => rt,
@@ -81,5 +84,42 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+/// A note when the configured bounds (every edge's `buffer.max_bytes` plus every
+/// window store's bound) sum past `[agent] memory_limit`. Not an error: everything
+/// shares the one limit, so stores overflow or flush early before it is passed, only
+/// sooner than each bound alone says; but edges then compete for the same room, and
+/// an upstream edge holding all of it stalls a stage that must send downstream.
+fn memory_note(c: &config::Config) -> Option<String> {
+    let edges: u64 = c
+        .transforms
+        .iter()
+        .map(|t| t.buffer.max_bytes.get())
+        .sum::<u64>()
+        + c.sinks
+            .iter()
+            .map(|s| s.buffer.max_bytes.get())
+            .sum::<u64>();
+    let stores: u64 = c
+        .transforms
+        .iter()
+        .map(|t| t.config.memory_bound())
+        .sum::<u64>()
+        + c.sinks.iter().map(|s| s.config.memory_bound()).sum::<u64>();
+    let limit = c.agent.memory_limit;
+    let b = profpipe::units::ByteSize;
+    (edges + stores > limit.get()).then(|| {
+        format!(
+            "edge buffers ({}) and window stores ({}) are bounded at {} together, past \
+             [agent] memory_limit ({limit}); they share that limit, so window stores \
+             overflow or flush early before their own bounds, and an edge can take the \
+             room a later edge needs (a pipeline of several stages may stall): raise \
+             memory_limit or lower `buffer.max_bytes`",
+            b(edges),
+            b(stores),
+            b(edges + stores),
+        )
     })
 }

@@ -65,6 +65,10 @@ fn default_max_pending_stacks() -> usize {
 pub type ConsoleTarget = Arc<Mutex<dyn Write + Send>>;
 
 impl SinkConfig for ConsoleSinkConfig {
+    fn memory_bound(&self) -> u64 {
+        self.max_pending_bytes.get()
+    }
+
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
     }

@@ -117,6 +117,10 @@ fn default_max_pending_stacks() -> usize {
 }
 
 impl SinkConfig for FileSinkConfig {
+    fn memory_bound(&self) -> u64 {
+        self.max_pending_bytes.get()
+    }
+
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
     }

@@ -45,6 +45,10 @@ impl Default for DedupConfig {
 }
 
 impl TransformConfig for DedupConfig {
+    fn memory_bound(&self) -> u64 {
+        self.max_bytes.get()
+    }
+
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
     }

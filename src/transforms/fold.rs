@@ -106,6 +106,10 @@ impl WindowState for Open {
 }
 
 impl TransformConfig for FoldConfig {
+    fn memory_bound(&self) -> u64 {
+        self.max_memory.get()
+    }
+
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::ALL
     }

@@ -79,6 +79,10 @@ impl Default for MergeConfig {
 }
 
 impl TransformConfig for MergeConfig {
+    fn memory_bound(&self) -> u64 {
+        self.max_pending_bytes.get()
+    }
+
     fn inputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
     }
