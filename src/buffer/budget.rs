@@ -16,8 +16,9 @@ use std::sync::Arc;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-/// The part of the limit window stores may hold together, in quarters: ¾.
-pub const WINDOW_SHARE: (u64, u64) = (3, 4);
+/// The part of the limit window stores may hold together: half. The other half is
+/// the buffers' (see [`MemoryBudget::edge_share`]).
+pub const WINDOW_SHARE: (u64, u64) = (1, 2);
 
 /// Counts bytes held by edges and window stores together.
 #[derive(Clone, Debug)]
@@ -119,10 +120,15 @@ impl MemoryBudget {
         self.inner.window_limit
     }
 
+    /// What buffers may hold together: the limit less the window stores' share.
+    pub fn edge_share(&self) -> u64 {
+        (self.limit() - self.window_limit()).max(1)
+    }
+
     /// An event larger than the edges' share of the budget takes that whole share,
     /// so it can still pass (alone) instead of blocking forever.
     fn permits_for(&self, bytes: usize) -> u32 {
-        let edge_share = (self.limit() - self.window_limit()).max(1) as u32;
+        let edge_share = self.edge_share().min(u32::MAX as u64) as u32;
         (bytes.min(u32::MAX as usize) as u32).min(edge_share)
     }
 
@@ -274,36 +280,39 @@ mod tests {
     #[tokio::test]
     async fn edges_and_windows_share_one_limit() {
         let b = MemoryBudget::new(1000);
+        assert_eq!((b.window_limit(), b.edge_share()), (500, 500));
         let mut w = b.window_charge();
-        assert!(w.try_grow(600));
+        assert!(w.try_grow(400));
         let e = b.try_acquire(200).unwrap();
         let e2 = b.try_acquire(100).unwrap();
         assert_eq!(
             (b.edge_bytes(), b.window_bytes(), b.in_use()),
-            (300, 600, 900)
+            (300, 400, 700)
         );
-        assert!(!w.try_grow(120), "600 + 300 + 120 > 1000");
-        assert!(b.try_acquire(200).is_none());
-        w.shrink(400);
-        assert!(b.try_acquire(200).is_some());
-        drop((e, e2));
-        assert_eq!(b.in_use(), 200);
+        assert!(
+            !w.try_grow(101),
+            "window stores hold at most half the limit"
+        );
+        let e3 = b.try_acquire(300).unwrap();
+        assert!(b.try_acquire(1).is_none(), "the limit is full");
+        assert!(!w.try_grow(1), "so no store may grow either");
+        drop((e, e2, e3));
+        assert_eq!(b.in_use(), 400);
         let big = b.try_acquire(900).unwrap();
         assert_eq!(
             b.edge_bytes(),
-            250,
+            500,
             "an event takes at most the edges' share"
         );
         drop(big);
-        assert!(w.try_set(750), "window stores may hold 3/4 of the limit");
-        assert!(!w.try_set(751), "but no more");
-        let part = w.split(700);
-        assert_eq!((w.bytes(), part.bytes(), b.window_bytes()), (50, 700, 750));
+        assert!(w.try_set(500) && !w.try_set(501));
+        let part = w.split(450);
+        assert_eq!((w.bytes(), part.bytes(), b.window_bytes()), (50, 450, 500));
         drop(part);
         assert_eq!(b.in_use(), 50);
         drop(w);
         assert_eq!(b.in_use(), 0);
-        assert_eq!(b.peak(), 900);
+        assert_eq!(b.peak(), 1000);
         let edge = MemoryBudget::for_edge(1000);
         assert_eq!(edge.try_acquire(900).map(|_| edge.in_use()), Some(900));
         assert_eq!(b.gauges().used_bytes.get(), 0);

@@ -103,12 +103,17 @@ impl MemoryWriter {
             // for memory those stores hold.
             return self.tx.send(Slot::Watermark(event)).map_err(|_| Closed);
         }
+        // The agent is charged what the edge is: an event larger than its buffer is
+        // charged at the buffer's size, so no edge ever takes more of the agent's
+        // budget than its own `max_bytes` (the builder keeps their sum within the
+        // edges' share, so one edge can never starve another).
+        let charged = bytes.min(s.edge.limit() as usize);
         let (edge, agent) = if s.when_full == WhenFull::Block {
-            let edge = s.edge.acquire(bytes).await;
-            (edge, s.agent.acquire(bytes).await)
+            let edge = s.edge.acquire(charged).await;
+            (edge, s.agent.acquire(charged).await)
         } else {
-            match s.edge.try_acquire(bytes) {
-                Some(edge) => match s.agent.try_acquire(bytes) {
+            match s.edge.try_acquire(charged) {
+                Some(edge) => match s.agent.try_acquire(charged) {
                     Some(agent) => (edge, agent),
                     None => {
                         discard(&s.metrics, "memory_limit", event, bytes);

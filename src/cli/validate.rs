@@ -113,10 +113,9 @@ fn memory_note(c: &config::Config) -> Option<String> {
     (edges + stores > limit.get()).then(|| {
         format!(
             "edge buffers ({}) and window stores ({}) are bounded at {} together, past \
-             [agent] memory_limit ({limit}); they share that limit, so window stores \
-             overflow or flush early before their own bounds, and an edge can take the \
-             room a later edge needs (a pipeline of several stages may stall): raise \
-             memory_limit or lower `buffer.max_bytes`",
+             [agent] memory_limit ({limit}); they share that limit (half each), so \
+             buffers are scaled down to fit their half and window stores overflow or \
+             flush early before their own bounds: raise memory_limit or lower the bounds",
             b(edges),
             b(stores),
             b(edges + stores),

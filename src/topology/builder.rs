@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::event::ComponentId;
 use crate::process::Supervisor;
 use crate::telemetry::{ComponentMetrics, Telemetry};
+use crate::units::ByteSize;
 
 use crate::shutdown::ShutdownTrigger;
 
@@ -80,7 +81,10 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
         .iter()
         .map(|t| (&t.id, &t.inputs, t.buffer))
         .chain(config.sinks.iter().map(|s| (&s.id, &s.inputs, s.buffer)));
-    for (id, ins, buffer) in consumers {
+    let consumers: Vec<_> = consumers.collect();
+    let scale = edge_scale(&budget, consumers.iter().map(|(_, _, b)| b.max_bytes.get()));
+    for (id, ins, mut buffer) in consumers {
+        buffer.max_bytes = ByteSize(scale.apply(buffer.max_bytes.get()));
         let (tx, rx) = edge(buffer, budget.clone(), metrics[id].clone());
         for producer in ins {
             senders
@@ -340,4 +344,39 @@ mod tests {
             vec!["env=canary,service=checkout,team=search".to_string()]
         );
     }
+}
+
+/// How buffers are sized so that together they fit the edges' share of
+/// `[agent] memory_limit` ([`MemoryBudget::edge_share`]): then a buffer only ever
+/// waits for its own consumer, never for room another buffer holds, and no wiring
+/// can deadlock on memory. Buffers whose `max_bytes` add up to more are scaled down
+/// in proportion, said once at start.
+struct EdgeScale {
+    share: u64,
+    total: u64,
+}
+
+impl EdgeScale {
+    fn apply(&self, max_bytes: u64) -> u64 {
+        if self.total <= self.share {
+            max_bytes
+        } else {
+            ((max_bytes as u128 * self.share as u128 / self.total as u128) as u64).max(1)
+        }
+    }
+}
+
+fn edge_scale(budget: &MemoryBudget, sizes: impl Iterator<Item = u64>) -> EdgeScale {
+    let scale = EdgeScale {
+        share: budget.edge_share(),
+        total: sizes.sum(),
+    };
+    if scale.total > scale.share {
+        tracing::info!(
+            buffers = %ByteSize(scale.total),
+            share = %ByteSize(scale.share),
+            "buffers together exceed their half of memory_limit; each is scaled down in proportion"
+        );
+    }
+    scale
 }
