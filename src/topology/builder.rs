@@ -223,6 +223,41 @@ fn register_memory_gauges(telemetry: &Telemetry, budget: &MemoryBudget) {
     }
 }
 
+/// How buffers are sized so that together they fit the edges' share of
+/// `[agent] memory_limit` ([`MemoryBudget::edge_share`]): then a buffer only ever
+/// waits for its own consumer, never for room another buffer holds, and no wiring
+/// can deadlock on memory. Buffers whose `max_bytes` add up to more are scaled down
+/// in proportion, said once at start.
+struct EdgeScale {
+    share: u64,
+    total: u64,
+}
+
+impl EdgeScale {
+    fn apply(&self, max_bytes: u64) -> u64 {
+        if self.total <= self.share {
+            max_bytes
+        } else {
+            ((max_bytes as u128 * self.share as u128 / self.total as u128) as u64).max(1)
+        }
+    }
+}
+
+fn edge_scale(budget: &MemoryBudget, sizes: impl Iterator<Item = u64>) -> EdgeScale {
+    let scale = EdgeScale {
+        share: budget.edge_share(),
+        total: sizes.sum(),
+    };
+    if scale.total > scale.share {
+        tracing::info!(
+            buffers = %ByteSize(scale.total),
+            share = %ByteSize(scale.share),
+            "buffers together exceed their half of memory_limit; each is scaled down in proportion"
+        );
+    }
+    scale
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -344,39 +379,4 @@ mod tests {
             vec!["env=canary,service=checkout,team=search".to_string()]
         );
     }
-}
-
-/// How buffers are sized so that together they fit the edges' share of
-/// `[agent] memory_limit` ([`MemoryBudget::edge_share`]): then a buffer only ever
-/// waits for its own consumer, never for room another buffer holds, and no wiring
-/// can deadlock on memory. Buffers whose `max_bytes` add up to more are scaled down
-/// in proportion, said once at start.
-struct EdgeScale {
-    share: u64,
-    total: u64,
-}
-
-impl EdgeScale {
-    fn apply(&self, max_bytes: u64) -> u64 {
-        if self.total <= self.share {
-            max_bytes
-        } else {
-            ((max_bytes as u128 * self.share as u128 / self.total as u128) as u64).max(1)
-        }
-    }
-}
-
-fn edge_scale(budget: &MemoryBudget, sizes: impl Iterator<Item = u64>) -> EdgeScale {
-    let scale = EdgeScale {
-        share: budget.edge_share(),
-        total: sizes.sum(),
-    };
-    if scale.total > scale.share {
-        tracing::info!(
-            buffers = %ByteSize(scale.total),
-            share = %ByteSize(scale.share),
-            "buffers together exceed their half of memory_limit; each is scaled down in proportion"
-        );
-    }
-    scale
 }
