@@ -40,6 +40,14 @@ impl FieldError {
     }
 }
 
+/// The check every count limit shares: `None` when `value` (an unsigned count) is
+/// at least 1, else "`<last part of path>` must be at least 1" on that field. One
+/// place, so the wording stays one.
+pub fn at_least_one<N: Default + PartialEq>(path: &[&str], value: N) -> Option<FieldError> {
+    let field = path.last().copied().unwrap_or_default();
+    (value == N::default()).then(|| FieldError::new(path, format!("{field} must be at least 1")))
+}
+
 /// Failure to start a component (e.g. its output directory cannot be created).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -140,6 +148,13 @@ pub struct TransformContext {
     pub cx: ComponentContext,
     pub input: Input,
     pub out: Output,
+}
+
+impl TransformContext {
+    /// The three parts, for a task that moves them into its `async` block.
+    pub fn into_parts(self) -> (ComponentContext, Input, Output) {
+        (self.cx, self.input, self.out)
+    }
 }
 
 pub struct SinkContext {

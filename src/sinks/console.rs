@@ -66,7 +66,7 @@ pub type ConsoleTarget = Arc<Mutex<dyn Write + Send>>;
 
 impl SinkConfig for ConsoleSinkConfig {
     fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
     }
 
     fn validate(&self) -> Vec<FieldError> {

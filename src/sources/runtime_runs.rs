@@ -43,7 +43,7 @@ use tokio::task::JoinSet;
 
 use super::live::binary::{self, Search};
 use super::live::emitter::{self, Emitter};
-use crate::component::{ComponentContext, ComponentError, FieldError, SourceContext};
+use crate::component::{at_least_one, ComponentContext, ComponentError, FieldError, SourceContext};
 use crate::event::{
     Diagnostic, Event, LabelSet, Labels, Profile, RunEnd, Stack, Watermark, Window,
 };
@@ -99,36 +99,22 @@ pub struct RunSettings {
 /// Checks every such source makes (no I/O).
 pub fn validate(frequency: u32, s: &RunSettings) -> Vec<FieldError> {
     let mut e = Vec::new();
-    if frequency == 0 {
-        e.push(FieldError::new(
-            &["frequency"],
-            "frequency must be at least 1",
-        ));
-    }
+    e.extend(at_least_one(&["frequency"], frequency));
     if s.window < Duration::from_secs(1) {
         e.push(FieldError::new(&["window"], "window must be at least 1s"));
     }
-    if s.max_windows == Some(0) {
-        e.push(FieldError::new(
-            &["max_windows"],
-            "max_windows must be at least 1",
-        ));
-    }
+    e.extend(
+        s.max_windows
+            .and_then(|n| at_least_one(&["max_windows"], n)),
+    );
     if s.binary.trim().is_empty() {
         e.push(FieldError::new(&["binary"], "binary must not be empty"));
     }
-    if s.max_concurrent == 0 {
-        e.push(FieldError::new(
-            &["max_concurrent"],
-            "max_concurrent must be at least 1",
-        ));
-    }
-    if s.discovery.max_processes == 0 {
-        e.push(FieldError::new(
-            &["discovery", "max_processes"],
-            "max_processes must be at least 1",
-        ));
-    }
+    e.extend(at_least_one(&["max_concurrent"], s.max_concurrent));
+    e.extend(at_least_one(
+        &["discovery", "max_processes"],
+        s.discovery.max_processes,
+    ));
     e
 }
 

@@ -47,7 +47,9 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
-use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
+use crate::component::{
+    at_least_one, BuildError, FieldError, Task, TransformConfig, TransformContext,
+};
 use crate::event::{Diagnostic, Event, Labels, Profile, Stack, Window};
 use crate::units::ByteSize;
 use crate::window::{attach_finalizers, Done, Scope, StoreLimits, WindowState, EMIT_BATCH};
@@ -80,23 +82,19 @@ impl Default for MergeConfig {
 
 impl TransformConfig for MergeConfig {
     fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
     }
 
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
-        if self.max_pending_stacks == 0 {
-            e.push(FieldError::new(
-                &["max_pending_stacks"],
-                "max_pending_stacks must be at least 1",
-            ));
-        }
-        if self.max_pending_windows == 0 {
-            e.push(FieldError::new(
-                &["max_pending_windows"],
-                "max_pending_windows must be at least 1",
-            ));
-        }
+        e.extend(at_least_one(
+            &["max_pending_stacks"],
+            self.max_pending_stacks,
+        ));
+        e.extend(at_least_one(
+            &["max_pending_windows"],
+            self.max_pending_windows,
+        ));
         e
     }
 
@@ -106,11 +104,7 @@ impl TransformConfig for MergeConfig {
             max_bytes: c.max_pending_bytes.get(),
             max_windows: c.max_pending_windows,
         };
-        let TransformContext {
-            cx,
-            mut input,
-            mut out,
-        } = cx;
+        let (cx, mut input, mut out) = cx.into_parts();
         Ok(Box::pin(async move {
             let mut pending = cx.window_store::<Pending>(Scope::AllSources, limits);
             while let Some(ev) = input.recv().await {

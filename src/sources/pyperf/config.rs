@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{run, MAX_FREQUENCY, PROFILER};
-use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
+use crate::component::{at_least_one, BuildError, FieldError, SourceConfig, SourceContext, Task};
 use crate::process::{Backoff, Spec};
 use crate::units::DurationStr;
 
@@ -73,7 +73,7 @@ impl PyPerfSourceConfig {
 
 impl SourceConfig for PyPerfSourceConfig {
     fn outputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
     }
 
     fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
@@ -94,39 +94,25 @@ impl SourceConfig for PyPerfSourceConfig {
         {
             e.push(FieldError::new(&["binary"], "binary must not be empty"));
         }
-        if self.frequency == 0 {
-            e.push(FieldError::new(
-                &["frequency"],
-                "frequency must be at least 1",
-            ));
-        }
+        e.extend(at_least_one(&["frequency"], self.frequency));
         if self.window.get() < Duration::from_secs(1) {
             e.push(FieldError::new(&["window"], "window must be at least 1s"));
         }
-        if self.max_windows == Some(0) {
-            e.push(FieldError::new(
-                &["max_windows"],
-                "max_windows must be at least 1",
-            ));
-        }
+        e.extend(
+            self.max_windows
+                .and_then(|n| at_least_one(&["max_windows"], n)),
+        );
         if self.rotate_timeout.get().is_zero() {
             e.push(FieldError::new(
                 &["rotate_timeout"],
                 "rotate_timeout must be positive",
             ));
         }
-        if self.events_buffer_pages == 0 {
-            e.push(FieldError::new(
-                &["events_buffer_pages"],
-                "events_buffer_pages must be at least 1",
-            ));
-        }
-        if self.symbols_map_size == 0 {
-            e.push(FieldError::new(
-                &["symbols_map_size"],
-                "symbols_map_size must be at least 1",
-            ));
-        }
+        e.extend(at_least_one(
+            &["events_buffer_pages"],
+            self.events_buffer_pages,
+        ));
+        e.extend(at_least_one(&["symbols_map_size"], self.symbols_map_size));
         if let Err(msg) = self.backoff.validate() {
             e.push(FieldError::new(&["backoff"], msg));
         }
