@@ -73,11 +73,23 @@ impl RunningTopology {
     /// Runs until every component has returned, or until `stop` completes. In the
     /// second case sources are told to stop, and what is in flight drains into the
     /// sinks for at most `drain_timeout`; components still running then are aborted.
+    /// Returns only once every child process the components started is reaped.
     pub async fn run_until(
         mut self,
         stop: impl Future<Output = ()>,
         drain_timeout: Duration,
     ) -> Outcome {
+        let outcome = self.drive(stop, drain_timeout).await;
+        // A child outlives the task that started it (an aborted task drops its
+        // handle; the reaper then TERMs and KILLs it): shut the supervisor down only
+        // now, once no source can still be flushing its profiler, and wait for it.
+        self.supervisor.shutdown().await;
+        outcome
+    }
+
+    /// The components' part of [`run_until`](Self::run_until): until every task
+    /// has returned or been aborted.
+    async fn drive(&mut self, stop: impl Future<Output = ()>, drain_timeout: Duration) -> Outcome {
         let mut outcome = Outcome::default();
         tokio::pin!(stop);
         loop {
