@@ -6,6 +6,8 @@ pub mod console;
 pub mod driver;
 pub mod file;
 pub mod pending;
+#[cfg(test)]
+mod test_context;
 
 pub static KINDS: &[Kind<dyn SinkConfig>] = &[
     Kind {

@@ -3,12 +3,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::buffer::{edge, BufferConfig, EdgeSender, MemoryBudget};
-use crate::component::{parse_sink, ComponentContext, ComponentError};
+use crate::buffer::EdgeSender;
+use crate::component::{parse_sink, ComponentError};
 use crate::event::{Event, Labels, Profile, Stack, Watermark, Window};
 use crate::formats::collapsed::Layout;
-use crate::shutdown::ShutdownSignal;
-use crate::telemetry::Telemetry;
+use crate::sinks::test_context::sink_context;
 
 const MIN: u64 = 60_000;
 /// 2023-12-03T16:30:00Z
@@ -38,25 +37,7 @@ struct Harness {
 
 impl Harness {
     fn start(config: &FileSinkConfig, upstream: &[&str]) -> Harness {
-        let t = Telemetry::new();
-        let metrics = t.component("archive", "sink", "file");
-        let (tx, input) = edge(
-            BufferConfig::default(),
-            MemoryBudget::new(1 << 30),
-            metrics.clone(),
-        );
-        let cx = SinkContext {
-            cx: ComponentContext {
-                id: "archive".into(),
-                host: "host-1".into(),
-                metrics: metrics.clone(),
-                telemetry: t.clone(),
-                shutdown: ShutdownSignal::never(),
-                upstream_sources: upstream.iter().map(|s| Arc::from(*s)).collect(),
-                ..ComponentContext::standalone("archive", "sink", "file", &t)
-            },
-            input,
-        };
+        let (tx, cx, metrics) = sink_context("file", "archive", "host-1", upstream);
         assert!(config.validate().is_empty(), "{:?}", config.validate());
         let task = tokio::spawn(config.build(cx).unwrap());
         Harness { tx, task, metrics }
@@ -432,25 +413,7 @@ fn config_defaults_and_validation() {
 fn build_fails_when_path_is_a_file() {
     let tmp = tempfile::NamedTempFile::new().unwrap();
     let cfg = config(tmp.path());
-    let t = Telemetry::new();
-    let metrics = t.component("archive", "sink", "file");
-    let (_tx, input) = edge(
-        BufferConfig::default(),
-        MemoryBudget::new(1 << 20),
-        metrics.clone(),
-    );
-    let cx = SinkContext {
-        cx: ComponentContext {
-            id: "archive".into(),
-            host: "h".into(),
-            metrics,
-            telemetry: t.clone(),
-            shutdown: ShutdownSignal::never(),
-            upstream_sources: vec![],
-            ..ComponentContext::standalone("archive", "sink", "file", &t)
-        },
-        input,
-    };
+    let (_tx, cx, _) = sink_context("file", "archive", "h", &[]);
     let err = cfg.build(cx).err().expect("build must fail");
     assert!(err.0.contains("not a directory"), "{err}");
 }
