@@ -222,6 +222,34 @@ pub struct Kind<T: ?Sized> {
     pub parse: fn(toml::Value) -> Result<Box<T>, Vec<FieldError>>,
 }
 
+// One line per registry entry: `Kind::source::<FileSourceConfig>("file")`.
+impl Kind<dyn SourceConfig> {
+    pub const fn source<C: SourceConfig + DeserializeOwned>(name: &'static str) -> Self {
+        Kind {
+            name,
+            parse: parse_source::<C>,
+        }
+    }
+}
+
+impl Kind<dyn TransformConfig> {
+    pub const fn transform<C: TransformConfig + DeserializeOwned>(name: &'static str) -> Self {
+        Kind {
+            name,
+            parse: parse_transform::<C>,
+        }
+    }
+}
+
+impl Kind<dyn SinkConfig> {
+    pub const fn sink<C: SinkConfig + DeserializeOwned>(name: &'static str) -> Self {
+        Kind {
+            name,
+            parse: parse_sink::<C>,
+        }
+    }
+}
+
 /// Reads a component table into its config struct `C`, collecting every unknown
 /// field (not only the first) and the first type error with its path.
 pub fn parse_table<C: DeserializeOwned>(value: toml::Value) -> Result<C, Vec<FieldError>> {
@@ -279,7 +307,7 @@ fn ignored_path(path: &serde_ignored::Path<'_>) -> Vec<String> {
     out
 }
 
-/// Registry helper: `Kind { name: "file", parse: parse_boxed::<FileSinkConfig, dyn SinkConfig> }`.
+/// Reads a source table into `C`, boxed (what [`Kind::source`] registers).
 pub fn parse_source<C: SourceConfig + DeserializeOwned>(
     v: toml::Value,
 ) -> Result<Box<dyn SourceConfig>, Vec<FieldError>> {
