@@ -73,14 +73,7 @@ impl TransformConfig for DedupConfig {
         Ok(Box::pin(async move {
             let mut windows = cx.window_store::<StackCounts>(Scope::PerSource, limits);
             let emit_window = |done: Done<StackCounts>| {
-                let Done {
-                    window,
-                    state,
-                    finalizers,
-                    charge,
-                    ..
-                } = done;
-                drop(charge);
+                let (window, state, finalizers) = done.release();
                 cx.metrics.dropped_stacks("overflow", state.overflowed);
                 let labels = state.labels.clone().unwrap_or_default();
                 profile_batches(

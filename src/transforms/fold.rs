@@ -191,16 +191,7 @@ fn finish(
     metrics: &ComponentMetrics,
     warned: &mut HashSet<&'static str>,
 ) -> Vec<Event> {
-    let Done {
-        window,
-        state: mut o,
-        finalizers,
-        charge,
-        ..
-    } = done;
-    // Given back before the events go downstream: an edge waiting for memory this
-    // window holds would never get it.
-    drop(charge);
+    let (window, mut o, finalizers) = done.release();
     tokio::task::block_in_place(|| o.folder.finish());
     o.folder.release_caches();
     tracing::debug!(

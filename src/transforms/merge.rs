@@ -32,7 +32,7 @@
 //! `window_clock`) and kept in the component's window store. A window is merged once
 //! every upstream source's watermark has passed its end, or when the input ends; its
 //! stacks then leave as one or more [`Profile`]s per label set (at most
-//! [`EMIT_BATCH`] stacks each), each carrying the tokens of everything merged, and
+//! [`EMIT_BATCH`](crate::window::EMIT_BATCH) stacks each), each carrying the tokens of everything merged, and
 //! each watermark is forwarded after the windows it completed.
 //!
 //! Memory is bounded: past `max_pending_stacks` stacks, `max_pending_bytes` bytes
@@ -52,7 +52,7 @@ use crate::component::{
 };
 use crate::event::{Diagnostic, Event, Labels, Profile, Stack, Window};
 use crate::units::ByteSize;
-use crate::window::{attach_finalizers, Done, Scope, StoreLimits, WindowState, EMIT_BATCH};
+use crate::window::{attach_finalizers, push_batches, Done, Scope, StoreLimits, WindowState};
 
 /// The `profiler` label of the system-wide profiler.
 pub const PERF: &str = "perf";
@@ -209,30 +209,14 @@ impl Pending {
     }
 }
 
-/// Merges a window and cuts it into events of at most [`EMIT_BATCH`] stacks, each
+/// Merges a window and cuts it into events of at most [`EMIT_BATCH`](crate::window::EMIT_BATCH) stacks, each
 /// carrying the window's tokens.
 fn events(done: Done<Pending>) -> Vec<Event> {
-    let Done {
-        window,
-        state,
-        finalizers,
-        charge,
-        ..
-    } = done;
-    // Given back before sending: an edge waiting for memory this window holds
-    // would never get it.
-    drop(charge);
+    let (window, state, finalizers) = done.release();
     let (merged, diagnostics) = merge_window(window, state.parts, state.diagnostics);
     let mut out = Vec::new();
     for (labels, stacks) in merged {
-        let mut it = stacks.into_iter().peekable();
-        while it.peek().is_some() {
-            out.push(Event::Profile(Profile::new(
-                window,
-                labels.clone(),
-                it.by_ref().take(EMIT_BATCH).collect(),
-            )));
-        }
+        push_batches(window, &labels, stacks, &mut out);
     }
     out.extend(diagnostics.into_iter().map(Event::Diagnostic));
     attach_finalizers(&mut out, finalizers);

@@ -78,6 +78,24 @@ pub struct Done<S> {
     pub charge: WindowCharge,
 }
 
+impl<S> Done<S> {
+    /// The window, its state and its tokens, for a transform: the window's bytes
+    /// are given back first, since the transform sends what it makes of them
+    /// downstream, and an edge waiting for memory this window holds would never
+    /// get it.
+    pub fn release(self) -> (Window, S, EventFinalizers) {
+        let Done {
+            window,
+            state,
+            finalizers,
+            charge,
+            ..
+        } = self;
+        drop(charge);
+        (window, state, finalizers)
+    }
+}
+
 /// Lets a state ask for bytes before it grows.
 pub struct Room<'a> {
     charge: &'a mut WindowCharge,
