@@ -58,6 +58,7 @@ use serde::Deserialize;
 use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
 use crate::process::Backoff;
 use crate::units::{ByteSize, DurationStr};
+use crate::window_clock::override_fields;
 
 /// Largest DWARF stack dump perf accepts (`u16::MAX` rounded down to 8 bytes).
 pub const MAX_DWARF_STACK_SIZE: u32 = 65528;
@@ -168,13 +169,8 @@ impl SourceConfig for PerfSourceConfig {
         crate::event::DataTypes::PERF_SCRIPT.with(crate::event::DataTypes::DIAGNOSTIC)
     }
 
-    fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        crate::window_clock::override_fields(
-            &mut self.window,
-            &mut self.max_windows,
-            window,
-            max_windows,
-        );
+    fn override_windows(&mut self, window: Option<Duration>, max_windows: Option<u64>) {
+        override_fields(&mut self.window, &mut self.max_windows, window, max_windows);
     }
 
     fn validate(&self) -> Vec<FieldError> {

@@ -10,6 +10,7 @@ use super::{run, MAX_FREQUENCY, PROFILER};
 use crate::component::{at_least_one, BuildError, FieldError, SourceConfig, SourceContext, Task};
 use crate::process::{Backoff, Spec};
 use crate::units::DurationStr;
+use crate::window_clock::override_fields;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -76,13 +77,8 @@ impl SourceConfig for PyPerfSourceConfig {
         crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
     }
 
-    fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        crate::window_clock::override_fields(
-            &mut self.window,
-            &mut self.max_windows,
-            window,
-            max_windows,
-        );
+    fn override_windows(&mut self, window: Option<Duration>, max_windows: Option<u64>) {
+        override_fields(&mut self.window, &mut self.max_windows, window, max_windows);
     }
 
     fn validate(&self) -> Vec<FieldError> {
