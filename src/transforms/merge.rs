@@ -433,9 +433,8 @@ mod tests {
     fn stack(pid: u32, frames: &str, count: u64) -> Stack {
         Stack {
             pid,
-            container: None,
-            frames: frames.into(),
-            count,
+
+            ..Stack::new(frames, count)
         }
     }
 
