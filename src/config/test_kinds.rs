@@ -9,7 +9,7 @@
 
 use serde::Deserialize;
 
-use super::Registry;
+use super::pipeline::Registry;
 use crate::component::{
     BuildError, FieldError, Kind, SinkConfig, SinkContext, SourceConfig, SourceContext, Task,
     TransformConfig, TransformContext,
