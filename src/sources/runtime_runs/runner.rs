@@ -15,7 +15,8 @@ use crate::process::{ExitOutcome, SpawnError, Spec, Supervisor};
 use crate::sources::live::emitter;
 use crate::telemetry::ComponentMetrics;
 
-use super::{target_alive, RuntimeProfiler, Target, EXTRA_DEADLINE};
+use super::profiler::{RuntimeProfiler, EXTRA_DEADLINE};
+use super::target::{target_alive, Target};
 
 /// What one run produced.
 #[derive(Debug, Default)]

@@ -16,10 +16,11 @@ use crate::sources::live::binary;
 use crate::sources::live::emitter::Emitter;
 use crate::window_clock::{now_ms, Tick, WindowClock};
 
-use super::{
-    resolve_binary, RunResult, RunSettings, Runner, RuntimeProfiler, Target, MAX_WINDOWS_IN_FLIGHT,
-    TOOLS_DIR,
+use super::profiler::{
+    resolve_binary, RunSettings, RuntimeProfiler, MAX_WINDOWS_IN_FLIGHT, TOOLS_DIR,
 };
+use super::runner::{RunResult, Runner};
+use super::target::Target;
 
 /// Runs shorter than this are not started (the profilers take whole seconds).
 const MIN_RUN_MS: u64 = 500;
