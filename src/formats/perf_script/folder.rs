@@ -5,8 +5,10 @@ use std::mem;
 
 use rustc_hash::FxHashMap;
 
+use super::frame;
 use super::lines::{split_event_line, split_stack_line, trim_end};
-use super::{frame, FoldOptions, FoldStats, Folded, MAX_LINE_BYTES, MAX_STACK_FRAMES};
+use super::options::{FoldOptions, MAX_LINE_BYTES, MAX_STACK_FRAMES};
+use super::output::{FoldStats, Folded};
 
 /// A streaming folder: feed it `perf script` output in slices of any size, then take
 /// the aggregated stacks.
