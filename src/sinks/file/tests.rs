@@ -47,6 +47,16 @@ impl Harness {
         self.tx.send(e).await.unwrap();
     }
 
+    /// Windows 1 to `n` minutes after `T0` from source `perf`, window `i` holding
+    /// one stack `a;b` counted `i`, each closed by its watermark.
+    async fn send_minutes(&self, n: u64) {
+        for i in 1..=n {
+            let end = T0 + i * MIN;
+            self.send(profile("perf", end, &[("a;b", None, i)])).await;
+            self.send(watermark("perf", end)).await;
+        }
+    }
+
     async fn finish(self) -> ComponentMetrics {
         drop(self.tx);
         tokio::time::timeout(Duration::from_secs(30), self.task)
@@ -214,11 +224,7 @@ async fn retention_bounds_file_count() {
     let mut cfg = config(&dir);
     cfg.retain_files = 3;
     let h = Harness::start(&cfg, &["perf"]);
-    for i in 1..=6 {
-        let end = T0 + i * MIN;
-        h.send(profile("perf", end, &[("a;b", None, i)])).await;
-        h.send(watermark("perf", end)).await;
-    }
+    h.send_minutes(6).await;
     h.finish().await;
     for ext in ["col", "folded", "svg"] {
         let files = profiles_with_ext(&dir, ext);
@@ -240,11 +246,7 @@ async fn retention_bounds_bytes_but_keeps_the_newest() {
     // Each folded file is 6 bytes ("a;b N\n"); collapsed files are larger.
     cfg.retain_bytes = ByteSize(1);
     let h = Harness::start(&cfg, &["perf"]);
-    for i in 1..=4 {
-        let end = T0 + i * MIN;
-        h.send(profile("perf", end, &[("a;b", None, i)])).await;
-        h.send(watermark("perf", end)).await;
-    }
+    h.send_minutes(4).await;
     h.finish().await;
     let newest = stamp(T0 + 4 * MIN);
     assert_eq!(
@@ -263,11 +265,7 @@ async fn retention_bounds_bytes_but_keeps_the_newest() {
     cfg.formats = vec![FileFormat::Folded];
     cfg.retain_bytes = ByteSize(13);
     let h = Harness::start(&cfg, &["perf"]);
-    for i in 1..=5 {
-        let end = T0 + i * MIN;
-        h.send(profile("perf", end, &[("a;b", None, i)])).await;
-        h.send(watermark("perf", end)).await;
-    }
+    h.send_minutes(5).await;
     h.finish().await;
     let files = profiles_with_ext(&dir, "folded");
     assert_eq!(
