@@ -23,7 +23,7 @@ use std::sync::LazyLock;
 
 use regex::bytes::Regex;
 
-use super::Runtime;
+use super::info::Runtime;
 use crate::process::embedded_python::{is_interpreter_by_name, EmbeddedEvidence};
 
 /// Mapped paths of a Python interpreter or library.
