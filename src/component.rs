@@ -40,6 +40,14 @@ impl FieldError {
     }
 }
 
+/// The check every count limit shares: `None` when `value` (an unsigned count) is
+/// at least 1, else "`<last part of path>` must be at least 1" on that field. One
+/// place, so the wording stays one.
+pub fn at_least_one<N: Default + PartialEq>(path: &[&str], value: N) -> Option<FieldError> {
+    let field = path.last().copied().unwrap_or_default();
+    (value == N::default()).then(|| FieldError::new(path, format!("{field} must be at least 1")))
+}
+
 /// Failure to start a component (e.g. its output directory cannot be created).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -142,6 +150,13 @@ pub struct TransformContext {
     pub out: Output,
 }
 
+impl TransformContext {
+    /// The three parts, for a task that moves them into its `async` block.
+    pub fn into_parts(self) -> (ComponentContext, Input, Output) {
+        (self.cx, self.input, self.out)
+    }
+}
+
 pub struct SinkContext {
     pub cx: ComponentContext,
     pub input: Input,
@@ -217,6 +232,34 @@ pub struct Kind<T: ?Sized> {
     pub parse: fn(toml::Value) -> Result<Box<T>, Vec<FieldError>>,
 }
 
+// One line per registry entry: `Kind::source::<FileSourceConfig>("file")`.
+impl Kind<dyn SourceConfig> {
+    pub const fn source<C: SourceConfig + DeserializeOwned>(name: &'static str) -> Self {
+        Kind {
+            name,
+            parse: parse_source::<C>,
+        }
+    }
+}
+
+impl Kind<dyn TransformConfig> {
+    pub const fn transform<C: TransformConfig + DeserializeOwned>(name: &'static str) -> Self {
+        Kind {
+            name,
+            parse: parse_transform::<C>,
+        }
+    }
+}
+
+impl Kind<dyn SinkConfig> {
+    pub const fn sink<C: SinkConfig + DeserializeOwned>(name: &'static str) -> Self {
+        Kind {
+            name,
+            parse: parse_sink::<C>,
+        }
+    }
+}
+
 /// Reads a component table into its config struct `C`, collecting every unknown
 /// field (not only the first) and the first type error with its path.
 pub fn parse_table<C: DeserializeOwned>(value: toml::Value) -> Result<C, Vec<FieldError>> {
@@ -274,7 +317,7 @@ fn ignored_path(path: &serde_ignored::Path<'_>) -> Vec<String> {
     out
 }
 
-/// Registry helper: `Kind { name: "file", parse: parse_boxed::<FileSinkConfig, dyn SinkConfig> }`.
+/// Reads a source table into `C`, boxed (what [`Kind::source`] registers).
 pub fn parse_source<C: SourceConfig + DeserializeOwned>(
     v: toml::Value,
 ) -> Result<Box<dyn SourceConfig>, Vec<FieldError>> {

@@ -8,7 +8,8 @@
 //! Layers, bottom up (a module imports only from its own layer or below):
 //! 1. plain types: [`units`], [`shutdown`], [`window_clock`], [`watermarks`],
 //!    [`event`], and the metrics registry [`telemetry`];
-//! 2. mechanisms: [`formats`], [`process`], [`buffer`];
+//! 2. mechanisms: [`formats`], [`process`], [`buffer`], and the window stores
+//!    [`window`];
 //! 3. the component model [`component`], then the components [`sources`],
 //!    [`transforms`], [`sinks`];
 //! 4. assembly: [`config`] (reads TOML against a registry it is handed),

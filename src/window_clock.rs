@@ -1,11 +1,10 @@
 //! Wall-clock windows shared by all live sources.
 //!
 //! Window `k` is `[origin + k*len, origin + (k+1)*len)`, where `origin` is the agent's
-//! start time ([`ComponentContext::origin_ms`]). Every live source cuts the same
+//! start time (`ComponentContext::origin_ms`; a plain name, not a link: this layer
+//! sits below the component model). Every live source cuts the same
 //! windows, so `merge` can match a runtime profiler's window with perf's, and the
 //! first window is a whole one (`profpipe run --once --duration 30s` profiles 30 s).
-//!
-//! [`ComponentContext::origin_ms`]: crate::component::ComponentContext::origin_ms
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -50,26 +50,22 @@ fn summary(config: &Config) -> String {
     let inputs = |ids: &[profpipe::event::ComponentId]| {
         ids.iter().map(|i| &**i).collect::<Vec<_>>().join(",")
     };
-    for c in &config.transforms {
+    // Transforms and sinks print alike: both read inputs through a buffer.
+    let transforms = config
+        .transforms
+        .iter()
+        .map(|c| ("transform", &c.id, c.type_name, &c.inputs, &c.buffer));
+    let sinks = config
+        .sinks
+        .iter()
+        .map(|c| ("sink", &c.id, c.type_name, &c.inputs, &c.buffer));
+    for (kind, id, type_name, ids, buffer) in transforms.chain(sinks) {
         let _ = writeln!(
             s,
-            "transform {} type={} inputs={} buffer={} {:?}",
-            c.id,
-            c.type_name,
-            inputs(&c.inputs),
-            c.buffer.max_bytes,
-            c.buffer.when_full
-        );
-    }
-    for c in &config.sinks {
-        let _ = writeln!(
-            s,
-            "sink {} type={} inputs={} buffer={} {:?}",
-            c.id,
-            c.type_name,
-            inputs(&c.inputs),
-            c.buffer.max_bytes,
-            c.buffer.when_full
+            "{kind} {id} type={type_name} inputs={} buffer={} {:?}",
+            inputs(ids),
+            buffer.max_bytes,
+            buffer.when_full
         );
     }
     s

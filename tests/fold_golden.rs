@@ -51,6 +51,14 @@ fn options(flags: &str) -> FoldOptions {
     o
 }
 
+/// Checks a command's standard output against the golden file at `expected_path`.
+fn assert_output(expected_path: &Path, stdout: Vec<u8>, what: &str) {
+    let expected = std::fs::read_to_string(expected_path).unwrap();
+    let actual = String::from_utf8(stdout).unwrap();
+    let problems = diff_lines(expected_path, &expected, &actual, what);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// Compares line by line; describes every differing line as `file:line`.
 fn diff_lines(expected_path: &Path, expected: &str, actual: &str, what: &str) -> Vec<String> {
     let exp: Vec<&str> = expected.lines().collect();
@@ -150,7 +158,6 @@ fn cli_matches_golden_and_warns() {
     let bin = env!("CARGO_BIN_EXE_profpipe");
     let input = dir.join("edge-cases.txt");
     let expected_path = dir.join("results/edge-cases-collapsed-all.txt");
-    let expected = std::fs::read_to_string(&expected_path).unwrap();
 
     let out = Command::new(bin)
         .args(["fold", "--all", "-n", "2"])
@@ -158,13 +165,7 @@ fn cli_matches_golden_and_warns() {
         .output()
         .unwrap();
     assert!(out.status.success(), "exit status {:?}", out.status);
-    let problems = diff_lines(
-        &expected_path,
-        &expected,
-        &String::from_utf8(out.stdout).unwrap(),
-        "profpipe fold --all FILE",
-    );
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_output(&expected_path, out.stdout, "profpipe fold --all FILE");
     let stderr = String::from_utf8(out.stderr).unwrap();
     let warnings: Vec<&str> = stderr.lines().collect();
     assert_eq!(
@@ -179,19 +180,12 @@ fn cli_matches_golden_and_warns() {
 
     // Standard input, via `-`.
     let expected_path = dir.join("results/c-workload-pipelines-collapsed-pid.txt");
-    let expected = std::fs::read_to_string(&expected_path).unwrap();
     let out = Command::new(bin)
         .args(["fold", "--pid", "-"])
         .stdin(std::fs::File::open(dir.join("c-workload-pipelines.txt")).unwrap())
         .output()
         .unwrap();
     assert!(out.status.success());
-    let problems = diff_lines(
-        &expected_path,
-        &expected,
-        &String::from_utf8(out.stdout).unwrap(),
-        "profpipe fold --pid - (stdin)",
-    );
-    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert_output(&expected_path, out.stdout, "profpipe fold --pid - (stdin)");
     assert!(out.stderr.is_empty());
 }

@@ -108,20 +108,17 @@ fn default_pipeline_profiles_native_python_and_ruby_code() {
     let tmp = tempfile::tempdir().unwrap();
     let hot = common::proc::build_hot(tmp.path());
     let c = Proc::start(Command::new(&hot).arg("40"));
-    let py = start_ready(
-        Command::new("python3")
-            .arg(repo().join("tests/programs/busy.py"))
-            .arg("40"),
-        tmp.path(),
-        "py",
-    );
-    let rb = start_ready(
-        Command::new("ruby")
-            .arg(repo().join("tests/programs/busy.rb"))
-            .arg("40"),
-        tmp.path(),
-        "rb",
-    );
+    // A busy program of the given interpreter, 40 s long, ready to be profiled.
+    let busy = |interpreter: &str, program: &str, name: &str| {
+        let program = repo().join("tests/programs").join(program);
+        start_ready(
+            Command::new(interpreter).arg(program).arg("40"),
+            tmp.path(),
+            name,
+        )
+    };
+    let py = busy("python3", "busy.py", "py");
+    let rb = busy("ruby", "busy.rb", "rb");
     // Discovery (below) takes processes older than 1 s.
     for w in [&py, &rb] {
         wait::until(
@@ -145,25 +142,20 @@ fn default_pipeline_profiles_native_python_and_ruby_code() {
         "native frames missing:\n{}",
         excerpt(&col, "hot")
     );
-    let py_line = col
-        .lines()
-        .find(|l| l.contains("profpipe_py_leaf"))
-        .unwrap_or_else(|| {
-            panic!(
-                "python frames missing:\n{}\n{log_text}",
-                excerpt(&col, "python")
-            )
-        });
+    let frames_of = |leaf: &str, what: &str| {
+        col.lines()
+            .find(|l| l.contains(leaf))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{what} frames missing:\n{}\n{log_text}",
+                    excerpt(&col, what)
+                )
+            })
+            .to_string()
+    };
+    let py_line = frames_of("profpipe_py_leaf", "python");
     assert!(py_line.contains("_[p]"), "{py_line}");
-    let rb_line = col
-        .lines()
-        .find(|l| l.contains("profpipe_rb_leaf"))
-        .unwrap_or_else(|| {
-            panic!(
-                "ruby frames missing:\n{}\n{log_text}",
-                excerpt(&col, "ruby")
-            )
-        });
+    let rb_line = frames_of("profpipe_rb_leaf", "ruby");
     assert!(rb_line.contains("_[rb]"), "{rb_line}");
     for name in ["profpipe_hot_leaf", "profpipe_py_leaf", "profpipe_rb_leaf"] {
         assert!(svg.contains(name), "{name} not in the flame graph");

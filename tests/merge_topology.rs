@@ -57,9 +57,8 @@ impl SourceConfig for Scripted {
 fn stack(pid: u32, frames: &str, count: u64) -> Stack {
     Stack {
         pid,
-        container: None,
-        frames: frames.into(),
-        count,
+
+        ..Stack::new(frames, count)
     }
 }
 

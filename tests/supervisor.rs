@@ -92,37 +92,27 @@ fn kind_of(i: usize) -> Kind {
 
 const BIG: u64 = 10 * 1024 * 1024;
 
+/// Spawns `spec` and waits for it.
+async fn run(sup: &Supervisor, spec: Spec) -> profpipe::process::ExitReport {
+    sup.spawn(spec).await.unwrap().wait().await
+}
+
 /// One supervisor cycle of the given kind, with its expectations.
 async fn cycle(sup: Supervisor, kind: Kind) {
     let safety = Duration::from_secs(20);
     match kind {
         Kind::Ok => {
-            let r = sup
-                .spawn(Spec::new("true").deadline(safety))
-                .await
-                .unwrap()
-                .wait()
-                .await;
+            let r = run(&sup, Spec::new("true").deadline(safety)).await;
             assert_eq!(r.outcome, ExitOutcome::Exited(0));
         }
         Kind::Fail => {
-            let r = sup
-                .spawn(sh("echo oops >&2; exit 3").deadline(safety))
-                .await
-                .unwrap()
-                .wait()
-                .await;
+            let r = run(&sup, sh("echo oops >&2; exit 3").deadline(safety)).await;
             assert_eq!(r.outcome, ExitOutcome::Exited(3));
             assert_eq!(r.stderr_tail, "oops\n");
             assert_eq!(r.stderr_bytes, 5);
         }
         Kind::Segv => {
-            let r = sup
-                .spawn(sh("kill -SEGV $$").deadline(safety))
-                .await
-                .unwrap()
-                .wait()
-                .await;
+            let r = run(&sup, sh("kill -SEGV $$").deadline(safety)).await;
             assert_eq!(r.outcome, ExitOutcome::Signaled(libc::SIGSEGV));
         }
         Kind::IgnoresTerm => {
@@ -137,12 +127,7 @@ async fn cycle(sup: Supervisor, kind: Kind) {
         }
         Kind::BigStderr => {
             let script = format!("head -c {BIG} /dev/zero >&2");
-            let r = sup
-                .spawn(sh(&script).deadline(safety))
-                .await
-                .unwrap()
-                .wait()
-                .await;
+            let r = run(&sup, sh(&script).deadline(safety)).await;
             assert_eq!(r.outcome, ExitOutcome::Exited(0));
             assert_eq!(r.stderr_bytes, BIG);
             assert_eq!(r.stderr_tail.len(), 64 * 1024, "the tail stays bounded");
@@ -362,31 +347,18 @@ async fn stdout_to_files_env_and_no_core_dumps() {
             .env("MSG", msg)
             .stdout(stdout)
     };
-    let r = sup
-        .spawn(spec("first", Stdout::File(out.clone())))
-        .await
-        .unwrap()
-        .wait()
-        .await;
+    let r = run(&sup, spec("first", Stdout::File(out.clone()))).await;
     assert_eq!(
         r.outcome,
         ExitOutcome::Exited(0),
         "stdin is /dev/null: cat ends at once"
     );
-    sup.spawn(spec("second", Stdout::Append(out.clone())))
-        .await
-        .unwrap()
-        .wait()
-        .await;
+    run(&sup, spec("second", Stdout::Append(out.clone()))).await;
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
         "first 0\nsecond 0\n"
     );
-    sup.spawn(spec("third", Stdout::File(out.clone())))
-        .await
-        .unwrap()
-        .wait()
-        .await;
+    run(&sup, spec("third", Stdout::File(out.clone()))).await;
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "third 0\n");
 }
 

@@ -4,10 +4,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{
-    BoxFuture, BufferConfig, BufferReader, BufferWriter, Closed, EdgeSender, Input, MemoryBudget,
-    Permit, WhenFull,
-};
+use super::budget::{MemoryBudget, Permit};
+use super::config::{BufferConfig, WhenFull};
+use super::ends::{BoxFuture, BufferReader, BufferWriter, Closed, EdgeSender, Input};
 use crate::event::{Event, EventStatus};
 use crate::telemetry::ComponentMetrics;
 

@@ -1,6 +1,6 @@
 //! A component's output: the input edges of every component that reads it.
 
-use super::{Closed, EdgeSender};
+use super::ends::{Closed, EdgeSender};
 use crate::event::{Event, LabelSet};
 use crate::telemetry::ComponentMetrics;
 

@@ -12,10 +12,10 @@ use super::describe::report_fields;
 use super::graph::Role;
 use super::inputs::read_inputs;
 use super::labels::read_labels;
+use super::pipeline::Registry;
 use super::report::Report;
 use super::retry::parse_all;
 use super::suggest::{did_you_mean, list};
-use super::Registry;
 use crate::component::{FieldError, Kind};
 
 /// Keys of a component table that the loader reads itself; the kind's `parse` sees

@@ -18,18 +18,17 @@ use std::path::Path;
 use toml::de::{DeString, DeTable, DeValue};
 use toml::Spanned;
 
+use super::agent::{AgentConfig, TelemetryConfig};
 use super::checks::{check_buffers_fit, check_ids};
 use super::component::read_section;
 use super::data_types;
 use super::declared::{Built, Declared};
+use super::errors::{ConfigError, ConfigErrors};
 use super::graph::{self, Node, Role};
+use super::pipeline::{Config, Registry, SinkEntry, SourceEntry, TransformEntry};
 use super::report::Report;
 use super::settings::{read_memory_limit, read_settings, AGENT_FIELDS, TELEMETRY_FIELDS};
 use super::suggest::{did_you_mean, list};
-use super::{
-    AgentConfig, Config, ConfigError, ConfigErrors, Registry, SinkEntry, SourceEntry,
-    TelemetryConfig, TransformEntry,
-};
 use crate::event::ComponentId;
 
 /// The tables a config may have at its top level.

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
 
+use super::errors::{ConfigError, ConfigErrors};
 use super::locate::Lines;
-use super::{ConfigError, ConfigErrors};
 
 /// Problems found so far, each with a byte span (or none).
 pub(super) struct Report<'t> {

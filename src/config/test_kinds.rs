@@ -9,10 +9,10 @@
 
 use serde::Deserialize;
 
-use super::Registry;
+use super::pipeline::Registry;
 use crate::component::{
-    parse_sink, parse_source, parse_transform, BuildError, FieldError, Kind, SinkConfig,
-    SinkContext, SourceConfig, SourceContext, Task, TransformConfig, TransformContext,
+    BuildError, FieldError, Kind, SinkConfig, SinkContext, SourceConfig, SourceContext, Task,
+    TransformConfig, TransformContext,
 };
 use crate::units::{ByteSize, DurationStr, RegexStr};
 
@@ -239,40 +239,19 @@ impl SinkConfig for KafkaSink {
 }
 
 static SOURCES: &[Kind<dyn SourceConfig>] = &[
-    Kind {
-        name: "file",
-        parse: parse_source::<FileSource>,
-    },
-    Kind {
-        name: "perf",
-        parse: parse_source::<PerfSource>,
-    },
-    Kind {
-        name: "py_spy",
-        parse: parse_source::<PySpySource>,
-    },
+    Kind::source::<FileSource>("file"),
+    Kind::source::<PerfSource>("perf"),
+    Kind::source::<PySpySource>("py_spy"),
 ];
 
 static TRANSFORMS: &[Kind<dyn TransformConfig>] = &[
-    Kind {
-        name: "fold",
-        parse: parse_transform::<FoldTransform>,
-    },
-    Kind {
-        name: "symbol_filter",
-        parse: parse_transform::<SymbolFilterTransform>,
-    },
+    Kind::transform::<FoldTransform>("fold"),
+    Kind::transform::<SymbolFilterTransform>("symbol_filter"),
 ];
 
 static SINKS: &[Kind<dyn SinkConfig>] = &[
-    Kind {
-        name: "file",
-        parse: parse_sink::<FileSink>,
-    },
-    Kind {
-        name: "kafka",
-        parse: parse_sink::<KafkaSink>,
-    },
+    Kind::sink::<FileSink>("file"),
+    Kind::sink::<KafkaSink>("kafka"),
 ];
 
 /// The registry of the test kinds.

@@ -51,6 +51,8 @@ impl DataTypes {
     pub const PROFILE: DataTypes = DataTypes(DataType::Profile.bit());
     pub const DIAGNOSTIC: DataTypes = DataTypes(DataType::Diagnostic.bit());
     pub const ALL: DataTypes = DataTypes(0b111);
+    /// What every stage after `fold` handles: folded stacks and failed runs.
+    pub const PROFILES_AND_DIAGNOSTICS: DataTypes = DataTypes::PROFILE.with(DataTypes::DIAGNOSTIC);
 
     pub const fn with(self, other: DataTypes) -> DataTypes {
         DataTypes(self.0 | other.0)

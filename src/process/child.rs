@@ -161,21 +161,9 @@ impl Child {
     /// enforced meanwhile). Stdout the caller did not read is discarded, so a child
     /// never blocks on a full pipe. When this returns, every descriptor of the child
     /// is closed.
-    pub async fn wait(mut self) -> ExitReport {
-        let mut stdout = self.stdout.take();
-        let mut sink = vec![0u8; if stdout.is_some() { 8192 } else { 0 }];
-        loop {
-            tokio::select! {
-                report = &mut self.report => {
-                    return report.unwrap_or_else(|_| lost_report(self.pid));
-                }
-                n = read_some(&mut stdout, &mut sink), if stdout.is_some() => {
-                    if n.is_none() {
-                        stdout = None;
-                    }
-                }
-            }
-        }
+    pub async fn wait(self) -> ExitReport {
+        // The same loop, with a cancel that never comes.
+        self.wait_or_terminate(std::future::pending()).await
     }
 
     /// Like [`wait`](Self::wait), but if `cancel` completes first the child is

@@ -34,7 +34,6 @@ use super::slot::{LiveSlot, SlotOwner};
 use super::spawn_error::SpawnError;
 use super::spawner::{SpawnOptions, Spawner};
 use super::spec::Spec;
-use crate::shutdown::ShutdownSignal;
 use crate::telemetry::Telemetry;
 use crate::units::{ByteSize, DurationStr};
 
@@ -229,15 +228,6 @@ impl Supervisor {
             tracing::info!(alive, "stopping child processes");
         }
         self.idle().await;
-    }
-
-    /// Runs [`shutdown`](Self::shutdown) when the agent's shutdown signal fires.
-    pub fn shutdown_on(&self, mut signal: ShutdownSignal) -> tokio::task::JoinHandle<()> {
-        let sup = self.clone();
-        tokio::spawn(async move {
-            signal.recv().await;
-            sup.shutdown().await;
-        })
     }
 
     pub(crate) fn metrics(&self) -> &ProcessMetrics {

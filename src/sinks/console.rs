@@ -70,7 +70,7 @@ impl SinkConfig for ConsoleSinkConfig {
     }
 
     fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
     }
 
     fn validate(&self) -> Vec<FieldError> {
@@ -186,11 +186,8 @@ impl WindowWriter for ConsoleWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::buffer::{edge, BufferConfig, MemoryBudget};
-    use crate::component::ComponentContext;
     use crate::event::{Event, Profile, Watermark, Window};
-    use crate::shutdown::ShutdownSignal;
-    use crate::telemetry::Telemetry;
+    use crate::sinks::test_context::sink_context;
 
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -205,25 +202,7 @@ mod tests {
     }
 
     async fn run(format: ConsoleFormat, events: Vec<Event>) -> (String, ComponentMetrics) {
-        let t = Telemetry::new();
-        let metrics = t.component("out", "sink", "console");
-        let (tx, input) = edge(
-            BufferConfig::default(),
-            MemoryBudget::new(1 << 30),
-            metrics.clone(),
-        );
-        let cx = SinkContext {
-            cx: ComponentContext {
-                id: "out".into(),
-                host: "h1".into(),
-                metrics: metrics.clone(),
-                telemetry: t.clone(),
-                shutdown: ShutdownSignal::never(),
-                upstream_sources: vec!["src".into()],
-                ..ComponentContext::standalone("out", "sink", "console", &t)
-            },
-            input,
-        };
+        let (tx, cx, metrics) = sink_context("console", "out", "h1", &["src"]);
         let buf = Shared::default();
         let config = ConsoleSinkConfig {
             format,

@@ -6,14 +6,10 @@ pub mod console;
 pub mod driver;
 pub mod file;
 pub mod pending;
+#[cfg(test)]
+mod test_context;
 
 pub static KINDS: &[Kind<dyn SinkConfig>] = &[
-    Kind {
-        name: "console",
-        parse: crate::component::parse_sink::<console::ConsoleSinkConfig>,
-    },
-    Kind {
-        name: "file",
-        parse: crate::component::parse_sink::<file::FileSinkConfig>,
-    },
+    Kind::sink::<console::ConsoleSinkConfig>("console"),
+    Kind::sink::<file::FileSinkConfig>("file"),
 ];

@@ -9,27 +9,12 @@ pub mod rbspy;
 pub mod runtime_config;
 pub mod runtime_runs;
 
-use crate::component::{parse_source, Kind, SourceConfig};
+use crate::component::{Kind, SourceConfig};
 
 pub static KINDS: &[Kind<dyn SourceConfig>] = &[
-    Kind {
-        name: "file",
-        parse: parse_source::<file::FileSourceConfig>,
-    },
-    Kind {
-        name: "perf",
-        parse: parse_source::<perf::PerfSourceConfig>,
-    },
-    Kind {
-        name: "py_spy",
-        parse: parse_source::<py_spy::PySpyConfig>,
-    },
-    Kind {
-        name: "pyperf",
-        parse: parse_source::<pyperf::PyPerfSourceConfig>,
-    },
-    Kind {
-        name: "rbspy",
-        parse: parse_source::<rbspy::RbSpyConfig>,
-    },
+    Kind::source::<file::FileSourceConfig>("file"),
+    Kind::source::<perf::PerfSourceConfig>("perf"),
+    Kind::source::<py_spy::PySpyConfig>("py_spy"),
+    Kind::source::<pyperf::PyPerfSourceConfig>("pyperf"),
+    Kind::source::<rbspy::RbSpyConfig>("rbspy"),
 ];

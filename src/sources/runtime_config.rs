@@ -28,7 +28,7 @@ pub trait RuntimeSourceConfig: Debug + Send + Sync + 'static {
 
 impl<C: RuntimeSourceConfig> SourceConfig for C {
     fn outputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
     }
 
     fn override_windows(&mut self, window: Option<Duration>, max_windows: Option<u64>) {

@@ -6,7 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{ComponentLabels, DiscardLabels, Families};
+use super::families::{ComponentLabels, DiscardLabels, Families};
 
 #[derive(Clone)]
 pub struct ComponentMetrics {

@@ -9,73 +9,25 @@
 //! [`server::serve`] when `[telemetry] listen` is set.
 
 mod component_metrics;
+mod families;
 mod process;
 mod rate_limited;
 pub mod server;
 
 use std::sync::{Arc, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 pub use component_metrics::{ComponentMetrics, RequestMetrics};
+use families::{request_duration_histogram, Families};
+pub use families::{ComponentLabels, DiscardLabels, ProfilerErrorLabels};
 pub use rate_limited::RateLimited;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ComponentLabels {
-    pub component_id: String,
-    pub component_kind: String,
-    pub component_type: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProfilerErrorLabels {
-    pub profiler: String,
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DiscardLabels {
-    pub component_id: String,
-    pub component_kind: String,
-    pub component_type: String,
-    pub reason: String,
-}
 
 /// All metric families of one agent. Cheap to clone.
 #[derive(Clone)]
 pub struct Telemetry {
     inner: Arc<Families>,
-}
-
-pub(crate) struct Families {
-    registry: Mutex<Registry>,
-    received_events: Family<ComponentLabels, Counter>,
-    received_bytes: Family<ComponentLabels, Counter>,
-    sent_events: Family<ComponentLabels, Counter>,
-    sent_bytes: Family<ComponentLabels, Counter>,
-    discarded_events: Family<DiscardLabels, Counter>,
-    discarded_bytes: Family<DiscardLabels, Counter>,
-    errors: Family<DiscardLabels, Counter>,
-    dropped_stacks: Family<DiscardLabels, Counter>,
-    profiler_errors: Family<ProfilerErrorLabels, Counter>,
-    buffer_bytes: Family<ComponentLabels, Gauge>,
-    buffer_max_bytes: Family<ComponentLabels, Gauge>,
-    buffer_peak_bytes: Family<ComponentLabels, Gauge>,
-    retried_requests: Family<DiscardLabels, Counter>,
-    rejected_events: Family<DiscardLabels, Counter>,
-    request_duration: Family<ComponentLabels, Histogram, fn() -> Histogram>,
-    requests_in_flight: Family<ComponentLabels, Gauge>,
-    process: process::ProcessGauges,
-}
-
-/// Attempt latency buckets: 5ms to ~82s (a 30s timeout lands in a bucket of its own).
-fn request_duration_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.005, 2.0, 15))
 }
 
 impl Default for Telemetry {

@@ -73,43 +73,54 @@ impl RunningTopology {
     /// Runs until every component has returned, or until `stop` completes. In the
     /// second case sources are told to stop, and what is in flight drains into the
     /// sinks for at most `drain_timeout`; components still running then are aborted.
+    /// Returns only once every child process the components started is reaped.
     pub async fn run_until(
         mut self,
         stop: impl Future<Output = ()>,
         drain_timeout: Duration,
     ) -> Outcome {
+        let outcome = self.drive(stop, drain_timeout).await;
+        // A child outlives the task that started it (an aborted task drops its
+        // handle; the reaper then TERMs and KILLs it): shut the supervisor down only
+        // now, once no source can still be flushing its profiler, and wait for it.
+        self.supervisor.shutdown().await;
+        outcome
+    }
+
+    /// The components' part of [`run_until`](Self::run_until): until every task
+    /// has returned or been aborted.
+    async fn drive(&mut self, stop: impl Future<Output = ()>, drain_timeout: Duration) -> Outcome {
         let mut outcome = Outcome::default();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                next = self.tasks.join_next() => match next {
-                    Some(r) => record(r, &mut outcome),
-                    None => return outcome,
-                },
-                _ = &mut stop => break,
-            }
+        if self.join_until(stop, &mut outcome).await {
+            return outcome;
         }
         tracing::info!("shutting down: stopping sources and draining buffers");
         self.trigger.trigger();
         let deadline = tokio::time::sleep(drain_timeout);
-        tokio::pin!(deadline);
+        if self.join_until(deadline, &mut outcome).await {
+            return outcome;
+        }
+        outcome.aborted = self.tasks.len();
+        tracing::warn!(
+            components = outcome.aborted,
+            buffered_bytes = self.budget.in_use(),
+            "drain timeout reached; stopping components with events still in flight"
+        );
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        outcome
+    }
+
+    /// Records tasks as they end: true once all have, false if `until` comes first.
+    async fn join_until(&mut self, until: impl Future<Output = ()>, outcome: &mut Outcome) -> bool {
+        tokio::pin!(until);
         loop {
             tokio::select! {
                 next = self.tasks.join_next() => match next {
-                    Some(r) => record(r, &mut outcome),
-                    None => return outcome,
+                    Some(r) => record(r, outcome),
+                    None => return true,
                 },
-                _ = &mut deadline => {
-                    outcome.aborted = self.tasks.len();
-                    tracing::warn!(
-                        components = outcome.aborted,
-                        buffered_bytes = self.budget.in_use(),
-                        "drain timeout reached; stopping components with events still in flight"
-                    );
-                    self.tasks.abort_all();
-                    while self.tasks.join_next().await.is_some() {}
-                    return outcome;
-                }
+                _ = &mut until => return false,
             }
         }
     }

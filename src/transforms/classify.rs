@@ -226,11 +226,7 @@ impl TransformConfig for ClassifyConfig {
 
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let c = self.clone();
-        let TransformContext {
-            cx,
-            mut input,
-            mut out,
-        } = cx;
+        let (cx, mut input, mut out) = cx.into_parts();
         Ok(Box::pin(async move {
             let mut limiter = RateLimiter::new(c.log_interval.get());
             while let Some(ev) = input.recv().await {

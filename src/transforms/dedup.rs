@@ -17,7 +17,9 @@
 
 use serde::Deserialize;
 
-use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
+use crate::component::{
+    at_least_one, BuildError, FieldError, Task, TransformConfig, TransformContext,
+};
 use crate::event::Event;
 use crate::units::ByteSize;
 use crate::window::{profile_batches, send_all, Done, Scope, StackCounts, StoreLimits};
@@ -50,17 +52,12 @@ impl TransformConfig for DedupConfig {
     }
 
     fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
     }
 
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
-        if self.max_unique_stacks == 0 {
-            e.push(FieldError::new(
-                &["max_unique_stacks"],
-                "max_unique_stacks must be at least 1",
-            ));
-        }
+        e.extend(at_least_one(&["max_unique_stacks"], self.max_unique_stacks));
         if self.overflow_frame.is_empty() || self.overflow_frame.contains(';') {
             e.push(FieldError::new(
                 &["overflow_frame"],
@@ -76,11 +73,7 @@ impl TransformConfig for DedupConfig {
             max_bytes: self.max_bytes.get(),
             max_windows: crate::window::DEFAULT_MAX_WINDOWS,
         };
-        let TransformContext {
-            cx,
-            mut input,
-            mut out,
-        } = cx;
+        let (cx, mut input, mut out) = cx.into_parts();
         Ok(Box::pin(async move {
             let mut windows = cx.window_store::<StackCounts>(Scope::PerSource, limits);
             let emit_window = |done: Done<StackCounts>| {

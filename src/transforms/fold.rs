@@ -129,11 +129,7 @@ impl TransformConfig for FoldConfig {
             max_bytes: self.max_memory.get(),
             max_windows: crate::window::DEFAULT_MAX_WINDOWS,
         };
-        let TransformContext {
-            cx,
-            mut input,
-            mut out,
-        } = cx;
+        let (cx, mut input, mut out) = cx.into_parts();
         Ok(Box::pin(async move {
             let mut open = cx.window_store::<Open>(Scope::PerSource, limits);
             let mut warned = HashSet::new();

@@ -149,11 +149,7 @@ impl TransformConfig for LabelsConfig {
 
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let rules = self.clone();
-        let TransformContext {
-            cx,
-            mut input,
-            mut out,
-        } = cx;
+        let (cx, mut input, mut out) = cx.into_parts();
         Ok(Box::pin(async move {
             while let Some(mut ev) = input.recv().await {
                 let refused = rules.apply_event(&mut ev);

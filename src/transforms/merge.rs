@@ -47,10 +47,12 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
-use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
+use crate::component::{
+    at_least_one, BuildError, FieldError, Task, TransformConfig, TransformContext,
+};
 use crate::event::{Diagnostic, Event, Labels, Profile, Stack, Window};
 use crate::units::ByteSize;
-use crate::window::{attach_finalizers, profile_batches, Done, Scope, StoreLimits, WindowState};
+use crate::window::{attach_finalizers, push_batches, Done, Scope, StoreLimits, WindowState};
 
 /// The `profiler` label of the system-wide profiler.
 pub const PERF: &str = "perf";
@@ -79,28 +81,20 @@ impl Default for MergeConfig {
 }
 
 impl TransformConfig for MergeConfig {
-    fn memory_bound(&self) -> u64 {
-        self.max_pending_bytes.get()
-    }
-
     fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
     }
 
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
-        if self.max_pending_stacks == 0 {
-            e.push(FieldError::new(
-                &["max_pending_stacks"],
-                "max_pending_stacks must be at least 1",
-            ));
-        }
-        if self.max_pending_windows == 0 {
-            e.push(FieldError::new(
-                &["max_pending_windows"],
-                "max_pending_windows must be at least 1",
-            ));
-        }
+        e.extend(at_least_one(
+            &["max_pending_stacks"],
+            self.max_pending_stacks,
+        ));
+        e.extend(at_least_one(
+            &["max_pending_windows"],
+            self.max_pending_windows,
+        ));
         e
     }
 
@@ -110,11 +104,7 @@ impl TransformConfig for MergeConfig {
             max_bytes: c.max_pending_bytes.get(),
             max_windows: c.max_pending_windows,
         };
-        let TransformContext {
-            cx,
-            mut input,
-            mut out,
-        } = cx;
+        let (cx, mut input, mut out) = cx.into_parts();
         Ok(Box::pin(async move {
             let mut pending = cx.window_store::<Pending>(Scope::AllSources, limits);
             while let Some(ev) = input.recv().await {
@@ -226,7 +216,7 @@ fn events(done: Done<Pending>) -> Vec<Event> {
     let (merged, diagnostics) = merge_window(window, state.parts, state.diagnostics);
     let mut out = Vec::new();
     for (labels, stacks) in merged {
-        out.extend(profile_batches(window, &labels, stacks, Default::default()));
+        push_batches(window, &labels, stacks, &mut out);
     }
     out.extend(diagnostics.into_iter().map(Event::Diagnostic));
     attach_finalizers(&mut out, finalizers);
@@ -443,9 +433,8 @@ mod tests {
     fn stack(pid: u32, frames: &str, count: u64) -> Stack {
         Stack {
             pid,
-            container: None,
-            frames: frames.into(),
-            count,
+
+            ..Stack::new(frames, count)
         }
     }
 

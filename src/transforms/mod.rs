@@ -7,31 +7,13 @@ pub mod labels;
 pub mod merge;
 pub mod symbol_filter;
 
-use crate::component::{parse_transform, Kind, TransformConfig};
+use crate::component::{Kind, TransformConfig};
 
 pub static KINDS: &[Kind<dyn TransformConfig>] = &[
-    Kind {
-        name: "classify",
-        parse: parse_transform::<classify::ClassifyConfig>,
-    },
-    Kind {
-        name: "dedup",
-        parse: parse_transform::<dedup::DedupConfig>,
-    },
-    Kind {
-        name: "fold",
-        parse: parse_transform::<fold::FoldConfig>,
-    },
-    Kind {
-        name: "labels",
-        parse: parse_transform::<labels::LabelsConfig>,
-    },
-    Kind {
-        name: "merge",
-        parse: parse_transform::<merge::MergeConfig>,
-    },
-    Kind {
-        name: "symbol_filter",
-        parse: parse_transform::<symbol_filter::SymbolFilterConfig>,
-    },
+    Kind::transform::<classify::ClassifyConfig>("classify"),
+    Kind::transform::<dedup::DedupConfig>("dedup"),
+    Kind::transform::<fold::FoldConfig>("fold"),
+    Kind::transform::<labels::LabelsConfig>("labels"),
+    Kind::transform::<merge::MergeConfig>("merge"),
+    Kind::transform::<symbol_filter::SymbolFilterConfig>("symbol_filter"),
 ];

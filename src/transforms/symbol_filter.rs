@@ -18,7 +18,9 @@
 use regex::RegexSet;
 use serde::Deserialize;
 
-use crate::component::{BuildError, FieldError, Task, TransformConfig, TransformContext};
+use crate::component::{
+    at_least_one, BuildError, FieldError, Task, TransformConfig, TransformContext,
+};
 use crate::event::{Event, Profile, Stack};
 use crate::units::RegexStr;
 
@@ -51,27 +53,18 @@ pub struct SymbolFilterConfig {
 
 impl TransformConfig for SymbolFilterConfig {
     fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
+        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
     }
 
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
-        if self.max_depth == Some(0) {
-            e.push(FieldError::new(
-                &["max_depth"],
-                "max_depth must be at least 1",
-            ));
-        }
+        e.extend(self.max_depth.and_then(|n| at_least_one(&["max_depth"], n)));
         e
     }
 
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let filter = Filter::new(self).map_err(|e| BuildError(e.to_string()))?;
-        let TransformContext {
-            cx,
-            mut input,
-            mut out,
-        } = cx;
+        let (cx, mut input, mut out) = cx.into_parts();
         Ok(Box::pin(async move {
             while let Some(ev) = input.recv().await {
                 let ev = match ev {

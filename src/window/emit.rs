@@ -17,6 +17,19 @@ pub fn profile_batches(
     finalizers: EventFinalizers,
 ) -> Vec<Event> {
     let mut events = Vec::new();
+    push_batches(window, labels, stacks, &mut events);
+    attach_finalizers(&mut events, finalizers);
+    events
+}
+
+/// Appends `stacks` to `events` as Profile events of at most [`EMIT_BATCH`] stacks
+/// each, without tokens: the caller attaches them once every event is there.
+pub fn push_batches(
+    window: Window,
+    labels: &Labels,
+    stacks: impl IntoIterator<Item = Stack>,
+    events: &mut Vec<Event>,
+) {
     let mut it = stacks.into_iter().peekable();
     while it.peek().is_some() {
         events.push(Event::Profile(Profile::new(
@@ -25,8 +38,6 @@ pub fn profile_batches(
             it.by_ref().take(EMIT_BATCH).collect(),
         )));
     }
-    attach_finalizers(&mut events, finalizers);
-    events
 }
 
 /// Gives every event tokens of the batches in `finalizers` (copies to all but the

@@ -79,11 +79,20 @@ pub struct Done<S> {
 }
 
 impl<S> Done<S> {
-    /// The window, its state and its tokens, its bytes given back: what a transform
-    /// does before sending the window on, since an edge waiting for memory this
-    /// window holds would never get it.
+    /// The window, its state and its tokens, for a transform: the window's bytes
+    /// are given back first, since the transform sends what it makes of them
+    /// downstream, and an edge waiting for memory this window holds would never
+    /// get it.
     pub fn release(self) -> (Window, S, EventFinalizers) {
-        (self.window, self.state, self.finalizers)
+        let Done {
+            window,
+            state,
+            finalizers,
+            charge,
+            ..
+        } = self;
+        drop(charge);
+        (window, state, finalizers)
     }
 }
 

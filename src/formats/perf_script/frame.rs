@@ -17,7 +17,7 @@
 
 use std::borrow::Cow;
 
-use super::FoldOptions;
+use super::options::FoldOptions;
 
 /// Appends to `out` the frame names for one stack line, in line order (callee first
 /// when a line carries several inlined Java frames joined by `->`).

@@ -22,7 +22,9 @@ use std::thread;
 
 use memchr::memmem;
 
-use super::{FoldOptions, FoldStats, PerfFolder};
+use super::folder::PerfFolder;
+use super::options::FoldOptions;
+use super::output::FoldStats;
 
 /// Input is read and handed to workers in chunks of about this many bytes.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;

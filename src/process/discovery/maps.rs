@@ -23,7 +23,7 @@ use std::sync::LazyLock;
 
 use regex::bytes::Regex;
 
-use super::Runtime;
+use super::info::Runtime;
 use crate::process::embedded_python::{is_interpreter_by_name, EmbeddedEvidence};
 
 /// Mapped paths of a Python interpreter or library.
@@ -141,6 +141,16 @@ pub fn is_embedded_python(exe: Option<&str>, cmdline: &str, maps: &str) -> bool 
 mod tests {
     use super::*;
 
+    /// A Python interpreter, and a program that embeds one.
+    const PYTHON: Classification = Classification {
+        runtime: Some(Runtime::Python),
+        embedded_python: false,
+    };
+    const EMBEDDED: Classification = Classification {
+        runtime: Some(Runtime::Python),
+        embedded_python: true,
+    };
+
     fn maps(paths: &[&str]) -> String {
         paths
             .iter()
@@ -177,13 +187,7 @@ mod tests {
             "/usr/lib/x86_64-linux-gnu/libc.so.6",
         ]);
         let c = classify(Some("/usr/bin/python3.11"), "python3 -c import time", &m);
-        assert_eq!(
-            c,
-            Classification {
-                runtime: Some(Runtime::Python),
-                embedded_python: false
-            }
-        );
+        assert_eq!(c, PYTHON);
     }
 
     #[test]
@@ -197,13 +201,7 @@ mod tests {
             "/usr/bin/python3.9 /srv/worker",
             &m,
         );
-        assert_eq!(
-            c,
-            Classification {
-                runtime: Some(Runtime::Python),
-                embedded_python: false
-            }
-        );
+        assert_eq!(c, PYTHON);
     }
 
     #[test]
@@ -219,13 +217,7 @@ mod tests {
             "envoy -c /etc/envoy/envoy.yaml",
             &m,
         );
-        assert_eq!(
-            c,
-            Classification {
-                runtime: Some(Runtime::Python),
-                embedded_python: true
-            }
-        );
+        assert_eq!(c, EMBEDDED);
     }
 
     #[test]
@@ -241,13 +233,7 @@ mod tests {
             &m,
         );
         // A /usr/bin/python mapping does not save it: the runfiles marker decides.
-        assert_eq!(
-            c,
-            Classification {
-                runtime: Some(Runtime::Python),
-                embedded_python: true
-            }
-        );
+        assert_eq!(c, EMBEDDED);
     }
 
     #[test]
@@ -272,13 +258,7 @@ mod tests {
             "python3 app.py",
             &m,
         );
-        assert_eq!(
-            c,
-            Classification {
-                runtime: Some(Runtime::Python),
-                embedded_python: false
-            }
-        );
+        assert_eq!(c, PYTHON);
     }
 
     #[test]
@@ -289,13 +269,7 @@ mod tests {
             "/usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0",
         ]);
         let c = classify(Some("/usr/bin/uwsgi"), "uwsgi --ini /etc/uwsgi/app.ini", &m);
-        assert_eq!(
-            c,
-            Classification {
-                runtime: Some(Runtime::Python),
-                embedded_python: false
-            }
-        );
+        assert_eq!(c, PYTHON);
     }
 
     #[test]
@@ -306,13 +280,7 @@ mod tests {
             "/usr/bin/python3",
         ]);
         let c = classify(Some("/opt/app/server"), "server", &m);
-        assert_eq!(
-            c,
-            Classification {
-                runtime: Some(Runtime::Python),
-                embedded_python: false
-            }
-        );
+        assert_eq!(c, PYTHON);
     }
 
     #[test]

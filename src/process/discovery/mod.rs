@@ -27,22 +27,22 @@
 //! (`tokio::task::spawn_blocking`), once per window.
 
 mod cgroup;
+mod config;
+mod info;
 pub mod kubernetes;
 mod maps;
 mod select;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 use std::time::Duration;
 
 use procfs::process::Process;
 use procfs::ProcError;
-use serde::Deserialize;
-
-use crate::units::{DurationStr, RegexStr};
 
 pub use cgroup::container_id;
+pub use config::DiscoveryConfig;
+pub use info::{ProcessInfo, Runtime};
 pub use kubernetes::{pod_uid, PodInfo};
 pub use maps::{
     classify, is_embedded_python, Classification, PYTHON_MAPS_PATTERN, RUBY_MAPS_PATTERN,
@@ -55,126 +55,6 @@ pub const CMDLINE_MAX_BYTES: usize = 4096;
 const CGROUP_MAX_BYTES: u64 = 16 * 1024;
 /// `PF_KTHREAD` in `/proc/PID/stat` flags.
 const PF_KTHREAD: u32 = 0x0020_0000;
-
-/// A language runtime a profiler can attach to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Runtime {
-    Python,
-    Ruby,
-}
-
-impl Runtime {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Runtime::Python => "python",
-            Runtime::Ruby => "ruby",
-        }
-    }
-}
-
-impl fmt::Display for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One process, as seen by one scan.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProcessInfo {
-    pub pid: u32,
-    pub ppid: u32,
-    /// The kernel's 15-character command name.
-    pub comm: String,
-    /// Arguments joined by spaces (at most [`CMDLINE_MAX_BYTES`]).
-    pub cmdline: String,
-    /// Target of `/proc/PID/exe`, ending in ` (deleted)` if the file was replaced;
-    /// `None` when unreadable.
-    pub exe: Option<String>,
-    pub age: Duration,
-    /// Start time in clock ticks since boot: with the PID, identifies the process.
-    pub start_ticks: u64,
-    /// User + system CPU time so far, in clock ticks.
-    pub cpu_ticks: u64,
-    /// CPU ticks since the previous scan (since start for a process new to it).
-    pub cpu_ticks_delta: u64,
-    /// Container id (64 hex digits) or `None` on the host.
-    pub container: Option<String>,
-    /// The Kubernetes pod it runs in, when the host is a node: uid from the cgroup
-    /// path, name and namespace best effort.
-    pub pod: Option<PodInfo>,
-    pub runtime: Option<Runtime>,
-    /// Python is mapped but the process is not a Python interpreter.
-    pub embedded_python: bool,
-}
-
-impl ProcessInfo {
-    /// The labels discovery knows for this process, as `(name, value)`: `container`
-    /// (id), `pod_uid`, `pod` (name) and `namespace`, each only when known.
-    pub fn label_pairs(&self) -> Vec<(&'static str, &str)> {
-        let mut out = Vec::new();
-        if let Some(c) = &self.container {
-            out.push(("container", c.as_str()));
-        }
-        if let Some(pod) = &self.pod {
-            out.push(("pod_uid", pod.uid.as_str()));
-            if let Some(name) = &pod.name {
-                out.push(("pod", name.as_str()));
-            }
-            if let Some(ns) = &pod.namespace {
-                out.push(("namespace", ns.as_str()));
-            }
-        }
-        out
-    }
-}
-
-/// Discovery settings.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DiscoveryConfig {
-    /// Processes younger than this are not profiled, whatever their runtime: most
-    /// would exit before the profiler attached.
-    pub min_age: DurationStr,
-    /// At most this many processes per runtime and window; the busiest (CPU since
-    /// the previous scan) are kept.
-    pub max_processes: usize,
-    /// If non-empty, only processes whose comm matches one of these.
-    pub allow_comm: Vec<RegexStr>,
-    /// Never processes whose comm matches one of these.
-    pub deny_comm: Vec<RegexStr>,
-    /// If non-empty, only processes whose command line matches one of these.
-    pub allow_cmdline: Vec<RegexStr>,
-    /// Never processes whose command line matches one of these.
-    pub deny_cmdline: Vec<RegexStr>,
-    /// Skip processes that embed Python without being an interpreter (Envoy, ...).
-    pub skip_embedded_python: bool,
-    /// Python processes never profiled: system daemons written in Python
-    /// (gProfiler's list; default `unattended-upgrade`, `networkd-dispatcher`,
-    /// `supervisord`, `tuned`).
-    pub python_skip_cmdline: Vec<RegexStr>,
-}
-
-impl Default for DiscoveryConfig {
-    fn default() -> Self {
-        let re = |s: &str| RegexStr(regex::Regex::new(s).expect("valid regex"));
-        DiscoveryConfig {
-            min_age: DurationStr::from_secs(10),
-            max_processes: 50,
-            allow_comm: Vec::new(),
-            deny_comm: Vec::new(),
-            allow_cmdline: Vec::new(),
-            deny_cmdline: Vec::new(),
-            skip_embedded_python: true,
-            python_skip_cmdline: vec![
-                re("unattended-upgrade"),
-                re("networkd-dispatcher"),
-                re("supervisord"),
-                re(r"(^|/)tuned(\s|$)"),
-            ],
-        }
-    }
-}
 
 /// Scans `/proc`, remembering each process's CPU ticks between scans.
 pub struct Discovery {

@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use regex::Regex;
 
-use super::{DiscoveryConfig, ProcessInfo, Runtime};
+use super::config::DiscoveryConfig;
+use super::info::{ProcessInfo, Runtime};
 use crate::process::embedded_python::exe_basename;
 
 /// Compiled selection rules.

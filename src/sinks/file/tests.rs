@@ -3,12 +3,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::buffer::{edge, BufferConfig, EdgeSender, MemoryBudget};
-use crate::component::{parse_sink, ComponentContext, ComponentError};
+use crate::buffer::EdgeSender;
+use crate::component::{parse_sink, ComponentError};
 use crate::event::{Event, Labels, Profile, Stack, Watermark, Window};
 use crate::formats::collapsed::Layout;
-use crate::shutdown::ShutdownSignal;
-use crate::telemetry::Telemetry;
+use crate::sinks::test_context::sink_context;
 
 const MIN: u64 = 60_000;
 /// 2023-12-03T16:30:00Z
@@ -38,25 +37,7 @@ struct Harness {
 
 impl Harness {
     fn start(config: &FileSinkConfig, upstream: &[&str]) -> Harness {
-        let t = Telemetry::new();
-        let metrics = t.component("archive", "sink", "file");
-        let (tx, input) = edge(
-            BufferConfig::default(),
-            MemoryBudget::new(1 << 30),
-            metrics.clone(),
-        );
-        let cx = SinkContext {
-            cx: ComponentContext {
-                id: "archive".into(),
-                host: "host-1".into(),
-                metrics: metrics.clone(),
-                telemetry: t.clone(),
-                shutdown: ShutdownSignal::never(),
-                upstream_sources: upstream.iter().map(|s| Arc::from(*s)).collect(),
-                ..ComponentContext::standalone("archive", "sink", "file", &t)
-            },
-            input,
-        };
+        let (tx, cx, metrics) = sink_context("file", "archive", "host-1", upstream);
         assert!(config.validate().is_empty(), "{:?}", config.validate());
         let task = tokio::spawn(config.build(cx).unwrap());
         Harness { tx, task, metrics }
@@ -64,6 +45,16 @@ impl Harness {
 
     async fn send(&self, e: Event) {
         self.tx.send(e).await.unwrap();
+    }
+
+    /// Windows 1 to `n` minutes after `T0` from source `perf`, window `i` holding
+    /// one stack `a;b` counted `i`, each closed by its watermark.
+    async fn send_minutes(&self, n: u64) {
+        for i in 1..=n {
+            let end = T0 + i * MIN;
+            self.send(profile("perf", end, &[("a;b", None, i)])).await;
+            self.send(watermark("perf", end)).await;
+        }
     }
 
     async fn finish(self) -> ComponentMetrics {
@@ -247,11 +238,7 @@ async fn retention_bounds_file_count() {
     let mut cfg = config(&dir);
     cfg.retain_files = 3;
     let h = Harness::start(&cfg, &["perf"]);
-    for i in 1..=6 {
-        let end = T0 + i * MIN;
-        h.send(profile("perf", end, &[("a;b", None, i)])).await;
-        h.send(watermark("perf", end)).await;
-    }
+    h.send_minutes(6).await;
     h.finish().await;
     for ext in ["col", "folded", "svg"] {
         let files = profiles_with_ext(&dir, ext);
@@ -273,11 +260,7 @@ async fn retention_bounds_bytes_but_keeps_the_newest() {
     // Each folded file is 6 bytes ("a;b N\n"); collapsed files are larger.
     cfg.retain_bytes = ByteSize(1);
     let h = Harness::start(&cfg, &["perf"]);
-    for i in 1..=4 {
-        let end = T0 + i * MIN;
-        h.send(profile("perf", end, &[("a;b", None, i)])).await;
-        h.send(watermark("perf", end)).await;
-    }
+    h.send_minutes(4).await;
     h.finish().await;
     let newest = stamp(T0 + 4 * MIN);
     assert_eq!(
@@ -296,11 +279,7 @@ async fn retention_bounds_bytes_but_keeps_the_newest() {
     cfg.formats = vec![FileFormat::Folded];
     cfg.retain_bytes = ByteSize(13);
     let h = Harness::start(&cfg, &["perf"]);
-    for i in 1..=5 {
-        let end = T0 + i * MIN;
-        h.send(profile("perf", end, &[("a;b", None, i)])).await;
-        h.send(watermark("perf", end)).await;
-    }
+    h.send_minutes(5).await;
     h.finish().await;
     let files = profiles_with_ext(&dir, "folded");
     assert_eq!(
@@ -448,25 +427,7 @@ fn config_defaults_and_validation() {
 fn build_fails_when_path_is_a_file() {
     let tmp = tempfile::NamedTempFile::new().unwrap();
     let cfg = config(tmp.path());
-    let t = Telemetry::new();
-    let metrics = t.component("archive", "sink", "file");
-    let (_tx, input) = edge(
-        BufferConfig::default(),
-        MemoryBudget::new(1 << 20),
-        metrics.clone(),
-    );
-    let cx = SinkContext {
-        cx: ComponentContext {
-            id: "archive".into(),
-            host: "h".into(),
-            metrics,
-            telemetry: t.clone(),
-            shutdown: ShutdownSignal::never(),
-            upstream_sources: vec![],
-            ..ComponentContext::standalone("archive", "sink", "file", &t)
-        },
-        input,
-    };
+    let (_tx, cx, _) = sink_context("file", "archive", "h", &[]);
     let err = cfg.build(cx).err().expect("build must fail");
     assert!(err.0.contains("not a directory"), "{err}");
 }

@@ -45,6 +45,7 @@
 //!
 //! [`Diagnostic`]: crate::event::Diagnostic
 
+mod config;
 mod events;
 mod recorder;
 mod rotation;
@@ -53,128 +54,19 @@ mod source;
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
-use crate::process::Backoff;
-use crate::units::{ByteSize, DurationStr};
+use crate::window_clock::override_fields;
 
-/// Largest DWARF stack dump perf accepts (`u16::MAX` rounded down to 8 bytes).
-pub const MAX_DWARF_STACK_SIZE: u32 = 65528;
-/// Highest sampling frequency accepted with DWARF call graphs: every sample copies
-/// `dwarf_stack_size` bytes of stack (gProfiler caps it the same way).
-pub const MAX_DWARF_FREQUENCY: u32 = 100;
-
-/// How perf walks call stacks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum CallGraph {
-    /// Frame pointers (`-g`): cheap; binaries built without frame pointers show
-    /// short stacks.
-    #[default]
-    Fp,
-    /// DWARF unwinding (`--call-graph dwarf,N`): copies `dwarf_stack_size` bytes of
-    /// stack per sample; much larger data files and slower `perf script`.
-    Dwarf,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PerfSourceConfig {
-    /// Sampling frequency in Hz (`perf record -F`), per CPU.
-    pub frequency: u32,
-    /// Length of a window: one rotation of perf's data file, one profile.
-    pub window: DurationStr,
-    /// Stop after this many windows (the CLI's `--once` sets 1). Unset: run until the
-    /// agent shuts down.
-    pub max_windows: Option<u64>,
-    /// How perf walks stacks: "fp" or "dwarf".
-    pub call_graph: CallGraph,
-    /// With `call_graph = "dwarf"`: bytes of stack copied per sample (multiple of 8,
-    /// at most 65528).
-    pub dwarf_stack_size: u32,
-    /// perf events to sample (`-e`, one per entry). Unset: discovered at start-up
-    /// (the default event, then `cpu-clock`, then `task-clock`).
-    pub events: Option<Vec<String>>,
-    /// perf's ring-buffer size in pages (`-m`). Default: 129 with fp, 257 with dwarf
-    /// (pinned so perf does not take all of `perf_event_mlock_kb`; perf rounds it up
-    /// to a power of two).
-    pub mmap_pages: Option<u32>,
-    /// Restart perf when its resident memory passes this.
-    pub restart_rss: ByteSize,
-    /// Restart perf when it has been running this long.
-    pub restart_after: DurationStr,
-    /// Restart perf when its current data file passes this size (a window that
-    /// records more than this is cut into several files; all are delivered).
-    pub max_data_bytes: ByteSize,
-    /// Longest one `perf script` run may take; it is killed past it.
-    pub script_timeout: DurationStr,
-    /// The perf program: a name looked up in `PATH`, or a path.
-    pub binary: String,
-    /// More arguments for `perf record`, added after the source's own (not `-o` or
-    /// `--switch-output`, which the source owns).
-    pub extra_args: Vec<String>,
-    /// Delays between restarts of a `perf record` that died.
-    pub backoff: Backoff,
-}
-
-impl Default for PerfSourceConfig {
-    fn default() -> Self {
-        PerfSourceConfig {
-            frequency: 11,
-            window: DurationStr::from_secs(60),
-            max_windows: None,
-            call_graph: CallGraph::Fp,
-            dwarf_stack_size: 8192,
-            events: None,
-            mmap_pages: None,
-            restart_rss: ByteSize::mib(200),
-            restart_after: DurationStr::from_secs(600),
-            max_data_bytes: ByteSize::mib(512),
-            script_timeout: DurationStr::from_secs(60),
-            binary: "perf".into(),
-            extra_args: Vec::new(),
-            backoff: Backoff::default(),
-        }
-    }
-}
-
-/// Arguments of `perf record` the source relies on; `extra_args` may not set them.
-const OWNED_ARGS: &[&str] = &["-o", "--output", "--switch-output", "--switch-max-files"];
-
-impl PerfSourceConfig {
-    /// `-m`: the configured value or the default for the call graph mode.
-    pub fn mmap_pages(&self) -> u32 {
-        self.mmap_pages.unwrap_or(match self.call_graph {
-            CallGraph::Fp => 129,
-            CallGraph::Dwarf => 257,
-        })
-    }
-
-    /// The call-graph arguments of `perf record`.
-    fn call_graph_args(&self) -> Vec<String> {
-        match self.call_graph {
-            CallGraph::Fp => vec!["-g".into()],
-            CallGraph::Dwarf => vec![
-                "--call-graph".into(),
-                format!("dwarf,{}", self.dwarf_stack_size),
-            ],
-        }
-    }
-}
+use config::OWNED_ARGS;
+pub use config::{CallGraph, PerfSourceConfig, MAX_DWARF_FREQUENCY, MAX_DWARF_STACK_SIZE};
 
 impl SourceConfig for PerfSourceConfig {
     fn outputs(&self) -> crate::event::DataTypes {
         crate::event::DataTypes::PERF_SCRIPT.with(crate::event::DataTypes::DIAGNOSTIC)
     }
 
-    fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        crate::window_clock::override_fields(
-            &mut self.window,
-            &mut self.max_windows,
-            window,
-            max_windows,
-        );
+    fn override_windows(&mut self, window: Option<Duration>, max_windows: Option<u64>) {
+        override_fields(&mut self.window, &mut self.max_windows, window, max_windows);
     }
 
     fn validate(&self) -> Vec<FieldError> {
@@ -292,6 +184,7 @@ impl SourceConfig for PerfSourceConfig {
 mod tests {
     use super::*;
     use crate::component::parse_table;
+    use crate::units::ByteSize;
 
     fn parse(text: &str) -> Result<PerfSourceConfig, Vec<FieldError>> {
         parse_table(toml::from_str::<toml::Value>(text).unwrap())

@@ -24,11 +24,11 @@ use crate::sources::live::emitter::Emitter;
 use crate::telemetry::ComponentMetrics;
 use crate::window_clock::{Tick, WindowClock};
 
+use super::config::PerfSourceConfig;
 use super::events::{self, run_end, Discovered};
 use super::recorder::{self, RecorderHandle, Settings};
 use super::rotation;
 use super::script::Script;
-use super::PerfSourceConfig;
 
 /// How long to wait for perf to rename its data file after SIGUSR2.
 const ROTATE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -1,13 +1,11 @@
-//! The `pyperf` source's settings: its TOML table, their checks, and PyPerf's
-//! command line.
+//! The `pyperf` source's settings: its TOML table, its defaults, and PyPerf's
+//! command line (the checks are with the component, in `source.rs`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{run, MAX_FREQUENCY, PROFILER};
-use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
+use super::constants::{MAX_FREQUENCY, PROFILER};
 use crate::process::{Backoff, Spec};
 use crate::units::DurationStr;
 
@@ -68,72 +66,5 @@ impl PyPerfSourceConfig {
             .arg("--symbols-map-size")
             .arg(self.symbols_map_size.to_string())
             .args(&self.extra_args)
-    }
-}
-
-impl SourceConfig for PyPerfSourceConfig {
-    fn outputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILE.with(crate::event::DataTypes::DIAGNOSTIC)
-    }
-
-    fn override_windows(&mut self, window: Option<std::time::Duration>, max_windows: Option<u64>) {
-        crate::window_clock::override_fields(
-            &mut self.window,
-            &mut self.max_windows,
-            window,
-            max_windows,
-        );
-    }
-
-    fn validate(&self) -> Vec<FieldError> {
-        let mut e = Vec::new();
-        if self
-            .binary
-            .as_ref()
-            .is_some_and(|b| b.as_os_str().is_empty())
-        {
-            e.push(FieldError::new(&["binary"], "binary must not be empty"));
-        }
-        if self.frequency == 0 {
-            e.push(FieldError::new(
-                &["frequency"],
-                "frequency must be at least 1",
-            ));
-        }
-        if self.window.get() < Duration::from_secs(1) {
-            e.push(FieldError::new(&["window"], "window must be at least 1s"));
-        }
-        if self.max_windows == Some(0) {
-            e.push(FieldError::new(
-                &["max_windows"],
-                "max_windows must be at least 1",
-            ));
-        }
-        if self.rotate_timeout.get().is_zero() {
-            e.push(FieldError::new(
-                &["rotate_timeout"],
-                "rotate_timeout must be positive",
-            ));
-        }
-        if self.events_buffer_pages == 0 {
-            e.push(FieldError::new(
-                &["events_buffer_pages"],
-                "events_buffer_pages must be at least 1",
-            ));
-        }
-        if self.symbols_map_size == 0 {
-            e.push(FieldError::new(
-                &["symbols_map_size"],
-                "symbols_map_size must be at least 1",
-            ));
-        }
-        if let Err(msg) = self.backoff.validate() {
-            e.push(FieldError::new(&["backoff"], msg));
-        }
-        e
-    }
-
-    fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
-        Ok(Box::pin(run::run(self.clone(), cx)))
     }
 }

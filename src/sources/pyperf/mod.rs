@@ -42,23 +42,13 @@
 //! scratch files and sends `Watermark::FINISHED`.
 
 mod config;
+mod constants;
 mod output;
 mod run;
+mod source;
 #[cfg(test)]
 mod tests;
 
-use std::time::Duration;
-
 pub use config::PyPerfSourceConfig;
+pub use constants::{EMIT_BATCH, LOG_INTERVAL, MAX_FREQUENCY};
 pub use output::is_deleted_library_error;
-
-/// The highest sampling frequency PyPerf is run at (gProfiler's `MAX_FREQUENCY`).
-pub const MAX_FREQUENCY: u32 = 1000;
-/// Most stacks in one emitted event.
-pub const EMIT_BATCH: usize = 10_000;
-/// At most one INFO/WARN line per kind of PyPerf trouble per interval.
-pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
-/// The name of PyPerf's live output file in the scratch directory.
-const OUTPUT_NAME: &str = "pyperf.col";
-/// The `profiler` label of everything this source emits.
-const PROFILER: &str = "pyperf";

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rustc_hash::FxHashMap;
 
-use super::OUTPUT_NAME;
+use super::constants::OUTPUT_NAME;
 use crate::event::Stack;
 use crate::formats::line;
 use crate::formats::pyperf::PyPerfReader;

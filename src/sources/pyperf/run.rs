@@ -5,11 +5,10 @@ use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
 
+use super::config::PyPerfSourceConfig;
+use super::constants::{EMIT_BATCH, LOG_INTERVAL, MAX_FREQUENCY, OUTPUT_NAME, PROFILER};
+use super::output::is_deleted_library_error;
 use super::output::{outputs, read_outputs, remove_outputs};
-use super::{
-    is_deleted_library_error, PyPerfSourceConfig, EMIT_BATCH, LOG_INTERVAL, MAX_FREQUENCY,
-    OUTPUT_NAME, PROFILER,
-};
 use crate::buffer::OutputClosed;
 use crate::component::{ComponentContext, ComponentError, SourceContext};
 use crate::event::{RunEnd, Watermark, Window};
