@@ -40,11 +40,17 @@ pub fn watermarks(events: &[Event]) -> Vec<u64> {
         .collect()
 }
 
-/// Every stack line, `frames count`, with its pid.
+/// Every stack line, `frames count`, with its pid, as a sink writes them: the
+/// profiles' stacks, and each classified diagnostic as gProfiler's error stack.
 pub fn stacks(events: &[Event]) -> Vec<(u32, String)> {
+    let errors = diagnostics(events)
+        .into_iter()
+        .filter(|d| d.reason.is_some() && d.pid != 0)
+        .map(profpipe::sinks::pending::error_stack);
     profiles(events)
         .iter()
-        .flat_map(|p| p.stacks.iter())
+        .flat_map(|p| p.stacks.iter().cloned())
+        .chain(errors)
         .map(|s| (s.pid, format!("{} {}", s.frames, s.count)))
         .collect()
 }
