@@ -465,7 +465,7 @@ fn default_pipeline_bounds_fit_the_default_memory_limit() {
     let d = profpipe::window::DEFAULT_STORE_BYTES;
     assert_eq!(
         (store_of("fold"), store_of("merge"), store_of("local")),
-        (d, d, d)
+        (profpipe::window::DEFAULT_FOLD_BYTES, d, d)
     );
     assert_eq!(store_of("classify"), 0, "classify holds no windows");
     let (edges, stores) = bounds(&c);

@@ -216,18 +216,28 @@ impl WindowCharge {
             return false;
         };
         let inner = &self.budget.inner;
-        if inner.window_bytes.load(Ordering::Relaxed) + n > self.budget.window_limit() {
+        // Reserve the stores' share first, atomically: stores on other threads
+        // charge the same share, and a check-then-add would let two of them pass.
+        let limit = self.budget.window_limit();
+        let reserved = inner
+            .window_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w + n <= limit).then_some(w + n)
+            });
+        if reserved.is_err() {
             return false;
         }
         match inner.sem.try_acquire_many(n32) {
             Ok(p) => {
                 p.forget();
-                inner.window_bytes.fetch_add(n, Ordering::Relaxed);
                 self.bytes += n;
                 self.budget.changed();
                 true
             }
-            Err(_) => false,
+            Err(_) => {
+                inner.window_bytes.fetch_sub(n, Ordering::AcqRel);
+                false
+            }
         }
     }
 

@@ -74,7 +74,7 @@ impl Default for FoldConfig {
             unknown_as_dso: false,
             key_by_pid: true,
             count: CountUnit::Samples,
-            max_memory: ByteSize(crate::window::DEFAULT_STORE_BYTES),
+            max_memory: ByteSize(crate::window::DEFAULT_FOLD_BYTES),
         }
     }
 }

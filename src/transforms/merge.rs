@@ -85,6 +85,10 @@ impl TransformConfig for MergeConfig {
         crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
     }
 
+    fn memory_bound(&self) -> u64 {
+        self.max_pending_bytes.get()
+    }
+
     fn validate(&self) -> Vec<FieldError> {
         let mut e = Vec::new();
         e.extend(at_least_one(

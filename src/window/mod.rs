@@ -15,6 +15,12 @@ pub use store::{Done, Room, Scope, StoreLimits, WindowState, WindowStore};
 /// `memory_limit` (64 MiB); see the README's "Memory" section.
 pub const DEFAULT_STORE_BYTES: u64 = 8 << 20;
 
+/// Default `max_memory` of `fold`, twice the others': its folders hold interned
+/// frames rather than stack text, and one window of a busy host (or a 100 MB
+/// capture read as one window) needs about 8.5 MB of them. The default pipeline's
+/// stores (16 + 8 + 8 MiB) still fit their half of the default `memory_limit`.
+pub const DEFAULT_FOLD_BYTES: u64 = 2 * DEFAULT_STORE_BYTES;
+
 /// Default most windows one store holds. Windows only pile up when watermarks stop
 /// coming (a stuck source); past this the oldest is flushed early.
 pub const DEFAULT_MAX_WINDOWS: usize = 64;
