@@ -22,7 +22,7 @@ use crate::component::{
 };
 use crate::event::Event;
 use crate::units::ByteSize;
-use crate::window::{profile_batches, send_all, Done, Scope, StackCounts, StoreLimits};
+use crate::window::{profile_batches, send_all, send_each, Done, Scope, StackCounts, StoreLimits};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -126,11 +126,7 @@ impl TransformConfig for DedupConfig {
                     return Ok(());
                 }
             }
-            for done in windows.drain() {
-                if send_all(&mut out, emit_window(done)).await.is_err() {
-                    return Ok(());
-                }
-            }
+            let _ = send_each(&mut out, windows.drain(), emit_window).await;
             Ok(())
         }))
     }

@@ -26,7 +26,7 @@ use crate::event::{Event, EventFinalizers, Labels, Stack, Window};
 use crate::formats::perf_script::{FoldOptions, FoldStats, Folded, PerfFolder};
 use crate::telemetry::ComponentMetrics;
 use crate::units::ByteSize;
-use crate::window::{profile_batches, send_all, Done, Scope, StoreLimits, WindowState};
+use crate::window::{profile_batches, send_all, send_each, Done, Scope, StoreLimits, WindowState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -176,12 +176,8 @@ impl TransformConfig for FoldConfig {
                     return Ok(());
                 }
             }
-            for done in open.drain() {
-                let evs = finish(done, &mut stats, &cx.metrics, &mut warned);
-                if send_all(&mut out, evs).await.is_err() {
-                    return Ok(());
-                }
-            }
+            let finish_one = |done| finish(done, &mut stats, &cx.metrics, &mut warned);
+            let _ = send_each(&mut out, open.drain(), finish_one).await;
             Ok(())
         }))
     }

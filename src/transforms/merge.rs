@@ -50,9 +50,13 @@ use serde::Deserialize;
 use crate::component::{
     at_least_one, BuildError, FieldError, Task, TransformConfig, TransformContext,
 };
-use crate::event::{Diagnostic, Event, Labels, Profile, Stack, Window};
+use crate::event::{
+    ComponentId, Diagnostic, Event, EventFinalizers, Labels, Profile, Stack, Window,
+};
 use crate::units::ByteSize;
-use crate::window::{attach_finalizers, push_batches, Done, Scope, StoreLimits, WindowState};
+use crate::window::{
+    attach_finalizers, push_batches, send_each, Done, Scope, StoreLimits, WindowState, WindowStore,
+};
 
 /// The `profiler` label of the system-wide profiler.
 pub const PERF: &str = "perf";
@@ -123,25 +127,16 @@ impl TransformConfig for MergeConfig {
                     }
                     Event::Profile(mut p) => {
                         let (bytes, finalizers) = (p.size_bytes(), p.finalizers.take());
-                        pending.update(
-                            p.window,
-                            &p.labels.source.clone(),
-                            finalizers,
-                            bytes,
-                            Pending::default,
-                            |w, _| w.add(p),
-                        );
+                        let (window, source) = (p.window, p.labels.source.clone());
+                        hold(&mut pending, window, &source, finalizers, bytes, |w| {
+                            w.add(p)
+                        });
                     }
                     Event::Diagnostic(mut d) => {
                         let (bytes, finalizers) = (d.size_bytes(), d.finalizers.take());
-                        pending.update(
-                            d.window,
-                            &d.labels.source.clone(),
-                            finalizers,
-                            bytes,
-                            Pending::default,
-                            |w, _| w.diagnostics.push(d),
-                        );
+                        let (window, source) = (d.window, d.labels.source.clone());
+                        let add = |w: &mut Pending| w.diagnostics.push(d);
+                        hold(&mut pending, window, &source, finalizers, bytes, add);
                     }
                     Event::Watermark(wm) => {
                         for done in pending.observe(&wm) {
@@ -171,16 +166,30 @@ impl TransformConfig for MergeConfig {
                     }
                 }
             }
-            for done in pending.drain() {
-                for ev in events(done) {
-                    if out.send(ev).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
+            let _ = send_each(&mut out, pending.drain(), events).await;
             Ok(())
         }))
     }
+}
+
+/// Holds an arriving profile or diagnostic in its window (`add` puts it into the
+/// window's state) until the window is complete.
+fn hold(
+    pending: &mut WindowStore<Pending>,
+    window: Window,
+    source: &ComponentId,
+    finalizers: EventFinalizers,
+    bytes: usize,
+    add: impl FnOnce(&mut Pending),
+) {
+    pending.update(
+        window,
+        source,
+        finalizers,
+        bytes,
+        Pending::default,
+        |w, _| add(w),
+    );
 }
 
 /// The stacks of one window, by label set, as they arrived.

@@ -67,6 +67,19 @@ pub async fn send_all(out: &mut Output, events: Vec<Event>) -> Result<(), Output
     Ok(())
 }
 
+/// Sends the events of each item in turn (`to_events` is called only once the
+/// previous item's events are sent); stops at the first failure, as [`send_all`].
+pub async fn send_each<T>(
+    out: &mut Output,
+    items: impl IntoIterator<Item = T>,
+    mut to_events: impl FnMut(T) -> Vec<Event>,
+) -> Result<(), OutputClosed> {
+    for item in items {
+        send_all(out, to_events(item)).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ pub mod emit;
 pub mod stacks;
 pub mod store;
 
-pub use emit::{attach_finalizers, profile_batches, push_batches, send_all, EMIT_BATCH};
+pub use emit::{attach_finalizers, profile_batches, push_batches, send_all, send_each, EMIT_BATCH};
 pub use stacks::{StackCounts, OVERFLOW_FRAME};
 pub use store::{Done, Room, Scope, StoreLimits, WindowState, WindowStore};
 
