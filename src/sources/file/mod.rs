@@ -263,17 +263,32 @@ impl Emitter {
         data: Bytes,
         finalizers: EventFinalizers,
     ) -> Result<(), Stop> {
-        if data.is_empty() {
+        let empty = data.is_empty();
+        self.deliver(empty, finalizers, |finalizers, labels| {
+            Event::PerfScript(PerfScriptChunk {
+                finalizers,
+                window,
+                labels,
+                data,
+            })
+        })
+        .await
+    }
+
+    /// Sends the event `make` builds from `finalizers` and the source's labels; when
+    /// there is nothing to deliver (`empty`), resolves the tokens `Delivered` instead.
+    async fn deliver(
+        &mut self,
+        empty: bool,
+        finalizers: EventFinalizers,
+        make: impl FnOnce(EventFinalizers, Labels) -> Event,
+    ) -> Result<(), Stop> {
+        if empty {
             finalizers.resolve(EventStatus::Delivered);
             return Ok(());
         }
-        let chunk = PerfScriptChunk {
-            finalizers,
-            window,
-            labels: self.labels.clone(),
-            data,
-        };
-        Ok(self.out.send(Event::PerfScript(chunk)).await?)
+        let event = make(finalizers, self.labels.clone());
+        Ok(self.out.send(event).await?)
     }
 
     async fn stack(
@@ -297,18 +312,18 @@ impl Emitter {
 
     async fn flush(&mut self, window: Window) -> Result<(), Stop> {
         let finalizers = self.pending.take();
-        if self.batch.is_empty() {
-            // The pieces held no stack (comments, bad lines): nothing to deliver.
-            finalizers.resolve(EventStatus::Delivered);
-            return Ok(());
-        }
-        let profile = Profile {
-            finalizers,
-            window,
-            labels: self.labels.clone(),
-            stacks: std::mem::take(&mut self.batch),
-        };
-        Ok(self.out.send(Event::Profile(profile)).await?)
+        // No stack when the pieces held none (comments, bad lines): nothing to deliver.
+        let empty = self.batch.is_empty();
+        let stacks = std::mem::take(&mut self.batch);
+        self.deliver(empty, finalizers, |finalizers, labels| {
+            Event::Profile(Profile {
+                finalizers,
+                window,
+                labels,
+                stacks,
+            })
+        })
+        .await
     }
 
     async fn watermark(&mut self, complete_until_ms: u64) -> Result<(), Stop> {
