@@ -12,34 +12,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 stacks=${STACKS:-1500000}
 limit=${LIMIT:-16MiB}
-bin=${PROFPIPE_BIN:-${CARGO_TARGET_DIR:-target}/release/profpipe}
-command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
-[ -x "$bin" ] || cargo build --release --quiet
+. scripts/measure-lib.sh
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 awk -v n="$stacks" 'BEGIN { for (i = 0; i < n; i++) printf "proc;f%d;g%d 1\n", i, i }' > "$out/stacks.col"
-cat > "$out/pipeline.toml" <<TOML
-[agent]
-memory_limit = "$limit"
-state_dir = "$out/state"
-
-[sources.files]
-type = "file"
-paths = ["$out/stacks.col"]
-format = "collapsed"
-
-[sinks.local]
-type = "file"
-inputs = ["files"]
-path = "$out/profiles"
-formats = ["collapsed", "folded"]
-TOML
+{
+  printf '[agent]\nmemory_limit = "%s"\nstate_dir = "%s"\n\n' "$limit" "$out/state"
+  file_source_toml files "$out/stacks.col" collapsed
+  echo
+  file_sink_toml files "$out/profiles" '"collapsed", "folded"'
+} > "$out/pipeline.toml"
 bytes=$(stat -c %s "$out/stacks.col")
-/usr/bin/time -v "$bin" --log warn run --config "$out/pipeline.toml" 2> "$out/time.txt" \
-  || { cat "$out/time.txt" >&2; exit 1; }
-rss_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$out/time.txt")
-wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$out/time.txt")
-secs=$(echo "$wall" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+timed_run "$out/pipeline.toml" "$out"
 folded=$(ls "$out"/profiles/profile_*.folded)
 read -r total lines overflow < <(awk '{ s += $NF; if ($0 ~ /\[overflow\]/) o += $NF } END { print s, NR, o + 0 }' $folded)
 if [ "$total" != "$stacks" ]; then
