@@ -20,6 +20,7 @@ use profpipe::config::{AgentConfig, Config};
 use profpipe::event::Event;
 use profpipe::sources::file::{FileSourceConfig, InputFormat};
 use profpipe::telemetry::Telemetry;
+use profpipe::topology::RunningTopology;
 use profpipe::units::ByteSize;
 use tokio::sync::watch;
 
@@ -87,20 +88,28 @@ fn pipeline(
     (config, h)
 }
 
+/// Starts [`pipeline`] over a [`capture`] of `mb` MiB with one sink, `sink`, whose
+/// buffer holds `max_bytes`, under a 64 MiB agent limit.
+fn start_one_sink(
+    mb: usize,
+    max_bytes: ByteSize,
+    when_full: WhenFull,
+) -> (tempfile::NamedTempFile, Harness, RunningTopology) {
+    let file = capture(mb);
+    let buffer = BufferConfig {
+        max_bytes,
+        when_full,
+    };
+    let path = file.path().to_str().unwrap();
+    let (config, h) = pipeline(path, &[("sink", buffer)], ByteSize::mib(64));
+    let running = run::start(&config, &h.telemetry);
+    (file, h, running)
+}
+
 #[tokio::test(start_paused = true)]
 async fn block_caps_buffered_bytes_and_stops_the_source() {
-    let file = capture(40);
     let cap = ByteSize(1024 * 1024);
-    let buffer = BufferConfig {
-        max_bytes: cap,
-        when_full: WhenFull::Block,
-    };
-    let (config, h) = pipeline(
-        file.path().to_str().unwrap(),
-        &[("sink", buffer)],
-        ByteSize::mib(64),
-    );
-    let running = run::start(&config, &h.telemetry);
+    let (file, h, running) = start_one_sink(40, cap, WhenFull::Block);
     let source = h.telemetry.component("capture", "source", "file");
     let sink = h.telemetry.component("sink", "sink", "collect");
 
@@ -159,18 +168,8 @@ async fn block_caps_buffered_bytes_and_stops_the_source() {
 
 #[tokio::test(start_paused = true)]
 async fn drop_newest_accounts_for_every_event() {
-    let file = capture(20);
     let cap = ByteSize(512 * 1024);
-    let buffer = BufferConfig {
-        max_bytes: cap,
-        when_full: WhenFull::DropNewest,
-    };
-    let (config, h) = pipeline(
-        file.path().to_str().unwrap(),
-        &[("sink", buffer)],
-        ByteSize::mib(64),
-    );
-    let running = run::start(&config, &h.telemetry);
+    let (_file, h, running) = start_one_sink(20, cap, WhenFull::DropNewest);
     let sink = h.telemetry.component("sink", "sink", "collect");
     // The source runs to the end of the file against a stalled sink, dropping.
     settle().await;

@@ -83,6 +83,14 @@ fn watermark(source: &str, until: u64) -> Event {
     })
 }
 
+/// A source's profile of window `W`, then its watermark past `W`.
+fn complete_window(source: &str, profiler: &str, stacks: Vec<Stack>) -> Vec<Event> {
+    vec![
+        profile(source, profiler, W, stacks),
+        watermark(source, W.end_ms),
+    ]
+}
+
 fn profiles(events: &[Event]) -> Vec<Profile> {
     common::events::profiles(events)
         .into_iter()
@@ -96,32 +104,24 @@ async fn a_window_is_held_until_both_sources_watermarks_pass() {
     let state = tempfile::tempdir().unwrap();
     let (open, gate) = watch::channel(false);
     let seen = Collect::new();
-    let perf_events = vec![
-        profile(
-            "cpu",
-            "perf",
-            W,
-            vec![
-                stack(10, "python;PyEval_EvalFrame", 60),
-                stack(10, "python;[unknown]", 40),
-                stack(20, "nginx;ngx_worker", 5),
-            ],
-        ),
-        watermark("cpu", W.end_ms),
-    ];
-    let py_events = vec![
-        profile(
-            "py",
-            "py-spy",
-            W,
-            vec![
-                stack(10, "python;main_[p];a_[p]", 2),
-                stack(10, "python;main_[p];b_[p]", 1),
-                stack(10, "python;main_[p];c_[p]", 1),
-            ],
-        ),
-        watermark("py", W.end_ms),
-    ];
+    let perf_events = complete_window(
+        "cpu",
+        "perf",
+        vec![
+            stack(10, "python;PyEval_EvalFrame", 60),
+            stack(10, "python;[unknown]", 40),
+            stack(20, "nginx;ngx_worker", 5),
+        ],
+    );
+    let py_events = complete_window(
+        "py",
+        "py-spy",
+        vec![
+            stack(10, "python;main_[p];a_[p]", 2),
+            stack(10, "python;main_[p];b_[p]", 1),
+            stack(10, "python;main_[p];c_[p]", 1),
+        ],
+    );
     let config = run::config(
         run::agent_with_state(state.path()),
         vec![

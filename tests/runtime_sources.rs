@@ -151,6 +151,14 @@ fn py_spy_source(marker: &str, max_windows: u64) -> PySpyConfig {
     }
 }
 
+/// [`py_spy_source`] (one window) with windows of `secs` seconds.
+fn py_spy_windows_of(marker: &str, secs: u64) -> PySpyConfig {
+    PySpyConfig {
+        window: DurationStr(Duration::from_secs(secs)),
+        ..py_spy_source(marker, 1)
+    }
+}
+
 fn rbspy_source(marker: &str) -> RbSpyConfig {
     RbSpyConfig {
         frequency: 100,
@@ -258,10 +266,7 @@ async fn a_target_exiting_mid_window_is_classified_and_keeps_its_stacks() {
     // The target ends a second after py-spy has started on it: mid-run (a 6 s window
     // gives runs of 3 s), with samples taken, however long the pipeline took to get
     // there.
-    let source = PySpyConfig {
-        window: DurationStr(Duration::from_secs(6)),
-        ..py_spy_source(marker, 1)
-    };
+    let source = py_spy_windows_of(marker, 6);
     let target = w.pid;
     let ender = async {
         find_py_spy_child(target).await;
@@ -434,9 +439,8 @@ async fn shutdown_stops_running_profilers_and_finishes() {
     let marker = "profpipe-test-py-shutdown";
     let w = busy_py(marker);
     let source = PySpyConfig {
-        window: DurationStr(Duration::from_secs(60)),
         max_windows: None,
-        ..py_spy_source(marker, 1)
+        ..py_spy_windows_of(marker, 60)
     };
     let started = std::time::Instant::now();
     // Stop while a profiler runs.

@@ -29,6 +29,13 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The test lock, a supervisor with the default config, and a scratch directory.
+fn default_supervisor() -> (MutexGuard<'static, ()>, Supervisor, tempfile::TempDir) {
+    let serial = serial();
+    let sup = Supervisor::new(SupervisorConfig::default(), &Telemetry::new());
+    (serial, sup, tempfile::tempdir().unwrap())
+}
+
 fn config(max_children: usize, grace_ms: u64) -> SupervisorConfig {
     SupervisorConfig {
         max_children,
@@ -313,9 +320,7 @@ async fn terminate_signal_and_already_exited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawn_errors_are_typed() {
-    let _serial = serial();
-    let sup = Supervisor::new(SupervisorConfig::default(), &Telemetry::new());
-    let dir = tempfile::tempdir().unwrap();
+    let (_serial, sup, dir) = default_supervisor();
     let not_executable = dir.path().join("tool");
     std::fs::write(&not_executable, "#!/bin/sh\n").unwrap();
     let err = sup.spawn(Spec::new(&not_executable)).await.unwrap_err();
@@ -338,9 +343,7 @@ async fn spawn_errors_are_typed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_to_files_env_and_no_core_dumps() {
-    let _serial = serial();
-    let sup = Supervisor::new(SupervisorConfig::default(), &Telemetry::new());
-    let dir = tempfile::tempdir().unwrap();
+    let (_serial, sup, dir) = default_supervisor();
     let out = dir.path().join("out.txt");
     let spec = |msg: &str, stdout: Stdout| {
         sh("echo \"$MSG $(ulimit -c)\"; cat")

@@ -29,6 +29,14 @@ fn config(dir: &Path) -> FileSinkConfig {
     }
 }
 
+/// [`config`] writing only the folded format.
+fn folded_only(dir: &Path) -> FileSinkConfig {
+    FileSinkConfig {
+        formats: vec![FileFormat::Folded],
+        ..config(dir)
+    }
+}
+
 struct Harness {
     tx: EdgeSender,
     task: tokio::task::JoinHandle<Result<(), ComponentError>>,
@@ -275,8 +283,7 @@ async fn retention_bounds_bytes_but_keeps_the_newest() {
     // A budget that holds a few files keeps the newest ones within it.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let mut cfg = config(&dir);
-    cfg.formats = vec![FileFormat::Folded];
+    let mut cfg = folded_only(&dir);
     cfg.retain_bytes = ByteSize(13);
     let h = Harness::start(&cfg, &["perf"]);
     h.send_minutes(5).await;
@@ -300,8 +307,7 @@ async fn retention_bounds_bytes_but_keeps_the_newest() {
 async fn overflow_merges_new_stacks_and_keeps_totals() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let mut cfg = config(&dir);
-    cfg.formats = vec![FileFormat::Folded];
+    let mut cfg = folded_only(&dir);
     cfg.max_pending_stacks = 2;
     let h = Harness::start(&cfg, &["perf"]);
     let end = T0 + MIN;
@@ -326,8 +332,7 @@ async fn overflow_merges_new_stacks_and_keeps_totals() {
 async fn late_profiles_do_not_overwrite_written_windows() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
-    let mut cfg = config(&dir);
-    cfg.formats = vec![FileFormat::Folded];
+    let cfg = folded_only(&dir);
     let h = Harness::start(&cfg, &["perf"]);
     let (w1, w2) = (T0 + MIN, T0 + 2 * MIN);
     h.send(profile("perf", w1, &[("a", None, 1)])).await;
