@@ -219,11 +219,8 @@ fn a_killed_agent_resumes_where_delivery_stopped() {
     let input = dir.path().join("in.col");
     let out = dir.path().join("out");
     let state = dir.path().join("state");
-    let config = dir.path().join("pipeline.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let text = format!(
+        r#"
 [agent]
 state_dir = {state:?}
 shutdown_timeout = "10s"
@@ -244,9 +241,8 @@ path = {out:?}
 formats = ["folded"]
 retain_files = 100000
 "#
-        ),
-    )
-    .unwrap();
+    );
+    let config = run::write_config(dir.path(), "pipeline.toml", &text);
     let checkpoints = state.join("tail").join("checkpoints");
     let line = |i: usize| format!("proc;line_{i:06} 1\n");
     let mut written = 0usize;

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::repo;
-use common::run::{profpipe, to_end};
+use common::run::{profpipe, to_end, write_config};
 use profpipe::buffer::MemoryBudget;
 use profpipe::config::{load_str, Config};
 use profpipe::registry::registry;
@@ -496,11 +496,8 @@ fn default_pipeline_bounds_fit_the_default_memory_limit() {
 fn validate_notes_bounds_past_the_memory_limit() {
     let tmp = tempfile::tempdir().unwrap();
     // dedup + file sink with default bounds: 2 edges and 2 stores of 8 MiB = 32 MiB.
-    let over = tmp.path().join("over.toml");
-    std::fs::write(
-        &over,
-        format!(
-            r#"
+    let text = format!(
+        r#"
 [agent]
 memory_limit = "16MiB"
 
@@ -518,15 +515,13 @@ type = "file"
 inputs = ["stage"]
 path = {:?}
 "#,
-            tmp.path().join("out")
-        ),
-    )
-    .unwrap();
+        tmp.path().join("out")
+    );
+    let over = write_config(tmp.path(), "over.toml", &text);
     let fits = std::fs::read_to_string(&over)
         .unwrap()
         .replace("\"16MiB\"", "\"32MiB\"");
-    let fits_path = tmp.path().join("fits.toml");
-    std::fs::write(&fits_path, fits).unwrap();
+    let fits_path = write_config(tmp.path(), "fits.toml", &fits);
     let out = profpipe()
         .arg("validate")
         .arg(&over)

@@ -294,11 +294,8 @@ async fn killed_perf_record_is_reported_and_restarted() {
 #[test]
 fn missing_perf_binary_finishes_cleanly_with_one_info_line() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("perf.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let text = format!(
+        r#"
 [agent]
 state_dir = {state:?}
 
@@ -314,10 +311,9 @@ inputs = ["cpu"]
 type = "console"
 inputs = ["fold"]
 "#,
-            state = dir.path().join("state")
-        ),
-    )
-    .unwrap();
+        state = dir.path().join("state")
+    );
+    let config = run::write_config(dir.path(), "perf.toml", &text);
     let t0 = Instant::now();
     let out = run::profpipe()
         .args(["--log", "info", "run", "--config"])

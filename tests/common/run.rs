@@ -1,6 +1,6 @@
 //! Building and running topologies, and running the `profpipe` binary.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,13 @@ pub async fn to_end(running: RunningTopology) -> Outcome {
         .await;
     assert!(outcome.is_clean(), "{outcome:?}");
     outcome
+}
+
+/// Writes a pipeline's TOML `text` to `dir/name` and returns the file's path.
+pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// The `profpipe` binary of this build.
