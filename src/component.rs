@@ -122,6 +122,20 @@ impl ComponentContext {
         )
     }
 
+    /// A [`Scope::PerSource`](crate::window::Scope::PerSource) window store of at
+    /// most `max_bytes` and [`DEFAULT_MAX_WINDOWS`](crate::window::DEFAULT_MAX_WINDOWS)
+    /// windows (dedup, fold).
+    pub fn per_source_store<S: crate::window::WindowState>(
+        &self,
+        max_bytes: u64,
+    ) -> crate::window::WindowStore<S> {
+        let limits = crate::window::StoreLimits {
+            max_bytes,
+            max_windows: crate::window::DEFAULT_MAX_WINDOWS,
+        };
+        self.window_store(crate::window::Scope::PerSource, limits)
+    }
+
     /// This component's own scratch directory, `state_dir/<id>`, created if needed.
     /// Both directories are made mode 0700 so no other user can plant files where
     /// the agent (root) reads and deletes them.

@@ -22,7 +22,7 @@ use crate::component::{
 };
 use crate::event::Event;
 use crate::units::ByteSize;
-use crate::window::{profile_batches, send_all, send_each, Done, Scope, StackCounts, StoreLimits};
+use crate::window::{profile_batches, send_all, send_each, Done, StackCounts};
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default)]
@@ -69,13 +69,9 @@ impl TransformConfig for DedupConfig {
 
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let c = self.clone();
-        let limits = StoreLimits {
-            max_bytes: self.max_bytes.get(),
-            max_windows: crate::window::DEFAULT_MAX_WINDOWS,
-        };
         let (cx, mut input, mut out) = cx.into_parts();
         Ok(Box::pin(async move {
-            let mut windows = cx.window_store::<StackCounts>(Scope::PerSource, limits);
+            let mut windows = cx.per_source_store::<StackCounts>(c.max_bytes.get());
             let emit_window = |done: Done<StackCounts>| {
                 let (window, state, finalizers) = done.release();
                 cx.metrics.dropped_stacks("overflow", state.overflowed);

@@ -26,7 +26,7 @@ use crate::event::{Event, EventFinalizers, Labels, Stack, Window};
 use crate::formats::perf_script::{FoldOptions, FoldStats, Folded, PerfFolder};
 use crate::telemetry::ComponentMetrics;
 use crate::units::ByteSize;
-use crate::window::{profile_batches, send_all, send_each, Done, Scope, StoreLimits, WindowState};
+use crate::window::{profile_batches, send_all, send_each, Done, WindowState};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -125,13 +125,10 @@ impl TransformConfig for FoldConfig {
 
     fn build(&self, cx: TransformContext) -> Result<Task, BuildError> {
         let opts = self.options();
-        let limits = StoreLimits {
-            max_bytes: self.max_memory.get(),
-            max_windows: crate::window::DEFAULT_MAX_WINDOWS,
-        };
+        let max_bytes = self.max_memory.get();
         let (cx, mut input, mut out) = cx.into_parts();
         Ok(Box::pin(async move {
-            let mut open = cx.window_store::<Open>(Scope::PerSource, limits);
+            let mut open = cx.per_source_store::<Open>(max_bytes);
             let mut warned = HashSet::new();
             let mut stats = FoldStats::default();
             while let Some(ev) = input.recv().await {
