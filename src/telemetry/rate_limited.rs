@@ -8,12 +8,15 @@
 //! }
 //! ```
 //!
-//! Used by live sources (PyPerf trouble) and the `classify` transform (profiler
-//! failures). It lives here, below `sources` and `transforms`, because both use it.
+//! Used by live sources (PyPerf trouble), the `classify` transform (profiler
+//! failures) and the sink driver (refused and dropped requests). It lives here, below `sources` and `transforms`, because both use it.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock (std's outside a runtime), so tests can move it with a paused clock.
+use tokio::time::Instant;
 
 /// One line per key per interval. Holds one entry per key ever seen: callers use
 /// keys from a small fixed set (kinds of trouble, profiler × reason).
@@ -56,15 +59,17 @@ impl<K: Hash + Eq> RateLimited<K> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_line_per_key_per_interval_then_the_count_held_back() {
+    #[tokio::test(start_paused = true)]
+    async fn one_line_per_key_per_interval_then_the_count_held_back() {
         let mut l = RateLimited::new(Duration::from_millis(50));
         assert_eq!(l.allow("a"), Some(0));
         assert_eq!(l.allow("a"), None);
         assert_eq!(l.allow("a"), None);
         assert_eq!(l.allow("b"), Some(0));
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(l.allow("a"), Some(2));
+        tokio::time::advance(Duration::from_millis(49)).await;
+        assert_eq!(l.allow("a"), None, "not before the interval");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(l.allow("a"), Some(3));
         assert_eq!(l.allow("a"), None);
     }
 }

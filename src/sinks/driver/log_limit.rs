@@ -3,52 +3,34 @@
 //! The first occurrence of each (kind, reason) is logged; later ones are counted
 //! and summarised at most once per interval.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use crate::telemetry::RateLimited;
 
 /// How often a recurring reason is logged again, with the count it suppressed.
 pub const INTERVAL: Duration = Duration::from_secs(600);
 
-#[derive(Debug, Default)]
+/// Shared by the driver's request tasks, hence the lock.
+#[derive(Debug)]
 pub struct LogLimiter {
-    seen: Mutex<HashMap<(&'static str, &'static str), Seen>>,
+    seen: Mutex<RateLimited<(&'static str, &'static str)>>,
 }
 
-#[derive(Debug)]
-struct Seen {
-    logged_at: Instant,
-    suppressed: u64,
+impl Default for LogLimiter {
+    fn default() -> Self {
+        LogLimiter {
+            seen: Mutex::new(RateLimited::new(INTERVAL)),
+        }
+    }
 }
 
 impl LogLimiter {
     /// `Some(n)` if this occurrence should be logged, `n` being how many of the
     /// same (kind, reason) were suppressed since the last line; `None` to stay quiet.
     pub fn check(&self, kind: &'static str, reason: &'static str) -> Option<u64> {
-        let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        match seen.get_mut(&(kind, reason)) {
-            None => {
-                seen.insert(
-                    (kind, reason),
-                    Seen {
-                        logged_at: now,
-                        suppressed: 0,
-                    },
-                );
-                Some(0)
-            }
-            Some(s) if now.duration_since(s.logged_at) >= INTERVAL => {
-                s.logged_at = now;
-                Some(std::mem::take(&mut s.suppressed))
-            }
-            Some(s) => {
-                s.suppressed += 1;
-                None
-            }
-        }
+        seen.allow((kind, reason))
     }
 }
 
