@@ -26,7 +26,7 @@ secs=${EQUIV_SECONDS:-3}
 
 die() { echo "fold-equivalence: $*" >&2; exit 2; }
 [ -x "$profpipe" ] || die "$profpipe not found (build with: cargo build --release)"
-[ -x "$inferno" ] || die "$inferno not found (install with: cargo install --root ~/.cache/profpipe-tools inferno)"
+[ -x "$inferno" ] || die "$inferno not found (install with: bash scripts/setup-test-env.sh, or cargo install --root ~/.cache/profpipe-tools inferno --version 0.12.8)"
 command -v perf >/dev/null || die "perf is not installed (Debian: linux-perf)"
 
 work=$(mktemp -d /tmp/fold-equivalence.XXXXXX)

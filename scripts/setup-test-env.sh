@@ -32,7 +32,7 @@ installed() { [ "$(cat "$tools/.version-$1" 2>/dev/null)" = "$2" ]; }
 stamp() { echo "$2" >"$tools/.version-$1"; }
 
 if ! installed inferno "$INFERNO_VERSION" || [ ! -x "$tools/bin/inferno-collapse-perf" ]; then
-  echo "setup: cargo install inferno $INFERNO_VERSION"
+  echo "setup: cargo install inferno --version $INFERNO_VERSION"
   cargo install --quiet --locked --force --root "$tools" inferno --version "$INFERNO_VERSION"
   stamp inferno "$INFERNO_VERSION"
 fi
@@ -52,7 +52,7 @@ fi
 
 # rbspy: the Ruby profiler (about 5 minutes to build on two cores).
 if ! installed rbspy "$RBSPY_VERSION" || [ ! -x "$tools/bin/rbspy" ]; then
-  echo "setup: cargo install rbspy $RBSPY_VERSION"
+  echo "setup: cargo install rbspy --version $RBSPY_VERSION"
   cargo install --quiet --locked --force --root "$tools" rbspy --version "$RBSPY_VERSION"
   stamp rbspy "$RBSPY_VERSION"
 fi
