@@ -40,28 +40,12 @@ impl Output {
         if self.labels.is_empty() {
             return;
         }
-        let extra = match event {
-            Event::Profile(p) => &mut p.labels.extra,
-            Event::PerfScript(c) => &mut c.labels.extra,
-            Event::Diagnostic(d) => &mut d.labels.extra,
-            Event::Watermark(_) => return,
-        };
-        if extra.is_empty() {
-            *extra = self.labels.clone();
+        let Some(extra) = event.extra_labels_mut() else {
             return;
-        }
-        let mut merged = extra.clone();
-        let mut refused = 0;
-        for (name, value) in self.labels.iter() {
-            if merged.get(name).is_none() {
-                match merged.with(name, value) {
-                    Ok(m) => merged = m,
-                    Err(_) => refused += 1,
-                }
-            }
-        }
+        };
+        let (merged, refused) = extra.with_defaults(&self.labels);
         if refused > 0 {
-            self.metrics.errors("label_limit", refused);
+            self.metrics.errors("label_limit", refused as u64);
         }
         *extra = merged;
     }

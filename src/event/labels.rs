@@ -103,9 +103,25 @@ impl LabelSet {
     /// `other`'s labels over this set's (other wins on equal names). Labels past the
     /// bound are left out and their number returned.
     pub fn merged(&self, other: &LabelSet) -> (LabelSet, usize) {
+        self.overlay(other, true)
+    }
+
+    /// `defaults`' labels where this set has none of that name (this set wins).
+    /// Defaults past the bound are left out and their number returned.
+    pub fn with_defaults(&self, defaults: &LabelSet) -> (LabelSet, usize) {
+        self.overlay(defaults, false)
+    }
+
+    fn overlay(&self, other: &LabelSet, replace: bool) -> (LabelSet, usize) {
+        if self.is_empty() {
+            return (other.clone(), 0);
+        }
         let mut out = self.clone();
         let mut refused = 0;
         for (k, v) in other.iter() {
+            if !replace && out.get(k).is_some() {
+                continue;
+            }
             match out.with(k, v) {
                 Ok(s) => out = s,
                 Err(_) => refused += 1,

@@ -226,6 +226,16 @@ impl Event {
         }
     }
 
+    /// The event's open label set; None for watermarks, which carry no labels.
+    pub fn extra_labels_mut(&mut self) -> Option<&mut LabelSet> {
+        match self {
+            Event::PerfScript(c) => Some(&mut c.labels.extra),
+            Event::Profile(p) => Some(&mut p.labels.extra),
+            Event::Diagnostic(d) => Some(&mut d.labels.extra),
+            Event::Watermark(_) => None,
+        }
+    }
+
     /// The event's delivery tokens; None for watermarks, which carry none.
     pub fn finalizers_mut(&mut self) -> Option<&mut EventFinalizers> {
         match self {

@@ -71,25 +71,16 @@ impl LabelsConfig {
                 out = out.without(&name);
             }
         }
-        for (name, value) in self.set_if_missing.iter() {
-            if out.get(name).is_none() {
-                put(&mut out, name, value);
-            }
-        }
-        for (name, value) in self.set.iter() {
-            put(&mut out, name, value);
-        }
-        (out, refused)
+        let (out, missing_refused) = out.with_defaults(&self.set_if_missing);
+        let (out, set_refused) = out.merged(&self.set);
+        (out, refused + (missing_refused + set_refused) as u64)
     }
 
     /// Relabels a data event in place; watermarks are left alone. Returns the
     /// number of labels refused at the bound.
     pub fn apply_event(&self, event: &mut Event) -> u64 {
-        let extra = match event {
-            Event::Profile(p) => &mut p.labels.extra,
-            Event::PerfScript(c) => &mut c.labels.extra,
-            Event::Diagnostic(d) => &mut d.labels.extra,
-            Event::Watermark(_) => return 0,
+        let Some(extra) = event.extra_labels_mut() else {
+            return 0;
         };
         let (labels, refused) = self.apply(extra);
         *extra = labels;
