@@ -107,6 +107,8 @@ pub struct Batch {
 #[derive(Debug)]
 pub struct BatchReceiver {
     rx: oneshot::Receiver<EventStatus>,
+    /// The outcome once received (a oneshot hands it out only once).
+    got: Option<EventStatus>,
 }
 
 impl Batch {
@@ -116,7 +118,7 @@ impl Batch {
             worst: AtomicU8::new(0),
             tx: Mutex::new(Some(tx)),
         });
-        (Batch { notifier }, BatchReceiver { rx })
+        (Batch { notifier }, BatchReceiver { rx, got: None })
     }
 
     /// A new token of this batch.
@@ -134,14 +136,27 @@ impl Batch {
 
 impl BatchReceiver {
     /// Waits for the combined outcome.
-    pub async fn wait(self) -> EventStatus {
+    pub async fn wait(mut self) -> EventStatus {
+        self.ready().await
+    }
+
+    /// Waits until the outcome is known, keeping it for [`Self::try_status`].
+    pub async fn ready(&mut self) -> EventStatus {
+        if let Some(s) = self.got {
+            return s;
+        }
         // The notifier always sends before its sender is dropped.
-        self.rx.await.unwrap_or(EventStatus::Errored)
+        let s = (&mut self.rx).await.unwrap_or(EventStatus::Errored);
+        self.got = Some(s);
+        s
     }
 
     /// The outcome if it is known already.
     pub fn try_status(&mut self) -> Option<EventStatus> {
-        self.rx.try_recv().ok()
+        if self.got.is_none() {
+            self.got = self.rx.try_recv().ok();
+        }
+        self.got
     }
 }
 

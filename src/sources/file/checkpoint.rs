@@ -134,6 +134,15 @@ impl Checkpoints {
         seen
     }
 
+    /// Waits until the oldest outcome still out (of some file) is known.
+    pub async fn wait_oldest(&mut self) {
+        if let Some(f) = self.files.values_mut().find(|f| !f.pending.is_empty()) {
+            if let Some((_, rx)) = f.pending.front_mut() {
+                rx.ready().await;
+            }
+        }
+    }
+
     /// A file was truncated or replaced under its identity: start it again.
     pub fn reset(&mut self, id: FileId) {
         if let Some(f) = self.files.get_mut(&id) {

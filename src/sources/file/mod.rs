@@ -550,7 +550,7 @@ impl Reader {
         // Outcomes of what is in flight come back while the pipeline drains; keep
         // recording them until they are all in (or the agent stops this task).
         while checkpoints.pending() > 0 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            checkpoints.wait_oldest().await;
             self.settle(&mut checkpoints);
         }
         Ok(())
