@@ -88,6 +88,9 @@ pub struct ComponentContext {
     pub origin_ms: u64,
     /// The agent-wide memory budget; a component's window store charges it.
     pub budget: MemoryBudget,
+    /// `[agent] shutdown_timeout`: how long a sink may spend delivering what it
+    /// holds once its input has ended.
+    pub shutdown_timeout: std::time::Duration,
 }
 
 impl ComponentContext {
@@ -105,6 +108,7 @@ impl ComponentContext {
             state_dir: std::env::temp_dir().join(format!("profpipe-{}", std::process::id())),
             origin_ms: crate::window_clock::now_ms() / 1000 * 1000,
             budget: MemoryBudget::new(64 << 20),
+            shutdown_timeout: std::time::Duration::from_secs(30),
         }
     }
 

@@ -5,6 +5,8 @@ pub mod flamegraph;
 pub mod folded;
 pub mod line;
 pub mod perf_script;
+pub mod pprof;
+pub mod profile_json;
 pub mod py_spy_raw;
 pub mod pyperf;
 pub mod reader;

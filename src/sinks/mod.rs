@@ -4,8 +4,10 @@ use crate::component::{Kind, SinkConfig};
 
 pub mod console;
 pub mod driver;
+pub mod encoding;
 pub mod file;
 pub mod pending;
+pub mod template;
 #[cfg(test)]
 mod test_context;
 

@@ -16,7 +16,9 @@ use std::future::Future;
 
 use crate::buffer::Input;
 use crate::component::ComponentContext;
-use crate::event::{Diagnostic, Event, EventStatus, LabelSet, Profile, Stack, Window};
+use crate::event::{
+    Diagnostic, Event, EventFinalizers, EventStatus, LabelSet, Profile, Stack, Window,
+};
 use crate::window::{Done, Scope, StackCounts, StoreLimits, WindowState, WindowStore};
 
 pub use crate::window::OVERFLOW_FRAME;
@@ -56,6 +58,22 @@ pub trait WindowWriter: Send {
     /// Writes one window, counting `sent` or errors itself; failures must not end
     /// the sink. The outcome resolves the delivery tokens of the window's events.
     fn write(&mut self, window: CompleteWindow) -> impl Future<Output = EventStatus> + Send;
+
+    /// Hands a window and its delivery tokens over. The default writes it and
+    /// resolves the tokens with the outcome; a sink that delivers in the background
+    /// (through the [`Driver`](super::driver::Driver)) overrides this, passing the
+    /// tokens on with its requests, and returns once they are submitted: the wait
+    /// for a free request slot is the sink's backpressure.
+    fn deliver(
+        &mut self,
+        window: CompleteWindow,
+        finalizers: EventFinalizers,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            let status = self.write(window).await;
+            finalizers.resolve(status);
+        }
+    }
 }
 
 struct SinkWindow(StackCounts);
@@ -201,8 +219,7 @@ async fn write<W: WindowWriter>(writer: &mut W, done: Done<SinkWindow>) {
         events,
         bytes: event_bytes,
     };
-    let status = writer.write(complete).await;
-    finalizers.resolve(status);
-    // The window's bytes stay charged until it is written.
+    writer.deliver(complete, finalizers).await;
+    // The window's bytes stay charged until it is handed over.
     drop(charge);
 }

@@ -106,6 +106,7 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
         state_dir: config.agent.state_dir.clone(),
         origin_ms,
         budget: budget.clone(),
+        shutdown_timeout: config.agent.shutdown_timeout.get(),
     };
     let output = |id: &ComponentId, senders: &mut HashMap<ComponentId, Vec<EdgeSender>>| {
         Output::new(senders.remove(id).unwrap_or_default(), metrics[id].clone())
