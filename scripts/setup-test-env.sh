@@ -9,6 +9,11 @@ set -euo pipefail
 INFERNO_VERSION=0.12.8
 PY_SPY_VERSION=0.4.3
 RBSPY_VERSION=0.55.0
+# The Kafka-protocol broker and the S3-protocol server the sink tests run against.
+TANSU_VERSION=0.6.0
+S3S_FS_VERSION=0.14.1
+# A pure-JS pprof decoder: the tests check our pprof with a decoder that is not ours.
+PPROF_FORMAT_VERSION=2.3.2
 
 tools=${PROFPIPE_TOOLS:-$HOME/.cache/profpipe-tools}
 mkdir -p "$tools"
@@ -19,6 +24,12 @@ command -v gcc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v ruby >/dev/null 2>&1 || need_apt+=(ruby)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 [ -x /usr/bin/time ] || need_apt+=(time)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# rdkafka builds its bundled librdkafka with cmake against these.
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+for pkg in libcurl4-openssl-dev libsasl2-dev libssl-dev zlib1g-dev libzstd-dev; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -55,6 +66,30 @@ if ! installed rbspy "$RBSPY_VERSION" || [ ! -x "$tools/bin/rbspy" ]; then
   echo "setup: cargo install rbspy --version $RBSPY_VERSION"
   cargo install --quiet --locked --force --root "$tools" rbspy --version "$RBSPY_VERSION"
   stamp rbspy "$RBSPY_VERSION"
+fi
+
+# tansu: a Kafka-protocol broker (13-20 minutes to build on two cores, once per
+# machine: the binary is cached in $tools). `dynostore` gives it its memory storage.
+if ! installed tansu "$TANSU_VERSION" || [ ! -x "$tools/bin/tansu" ]; then
+  echo "setup: cargo install tansu --version $TANSU_VERSION --features dynostore (long: 13-20 min)"
+  cargo install --quiet --locked --force --root "$tools" tansu --version "$TANSU_VERSION" --features dynostore
+  stamp tansu "$TANSU_VERSION"
+fi
+
+# s3s-fs: an S3-protocol server over a directory, checking SigV4 signatures
+# (about 3.5 minutes to build).
+if ! installed s3s-fs "$S3S_FS_VERSION" || [ ! -x "$tools/bin/s3s-fs" ]; then
+  echo "setup: cargo install s3s-fs --version $S3S_FS_VERSION --features binary"
+  cargo install --quiet --locked --force --root "$tools" s3s-fs --version "$S3S_FS_VERSION" --features binary
+  stamp s3s-fs "$S3S_FS_VERSION"
+fi
+
+# pprof-format: decodes pprof in Node, for scripts/check-pprof.sh.
+if ! installed pprof-format "$PPROF_FORMAT_VERSION" || [ ! -d "$tools/node/node_modules/pprof-format" ]; then
+  echo "setup: npm install pprof-format@$PPROF_FORMAT_VERSION"
+  mkdir -p "$tools/node"
+  npm install --silent --no-audit --no-fund --prefix "$tools/node" "pprof-format@$PPROF_FORMAT_VERSION" >/dev/null
+  stamp pprof-format "$PPROF_FORMAT_VERSION"
 fi
 
 # perf must be usable: this agent profiles the host as root.
