@@ -99,7 +99,6 @@ impl ConsoleSinkConfig {
         };
         let mut writer = ConsoleWriter {
             format: self.format,
-            host: cx.host.to_string(),
             target,
             metrics: cx.metrics.clone(),
             warned: false,
@@ -113,7 +112,6 @@ impl ConsoleSinkConfig {
 
 struct ConsoleWriter {
     format: ConsoleFormat,
-    host: String,
     target: ConsoleTarget,
     metrics: ComponentMetrics,
     warned: bool,
@@ -138,7 +136,7 @@ impl ConsoleWriter {
             }
             ConsoleFormat::Collapsed => {
                 let info = collapsed::HeaderInfo {
-                    hostname: &self.host,
+                    hostname: &w.host,
                     window: w.window,
                 };
                 collapsed::write(&mut out, &info, &w.labels, &w.stacks)?;

@@ -102,7 +102,6 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[derive(Clone, Debug)]
 pub struct Encoder {
     pub encoding: Encoding,
-    pub host: String,
     /// The profilers' sampling frequency: pprof's period, Pyroscope's `sampleRate`.
     pub sample_rate_hz: u32,
 }
@@ -146,6 +145,7 @@ impl Encoder {
     /// One part's document, uncompressed (pprof is gzip by definition).
     pub fn encode(
         &self,
+        host: &str,
         window: Window,
         labels: &LabelSet,
         stacks: &[Stack],
@@ -154,14 +154,14 @@ impl Encoder {
         match self.encoding {
             Encoding::Json => {
                 let mut out = Vec::with_capacity(estimate(stacks) + 256);
-                profile_json::write(&mut out, &self.host, window, labels, stacks, part)
+                profile_json::write(&mut out, host, window, labels, stacks, part)
                     .expect("writing to a Vec cannot fail");
                 out
             }
             Encoding::Collapsed => {
                 let mut out = Vec::with_capacity(estimate(stacks) + 512);
                 let info = collapsed::HeaderInfo {
-                    hostname: &self.host,
+                    hostname: host,
                     window,
                 };
                 let mut header = collapsed::header(&info, labels, stacks);
@@ -180,7 +180,7 @@ impl Encoder {
                 window,
                 stacks,
                 labels,
-                host: &self.host,
+                host,
                 sample_rate_hz: self.sample_rate_hz,
             }),
         }
@@ -194,7 +194,7 @@ impl Encoder {
         limits: PartLimits,
         finish: impl Fn(Vec<u8>) -> Vec<u8>,
     ) -> Result<Vec<Part>, Oversized> {
-        let id = profile_id(&self.host, w.window, &w.labels);
+        let id = profile_id(&w.host, w.window, &w.labels);
         let max_stacks = limits.max_stacks.max(1);
         // First guess: runs of at most `max_bytes` of frame text. Encodings differ
         // from raw text (json adds, gzip and pprof shrink), so a run that comes out
@@ -213,7 +213,7 @@ impl Encoder {
                     index,
                     count,
                 };
-                let bytes = finish(self.encode(w.window, &w.labels, stacks, &info));
+                let bytes = finish(self.encode(&w.host, w.window, &w.labels, stacks, &info));
                 largest = largest.max(bytes.len());
                 if bytes.len() > limits.max_bytes {
                     if stacks.len() == 1 {
@@ -307,6 +307,7 @@ mod tests {
     fn window(n: usize) -> CompleteWindow {
         CompleteWindow {
             window: Window::new(60_000, 120_000),
+            host: "h".into(),
             labels: LabelSet::default().with("service", "s").unwrap(),
             stacks: (0..n)
                 .map(|i| Stack::new(format!("comm;frame_{i:06};leaf"), i as u64 + 1))
@@ -319,7 +320,6 @@ mod tests {
     fn encoder(encoding: Encoding) -> Encoder {
         Encoder {
             encoding,
-            host: "h".into(),
             sample_rate_hz: 11,
         }
     }

@@ -177,7 +177,6 @@ impl SinkConfig for FileSinkConfig {
             dir: self.path.clone(),
             formats: self.formats.clone(),
             title,
-            host: cx.host.to_string(),
             retain_files: self.retain_files.max(1),
             retain_bytes: self.retain_bytes.get(),
         });
@@ -231,7 +230,6 @@ struct Settings {
     dir: PathBuf,
     formats: Vec<FileFormat>,
     title: String,
-    host: String,
     retain_files: usize,
     retain_bytes: u64,
 }
@@ -367,7 +365,7 @@ fn render(
         FileFormat::Folded => folded::write(out, &w.stacks),
         FileFormat::Collapsed => {
             let info = collapsed::HeaderInfo {
-                hostname: &s.host,
+                hostname: &w.host,
                 window: w.window,
             };
             collapsed::write(out, &info, &w.labels, &w.stacks)

@@ -43,6 +43,9 @@ pub struct PendingLimits {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompleteWindow {
     pub window: Window,
+    /// The host whose profiles these are: windows of different hosts (behind a
+    /// gateway) are never merged.
+    pub host: std::sync::Arc<str>,
     /// The labels every profile merged into the window shares.
     pub labels: LabelSet,
     /// Merged stacks sorted by frames then container; pids are 0.
@@ -104,13 +107,12 @@ pub async fn run_windows<W: WindowWriter>(
 ) {
     let metrics = &cx.metrics;
     let mut store: WindowStore<SinkWindow> = cx.window_store(
-        Scope::AllSources,
+        Scope::PerHost,
         StoreLimits {
             max_bytes: limits.max_bytes,
             max_windows: MAX_PENDING_WINDOWS,
         },
     );
-    let mut warned_late = false;
     while let Some(event) = input.recv().await {
         let profile = match event {
             Event::Profile(p) => p,
@@ -140,26 +142,22 @@ pub async fn run_windows<W: WindowWriter>(
                 continue;
             }
         };
-        let late = store.is_complete(&profile.window, &profile.labels.source);
+        let host = profile.labels.host.clone();
+        // A late profile (its window already written) is written on its own. Behind
+        // a push gateway that is normal (hosts push when they like), so it is
+        // counted, not warned about.
+        let late = store.is_complete(&profile.window, &host);
         if late {
-            metrics.errors("late_event", 1);
-            if !std::mem::replace(&mut warned_late, true) {
-                tracing::warn!(
-                    component = %cx.id,
-                    window_end_ms = profile.window.end_ms,
-                    "profile arrived after its window was complete; writing it \
-                     separately (further late profiles are only counted)"
-                );
-            }
+            metrics.late(1);
+            tracing::debug!(component = %cx.id, window_end_ms = profile.window.end_ms, "late profile");
         }
         let window = profile.window;
-        let source = profile.labels.source.clone();
         let overflowed = add(&mut store, limits.max_stacks, profile);
         if overflowed > 0 {
             metrics.dropped_stacks("overflow", overflowed);
         }
         if late {
-            if let Some(done) = store.take_window(window, &source) {
+            if let Some(done) = store.take_window(window, &host) {
                 write(writer, done).await;
             }
         }
@@ -188,7 +186,7 @@ fn add(store: &mut WindowStore<SinkWindow>, max_stacks: usize, mut p: Profile) -
     } = p;
     store.update(
         window,
-        &labels.source,
+        &labels.host,
         finalizers,
         bytes,
         || SinkWindow(StackCounts::new(false, max_stacks)),
@@ -199,6 +197,7 @@ fn add(store: &mut WindowStore<SinkWindow>, max_stacks: usize, mut p: Profile) -
 async fn write<W: WindowWriter>(writer: &mut W, done: Done<SinkWindow>) {
     let Done {
         window,
+        source: host,
         state,
         finalizers,
         events,
@@ -214,6 +213,7 @@ async fn write<W: WindowWriter>(writer: &mut W, done: Done<SinkWindow>) {
         .unwrap_or_default();
     let complete = CompleteWindow {
         window,
+        host,
         labels,
         stacks: state.0.into_stacks(OVERFLOW_FRAME),
         events,

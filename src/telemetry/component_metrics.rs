@@ -133,6 +133,19 @@ impl ComponentMetrics {
         }
     }
 
+    /// Counts events that arrived after their window's watermark (written on their
+    /// own, not lost): rare for local profilers, normal behind a push gateway.
+    pub fn late(&self, n: u64) {
+        self.families
+            .late_events
+            .get_or_create(&self.labels)
+            .inc_by(n);
+    }
+
+    pub fn late_count(&self) -> u64 {
+        self.families.late_events.get_or_create(&self.labels).get()
+    }
+
     /// Counts stacks removed or merged inside events (not whole events).
     pub fn dropped_stacks(&self, reason: &str, n: u64) {
         if n > 0 {

@@ -48,6 +48,7 @@ impl Telemetry {
             discarded_bytes: Family::default(),
             errors: Family::default(),
             dropped_stacks: Family::default(),
+            late_events: Family::default(),
             profiler_errors: Family::default(),
             buffer_bytes: Family::default(),
             buffer_max_bytes: Family::default(),
@@ -98,6 +99,11 @@ impl Telemetry {
             "component_dropped_stacks",
             "Stacks removed or merged inside events, by reason (filtered, overflow)",
             f.dropped_stacks.clone(),
+        );
+        registry.register(
+            "component_late_events",
+            "Events that arrived after their window was complete; written on their own, not lost",
+            f.late_events.clone(),
         );
         registry.register(
             "profiler_errors",

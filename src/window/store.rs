@@ -38,6 +38,11 @@ pub enum Scope {
     /// A window is complete when every upstream source's watermark passes it (for
     /// stages that merge sources: merge, sinks).
     AllSources,
+    /// As `AllSources`, but windows of different hosts are kept apart (a sink
+    /// behind a gateway that receives many hosts' profiles: each host's window is
+    /// its own profile). The `source` argument of the store's methods is then the
+    /// host, and [`Done::source`] gives it back.
+    PerHost,
 }
 
 /// Bounds of one store.
@@ -66,7 +71,8 @@ struct Entry<S> {
 /// A window taken out of the store.
 pub struct Done<S> {
     pub window: Window,
-    /// The source, for [`Scope::PerSource`] stores; empty otherwise.
+    /// The source, for [`Scope::PerSource`] stores; the host for [`Scope::PerHost`];
+    /// empty otherwise.
     pub source: ComponentId,
     pub state: S,
     pub finalizers: EventFinalizers,
@@ -150,6 +156,7 @@ impl<S: WindowState> WindowStore<S> {
         match self.scope {
             Scope::PerSource => (window.end_ms, window.start_ms, source.clone()),
             Scope::AllSources => (window.end_ms, 0, ComponentId::default()),
+            Scope::PerHost => (window.end_ms, 0, source.clone()),
         }
     }
 
@@ -158,7 +165,7 @@ impl<S: WindowState> WindowStore<S> {
     pub fn is_complete(&self, window: &Window, source: &ComponentId) -> bool {
         match self.scope {
             Scope::PerSource => window.end_ms <= self.marks.of(source),
-            Scope::AllSources => self.marks.is_complete(window),
+            Scope::AllSources | Scope::PerHost => self.marks.is_complete(window),
         }
     }
 
@@ -220,7 +227,7 @@ impl<S: WindowState> WindowStore<S> {
 
     /// Records a watermark; returns the windows it completed, oldest first.
     pub fn observe(&mut self, w: &Watermark) -> Vec<Done<S>> {
-        if !self.marks.observe(w) && self.scope == Scope::AllSources {
+        if !self.marks.observe(w) && self.scope != Scope::PerSource {
             return Vec::new();
         }
         let complete: Vec<Key> = match self.scope {
@@ -230,7 +237,7 @@ impl<S: WindowState> WindowStore<S> {
                 .filter(|(end, _, s)| *s == w.source && *end <= w.complete_until_ms)
                 .cloned()
                 .collect(),
-            Scope::AllSources => {
+            Scope::AllSources | Scope::PerHost => {
                 let until = self.marks.complete_until();
                 self.entries
                     .keys()

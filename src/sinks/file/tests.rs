@@ -340,7 +340,7 @@ async fn late_profiles_do_not_overwrite_written_windows() {
     h.send(watermark("perf", w2)).await;
     h.send(profile("perf", w1, &[("late", None, 1)])).await;
     let metrics = h.finish().await;
-    assert_eq!(metrics.error_count("late_event"), 1);
+    assert_eq!(metrics.late_count(), 1);
     assert_eq!(
         profiles_with_ext(&dir, "folded"),
         vec![
