@@ -9,9 +9,6 @@ set -euo pipefail
 INFERNO_VERSION=0.12.8
 PY_SPY_VERSION=0.4.3
 RBSPY_VERSION=0.55.0
-# The Kafka-protocol broker and the S3-protocol server the sink tests run against.
-TANSU_VERSION=0.6.0
-S3S_FS_VERSION=0.14.1
 # A pure-JS pprof decoder: the tests check our pprof with a decoder that is not ours.
 PPROF_FORMAT_VERSION=2.3.2
 
@@ -68,20 +65,11 @@ if ! installed rbspy "$RBSPY_VERSION" || [ ! -x "$tools/bin/rbspy" ]; then
   stamp rbspy "$RBSPY_VERSION"
 fi
 
-# tansu: a Kafka-protocol broker (13-20 minutes to build on two cores, once per
-# machine: the binary is cached in $tools). `dynostore` gives it its memory storage.
-if ! installed tansu "$TANSU_VERSION" || [ ! -x "$tools/bin/tansu" ]; then
-  echo "setup: cargo install tansu --version $TANSU_VERSION --features dynostore (long: 13-20 min)"
-  cargo install --quiet --locked --force --root "$tools" tansu --version "$TANSU_VERSION" --features dynostore
-  stamp tansu "$TANSU_VERSION"
-fi
-
-# s3s-fs: an S3-protocol server over a directory, checking SigV4 signatures
-# (about 3.5 minutes to build).
-if ! installed s3s-fs "$S3S_FS_VERSION" || [ ! -x "$tools/bin/s3s-fs" ]; then
-  echo "setup: cargo install s3s-fs --version $S3S_FS_VERSION --features binary"
-  cargo install --quiet --locked --force --root "$tools" s3s-fs --version "$S3S_FS_VERSION" --features binary
-  stamp s3s-fs "$S3S_FS_VERSION"
+# The broker and the S3 server take the longest (tansu 13-36 minutes to build on two
+# cores): scripts/test.sh installs them in the background while it builds the
+# project (PROFPIPE_SKIP_SERVERS=1 here), everyone else gets them here.
+if [ "${PROFPIPE_SKIP_SERVERS:-0}" != 1 ]; then
+  bash "$(dirname "$0")/setup-servers.sh"
 fi
 
 # pprof-format: decodes pprof in Node, for scripts/check-pprof.sh.

@@ -11,7 +11,13 @@ conformance=${PROFPIPE_CONFORMANCE:-../shared/conformance}
 step() { printf '\n==> %s\n' "$*"; }
 
 step "setup"
-bash scripts/setup-test-env.sh
+PROFPIPE_SKIP_SERVERS=1 bash scripts/setup-test-env.sh
+# The servers build for a long time on a fresh machine; the project's own build has
+# long single-threaded stretches (fat LTO), so they build side by side.
+mkdir -p "$target"
+servers_log="$target/setup-servers.log"
+bash scripts/setup-servers.sh >"$servers_log" 2>&1 &
+servers=$!
 
 step "format and lints"
 cargo fmt --check
@@ -28,6 +34,14 @@ bash "$conformance/collapse-perf/check.sh" "$target/release/profpipe" fold
 
 step "folding equivalence with inferno on a fresh capture from this machine"
 PROFPIPE_BIN="$target/release/profpipe" bash scripts/fold-equivalence.sh
+
+step "test servers (tansu, s3s-fs)"
+if ! wait "$servers"; then
+  cat "$servers_log"
+  echo "setup-servers failed" >&2
+  exit 1
+fi
+tail -n 1 "$servers_log"
 
 step "unit and integration tests"
 cargo test --quiet 2>&1 | tee "$target/test-output.txt"
