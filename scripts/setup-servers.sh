@@ -7,10 +7,7 @@ set -euo pipefail
 TANSU_VERSION=0.6.0
 S3S_FS_VERSION=0.14.1
 
-tools=${PROFPIPE_TOOLS:-$HOME/.cache/profpipe-tools}
-mkdir -p "$tools"
-installed() { [ "$(cat "$tools/.version-$1" 2>/dev/null)" = "$2" ]; }
-stamp() { echo "$2" >"$tools/.version-$1"; }
+. "$(dirname "$0")/tools-lib.sh"
 
 # tansu: a Kafka-protocol broker (13-36 minutes to build on two cores, once per
 # machine: the binary is cached in $tools). `dynostore` gives it its memory storage.

@@ -347,7 +347,17 @@ pub fn write<W: Write + ?Sized>(
     labels: &LabelSet,
     stacks: &[Stack],
 ) -> io::Result<()> {
-    write_header(w, &header(info, labels, stacks))?;
+    write_with_header(w, &header(info, labels, stacks), stacks)
+}
+
+/// Writes a whole file with a header the caller built (from [`header`], with keys
+/// of its own added), then the stacks in the order given.
+pub fn write_with_header<W: Write + ?Sized>(
+    w: &mut W,
+    header: &Value,
+    stacks: &[Stack],
+) -> io::Result<()> {
+    write_header(w, header)?;
     for stack in stacks {
         write_stack(w, stack)?;
     }

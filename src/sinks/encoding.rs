@@ -170,10 +170,8 @@ impl Encoder {
                         "profile_id": part.profile_id, "part": part.index, "parts": part.count,
                     });
                 }
-                collapsed::write_header(&mut out, &header).expect("Vec");
-                for s in stacks {
-                    collapsed::write_stack(&mut out, s).expect("Vec");
-                }
+                collapsed::write_with_header(&mut out, &header, stacks)
+                    .expect("writing to a Vec cannot fail");
                 out
             }
             Encoding::Pprof => pprof::encode(&pprof::PprofInput {

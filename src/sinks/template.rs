@@ -10,7 +10,7 @@
 //! | `{host}` | the agent's host name |
 //! | `{date}` | the window's start, `YYYY-MM-DD` (UTC) |
 //! | `{window_start}`, `{window_end}` | `YYYYMMDDTHHMMSS.mmmZ` (UTC) |
-//! | `{ext}` | the encoding's extension (`json`, `col`, `pb.gz`; `.gz` added when compressed) |
+//! | `{ext}` | the extension the sink renders with (its encoding's: `json`, `col`, `pb.gz`) |
 //! | `{part}` | the part's index (0 when the window fits one message) |
 //! | `{profile_id}` | the window's stable profile id |
 //! | any other name, e.g. `{service}` | that label's value, `unknown` when unset |
@@ -117,8 +117,8 @@ impl Template {
         })
     }
 
-    /// True if the template names `{part}` or `{profile_id}` with `{part}`: keys of
-    /// a split window's parts then differ.
+    /// True if the template names `{part}`, so the keys of a split window's parts
+    /// differ.
     pub fn has_part(&self) -> bool {
         self.pieces.contains(&Piece::Part)
     }
