@@ -6,12 +6,13 @@
 //! type = "file"
 //! inputs = ["fold"]
 //! path = "/var/lib/profpipe/profiles"
-//! formats = ["collapsed", "flamegraph"]
+//! formats = ["collapsed", "flamegraph", "pprof"]
+//! sample_rate = 11          # Hz of the profilers feeding it: pprof's period
 //! retain_files = 100
 //! retain_bytes = "1GiB"
 //! ```
 //!
-//! For each window: `profile_<end>.col` / `.folded` / `.svg`, `<end>` being the
+//! For each window: `profile_<end>.col` / `.folded` / `.svg` / `.pb.gz`, `<end>` being the
 //! window's end in ISO 8601 basic format (`20231203T163100.000Z`, no `:`). Each file
 //! is written to a hidden temporary file, synced and renamed into place; then
 //! `last_profile.<ext>` is atomically re-pointed at it, then the oldest `profile_*`
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::encoding::Encoding;
 use super::pending::{
     run_windows, CompleteWindow, PendingLimits, WindowWriter, DEFAULT_MAX_PENDING_STACKS,
 };
@@ -36,7 +38,7 @@ use crate::component::{BuildError, FieldError, SinkConfig, SinkContext, Task};
 use crate::event::EventStatus;
 use crate::formats::flamegraph::{self, FlameGraphOptions};
 use crate::formats::timestamp::{file_stamp, iso8601};
-use crate::formats::{collapsed, folded};
+use crate::formats::{collapsed, folded, pprof};
 use crate::telemetry::ComponentMetrics;
 use crate::units::ByteSize;
 
@@ -50,6 +52,8 @@ pub enum FileFormat {
     Collapsed,
     /// An interactive SVG flame graph (`.svg`).
     Flamegraph,
+    /// gzip-compressed `profile.proto` (`.pb.gz`), as `go tool pprof` reads it.
+    Pprof,
 }
 
 impl FileFormat {
@@ -58,6 +62,7 @@ impl FileFormat {
             FileFormat::Folded => "folded",
             FileFormat::Collapsed => "col",
             FileFormat::Flamegraph => "svg",
+            FileFormat::Pprof => Encoding::Pprof.extension(),
         }
     }
 
@@ -66,6 +71,7 @@ impl FileFormat {
             FileFormat::Folded => "folded",
             FileFormat::Collapsed => "collapsed",
             FileFormat::Flamegraph => "flamegraph",
+            FileFormat::Pprof => "pprof",
         }
     }
 }
@@ -76,9 +82,14 @@ impl FileFormat {
 pub struct FileSinkConfig {
     /// Directory to write into. Created (mode 0700, parents too) if missing.
     pub path: PathBuf,
-    /// Formats written for each window: "folded", "collapsed", "flamegraph".
+    /// Formats written for each window: "folded", "collapsed", "flamegraph", "pprof".
     #[serde(default = "default_formats")]
     pub formats: Vec<FileFormat>,
+    /// Sampling frequency (Hz) of the profilers feeding this sink; pprof's `period`
+    /// is 1e9 / it nanoseconds. Stacks carry counts, not their rate, so the sink
+    /// is told. 0 means unknown (period 0). Default: the default pipeline's 11 Hz.
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
     /// Title of the flame graphs (default "<host> CPU profile").
     #[serde(default)]
     pub title: Option<String>,
@@ -105,6 +116,15 @@ fn default_max_pending_bytes() -> crate::units::ByteSize {
 
 fn default_formats() -> Vec<FileFormat> {
     vec![FileFormat::Collapsed, FileFormat::Flamegraph]
+}
+/// The default pipeline's perf, py-spy and rbspy frequency (`pipelines/default.toml`).
+pub const DEFAULT_SAMPLE_RATE: u32 = 11;
+
+/// Highest `sample_rate`: the perf source's highest `frequency`.
+const MAX_SAMPLE_RATE: u32 = 10_000;
+
+fn default_sample_rate() -> u32 {
+    DEFAULT_SAMPLE_RATE
 }
 fn default_retain_files() -> usize {
     100
@@ -133,7 +153,7 @@ impl SinkConfig for FileSinkConfig {
         if self.formats.is_empty() {
             errors.push(FieldError::new(
                 &["formats"],
-                "must list at least one of \"folded\", \"collapsed\", \"flamegraph\"",
+                "must list at least one of \"folded\", \"collapsed\", \"flamegraph\", \"pprof\"",
             ));
         }
         let mut seen = HashSet::new();
@@ -144,6 +164,12 @@ impl SinkConfig for FileSinkConfig {
                     format!("\"{}\" is listed twice", f.name()),
                 ));
             }
+        }
+        if self.sample_rate > MAX_SAMPLE_RATE {
+            errors.push(FieldError::new(
+                &["sample_rate"],
+                format!("must be at most {MAX_SAMPLE_RATE} (Hz, perf's highest frequency); 0 = unknown"),
+            ));
         }
         if self.retain_files == 0 {
             errors.push(FieldError::new(
@@ -176,6 +202,7 @@ impl SinkConfig for FileSinkConfig {
         let settings = Arc::new(Settings {
             dir: self.path.clone(),
             formats: self.formats.clone(),
+            sample_rate: self.sample_rate,
             title,
             retain_files: self.retain_files.max(1),
             retain_bytes: self.retain_bytes.get(),
@@ -229,6 +256,7 @@ fn remove_stale_temp_files(dir: &Path) {
 struct Settings {
     dir: PathBuf,
     formats: Vec<FileFormat>,
+    sample_rate: u32,
     title: String,
     retain_files: usize,
     retain_bytes: u64,
@@ -382,6 +410,13 @@ fn render(
             };
             flamegraph::write_svg(out, &w.stacks, &opts)
         }
+        FileFormat::Pprof => out.write_all(&pprof::encode(&pprof::PprofInput {
+            window: w.window,
+            stacks: &w.stacks,
+            labels: &w.labels,
+            host: &w.host,
+            sample_rate_hz: s.sample_rate,
+        })),
     }
 }
 

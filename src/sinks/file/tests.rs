@@ -21,6 +21,7 @@ fn config(dir: &Path) -> FileSinkConfig {
             FileFormat::Collapsed,
             FileFormat::Flamegraph,
         ],
+        sample_rate: 11,
         title: Some("test graph".into()),
         retain_files: 100,
         retain_bytes: ByteSize(1 << 30),
@@ -237,6 +238,72 @@ async fn writes_one_file_per_window_and_format() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_pprof_with_the_stacks_of_the_collapsed_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let mut cfg = config(&dir);
+    cfg.formats = vec![FileFormat::Collapsed, FileFormat::Pprof];
+    cfg.sample_rate = 100;
+    cfg.retain_files = 2;
+    let h = Harness::start(&cfg, &["perf"]);
+    let w1 = T0 + MIN;
+    let (p, written) = tracked(profile(
+        "perf",
+        w1,
+        &[
+            ("bash;main;read", None, 2),
+            ("nginx;epoll_wait_[k]", Some("web"), 5),
+            ("bash;main", None, 1),
+        ],
+    ));
+    h.send(p).await;
+    h.send(watermark("perf", w1)).await;
+    assert_eq!(written.wait().await, crate::event::EventStatus::Delivered);
+    let name = format!("profile_{}.pb.gz", stamp(w1));
+    wait_for(&dir, &name).await;
+    assert_eq!(
+        fs::read_link(dir.join("last_profile.pb.gz")).unwrap(),
+        Path::new(&name)
+    );
+    let p = pprof::decode(&fs::read(dir.join(&name)).unwrap()).unwrap();
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    // bash, main, read, nginx, epoll_wait_[k]
+    assert_eq!(p.function.len(), 5);
+    assert_eq!(p.sample.len(), 3);
+    assert_eq!(p.period, 10_000_000);
+    assert_eq!(p.time_nanos, (w1 - MIN) as i64 * 1_000_000);
+    assert_eq!(p.duration_nanos, MIN as i64 * 1_000_000);
+    assert!(p.comment.iter().any(|&i| s(i) == "host=host-1"));
+    let col = crate::formats::collapsed::read(
+        &fs::read(dir.join(format!("profile_{}.col", stamp(w1)))).unwrap()[..],
+    )
+    .unwrap();
+    // Sorted stacks, the same order in both files.
+    assert_eq!(col.stacks.len(), p.sample.len());
+    for (c, sample) in col.stacks.iter().zip(&p.sample) {
+        let frames: Vec<&str> = sample
+            .location_id
+            .iter()
+            .rev()
+            .map(|&id| s(p.function[id as usize - 1].name))
+            .collect();
+        assert_eq!(frames.join(";"), &*c.frames);
+        assert_eq!(sample.value, vec![c.count as i64]);
+        let container = sample
+            .label
+            .iter()
+            .find(|l| s(l.key) == "container")
+            .map(|l| s(l.str));
+        assert_eq!(container, c.container.as_deref());
+    }
+    // Retention counts `.pb.gz` files as a format of their own.
+    h.send_minutes(4).await;
+    h.finish().await;
+    assert_eq!(profiles_with_ext(&dir, "pb.gz").len(), 2);
+    assert_eq!(profiles_with_ext(&dir, "col").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_bounds_file_count() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
@@ -399,6 +466,7 @@ fn config_defaults_and_validation() {
         "{text}"
     );
     assert!(text.contains("max_pending_stacks: 1000000"), "{text}");
+    assert!(text.contains("sample_rate: 11,"), "{text}");
     assert!(cfg.validate().is_empty());
 
     let table: toml::Value =
@@ -408,14 +476,17 @@ fn config_defaults_and_validation() {
     let mut cfg = config(Path::new("/tmp/x"));
     cfg.formats = vec![];
     cfg.retain_files = 0;
+    cfg.sample_rate = 10_001;
     let paths: Vec<Vec<String>> = cfg.validate().into_iter().map(|e| e.path).collect();
     assert_eq!(
         paths,
         vec![
             vec!["formats".to_string()],
+            vec!["sample_rate".to_string()],
             vec!["retain_files".to_string()]
         ]
     );
+    cfg.sample_rate = 0;
     cfg.formats = vec![
         FileFormat::Folded,
         FileFormat::Collapsed,
