@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use profpipe::config::test_kinds::registry;
-use profpipe::config::{load_file, load_str, Config};
+use profpipe::config::{load_file, load_str, load_str_with_env, Config};
 
 // ---------------------------------------------------------------------------
 // Golden files.
@@ -279,4 +279,74 @@ fn load_file_reports_the_path_it_was_given() {
     assert!(errors
         .to_string()
         .starts_with(&format!("{}:", path.display())));
+}
+
+/// `${NAME}` from a given environment: replaced before the fields are read, and the
+/// values never shown in errors.
+#[test]
+fn env_vars_are_substituted_and_never_shown() {
+    let env = |name: &str| match name {
+        "HOST" => Ok("box-7".to_string()),
+        "MEM" => Ok("96MiB".to_string()),
+        "BROKERS" => Ok("s3cr3t-broker".to_string()),
+        _ => Err(std::env::VarError::NotPresent),
+    };
+    let valid = r#"
+[agent]
+memory_limit = "${MEM}"
+hostname = "${HOST}"
+
+[sources.cpu]
+type = "perf"
+
+[sinks.out]
+type = "kafka"
+inputs = ["cpu"]
+brokers = "${HOST}:9092"
+topic = "p-$${HOST}"
+"#;
+    let config = load_str_with_env(Path::new("env.toml"), valid, &registry(), &env).unwrap();
+    assert!(
+        summary(&config)
+            .starts_with("ok\nagent memory_limit=96.0 MiB shutdown_timeout=30s hostname=box-7\n"),
+        "{}",
+        summary(&config)
+    );
+
+    let invalid = r#"[sources.cpu]
+type = "perf"
+window = "${WINDOW}"
+
+[sinks.out]
+type = "kafka"
+inputs = ["cpu"]
+brokers = "${BROKERS}"
+topic = "${TOPIC}"
+"#;
+    let errors = load_str_with_env(Path::new("env.toml"), invalid, &registry(), &env)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        errors,
+        "env.toml:3:11: environment variable `WINDOW` is not set (used as `${WINDOW}`)
+env.toml:8:11: sink `out`: `brokers`: broker 1 (`${BROKERS}`) has no port
+env.toml:9:10: environment variable `TOPIC` is not set (used as `${TOPIC}`)"
+    );
+    assert!(!errors.contains("s3cr3t"));
+}
+
+/// `load_str` reads the process environment.
+#[test]
+fn env_vars_come_from_the_process_environment() {
+    let name = "PROFPIPE_CONFIG_ERRORS_TEST_HOSTNAME";
+    std::env::set_var(name, "from-env");
+    let text = format!("[agent]\nhostname = \"${{{name}}}\"\n[sources.cpu]\ntype = \"perf\"\n[sinks.out]\ntype = \"file\"\ninputs = [\"cpu\"]\npath = \"/tmp/x\"\n");
+    let config = load_str(Path::new("env.toml"), &text, &registry()).unwrap();
+    assert_eq!(config.agent.hostname.as_deref(), Some("from-env"));
+    std::env::remove_var(name);
+    let errors = load_str(Path::new("env.toml"), &text, &registry()).unwrap_err();
+    assert_eq!(
+        errors.to_string(),
+        format!("env.toml:2:13: environment variable `{name}` is not set (used as `${{{name}}}`)")
+    );
 }

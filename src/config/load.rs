@@ -2,6 +2,8 @@
 //!
 //! 1. Parse with spans (`toml::de::DeTable`). Syntax errors stop the load: after
 //!    one, nothing else in the file is reliable. All of them are reported, though.
+//!    Then `${NAME}` in string values is replaced from the environment
+//!    (`env_vars.rs`), in both trees, before anything reads them.
 //! 2. Top-level keys, then `[agent]` and `[telemetry]` (`settings.rs`).
 //! 3. Each component (`component.rs`): its id, `type`, `inputs` and `buffer`, then
 //!    its kind's `parse` (given the table without those three keys) and, if that
@@ -23,6 +25,7 @@ use super::checks::{check_buffers_fit, check_ids};
 use super::component::read_section;
 use super::data_types;
 use super::declared::{Built, Declared};
+use super::env_vars;
 use super::errors::{ConfigError, ConfigErrors};
 use super::graph::{self, Node, Role};
 use super::pipeline::{Config, Registry, SinkEntry, SourceEntry, TransformEntry};
@@ -50,8 +53,19 @@ pub fn load_file(path: &Path, registry: &Registry) -> Result<Config, ConfigError
 /// Loads a config from text. `name` is only used in errors: a path, or a name such
 /// as `<embedded default>` for a config compiled into the binary.
 pub fn load_str(name: &Path, text: &str, registry: &Registry) -> Result<Config, ConfigErrors> {
+    load_str_with_env(name, text, registry, &|n| std::env::var(n))
+}
+
+/// [`load_str`] with `${NAME}` looked up by `env` instead of in the process
+/// environment (tests, or a caller with its own variables).
+pub fn load_str_with_env(
+    name: &Path,
+    text: &str,
+    registry: &Registry,
+    env: &dyn Fn(&str) -> Result<String, std::env::VarError>,
+) -> Result<Config, ConfigErrors> {
     let mut report = Report::new(name, text);
-    let (doc, syntax) = DeTable::parse_recoverable(text);
+    let (mut doc, syntax) = DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         report_syntax(&mut report, text, syntax);
         return Err(report.finish());
@@ -59,13 +73,15 @@ pub fn load_str(name: &Path, text: &str, registry: &Registry) -> Result<Config, 
     // The same text again, as plain values to hand to serde. It parsed with spans,
     // so it parses here too; should it not (a value toml::Value cannot hold), the
     // error still has a place.
-    let values: toml::Table = match toml::from_str(text) {
+    let mut values: toml::Table = match toml::from_str(text) {
         Ok(values) => values,
         Err(e) => {
             report.maybe_at(e.span(), format!("invalid TOML: {}", e.message()));
             return Err(report.finish());
         }
     };
+    let used = env_vars::substitute(&mut report, text, &mut doc, &mut values, env);
+    report.redact(used);
     let config = load(&mut report, registry, &doc, &values);
     match config {
         Some(config) if report.is_empty() => Ok(config),

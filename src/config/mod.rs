@@ -7,7 +7,7 @@
 //!
 //! One job per file: `load.rs` orchestrates; `report.rs` collects located problems;
 //! `settings.rs`, `component.rs`, `inputs.rs`, `buffer.rs` and `labels.rs` read
-//! tables; `retry.rs` reads a table to its last problem, `describe.rs` words each one and
+//! tables; `env_vars.rs` expands `${NAME}`; `retry.rs` reads a table to its last problem, `describe.rs` words each one and
 //! `serde_text.rs` holds the only reading of serde's message text; `checks.rs` and
 //! `graph.rs` check across tables; `suggest.rs` is "did you mean"; `pipeline.rs`
 //! holds what a load returns, and the registry it reads against.
@@ -19,6 +19,7 @@ mod component;
 mod data_types;
 mod declared;
 mod describe;
+mod env_vars;
 mod errors;
 mod graph;
 mod inputs;
@@ -39,5 +40,5 @@ mod tests;
 
 pub use agent::{AgentConfig, TelemetryConfig};
 pub use errors::{ConfigError, ConfigErrors};
-pub use load::{load_file, load_str};
+pub use load::{load_file, load_str, load_str_with_env};
 pub use pipeline::{Config, Registry, SinkEntry, SourceEntry, TransformEntry};

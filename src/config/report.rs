@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
 
+use super::env_vars::{redact, Used};
 use super::errors::{ConfigError, ConfigErrors};
 use super::locate::Lines;
 
@@ -14,6 +15,11 @@ pub(super) struct Report<'t> {
     file: &'t Path,
     lines: Lines<'t>,
     problems: Vec<(Option<Range<usize>>, String)>,
+    /// Values taken from the environment, never shown (see `env_vars.rs`).
+    secrets: Vec<Used>,
+    /// Values left as written because a `${NAME}` in them could not be replaced:
+    /// what later checks say about them follows from that problem, so is not said.
+    muted: Vec<Range<usize>>,
 }
 
 impl<'t> Report<'t> {
@@ -22,15 +28,32 @@ impl<'t> Report<'t> {
             file,
             lines: Lines::new(text),
             problems: Vec::new(),
+            secrets: Vec::new(),
+            muted: Vec::new(),
         }
     }
 
+    /// Keeps these values out of every message.
+    pub(super) fn redact(&mut self, used: Vec<Used>) {
+        self.secrets.extend(used);
+    }
+
     pub(super) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.problems.push((Some(span), message.into()));
+        self.maybe_at(Some(span), message);
     }
 
     pub(super) fn maybe_at(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+        if let Some(s) = &span {
+            if self.muted.iter().any(|m| m.contains(&s.start)) {
+                return;
+            }
+        }
         self.problems.push((span, message.into()));
+    }
+
+    /// Problems reported from now on within `span` are dropped.
+    pub(super) fn mute(&mut self, span: Range<usize>) {
+        self.muted.push(span);
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -54,7 +77,7 @@ impl<'t> Report<'t> {
                     file: self.file.to_path_buf(),
                     line,
                     column,
-                    message: one_line(&message),
+                    message: one_line(&redact(&message, &self.secrets)),
                 }
             })
             .collect();

@@ -248,7 +248,12 @@ mod tests {
             .collect();
         let mut out = BTreeMap::new();
         for sample in &p.sample {
-            let frames: Vec<&str> = sample.location_id.iter().rev().map(|id| names[id]).collect();
+            let frames: Vec<&str> = sample
+                .location_id
+                .iter()
+                .rev()
+                .map(|id| names[id])
+                .collect();
             *out.entry(frames.join(";")).or_default() += sample.value[0];
         }
         out

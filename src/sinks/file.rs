@@ -168,7 +168,9 @@ impl SinkConfig for FileSinkConfig {
         if self.sample_rate > MAX_SAMPLE_RATE {
             errors.push(FieldError::new(
                 &["sample_rate"],
-                format!("must be at most {MAX_SAMPLE_RATE} (Hz, perf's highest frequency); 0 = unknown"),
+                format!(
+                    "must be at most {MAX_SAMPLE_RATE} (Hz, perf's highest frequency); 0 = unknown"
+                ),
             ));
         }
         if self.retain_files == 0 {
