@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Bytes per profile and encode throughput of the shared encodings (json, collapsed,
+# pprof; none and gzip) for one realistic window, through `benches/encode.rs`
+# (criterion; `Encoder::parts` as the sinks call it).
+#
+# The window: by default a fresh 10 s system-wide capture of this machine,
+# `perf record -e cpu-clock -F 99 -a -g -- sleep 10` then `perf script -F +pid
+# --no-inline` (as root), folded as the default pipeline folds (kernel frames
+# marked, samples counted). MEASURE_RECORD=0 (or no perf / not root) uses the bundled
+# pipelines/captures/host-sample.perf.txt instead.
+#
+# Usage: scripts/measure-encodings.sh         (from the repository root)
+# Environment:
+#   MEASURE_RECORD    1 = record a capture (default), 0 = bundled capture
+#   MEASURE_SECONDS   recording length [10]
+#   MEASURE_QUICK     1 = criterion --quick (a rough figure in seconds, not minutes)
+# Prints the size table (Markdown) and criterion's throughput lines.
+set -euo pipefail
+
+record=${MEASURE_RECORD:-1}
+secs=${MEASURE_SECONDS:-10}
+work=$(mktemp -d /tmp/measure-encodings.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+capture=""
+if [ "$record" = 1 ] && command -v perf >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  echo "measure-encodings: recording ${secs}s with perf record -e cpu-clock -F 99 -a -g" >&2
+  perf record -q -e cpu-clock -F 99 -a -g -o "$work/perf.data" -- sleep "$secs" 2>/dev/null
+  perf script -F +pid --no-inline -i "$work/perf.data" >"$work/capture.perf.txt" 2>/dev/null
+  capture="$work/capture.perf.txt"
+else
+  echo "measure-encodings: using the bundled capture (MEASURE_RECORD=0, or no perf/root)" >&2
+fi
+
+args=(--noplot)
+[ "${MEASURE_QUICK:-0}" = 1 ] && args+=(--quick)
+PROFPIPE_BENCH_CAPTURE=${capture:-} cargo bench --quiet --bench encode -- "${args[@]}" 2>/dev/null \
+  | grep -E '^(encode:|\||encode/)|thrpt' || { echo "measure-encodings: bench failed" >&2; exit 1; }
