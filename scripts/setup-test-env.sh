@@ -67,8 +67,8 @@ if [ "${PROFPIPE_SKIP_SERVERS:-0}" != 1 ]; then
   bash "$(dirname "$0")/setup-servers.sh"
 fi
 
-# pprof-format: decodes pprof in Node, for the pprof decoder check (its script
-# and test are not merged yet; the install is cheap and pinned now).
+# pprof-format: decodes pprof in Node, for the pprof decoder check
+# (scripts/check-pprof.sh, run by tests/pprof_decoder.rs).
 if ! installed pprof-format "$PPROF_FORMAT_VERSION" || [ ! -d "$tools/node/node_modules/pprof-format" ]; then
   echo "setup: npm install pprof-format@$PPROF_FORMAT_VERSION"
   mkdir -p "$tools/node"

@@ -45,15 +45,16 @@ pub enum DecodeError {
 
 /// The window as gzip-compressed `profile.proto` bytes.
 ///
-/// Gzip at its fastest level, as Go's `runtime/pprof` writes profiles: deflate is
-/// most of the cost of an encode, and protobuf's varints and distinct strings gain
-/// little from harder work (about 6% fewer bytes at the default level, for over
-/// twice the time; BENCHMARKS.md).
+/// Gzip at the default level, like every other gzip of profpipe. Deflate is most
+/// of the cost of an encode; the fastest level (Go's `runtime/pprof` uses it) is
+/// several times faster but its output about a quarter larger (BENCHMARKS.md), and
+/// one window a minute costs milliseconds either way, while bytes go over the
+/// network and into storage.
 pub fn encode(input: &PprofInput<'_>) -> Vec<u8> {
     let bytes = prost::Message::encode_to_vec(&profile(input));
     let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity(bytes.len() / 2 + 64),
-        flate2::Compression::fast(),
+        Vec::with_capacity(bytes.len() / 3 + 64),
+        flate2::Compression::default(),
     );
     gz.write_all(&bytes).expect("writing to a Vec cannot fail");
     gz.finish().expect("writing to a Vec cannot fail")
