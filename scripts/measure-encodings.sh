@@ -40,4 +40,4 @@ fi
 args=(--noplot)
 [ "${MEASURE_QUICK:-0}" = 1 ] && args+=(--quick)
 PROFPIPE_BENCH_CAPTURE=${capture:-} cargo bench --quiet --bench encode -- "${args[@]}" 2>/dev/null \
-  | grep -E '^(encode:|\||encode/)|thrpt' || { echo "measure-encodings: bench failed" >&2; exit 1; }
+  | grep -E '^(encode:|\||encode/)|time:|thrpt' || { echo "measure-encodings: bench failed" >&2; exit 1; }
