@@ -15,7 +15,8 @@
 #   MEASURE_SECONDS   recording length [10]
 #   MEASURE_DIR       where the capture is kept and reused [/tmp/profpipe-encodings]
 #   MEASURE_QUICK     1 = criterion --quick (a rough figure in seconds, not minutes)
-# Prints the size table (Markdown) and criterion's throughput lines.
+# Prints the size table (Markdown) and criterion's time and throughput lines (not
+# its comparison with the previous run).
 set -euo pipefail
 
 record=${MEASURE_RECORD:-1}
@@ -40,4 +41,5 @@ fi
 args=(--noplot)
 [ "${MEASURE_QUICK:-0}" = 1 ] && args+=(--quick)
 PROFPIPE_BENCH_CAPTURE=${capture:-} cargo bench --quiet --bench encode -- "${args[@]}" 2>/dev/null \
-  | grep -E '^(encode:|\||encode/)|time:|thrpt' || { echo "measure-encodings: bench failed" >&2; exit 1; }
+  | grep -E '^(encode:|\||encode/)|time:|thrpt' | grep -v '%' \
+  || { echo "measure-encodings: bench failed" >&2; exit 1; }
