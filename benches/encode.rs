@@ -108,6 +108,7 @@ fn print_sizes(name: &str, w: &CompleteWindow) {
                     labels: &w.labels,
                     host: &w.host,
                     sample_rate_hz: 11,
+                    part: None,
                 });
                 let raw = prost::Message::encode_to_vec(&p);
                 // What the fastest gzip level would give (pprof uses the default).
@@ -158,6 +159,7 @@ fn bench_encode(c: &mut Criterion) {
         labels: &w.labels,
         host: &w.host,
         sample_rate_hz: 11,
+        part: None,
     };
     group.bench_function("pprof/protobuf-only", |b| {
         b.iter(|| prost::Message::encode_to_vec(&pprof::profile(&input)).len())

@@ -12,13 +12,15 @@
 //! `period = 1e9 / sample_rate_hz` (one sample stands for that much CPU time),
 //! `time_nanos` = window start, `duration_nanos` = window length, and comments
 //! `host=<host>` and `<name>=<value>` for every label of the window (labels of the
-//! whole profile have no other place in `profile.proto`). The string table starts
+//! whole profile have no other place in `profile.proto`); a part of a split window
+//! adds `profile_id=<id>` and `part=<index>/<count>`. The string table starts
 //! with `""` and holds each string once.
 
 use std::io::Write;
 
 use rustc_hash::FxHashMap;
 
+use super::profile_json::PartInfo;
 use crate::event::{LabelSet, Stack, Window};
 
 pub mod proto;
@@ -32,6 +34,9 @@ pub struct PprofInput<'a> {
     pub host: &'a str,
     /// The profilers' frequency; 0 if unknown.
     pub sample_rate_hz: u32,
+    /// Which part of a split window this is; said in the comments when there are
+    /// several, as the json and collapsed encodings say it in their headers.
+    pub part: Option<&'a PartInfo<'a>>,
 }
 
 /// Why bytes are not a pprof profile.
@@ -172,6 +177,10 @@ pub fn profile(input: &PprofInput<'_>) -> Profile {
     let mut comment = Vec::with_capacity(input.labels.len() + 1);
     let mut owned = vec![format!("host={}", input.host)];
     owned.extend(input.labels.iter().map(|(k, v)| format!("{k}={v}")));
+    if let Some(p) = input.part.filter(|p| p.count > 1) {
+        owned.push(format!("profile_id={}", p.profile_id));
+        owned.push(format!("part={}/{}", p.index, p.count));
+    }
     for text in owned {
         comment.push(match strings.index.get(text.as_str()) {
             Some(&i) => i,
@@ -234,6 +243,7 @@ mod tests {
             labels,
             host: "web-1",
             sample_rate_hz: hz,
+            part: None,
         }
     }
 

@@ -180,6 +180,7 @@ impl Encoder {
                 labels,
                 host,
                 sample_rate_hz: self.sample_rate_hz,
+                part: Some(part),
             }),
         }
     }
@@ -386,6 +387,35 @@ mod tests {
             (Some(2), Some(3))
         );
         assert_eq!(v["profile_id"], parts[0].profile_id.as_str());
+    }
+
+    #[test]
+    fn pprof_parts_say_which_part_they_are_in_comments() {
+        let w = window(100);
+        let limits = PartLimits {
+            max_bytes: usize::MAX,
+            max_stacks: 40,
+        };
+        let parts = encoder(Encoding::Pprof).parts(&w, limits, |b| b).unwrap();
+        assert_eq!(parts.len(), 3);
+        let p = pprof::decode(&parts[1].bytes).unwrap();
+        let comments: Vec<&str> = p
+            .comment
+            .iter()
+            .map(|&i| p.string_table[i as usize].as_str())
+            .collect();
+        assert!(comments.contains(&"part=1/3"), "{comments:?}");
+        let id = format!("profile_id={}", parts[0].profile_id);
+        assert!(comments.contains(&id.as_str()), "{comments:?}");
+        // A window in one part has no part comments.
+        let one = encoder(Encoding::Pprof)
+            .parts(&w, PartLimits::NONE, |b| b)
+            .unwrap();
+        let p = pprof::decode(&one[0].bytes).unwrap();
+        assert!(p
+            .comment
+            .iter()
+            .all(|&i| !p.string_table[i as usize].starts_with("part=")));
     }
 
     #[test]

@@ -418,6 +418,7 @@ fn render(
             labels: &w.labels,
             host: &w.host,
             sample_rate_hz: s.sample_rate,
+            part: None,
         })),
     }
 }
