@@ -160,12 +160,9 @@ impl AuthConfig {
         };
         errors.extend(self.secret().validate(&["auth"], names));
         match self {
-            AuthConfig::Basic { user, .. } if user.is_empty() || user.contains(':') => {
-                errors.push(FieldError::new(
-                    &["auth", "user"],
-                    "must be non-empty and hold no `:`",
-                ))
-            }
+            AuthConfig::Basic { user, .. } if user.is_empty() || user.contains(':') => errors.push(
+                FieldError::new(&["auth", "user"], "must be non-empty and hold no `:`"),
+            ),
             AuthConfig::ApiKey { header, .. } if HeaderName::try_from(header.as_str()).is_err() => {
                 errors.push(FieldError::new(
                     &["auth", "header"],
@@ -218,7 +215,9 @@ mod tests {
     }
 
     fn parse(s: &str) -> Result<AuthConfig, String> {
-        toml::from_str::<T>(s).map(|t| t.auth).map_err(|e| e.to_string())
+        toml::from_str::<T>(s)
+            .map(|t| t.auth)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -232,7 +231,10 @@ mod tests {
         let e = parse(r#"auth = { strategy = "oauth" }"#).unwrap_err();
         assert!(e.contains("oauth"), "{e}");
         let a = parse(r#"auth = { strategy = "basic", user = "u" }"#).unwrap();
-        assert_eq!(a.validate()[0].message, "give exactly one of `password_file` and `password_env`");
+        assert_eq!(
+            a.validate()[0].message,
+            "give exactly one of `password_file` and `password_env`"
+        );
     }
 
     #[test]
@@ -263,7 +265,10 @@ mod tests {
             password_file: None,
             password_env: Some("PROFPIPE_AUTH_TEST_PW".into()),
         };
-        assert_eq!(b.header().unwrap().1.to_str().unwrap(), "Basic dXNlcjpwdw==");
+        assert_eq!(
+            b.header().unwrap().1.to_str().unwrap(),
+            "Basic dXNlcjpwdw=="
+        );
 
         let missing = AuthConfig::Bearer {
             token_file: None,

@@ -182,12 +182,42 @@ impl HttpSinkConfig {
             }
         };
         let t = self.target;
-        only(&mut errors, "encoding", self.encoding.is_some() && t != Target::Generic, "generic");
-        only(&mut errors, "compression", self.compression.is_some() && t != Target::Generic, "generic");
-        only(&mut errors, "healthcheck_url", self.healthcheck_url.is_some() && t != Target::Generic, "generic");
-        only(&mut errors, "api_key", self.api_key.is_some() && t != Target::Gprofiler, "gprofiler");
-        only(&mut errors, "service_name", self.service_name.is_some() && t != Target::Gprofiler, "gprofiler");
-        only(&mut errors, "app_name", self.app_name.is_some() && t != Target::Pyroscope, "pyroscope");
+        only(
+            &mut errors,
+            "encoding",
+            self.encoding.is_some() && t != Target::Generic,
+            "generic",
+        );
+        only(
+            &mut errors,
+            "compression",
+            self.compression.is_some() && t != Target::Generic,
+            "generic",
+        );
+        only(
+            &mut errors,
+            "healthcheck_url",
+            self.healthcheck_url.is_some() && t != Target::Generic,
+            "generic",
+        );
+        only(
+            &mut errors,
+            "api_key",
+            self.api_key.is_some() && t != Target::Gprofiler,
+            "gprofiler",
+        );
+        only(
+            &mut errors,
+            "service_name",
+            self.service_name.is_some() && t != Target::Gprofiler,
+            "gprofiler",
+        );
+        only(
+            &mut errors,
+            "app_name",
+            self.app_name.is_some() && t != Target::Pyroscope,
+            "pyroscope",
+        );
         match (t, &self.api_key) {
             (Target::Gprofiler, None) => errors.push(FieldError::new(
                 &["api_key"],
@@ -203,22 +233,38 @@ impl HttpSinkConfig {
             errors.push(FieldError::new(&["sample_rate"], "must be at least 1 (Hz)"));
         }
         if self.ingestion_window.get().is_zero() {
-            errors.push(FieldError::new(&["ingestion_window"], "must be greater than zero"));
+            errors.push(FieldError::new(
+                &["ingestion_window"],
+                "must be greater than zero",
+            ));
         }
         if self.max_request_bytes.is_some_and(|b| b.get() < 1024) {
-            errors.push(FieldError::new(&["max_request_bytes"], "must be at least 1KiB"));
+            errors.push(FieldError::new(
+                &["max_request_bytes"],
+                "must be at least 1KiB",
+            ));
         }
         if self.max_request_stacks == Some(0) {
-            errors.push(FieldError::new(&["max_request_stacks"], "must be at least 1"));
+            errors.push(FieldError::new(
+                &["max_request_stacks"],
+                "must be at least 1",
+            ));
         }
-        if t == Target::Pyroscope && self.max_request_stacks.is_some_and(|n| n > PYROSCOPE_MAX_STACKS) {
+        if t == Target::Pyroscope
+            && self
+                .max_request_stacks
+                .is_some_and(|n| n > PYROSCOPE_MAX_STACKS)
+        {
             errors.push(FieldError::new(
                 &["max_request_stacks"],
                 format!("Pyroscope refuses more than {PYROSCOPE_MAX_STACKS} stacks per push by default; raise it only if the server's max_profile_stacktrace_samples is raised too"),
             ));
         }
         if self.max_pending_stacks == 0 {
-            errors.push(FieldError::new(&["max_pending_stacks"], "must be at least 1"));
+            errors.push(FieldError::new(
+                &["max_pending_stacks"],
+                "must be at least 1",
+            ));
         }
         errors.extend(self.request.validate());
         errors
@@ -251,10 +297,19 @@ mod tests {
 
     #[test]
     fn each_target_parses_with_its_keys() {
-        let c = parse("target = \"pyroscope\"\nendpoint = \"http://127.0.0.1:4040\"\napp_name = \"web\"").unwrap();
+        let c = parse(
+            "target = \"pyroscope\"\nendpoint = \"http://127.0.0.1:4040\"\napp_name = \"web\"",
+        )
+        .unwrap();
         assert!(c.validate().is_empty(), "{:?}", c.validate());
-        assert_eq!((c.max_request_stacks(), c.max_request_bytes()), (16_000, 4 << 20));
-        let c = parse("target = \"gprofiler\"\nendpoint = \"https://studio\"\napi_key = { env = \"K\" }").unwrap();
+        assert_eq!(
+            (c.max_request_stacks(), c.max_request_bytes()),
+            (16_000, 4 << 20)
+        );
+        let c = parse(
+            "target = \"gprofiler\"\nendpoint = \"https://studio\"\napi_key = { env = \"K\" }",
+        )
+        .unwrap();
         assert!(c.validate().is_empty(), "{:?}", c.validate());
         let c = parse("target = \"generic\"\nendpoint = \"http://h/p\"\nencoding = \"pprof\"\ncompression = \"gzip\"").unwrap();
         assert!(c.validate().is_empty());
@@ -266,7 +321,10 @@ mod tests {
     #[test]
     fn misplaced_and_bad_keys_are_named() {
         let c = parse("target = \"pyroscope\"\nendpoint = \"ftp://u:p@h\"\nencoding = \"json\"\napi_key = { env = \"K\" }\nmax_request_stacks = 20000").unwrap();
-        assert_eq!(paths(&c), ["endpoint", "encoding", "api_key", "max_request_stacks"]);
+        assert_eq!(
+            paths(&c),
+            ["endpoint", "encoding", "api_key", "max_request_stacks"]
+        );
         let c = parse("target = \"gprofiler\"\nendpoint = \"https://u:p@studio\"").unwrap();
         let errors = c.validate();
         assert!(errors[0].message.contains("use `auth`"), "{errors:?}");

@@ -25,7 +25,9 @@ impl Generic {
     /// Headers and body of each part.
     pub fn bodies(&self, w: &CompleteWindow) -> Result<Vec<(HeaderMap, Bytes)>, Oversized> {
         let compression = self.compression;
-        let parts = self.encoder.parts(w, self.limits, |b| compression.apply(b))?;
+        let parts = self
+            .encoder
+            .parts(w, self.limits, |b| compression.apply(b))?;
         Ok(parts
             .into_iter()
             .map(|p| {

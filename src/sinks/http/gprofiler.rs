@@ -185,7 +185,9 @@ mod tests {
 
     fn decode(body: &[u8]) -> Value {
         let mut text = String::new();
-        flate2::read::GzDecoder::new(body).read_to_string(&mut text).unwrap();
+        flate2::read::GzDecoder::new(body)
+            .read_to_string(&mut text)
+            .unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
@@ -201,7 +203,11 @@ mod tests {
         let profile = v["profile"].as_str().unwrap();
         assert!(profile.starts_with("# {"));
         assert_eq!(profile.lines().count(), 4);
-        assert!(profile.lines().nth(1).unwrap().starts_with("0;;comm;000000_"));
+        assert!(profile
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("0;;comm;000000_"));
         assert_eq!(decode(&ups[0].body(json!(77)))["gpid"], 77);
     }
 
@@ -215,7 +221,12 @@ mod tests {
         for u in &ups {
             let body = u.body(json!(u64::MAX));
             assert!(body.len() <= limit, "{} > {limit}", body.len());
-            lines += decode(&body)["profile"].as_str().unwrap().lines().skip(1).count();
+            lines += decode(&body)["profile"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .skip(1)
+                .count();
         }
         assert_eq!(lines, 20_000);
     }

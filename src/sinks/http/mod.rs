@@ -250,7 +250,13 @@ fn join(base: &Url, path: &str) -> Url {
 fn header_value(s: &str) -> HeaderValue {
     let clean: String = s
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     HeaderValue::from_str(&clean).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
@@ -359,7 +365,8 @@ impl WindowWriter for HttpWriter {
         let requests = match self.requests(&w) {
             Ok(r) => r,
             Err(refused) => {
-                self.metrics.discarded_many(refused.reason, w.events, w.bytes);
+                self.metrics
+                    .discarded_many(refused.reason, w.events, w.bytes);
                 finalizers.resolve(EventStatus::Rejected);
                 if self.warned.insert(refused.reason) {
                     tracing::warn!(

@@ -102,7 +102,13 @@ impl Pyroscope {
             .unwrap_or("profpipe");
         let mut app: String = app
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "_./-".contains(c) { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_./-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         if app.trim_matches('.').is_empty() {
             app = "profpipe".into();
@@ -133,7 +139,13 @@ impl Pyroscope {
 fn label_name(k: &str) -> String {
     let k: String = k
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     cut(&k, MAX_LABEL_NAME).to_string()
 }
@@ -141,7 +153,13 @@ fn label_name(k: &str) -> String {
 fn label_value(v: &str) -> String {
     let v: String = v
         .chars()
-        .map(|c| if matches!(c, ',' | '{' | '}' | '=') || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if matches!(c, ',' | '{' | '}' | '=') || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     cut(v.trim(), MAX_LABEL_VALUE).to_string()
 }
@@ -264,7 +282,9 @@ mod tests {
     }
 
     fn query(url: &Url) -> BTreeMap<String, String> {
-        url.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+        url.query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
     }
 
     #[test]
@@ -277,9 +297,22 @@ mod tests {
         let w = window(vec![Stack::new("a;b", 3)], labels);
         let p = target().pushes(&w);
         let q = query(&p.requests[0].0);
-        assert_eq!(q["name"], "my.shop/api_v2.cpu{env=prod_eu_,hostname=web-1,service=my.shop/api v2}");
-        assert_eq!((q["from"].as_str(), q["until"].as_str()), ("1700000000", "1700000061"));
-        assert_eq!((q["sampleRate"].as_str(), q["spyName"].as_str(), q["format"].as_str()), ("99", "profpipe", "folded"));
+        assert_eq!(
+            q["name"],
+            "my.shop/api_v2.cpu{env=prod_eu_,hostname=web-1,service=my.shop/api v2}"
+        );
+        assert_eq!(
+            (q["from"].as_str(), q["until"].as_str()),
+            ("1700000000", "1700000061")
+        );
+        assert_eq!(
+            (
+                q["sampleRate"].as_str(),
+                q["spyName"].as_str(),
+                q["format"].as_str()
+            ),
+            ("99", "profpipe", "folded")
+        );
         assert_eq!(p.requests[0].1, b"a;b 3\n");
         let mut t = target();
         t.app_name = Some("checkout".into());
@@ -288,26 +321,43 @@ mod tests {
 
     #[test]
     fn containers_merge_and_windows_split_by_stacks_and_bytes() {
-        let mut stacks: Vec<Stack> = (0..40_000).map(|i| Stack::new(format!("comm;f{i:05}"), 1)).collect();
+        let mut stacks: Vec<Stack> = (0..40_000)
+            .map(|i| Stack::new(format!("comm;f{i:05}"), 1))
+            .collect();
         let mut c = Stack::new("comm;f00000", 2);
         c.container = Some("db".into());
         stacks.push(c);
         let p = target().pushes(&window(stacks, LabelSet::default()));
-        let sizes: Vec<usize> = p.requests.iter().map(|r| r.1.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count()).collect();
+        let sizes: Vec<usize> = p
+            .requests
+            .iter()
+            .map(|r| r.1.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count())
+            .collect();
         assert_eq!(sizes, [16_000, 16_000, 8_000]);
         assert!(p.requests[0].1.starts_with(b"comm;f00000 3\n"));
         let mut t = target();
         t.max_bytes = 100_000;
-        let p = t.pushes(&window((0..40_000).map(|i| Stack::new(format!("comm;f{i:05}"), 1)).collect(), LabelSet::default()));
+        let p = t.pushes(&window(
+            (0..40_000)
+                .map(|i| Stack::new(format!("comm;f{i:05}"), 1))
+                .collect(),
+            LabelSet::default(),
+        ));
         assert!(p.requests.iter().all(|r| r.1.len() <= 100_000));
-        assert_eq!(p.requests.iter().map(|r| r.1.len()).sum::<usize>(), 40_000 * 14);
+        assert_eq!(
+            p.requests.iter().map(|r| r.1.len()).sum::<usize>(),
+            40_000 * 14
+        );
     }
 
     #[test]
     fn a_line_over_64k_keeps_its_root_and_says_so() {
         let frames: Vec<String> = (0..10_000).map(|i| format!("frame_{i:05}")).collect();
         let long = format!("comm;{}", frames.join(";"));
-        let w = window(vec![Stack::new(long, 7), Stack::new("comm;short", 1)], LabelSet::default());
+        let w = window(
+            vec![Stack::new(long, 7), Stack::new("comm;short", 1)],
+            LabelSet::default(),
+        );
         let p = target().pushes(&w);
         assert_eq!(p.truncated, 1);
         let body = String::from_utf8(p.requests[0].1.clone()).unwrap();
@@ -317,9 +367,16 @@ mod tests {
         let (stack, count) = first.rsplit_once(' ').unwrap();
         assert_eq!(count, "7");
         let kept = stack.split(';').count() - 1;
-        assert_eq!(stack.rsplit(';').next().unwrap(), format!("[truncated {} frames]", 10_001 - kept));
+        assert_eq!(
+            stack.rsplit(';').next().unwrap(),
+            format!("[truncated {} frames]", 10_001 - kept)
+        );
         assert_eq!(body.lines().nth(1), Some("comm;short 1"));
         let one = keep_root(&"x".repeat(100_000), 1000);
-        assert!(one.len() <= 1000 && one.ends_with(";[truncated 0 frames]"), "{}", one.len());
+        assert!(
+            one.len() <= 1000 && one.ends_with(";[truncated 0 frames]"),
+            "{}",
+            one.len()
+        );
     }
 }

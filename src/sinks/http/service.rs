@@ -87,7 +87,10 @@ impl HttpService {
         headers: &HeaderMap,
         body: Option<Bytes>,
     ) -> Result<(StatusCode, HeaderMap, Bytes), DeliveryError> {
-        let mut rb = self.client.request(method, url.clone()).headers(headers.clone());
+        let mut rb = self
+            .client
+            .request(method, url.clone())
+            .headers(headers.clone());
         for (name, value) in &self.auth {
             rb = rb.header(name, value);
         }
@@ -113,8 +116,9 @@ impl Service for HttpService {
                 Body::Bytes(b) => b.clone(),
                 Body::Gprofiler(u) => u.body(self.gpid.get()),
             };
-            let (status, headers, answer) =
-                self.send(Method::POST, &req.url, &req.headers, Some(body)).await?;
+            let (status, headers, answer) = self
+                .send(Method::POST, &req.url, &req.headers, Some(body))
+                .await?;
             classify(status, &headers, &answer)?;
             if let Body::Gprofiler(_) = req.body {
                 self.gpid.learn(&answer);
@@ -128,12 +132,16 @@ impl Service for HttpService {
             let Some(probe) = &self.probe else {
                 return Ok(());
             };
-            let (status, headers, answer) =
-                self.send(Method::GET, &probe.url, &probe.headers, None).await?;
+            let (status, headers, answer) = self
+                .send(Method::GET, &probe.url, &probe.headers, None)
+                .await?;
             classify(status, &headers, &answer).map_err(|e| match status.as_u16() {
                 401 | 403 => DeliveryError::permanent(
                     e.reason(),
-                    format!("{} refused our credentials ({status}); check `auth` / `api_key`", probe.url),
+                    format!(
+                        "{} refused our credentials ({status}); check `auth` / `api_key`",
+                        probe.url
+                    ),
                 ),
                 _ => e,
             })
@@ -237,13 +245,27 @@ mod tests {
         let none = HeaderMap::new();
         assert!(classify(StatusCode::OK, &none, b"").is_ok());
         assert!(classify(StatusCode::NO_CONTENT, &none, b"").is_ok());
-        for (code, reason) in [(408, "http_408"), (429, "http_429"), (503, "http_503"), (599, "http_5xx")] {
+        for (code, reason) in [
+            (408, "http_408"),
+            (429, "http_429"),
+            (503, "http_503"),
+            (599, "http_5xx"),
+        ] {
             let e = classify(StatusCode::from_u16(code).unwrap(), &none, b"busy").unwrap_err();
             assert!(e.is_retryable(), "{code}");
             assert_eq!(e.reason(), reason);
         }
-        for (code, reason) in [(400, "http_400"), (401, "http_401"), (411, "http_411"), (413, "http_413"), (422, "http_422"), (418, "http_4xx"), (302, "http_3xx")] {
-            let e = classify(StatusCode::from_u16(code).unwrap(), &none, b"{\"code\":3}").unwrap_err();
+        for (code, reason) in [
+            (400, "http_400"),
+            (401, "http_401"),
+            (411, "http_411"),
+            (413, "http_413"),
+            (422, "http_422"),
+            (418, "http_4xx"),
+            (302, "http_3xx"),
+        ] {
+            let e =
+                classify(StatusCode::from_u16(code).unwrap(), &none, b"{\"code\":3}").unwrap_err();
             assert!(!e.is_retryable(), "{code}");
             assert_eq!(e.reason(), reason);
         }
@@ -254,15 +276,24 @@ mod tests {
     #[test]
     fn retry_after_takes_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
-        assert_eq!(retry_after(&with_retry_after("7"), now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&with_retry_after("7"), now),
+            Some(Duration::from_secs(7))
+        );
         // 2015-10-21T07:28:00Z is 1445412480.
         let h = with_retry_after("Wed, 21 Oct 2015 07:28:30 GMT");
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
         let h = with_retry_after("Wed, 21 Oct 2015 07:27:00 GMT");
-        assert_eq!(retry_after(&h, now), Some(Duration::ZERO), "a past date: now");
+        assert_eq!(
+            retry_after(&h, now),
+            Some(Duration::ZERO),
+            "a past date: now"
+        );
         assert_eq!(retry_after(&with_retry_after("soon"), now), None);
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
         let e = classify(StatusCode::TOO_MANY_REQUESTS, &with_retry_after("3"), b"").unwrap_err();
-        assert!(matches!(e, DeliveryError::Retryable { retry_after: Some(d), .. } if d == Duration::from_secs(3)));
+        assert!(
+            matches!(e, DeliveryError::Retryable { retry_after: Some(d), .. } if d == Duration::from_secs(3))
+        );
     }
 }
