@@ -216,7 +216,11 @@ impl Harness {
 
     /// One window ending now + `i` ms, holding `stacks`, closed by its watermark.
     async fn window(&self, i: u64, stacks: Vec<Stack>) {
-        let end = profpipe::window_clock::now_ms() + i;
+        self.window_ending(profpipe::window_clock::now_ms() + i, stacks)
+            .await
+    }
+
+    async fn window_ending(&self, end: u64, stacks: Vec<Stack>) {
         let profile = Profile {
             finalizers: Default::default(),
             window: Window::new(end - 1000, end),
@@ -607,4 +611,57 @@ async fn tls_with_a_custom_ca() {
     assert_eq!(m.sent_events(), 1);
     let got = &r.accepted()[0];
     assert_eq!(got.stacks.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_older_than_the_ingestion_window_is_dropped_and_counted() {
+    let r = Receiver::start(Personality::Pyroscope, None).await;
+    let h = Harness::start(&format!(
+        "target = \"pyroscope\"\nendpoint = {:?}\ningestion_window = \"1h\"",
+        r.url()
+    ));
+    let two_hours_ago = profpipe::window_clock::now_ms() - 2 * 3600 * 1000;
+    h.window_ending(two_hours_ago, stacks(3, "old")).await;
+    h.window(0, stacks(3, "new")).await;
+    let m = h.finish().await;
+    assert_eq!(r.answered(400), 0, "the old window was not sent");
+    assert_eq!(r.accepted().len(), 1);
+    assert!(r.accepted()[0].stacks[0].0.contains("new_"));
+    assert_eq!(m.discarded_count("too_old"), 1);
+    assert_eq!(m.sent_events(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gprofiler_uploads_are_split_under_the_compressed_limit() {
+    std::env::set_var("PROFPIPE_TEST_PS_KEY3", "k3");
+    let r = Receiver::start(Personality::Studio, Some("k3")).await;
+    let limit = 256 * 1024;
+    let h = Harness::start(&format!(
+        "target = \"gprofiler\"\nendpoint = {:?}\napi_key = {{ env = \"PROFPIPE_TEST_PS_KEY3\" }}\nmax_request_bytes = \"256KiB\"\n{}",
+        r.url(),
+        fast_retries()
+    ));
+    // Random frames, so gzip cannot shrink the window under the limit.
+    let mut rng = fastrand::Rng::with_seed(9);
+    let all: Vec<Stack> = (0..30_000)
+        .map(|i| {
+            let f: String = (0..40).map(|_| rng.alphanumeric()).collect();
+            Stack::new(format!("comm;{i:06}_{f}"), 1)
+        })
+        .collect();
+    h.window(0, all.clone()).await;
+    let m = h.finish().await;
+    let accepted = r.accepted();
+    assert!(accepted.len() > 1, "not split");
+    assert!(accepted.iter().all(|a| a.wire_bytes <= limit));
+    let mut got: Vec<(String, u64)> = accepted.into_iter().flat_map(|a| a.stacks).collect();
+    got.sort();
+    let want = sorted(
+        all.into_iter()
+            .map(|s| (s.frames.to_string(), s.count))
+            .collect(),
+    );
+    assert_eq!(got, want);
+    assert_eq!(m.sent_events(), 1);
+    assert_eq!(r.answered(413), 0);
 }

@@ -76,6 +76,9 @@ pub struct Upload {
     fields: Value,
     /// Compressed size when it was cut (with gpid `""`).
     compressed: usize,
+    /// The last body built and its gpid: retries with an unchanged gpid reuse it
+    /// instead of compressing again.
+    cache: Mutex<(Value, bytes::Bytes)>,
 }
 
 impl Upload {
@@ -87,24 +90,32 @@ impl Upload {
             "profile": profile,
             "spawn_time": spawn_time,
         });
-        let mut u = Upload {
+        let body = encode(&fields, json!(""));
+        Upload {
             fields,
-            compressed: 0,
-        };
-        u.compressed = u.body(json!("")).len();
-        u
+            compressed: body.len(),
+            cache: Mutex::new((json!(""), body)),
+        }
     }
 
     /// The gzip JSON body with `gpid`.
     pub fn body(&self, gpid: Value) -> bytes::Bytes {
-        let mut doc = self.fields.clone();
-        doc["gpid"] = gpid;
-        gzip(&serde_json::to_vec(&doc).expect("a JSON value serialises")).into()
+        let mut cache = self.cache.lock().expect("upload cache lock");
+        if cache.0 != gpid {
+            *cache = (gpid.clone(), encode(&self.fields, gpid));
+        }
+        cache.1.clone()
     }
 
     pub fn compressed_len(&self) -> usize {
         self.compressed
     }
+}
+
+fn encode(fields: &Value, gpid: Value) -> bytes::Bytes {
+    let mut doc = fields.clone();
+    doc["gpid"] = gpid;
+    gzip(&serde_json::to_vec(&doc).expect("a JSON value serialises")).into()
 }
 
 /// The uploads of one window, each within `max_bytes` compressed.

@@ -40,15 +40,6 @@ pub enum Body {
     Gprofiler(Upload),
 }
 
-impl Body {
-    pub fn len(&self) -> usize {
-        match self {
-            Body::Bytes(b) => b.len(),
-            Body::Gprofiler(u) => u.compressed_len(),
-        }
-    }
-}
-
 /// What the healthcheck fetches.
 #[derive(Debug)]
 pub struct Probe {
@@ -189,11 +180,13 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<
     Err(match code {
         408 => retryable("http_408"),
         429 => retryable("http_429"),
-        500 => retryable("http_500"),
-        502 => retryable("http_502"),
-        503 => retryable("http_503"),
-        504 => retryable("http_504"),
-        500..=599 => retryable("http_5xx"),
+        500..=599 => retryable(match code {
+            500 => "http_500",
+            502 => "http_502",
+            503 => "http_503",
+            504 => "http_504",
+            _ => "http_5xx",
+        }),
         400..=499 => DeliveryError::permanent(
             match code {
                 400 => "http_400",
