@@ -26,7 +26,6 @@ use std::sync::Mutex;
 use serde_json::{json, Value};
 
 use crate::event::Window;
-use crate::formats::profile_json::PartInfo;
 use crate::formats::timestamp::iso8601;
 use crate::sinks::encoding::{gzip, Encoder, Encoding, Oversized, PartLimits};
 use crate::sinks::pending::CompleteWindow;
@@ -129,10 +128,17 @@ pub fn uploads(
         sample_rate_hz: 0,
     };
     let limit = max_bytes.saturating_sub(GPID_ROOM).max(1);
+    // Every document measured, in order: the last round of `parts` is the one
+    // kept, so its uploads are the last `parts.len()` measured (no second gzip).
+    let measured = std::cell::RefCell::new(Vec::new());
     let measure = |profile: Vec<u8>| {
-        let profile = String::from_utf8_lossy(&profile).into_owned();
+        let profile = String::from_utf8(profile)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
         let doc = Upload::new(w, spawn_time, profile);
-        vec![0u8; doc.compressed]
+        // Only the length is looked at.
+        let size = vec![0u8; doc.compressed];
+        measured.borrow_mut().push(doc);
+        size
     };
     let parts = encoder.parts(
         w,
@@ -142,26 +148,9 @@ pub fn uploads(
         },
         measure,
     )?;
-    // The parts are consecutive runs of the window's stacks: encode each again
-    // (its size was only measured) and keep it.
-    let mut start = 0;
-    let mut out = Vec::with_capacity(parts.len());
-    for p in &parts {
-        let stacks = &w.stacks[start..start + p.stacks];
-        start += p.stacks;
-        let info = PartInfo {
-            profile_id: &p.profile_id,
-            index: p.index,
-            count: p.count,
-        };
-        let text = encoder.encode(&w.host, w.window, &w.labels, stacks, &info);
-        out.push(Upload::new(
-            w,
-            spawn_time,
-            String::from_utf8_lossy(&text).into_owned(),
-        ));
-    }
-    Ok(out)
+    let mut measured = measured.into_inner();
+    let first = measured.len() - parts.len();
+    Ok(measured.split_off(first))
 }
 
 /// `timestamp` of the query: the window's end, as gProfiler sends its upload time.
