@@ -125,7 +125,14 @@ impl Service for HttpService {
             };
             let (status, headers, answer) = self
                 .send(Method::GET, &probe.url, &probe.headers, None)
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    // Which server could not be reached, for the start-up error.
+                    DeliveryError::Retryable {
+                        reason, message, ..
+                    } => DeliveryError::retryable(reason, format!("{}: {message}", probe.url)),
+                    other => other,
+                })?;
             classify(status, &headers, &answer).map_err(|e| match status.as_u16() {
                 401 | 403 => DeliveryError::permanent(
                     e.reason(),
