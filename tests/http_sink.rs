@@ -665,3 +665,100 @@ async fn gprofiler_uploads_are_split_under_the_compressed_limit() {
     assert_eq!(m.sent_events(), 1);
     assert_eq!(r.answered(413), 0);
 }
+
+/// Sends raw HTTP/1.1 `head` (and `body`) and returns the answer's status.
+async fn raw_status(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]).to_string();
+    line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// The receiver refuses what the real servers refuse, so the tests above prove
+/// the sink avoids it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_receiver_is_as_strict_as_the_servers() {
+    let studio = Receiver::start(Personality::Studio, Some("key")).await;
+    let ok_headers =
+        "GPROFILER-API-KEY: key\r\nGPROFILER-SERVICE-NAME: s\r\nContent-Encoding: gzip\r\n";
+    let chunked = format!("POST /api/v2/profiles HTTP/1.1\r\nHost: x\r\n{ok_headers}Transfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(raw_status(studio.addr, &chunked, b"0\r\n\r\n").await, 411);
+    let big = format!(
+        "POST /api/v2/profiles HTTP/1.1\r\nHost: x\r\n{ok_headers}Content-Length: {}\r\n\r\n",
+        5 << 20
+    );
+    assert_eq!(raw_status(studio.addr, &big, b"").await, 413);
+    let post = |doc: serde_json::Value, key: &'static str| {
+        let body = profpipe::sinks::encoding::gzip(doc.to_string().as_bytes());
+        let head = format!(
+            "POST /api/v2/profiles HTTP/1.1\r\nHost: x\r\nGPROFILER-API-KEY: {key}\r\nGPROFILER-SERVICE-NAME: s\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        (head, body)
+    };
+    let good = serde_json::json!({"start_time": "t", "profile": "# {}\n0;;a;b 1\n", "gpid": ""});
+    let (h, b) = post(good.clone(), "key");
+    assert_eq!(raw_status(studio.addr, &h, &b).await, 200);
+    let (h, b) = post(good.clone(), "bad");
+    assert_eq!(
+        raw_status(studio.addr, &h, &b).await,
+        400,
+        "a bad key is 400, not 401"
+    );
+    let (h, b) = post(
+        serde_json::json!({"start_time": "t", "profile": "# {}\n"}),
+        "key",
+    );
+    assert_eq!(raw_status(studio.addr, &h, &b).await, 422, "a missing gpid");
+    let (h, b) = post(
+        serde_json::json!({"start_time": "t", "profile": "a;b 1\n", "gpid": ""}),
+        "key",
+    );
+    assert_eq!(
+        raw_status(studio.addr, &h, &b).await,
+        400,
+        "no metadata line"
+    );
+
+    let pyro = Receiver::start(Personality::Pyroscope, None).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ingest = |name: &str, from: u64, body: &'static str| {
+        (
+            format!(
+                "POST /ingest?name={name}&from={from}&until={} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                from + 10,
+                body.len()
+            ),
+            body,
+        )
+    };
+    let (h, b) = ingest("app.cpu%7Benv%3Dprod%7D", now, "a;b 1\n");
+    assert_eq!(raw_status(pyro.addr, &h, b.as_bytes()).await, 200);
+    let (h, b) = ingest("my.service", now, "a;b 1\n");
+    assert_eq!(
+        raw_status(pyro.addr, &h, b.as_bytes()).await,
+        400,
+        "unknown profile type"
+    );
+    let (h, b) = ingest("app.cpu", now, "a;b x\n");
+    assert_eq!(
+        raw_status(pyro.addr, &h, b.as_bytes()).await,
+        422,
+        "bad count"
+    );
+    let (h, b) = ingest("app.cpu", now - 7200, "a;b 1\n");
+    assert_eq!(
+        raw_status(pyro.addr, &h, b.as_bytes()).await,
+        400,
+        "not in the ingestion window"
+    );
+    assert_eq!(pyro.accepted().len(), 1);
+    assert_eq!(pyro.accepted()[0].query["name"], "app.cpu{env=prod}");
+}
