@@ -7,6 +7,8 @@
 //! - [`events`]: picking profiles, watermarks and diagnostics out of collected events.
 //! - [`context`]: component contexts and edges for driving one component by hand.
 //! - [`run`]: building, starting and running topologies.
+//! - [`receiver`]: a strict HTTP receiver answering as Pyroscope and Performance
+//!   Studio do, for the `http` sink.
 //! - [`proc`]: processes of the host: /proc reading, kill-on-drop children, waiting
 //!   for a process to exec or die, counting descriptors and zombies.
 //! - [`wait`]: polling a condition with a deadline, for the cases where a real
@@ -18,6 +20,7 @@ pub mod collect;
 pub mod context;
 pub mod events;
 pub mod proc;
+pub mod receiver;
 pub mod run;
 pub mod wait;
 
