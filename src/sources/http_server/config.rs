@@ -61,7 +61,7 @@ impl Default for HttpServerConfig {
             address: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
             max_body_size: ByteSize::mib(16),
             max_decompressed_size: ByteSize::mib(64),
-            max_concurrent_requests: 64,
+            max_concurrent_requests: 16,
             // Below the 10 s remote_timeout of Grafana Alloy's pyroscope.write, so
             // the client hears our answer rather than its own timeout.
             ack_timeout: DurationStr::from_secs(8),
