@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::collect::Collect;
 use common::run;
+use profpipe::buffer::{BufferConfig, WhenFull};
 use profpipe::config::{AgentConfig, Config};
 use profpipe::formats::timestamp::file_stamp;
 use profpipe::sinks::file::{FileFormat, FileSinkConfig};
@@ -51,9 +52,19 @@ struct Gateway {
 
 impl Gateway {
     fn start(source: HttpServerConfig, sink: Box<dyn profpipe::component::SinkConfig>) -> Gateway {
+        Gateway::start_with_buffer(source, sink, BufferConfig::default())
+    }
+
+    /// [`Gateway::start`] with the sink's input buffer configured.
+    fn start_with_buffer(
+        source: HttpServerConfig,
+        sink: Box<dyn profpipe::component::SinkConfig>,
+        buffer: BufferConfig,
+    ) -> Gateway {
         let address = free_address();
         let source = HttpServerConfig { address, ..source };
-        let mut sink_entry = run::sink("out", "file", &["gateway"], Collect::new());
+        let mut sink_entry =
+            run::sink_with_buffer("out", "file", &["gateway"], buffer, Collect::new());
         sink_entry.config = sink;
         let config: Config = run::config(
             AgentConfig::default(),
@@ -426,4 +437,37 @@ async fn shutdown_refuses_new_connections_and_lets_requests_in_flight_finish() {
         .unwrap()
         .unwrap();
     assert!(outcome.is_clean(), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_a_sink_refuses_for_good_is_answered_422() {
+    // A stalled sink behind a `drop_newest` buffer that one push fills: the next push
+    // is dropped by policy, its tokens resolved Rejected.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let gw = Gateway::start_with_buffer(
+        HttpServerConfig {
+            ack_timeout: DurationStr::from_secs(60),
+            ..HttpServerConfig::default()
+        },
+        Box::new(Collect::gated(gate)),
+        BufferConfig {
+            max_bytes: ByteSize(64),
+            when_full: WhenFull::DropNewest,
+        },
+    );
+    let q = format!("name=app&from={FROM}&until={UNTIL}");
+    let url = gw.url.clone();
+    let q1 = q.clone();
+    let first = tokio::spawn(async move { ingest(&url, &q1, "a 1\n").await.status() });
+    let sink = gw.telemetry.component("out", "sink", "file");
+    common::wait::until_async("the first push is buffered", Duration::from_secs(30), || {
+        sink.received_events() == 1
+    })
+    .await;
+    let r = ingest(&gw.url, &q, "b 1\n").await;
+    assert_eq!(r.status(), 422);
+    assert!(error_message(r).await.contains("refused the data for good"));
+    open.send(true).unwrap();
+    assert_eq!(first.await.unwrap(), 200);
+    assert!(gw.stop().await.is_clean());
 }
