@@ -460,9 +460,11 @@ async fn data_a_sink_refuses_for_good_is_answered_422() {
     let q1 = q.clone();
     let first = tokio::spawn(async move { ingest(&url, &q1, "a 1\n").await.status() });
     let sink = gw.telemetry.component("out", "sink", "file");
-    common::wait::until_async("the first push is buffered", Duration::from_secs(30), || {
-        sink.received_events() == 1
-    })
+    common::wait::until_async(
+        "the first push is buffered",
+        Duration::from_secs(30),
+        || sink.received_events() == 1,
+    )
     .await;
     let r = ingest(&gw.url, &q, "b 1\n").await;
     assert_eq!(r.status(), 422);
