@@ -14,11 +14,14 @@ cd "$(dirname "$0")/.."
 secs=${1:?SECS}; clients=${2:?CLIENTS}; lines=${3:?LINES}
 sink=${SINK:-file}
 target=${CARGO_TARGET_DIR:-target}
+bin=${PROFPIPE_BIN:-$target/release/profpipe}
+push=$target/release/examples/http_push
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
-cargo build --release --quiet --bin profpipe --example http_push
+# Built when missing (as measure-lib.sh does); rebuild by hand after changes.
+[ -x "$bin" ] && [ -x "$push" ] || cargo build --release --quiet --bin profpipe --example http_push
 out=$(mktemp -d)
 pid=
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$out"' EXIT
+trap '[ -n "$pid" ] && kill $(ps -o pid= --ppid "$pid") 2>/dev/null; rm -rf "$out"' EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 {
   printf '[agent]\nstate_dir = "%s/state"\nmemory_limit = "256MiB"\n\n' "$out"
@@ -29,15 +32,17 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
     printf '[sinks.out]\ntype = "console"\ninputs = ["gateway"]\n'
   fi
 } > "$out/pipeline.toml"
-/usr/bin/time -v "$target/release/profpipe" --log warn run --config "$out/pipeline.toml" \
+/usr/bin/time -v "$bin" --log warn run --config "$out/pipeline.toml" \
   > /dev/null 2> "$out/time.txt" &
 pid=$!
 for _ in $(seq 100); do
   curl -sf "http://127.0.0.1:$port/ready" >/dev/null && break
   sleep 0.1
 done
-result=$("$target/release/examples/http_push" "http://127.0.0.1:$port" "$secs" "$clients" "$lines")
-kill -INT "$pid"; wait "$pid" || true; pid=
+result=$("$push" "http://127.0.0.1:$port" "$secs" "$clients" "$lines")
+# GNU time ignores SIGINT: signal the agent itself, its one child.
+agent=$(ps -o pid= --ppid "$pid" | tr -d ' ')
+kill -INT "$agent"; wait "$pid" || true; pid=
 rss_kb=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$out/time.txt")
 eval "$(echo "$result" | tr ' ' '\n' | sed 's/^/r_/')"
 printf '| sink | clients | lines/push | body KiB | requests | errors | req/s | MB/s | peak RSS MiB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
