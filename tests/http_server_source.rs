@@ -473,3 +473,36 @@ async fn data_a_sink_refuses_for_good_is_answered_422() {
     assert_eq!(first.await.unwrap(), 200);
     assert!(gw.stop().await.is_clean());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_over_the_limit_is_cut_off_with_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(
+        HttpServerConfig {
+            max_body_size: ByteSize(1024),
+            ..HttpServerConfig::default()
+        },
+        Box::new(folded_sink(tmp.path())),
+    );
+    // No Content-Length: the limit is found while streaming.
+    let address = gw.url.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /ingest?name=app&from={FROM}&until={UNTIL} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let chunk = format!("400\r\n{}\r\n", "a".repeat(0x400));
+    for _ in 0..2 {
+        if s.write_all(chunk.as_bytes()).await.is_err() {
+            break; // the server may stop reading once it has answered
+        }
+    }
+    let _ = s.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("max_body_size"), "{answer}");
+    assert!(gw.stop().await.is_clean());
+}
