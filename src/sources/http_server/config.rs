@@ -166,4 +166,20 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_token_written_in_the_config_is_refused() {
+        let table: toml::Value = toml::from_str(
+            "address = \"0.0.0.0:4040\"\nauth = { token = \"s3cret\" }\nmax_body_size = \"1MiB\"",
+        )
+        .unwrap();
+        let errors = crate::component::parse_table::<HttpServerConfig>(table).unwrap_err();
+        let paths: Vec<String> = errors.iter().map(|e| e.path.join(".")).collect();
+        assert!(paths.contains(&"auth.token".to_string()), "{errors:?}");
+        let ok: toml::Value =
+            toml::from_str("address = \"0.0.0.0:4040\"\nauth = { token_env = \"T\" }").unwrap();
+        let c = crate::component::parse_table::<HttpServerConfig>(ok).unwrap();
+        assert!(c.check().is_empty());
+        assert_eq!(c.address.port(), 4040);
+    }
 }
