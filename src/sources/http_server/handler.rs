@@ -41,7 +41,7 @@ pub struct Shared {
     pub token: Option<Token>,
     /// One permit per request being handled (`max_concurrent_requests`).
     pub requests: Arc<Semaphore>,
-    /// To the emitter; bounded by `max_concurrent_requests`.
+    /// To the emitter; bounded by [`JOB_QUEUE`](super::server::JOB_QUEUE).
     pub jobs: mpsc::Sender<Job>,
     pub metrics: ComponentMetrics,
     pub gpids: Arc<Gpids>,

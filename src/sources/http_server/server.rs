@@ -42,6 +42,11 @@ pub const WATERMARK_TICK: Duration = Duration::from_secs(1);
 /// are closed at once and counted as `connection_limit`.
 pub const MAX_CONNECTIONS: usize = 1024;
 
+/// Parsed requests queued for the emitter. Small: the emitter sends one at a time,
+/// and a request that gave up waiting (503) leaves its data queued, so this bounds
+/// what such requests hold.
+pub const JOB_QUEUE: usize = 4;
+
 pub fn run(
     config: HttpServerConfig,
     token: Option<Token>,
@@ -49,7 +54,7 @@ pub fn run(
     cx: SourceContext,
 ) -> Task {
     let SourceContext { cx, out } = cx;
-    let (jobs_tx, jobs_rx) = mpsc::channel(config.max_concurrent_requests);
+    let (jobs_tx, jobs_rx) = mpsc::channel(JOB_QUEUE);
     let shared = Arc::new(Shared {
         id: cx.id.clone(),
         requests: Arc::new(Semaphore::new(config.max_concurrent_requests)),
