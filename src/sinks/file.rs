@@ -13,7 +13,10 @@
 //! ```
 //!
 //! For each window: `profile_<end>.col` / `.folded` / `.svg` / `.pb.gz`, `<end>` being the
-//! window's end in ISO 8601 basic format (`20231203T163100.000Z`, no `:`). Each file
+//! window's end in ISO 8601 basic format (`20231203T163100.000Z`, no `:`); windows
+//! of another host than the agent's own (pushed to an `http_server` source) are
+//! `profile_<end>_<host>.<ext>`, so two hosts' windows with the same end never
+//! collide (the host with every byte outside `[A-Za-z0-9._-]` made `_`). Each file
 //! is written to a hidden temporary file, synced and renamed into place; then
 //! `last_profile.<ext>` is atomically re-pointed at it, then the oldest `profile_*`
 //! files beyond `retain_files` (per format) or `retain_bytes` (all formats together)
@@ -206,6 +209,7 @@ impl SinkConfig for FileSinkConfig {
             formats: self.formats.clone(),
             sample_rate: self.sample_rate,
             title,
+            own_host: cx.host.clone(),
             retain_files: self.retain_files.max(1),
             retain_bytes: self.retain_bytes.get(),
         });
@@ -260,6 +264,8 @@ struct Settings {
     formats: Vec<FileFormat>,
     sample_rate: u32,
     title: String,
+    /// The agent's host: its windows' names carry no host.
+    own_host: Arc<str>,
     retain_files: usize,
     retain_bytes: u64,
 }
@@ -341,7 +347,7 @@ impl WindowWriter for FileWriter {
 /// Writes every format of one window, relinks and applies retention. Blocking.
 fn write_window(s: &Settings, w: &CompleteWindow, relink: bool) -> Outcome {
     let mut out = Outcome::default();
-    let stamp = file_stamp(w.window.end_ms);
+    let stamp = file_name_stem(w, &s.own_host);
     for &format in &s.formats {
         let ext = format.extension();
         let name = match unused_name(&s.dir, &stamp, ext) {
@@ -421,6 +427,27 @@ fn render(
             part: None,
         })),
     }
+}
+
+/// The window's end stamp, then `_<host>` when the host is not the agent's own.
+/// The stamp comes first and is fixed-width, so names still sort by time.
+fn file_name_stem(w: &CompleteWindow, own_host: &str) -> String {
+    let stamp = file_stamp(w.window.end_ms);
+    if *w.host == *own_host || w.host.is_empty() {
+        return stamp;
+    }
+    let host: String = w
+        .host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{stamp}_{host}")
 }
 
 /// `profile_<stamp>.<ext>`, or `profile_<stamp>~N.<ext>` when a window with the same

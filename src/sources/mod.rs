@@ -1,6 +1,7 @@
 //! Sources: where events come from.
 
 pub mod file;
+pub mod http_server;
 pub mod live;
 pub mod perf;
 pub mod py_spy;
@@ -13,6 +14,7 @@ use crate::component::{Kind, SourceConfig};
 
 pub static KINDS: &[Kind<dyn SourceConfig>] = &[
     Kind::source::<file::FileSourceConfig>("file"),
+    Kind::source::<http_server::HttpServerConfig>("http_server"),
     Kind::source::<perf::PerfSourceConfig>("perf"),
     Kind::source::<py_spy::PySpyConfig>("py_spy"),
     Kind::source::<pyperf::PyPerfSourceConfig>("pyperf"),

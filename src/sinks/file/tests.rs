@@ -424,6 +424,33 @@ async fn late_profiles_do_not_overwrite_written_windows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_of_pushing_hosts_with_the_same_end_do_not_collide() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let h = Harness::start(&folded_only(&dir), &["gw"]);
+    let end = T0 + MIN;
+    let on = |host: &str, frames: &'static str| {
+        let mut e = profile("gw", end, &[(frames, None, 1)]);
+        if let Event::Profile(p) = &mut e {
+            p.labels.host = host.into();
+        }
+        e
+    };
+    h.send(on("host-1", "own")).await;
+    h.send(on("web 2/a", "other")).await;
+    h.send(watermark("gw", end)).await;
+    h.finish().await;
+    let own = format!("profile_{}.folded", stamp(end));
+    let other = format!("profile_{}_web_2_a.folded", stamp(end));
+    assert_eq!(
+        profiles_with_ext(&dir, "folded"),
+        vec![own.clone(), other.clone()]
+    );
+    assert_eq!(fs::read_to_string(dir.join(own)).unwrap(), "own 1\n");
+    assert_eq!(fs::read_to_string(dir.join(other)).unwrap(), "other 1\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_failures_are_counted_and_do_not_stop_the_sink() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("gone");
