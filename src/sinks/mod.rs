@@ -7,6 +7,7 @@ pub mod driver;
 pub mod encoding;
 pub mod file;
 pub mod pending;
+pub mod s3;
 pub mod template;
 #[cfg(test)]
 mod test_context;
@@ -14,4 +15,5 @@ mod test_context;
 pub static KINDS: &[Kind<dyn SinkConfig>] = &[
     Kind::sink::<console::ConsoleSinkConfig>("console"),
     Kind::sink::<file::FileSinkConfig>("file"),
+    Kind::sink::<s3::S3SinkConfig>("s3"),
 ];
