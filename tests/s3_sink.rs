@@ -75,7 +75,10 @@ fn split_capture(n: usize, dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let text =
         std::fs::read_to_string(common::repo().join("pipelines/captures/host-sample.perf.txt"))
             .unwrap();
-    let records: Vec<&str> = text.split("\n\n").filter(|r| !r.trim().is_empty()).collect();
+    let records: Vec<&str> = text
+        .split("\n\n")
+        .filter(|r| !r.trim().is_empty())
+        .collect();
     let per = records.len().div_ceil(n);
     records
         .chunks(per)
@@ -147,15 +150,32 @@ inputs = ["fold"]
         String::from_utf8_lossy(&out.stderr)
     );
     let objects = s3::objects(&server.client(BUCKET)).await;
-    assert_eq!(objects.len(), N, "{:?}", objects.iter().map(|o| &o.0).collect::<Vec<_>>());
+    assert_eq!(
+        objects.len(),
+        N,
+        "{:?}",
+        objects.iter().map(|o| &o.0).collect::<Vec<_>>()
+    );
     for ((key, body), part) in objects.iter().zip(&parts) {
-        assert!(key.starts_with("unknown/") && key.ends_with(".json.gz"), "{key}");
+        assert!(
+            key.starts_with("unknown/") && key.ends_with(".json.gz"),
+            "{key}"
+        );
         let (_, got) = json_stacks(&gunzip(body));
-        let fold = profpipe().args(["fold", "--kernel"]).arg(part).output().unwrap();
+        let fold = profpipe()
+            .args(["fold", "--kernel"])
+            .arg(part)
+            .output()
+            .unwrap();
         assert!(fold.status.success());
         let want = text_stacks(&String::from_utf8(fold.stdout).unwrap());
         assert!(!want.is_empty());
-        assert_eq!(got, want, "{key} differs from `profpipe fold {}`", part.display());
+        assert_eq!(
+            got,
+            want,
+            "{key} differs from `profpipe fold {}`",
+            part.display()
+        );
     }
 }
 
@@ -324,9 +344,15 @@ async fn an_outage_with_block_loses_nothing_and_holds_the_source() {
         o.emitted_10s_before_restart, o.emitted_at_restart,
         "the source went on while the sink could not deliver"
     );
-    assert!(o.emitted_at_restart < N, "the source finished during the outage");
+    assert!(
+        o.emitted_at_restart < N,
+        "the source finished during the outage"
+    );
     assert!(o.emitted_at_restart >= o.emitted_at_stop);
-    assert!(m.retried_count("connect") > 0, "no retries while the server was down");
+    assert!(
+        m.retried_count("connect") > 0,
+        "no retries while the server was down"
+    );
     assert_eq!(m.discarded_events(), 0);
     assert_eq!(m.sent_events(), N);
     let seen = check_objects(&server, 20).await;
@@ -342,7 +368,10 @@ async fn an_outage_with_drop_newest_counts_every_drop() {
     let mut server = S3Server::start(BUCKET);
     let (telemetry, o) = run_with_outage(&mut server, N, WhenFull::DropNewest).await;
     let m = telemetry.component("out", "sink", "s3");
-    assert!(o.emitted_at_restart > o.emitted_at_stop, "the source was held");
+    assert!(
+        o.emitted_at_restart > o.emitted_at_stop,
+        "the source was held"
+    );
     let dropped = m.discarded_count("buffer_full");
     assert!(dropped > 0, "nothing dropped during a 30 s outage");
     assert_eq!(m.received_events(), N);
@@ -389,7 +418,11 @@ part_size = "5MiB""#,
     assert_eq!(objects.len(), 1);
     let (key, body) = &objects[0];
     assert!(key.ends_with(".col"), "{key}");
-    assert!(body.len() > 5 << 20, "only {} bytes: not multipart", body.len());
+    assert!(
+        body.len() > 5 << 20,
+        "only {} bytes: not multipart",
+        body.len()
+    );
     let got = text_stacks(std::str::from_utf8(body).unwrap());
     let mut want: Stacks = stacks_of(0, stacks)
         .iter()
@@ -447,14 +480,22 @@ inputs = ["fold"]
             .unwrap();
         let status = run::wait_with_timeout(&mut child, Duration::from_secs(60));
         let mut stderr = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
         assert_eq!(status.code(), Some(1), "{name}: {stderr}");
         assert!(
             stderr.contains("healthcheck failed") && stderr.contains("archive"),
             "{name}: {stderr}"
         );
         assert!(stderr.contains(expect), "{name}: {stderr}");
-        assert!(!stderr.contains("not-the-secret"), "{name}: the secret was logged");
+        assert!(
+            !stderr.contains("not-the-secret"),
+            "{name}: the secret was logged"
+        );
     }
     // Nothing was written.
     assert_eq!(common::walk(&server.dir.path().join(BUCKET)).len(), 0);

@@ -84,7 +84,10 @@ impl S3Server {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("s3s-fs exited at start: {status}");
             }
-            assert!(Instant::now() < deadline, "s3s-fs did not listen within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "s3s-fs did not listen within 30 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -207,7 +207,10 @@ impl S3SinkConfig {
         if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part) {
             errors.push(FieldError::new(
                 &["part_size"],
-                format!("must be between 5MiB and 5GiB (S3's limits), got {}", self.part_size),
+                format!(
+                    "must be between 5MiB and 5GiB (S3's limits), got {}",
+                    self.part_size
+                ),
             ));
         }
         if self.multipart_threshold.get() < MIN_PART_SIZE {
@@ -219,7 +222,10 @@ impl S3SinkConfig {
         if self.sample_rate_hz == 0 {
             errors.push(FieldError::new(&["sample_rate_hz"], "must be at least 1"));
         }
-        errors.extend(at_least_one(&["max_pending_stacks"], self.max_pending_stacks));
+        errors.extend(at_least_one(
+            &["max_pending_stacks"],
+            self.max_pending_stacks,
+        ));
         errors.extend(self.request.validate());
         errors
     }
@@ -275,7 +281,8 @@ impl S3SinkConfig {
                 }
             }
         }
-        b.build().map_err(|e| format!("cannot configure the S3 client: {e}"))
+        b.build()
+            .map_err(|e| format!("cannot configure the S3 client: {e}"))
     }
 
     pub fn service(&self) -> Result<S3Service, String> {
@@ -358,7 +365,10 @@ access_key_id = "AKIDSHOWNOWHERE"
 secret_access_key = "verysecretvalue""#,
         );
         let d = format!("{c:?}");
-        assert!(!d.contains("verysecretvalue") && !d.contains("AKIDSHOWNOWHERE"), "{d}");
+        assert!(
+            !d.contains("verysecretvalue") && !d.contains("AKIDSHOWNOWHERE"),
+            "{d}"
+        );
         assert!(d.contains("<redacted>"), "{d}");
     }
 

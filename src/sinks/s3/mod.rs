@@ -202,8 +202,7 @@ impl S3Writer {
         let (key, body) = match rendered {
             Ok(r) => r,
             Err(e) => {
-                self.metrics
-                    .rejected("encode_failed", window.events);
+                self.metrics.rejected("encode_failed", window.events);
                 tracing::error!(component = self.metrics.id(), "cannot encode a window: {e}");
                 return None;
             }

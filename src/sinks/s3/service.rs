@@ -230,7 +230,9 @@ mod tests {
             "Error performing PUT http://x/b/k in 1ms - Server returned non-2xx status code: 503 Service Unavailable: slow down",
         ));
         assert_eq!((e.reason(), e.is_retryable()), ("http_5xx", true));
-        let e = classify(&generic("... status code: 400 Bad Request: <Code>InvalidArgument</Code>"));
+        let e = classify(&generic(
+            "... status code: 400 Bad Request: <Code>InvalidArgument</Code>",
+        ));
         assert_eq!((e.reason(), e.is_retryable()), ("http_4xx", false));
         let e = classify(&generic("... status code: 429 Too Many Requests"));
         assert_eq!((e.reason(), e.is_retryable()), ("http_429", true));
