@@ -192,17 +192,17 @@ struct S3Writer {
 
 impl S3Writer {
     /// The window as an object, or `None` (counted, logged) when it cannot be one.
-    async fn object(&mut self, window: &CompleteWindow) -> Option<S3Object> {
+    async fn object(&mut self, window: CompleteWindow) -> Option<S3Object> {
         let format = self.format.clone();
-        let w = window.clone();
+        let events = window.events;
         // Encoding and gzip of a large window take a while: not on the runtime.
-        let rendered = tokio::task::spawn_blocking(move || format.render(&w))
+        let rendered = tokio::task::spawn_blocking(move || format.render(&window))
             .await
             .unwrap_or_else(|e| Err(format!("encoder task failed: {e}")));
         let (key, body) = match rendered {
             Ok(r) => r,
             Err(e) => {
-                self.metrics.rejected("encode_failed", window.events);
+                self.metrics.rejected("encode_failed", events);
                 tracing::error!(component = self.metrics.id(), "cannot encode a window: {e}");
                 return None;
             }
@@ -227,13 +227,12 @@ impl WindowWriter for S3Writer {
     }
 
     async fn deliver(&mut self, window: CompleteWindow, finalizers: EventFinalizers) {
-        let Some(obj) = self.object(&window).await else {
+        let (events, bytes) = (window.events, window.bytes);
+        let Some(obj) = self.object(window).await else {
             finalizers.resolve(EventStatus::Rejected);
             return;
         };
-        self.driver
-            .submit(obj, finalizers, window.events, window.bytes)
-            .await;
+        self.driver.submit(obj, finalizers, events, bytes).await;
     }
 }
 

@@ -172,7 +172,7 @@ impl Service for S3Service {
 /// themselves. 5xx, 429, 408, connection failures and timeouts are retryable.
 pub fn classify(e: &object_store::Error) -> DeliveryError {
     use object_store::Error as E;
-    let message = e.to_string();
+    let message = chain_text(e);
     match e {
         E::NotFound { .. } => return DeliveryError::permanent("not_found", message),
         E::PermissionDenied { .. } => return DeliveryError::permanent("access_denied", message),
@@ -197,13 +197,33 @@ pub fn classify(e: &object_store::Error) -> DeliveryError {
         source = s.source();
     }
     match status_in(&message) {
-        Some(429) => DeliveryError::retryable("http_429", message),
+        Some(401) => DeliveryError::permanent("unauthenticated", message),
+        Some(403) => DeliveryError::permanent("access_denied", message),
+        Some(404) => DeliveryError::permanent("not_found", message),
         Some(408) => DeliveryError::retryable("timeout", message),
+        Some(409) => DeliveryError::retryable("conflict", message),
+        Some(429) => DeliveryError::retryable("http_429", message),
         Some(s) if (400..500).contains(&s) => DeliveryError::permanent("http_4xx", message),
         Some(s) if s >= 500 => DeliveryError::retryable("http_5xx", message),
         // Credentials that could not be fetched (instance metadata) and the like.
         _ => DeliveryError::retryable("s3_error", message),
     }
+}
+
+/// The error and its sources, each level once: some of object_store's levels
+/// only say "Retry" and keep the status and S3's message in their source.
+fn chain_text(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// The HTTP status in object_store's "Server returned non-2xx status code: 503
