@@ -372,7 +372,7 @@ async fn an_outage_with_drop_newest_counts_every_drop() {
         o.emitted_at_restart > o.emitted_at_stop,
         "the source was held"
     );
-    let dropped = m.discarded_count("buffer_full");
+    let dropped = m.discarded_count("buffer_full") + m.discarded_count("memory_limit");
     assert!(dropped > 0, "nothing dropped during a 30 s outage");
     assert_eq!(m.received_events(), N);
     assert_eq!(m.received_events(), m.sent_events() + dropped);
@@ -388,7 +388,7 @@ async fn an_outage_with_drop_newest_counts_every_drop() {
 async fn a_large_window_goes_as_a_multipart_upload() {
     let server = S3Server::start(BUCKET);
     let state = tempfile::tempdir().unwrap();
-    let stacks = 150_000; // about 9 MiB of collapsed text
+    let stacks = 250_000; // about 9 MiB of collapsed text
     let source = Paced {
         windows: 1,
         every: Duration::ZERO,
@@ -403,11 +403,16 @@ async fn a_large_window_goes_as_a_multipart_upload() {
             &server,
             r#"encoding = "collapsed"
 multipart_threshold = "5MiB"
-part_size = "5MiB""#,
+part_size = "5MiB"
+max_pending_bytes = "128MiB""#,
         ),
     );
+    let agent = profpipe::config::AgentConfig {
+        memory_limit: ByteSize(512 << 20),
+        ..run::agent_with_state(state.path())
+    };
     let config = run::config(
-        run::agent_with_state(state.path()),
+        agent,
         vec![run::source("paced", "paced", source)],
         vec![],
         vec![sink],
