@@ -42,7 +42,7 @@ pub use config::{S3SinkConfig, Secret, DEFAULT_KEY};
 pub use service::{classify, Multipart, S3Object, S3Service};
 
 use super::driver::{self, Driver};
-use super::encoding::{Compression, Encoder, Encoding, PartLimits};
+use super::encoding::{Compression, Encoder, PartLimits};
 use super::pending::{run_windows, CompleteWindow, PendingLimits, WindowWriter};
 use super::template::{Template, Values};
 use crate::component::{BuildError, FieldError, SinkConfig, SinkContext, Task};
@@ -120,14 +120,6 @@ impl Format {
         match self.compression {
             Compression::None => self.encoder.encoding.extension().to_string(),
             Compression::Gzip => format!("{}.gz", self.encoder.encoding.extension()),
-        }
-    }
-
-    fn content_type(&self) -> &'static str {
-        match (self.encoder.encoding, self.compression) {
-            // What a browser or `aws s3 cp` sees: the compressed bytes.
-            (Encoding::Pprof, _) => "application/gzip",
-            (e, _) => e.content_type(),
         }
     }
 
@@ -211,7 +203,7 @@ impl S3Writer {
         Some(S3Object {
             key: object_store::path::Path::from(key),
             body: Bytes::from(body),
-            content_type: self.format.content_type(),
+            content_type: self.format.encoder.encoding.content_type(),
             content_encoding: self.format.compression.content_encoding(),
         })
     }
