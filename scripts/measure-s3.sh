@@ -99,7 +99,7 @@ writer=$!
 "$bin" --log warn run --config "$out/outage.toml" 2> "$out/agent.log" &
 agent=$!
 metric() { # name
-  curl -s "http://127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 ~ "^"m"[{]" && $1 ~ /component_id="archive"/ { v = $2 } END { print v + 0 }'
+  curl -s "http://127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 ~ "^profpipe_"m"[{]" && $1 ~ /component_id="archive"/ { v = $2 } END { print v + 0 }'
 }
 sleep 10
 kill "$server"; wait "$server" 2>/dev/null || true
