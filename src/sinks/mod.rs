@@ -8,6 +8,7 @@ pub mod encoding;
 pub mod file;
 pub mod http;
 pub mod pending;
+pub mod s3;
 pub mod template;
 #[cfg(test)]
 mod test_context;
@@ -16,4 +17,5 @@ pub static KINDS: &[Kind<dyn SinkConfig>] = &[
     Kind::sink::<console::ConsoleSinkConfig>("console"),
     Kind::sink::<file::FileSinkConfig>("file"),
     Kind::sink::<http::HttpSinkConfig>("http"),
+    Kind::sink::<s3::S3SinkConfig>("s3"),
 ];

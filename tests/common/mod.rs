@@ -11,6 +11,8 @@
 //!   Studio do, for the `http` sink.
 //! - [`proc`]: processes of the host: /proc reading, kill-on-drop children, waiting
 //!   for a process to exec or die, counting descriptors and zombies.
+//! - [`s3`]: a real S3 server (s3s-fs) on a free port, stoppable and restartable,
+//!   and reading a bucket back.
 //! - [`wait`]: polling a condition with a deadline, for the cases where a real
 //!   external process is involved and no signal exists.
 
@@ -22,6 +24,7 @@ pub mod events;
 pub mod proc;
 pub mod receiver;
 pub mod run;
+pub mod s3;
 pub mod wait;
 
 use std::path::PathBuf;
