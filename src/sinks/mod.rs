@@ -6,6 +6,7 @@ pub mod console;
 pub mod driver;
 pub mod encoding;
 pub mod file;
+pub mod kafka;
 pub mod pending;
 pub mod template;
 #[cfg(test)]
@@ -14,4 +15,5 @@ mod test_context;
 pub static KINDS: &[Kind<dyn SinkConfig>] = &[
     Kind::sink::<console::ConsoleSinkConfig>("console"),
     Kind::sink::<file::FileSinkConfig>("file"),
+    Kind::sink::<kafka::KafkaSinkConfig>("kafka"),
 ];
