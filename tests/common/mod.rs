@@ -9,6 +9,8 @@
 //! - [`run`]: building, starting and running topologies.
 //! - [`proc`]: processes of the host: /proc reading, kill-on-drop children, waiting
 //!   for a process to exec or die, counting descriptors and zombies.
+//! - [`tansu`]: a real Kafka-protocol broker on a free port, and a consumer that
+//!   reads a topic back.
 //! - [`wait`]: polling a condition with a deadline, for the cases where a real
 //!   external process is involved and no signal exists.
 
@@ -19,6 +21,7 @@ pub mod context;
 pub mod events;
 pub mod proc;
 pub mod run;
+pub mod tansu;
 pub mod wait;
 
 use std::path::PathBuf;

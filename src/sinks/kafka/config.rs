@@ -351,7 +351,9 @@ fn check_broker(b: &str) -> Result<(), String> {
 /// Kafka's topic name rule: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 fn check_topic(t: &str) -> Result<(), String> {
     if t.is_empty() || t.len() > 249 || t == "." || t == ".." {
-        return Err(format!("`{t}` is not a Kafka topic name (1 to 249 characters, not `.` or `..`)"));
+        return Err(format!(
+            "`{t}` is not a Kafka topic name (1 to 249 characters, not `.` or `..`)"
+        ));
     }
     if let Some(c) = t
         .chars()
@@ -422,10 +424,7 @@ mod tests {
         assert_eq!(get(&rd, "compression.type").as_deref(), Some("lz4"));
         assert_eq!(get(&rd, "enable.idempotence").as_deref(), Some("false"));
         assert_eq!(get(&rd, "linger.ms").as_deref(), Some("50"));
-        assert_eq!(
-            get(&rd, "socket.keepalive.enable").as_deref(),
-            Some("true")
-        );
+        assert_eq!(get(&rd, "socket.keepalive.enable").as_deref(), Some("true"));
         assert_eq!(
             get(&rd, "queue.buffering.max.kbytes").as_deref(),
             Some("1024")

@@ -246,9 +246,7 @@ pub fn classify(e: &KafkaError) -> DeliveryError {
         // The message cannot be taken whatever we do; the sink splits profiles so
         // this only happens when the broker's limit is below `message_max_bytes`.
         C::MessageSizeTooLarge | C::InvalidMessageSize => permanent("message_too_large"),
-        C::InvalidMessage | C::InvalidRecord | C::BadMessage => {
-            permanent("invalid_message")
-        }
+        C::InvalidMessage | C::InvalidRecord | C::BadMessage => permanent("invalid_message"),
         C::TopicAuthorizationFailed
         | C::ClusterAuthorizationFailed
         | C::SaslAuthenticationFailed
