@@ -284,7 +284,7 @@ impl KafkaSinkConfig {
         if self.sample_rate_hz == 0 {
             errors.extend(at_least_one(&["sample_rate_hz"], self.sample_rate_hz));
         }
-        for (key, _) in &self.librdkafka_options {
+        for key in self.librdkafka_options.keys() {
             let k = key.as_str();
             if let Some((_, ours)) = OWNED.iter().find(|(o, _)| *o == k) {
                 errors.push(FieldError::new(

@@ -35,7 +35,6 @@
 pub mod config;
 pub mod service;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::producer::Producer;
@@ -235,11 +234,16 @@ async fn shutdown(
     let report = writer.driver.flush(timeout).await;
     report.warn_if_undelivered(metrics.id());
     let left = timeout.saturating_sub(started.elapsed());
-    let producer = Arc::new(producer);
-    let p = producer.clone();
-    // `flush` blocks its thread while librdkafka sends.
-    let _ = tokio::task::spawn_blocking(move || p.flush(left)).await;
-    let queued = producer.in_flight_count().max(0) as u64;
+    // `flush` blocks its thread while librdkafka sends, and so does dropping the
+    // producer (it purges and joins librdkafka's threads): both off the runtime.
+    let queued = tokio::task::spawn_blocking(move || {
+        let _ = producer.flush(left);
+        let queued = producer.in_flight_count().max(0) as u64;
+        drop(producer);
+        queued
+    })
+    .await
+    .unwrap_or_default();
     if queued > 0 {
         metrics.errors("purged_messages", queued);
         tracing::warn!(
