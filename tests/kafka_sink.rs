@@ -98,9 +98,9 @@ fn a_pipeline_delivers_every_window_with_the_stacks_profpipe_fold_gives() {
     // (sink id, topic, encoding, compression, message_max_bytes): the small limits
     // split every window of the capture into several parts, the large ones do not.
     let sinks = [
-        ("json_zstd", "p-json-zstd", "json", "zstd", 32_768u64),
+        ("json_zstd", "p-json-zstd", "json", "zstd", 8_192u64),
         ("json_lz4", "p-json-lz4", "json", "lz4", 1_000_000),
-        ("col_gzip", "p-col-gzip", "collapsed", "gzip", 24_576),
+        ("col_gzip", "p-col-gzip", "collapsed", "gzip", 6_144),
         ("col_none", "p-col-none", "collapsed", "none", 1_000_000),
     ];
     for (_, topic, ..) in &sinks {
@@ -175,7 +175,7 @@ message_max_bytes = "{max}"
         .collect();
 
     for (id, topic, _, _, max) in &sinks {
-        let records = consume_all(&broker.broker(), topic);
+        let records = consume_all(&broker.broker(), topic, N);
         let by_id = profiles(&records);
         assert_eq!(by_id.len(), N, "{id}: profiles in {topic}");
         if *max < 100_000 {
@@ -304,7 +304,7 @@ buffer = {{ max_bytes = "256KiB", when_full = "{when_full}" }}
     .expect("the pipeline drains after the broker is back");
     assert!(outcome.is_clean(), "{outcome:?}");
 
-    let records = consume_all(&broker.broker(), "profiles");
+    let records = consume_all(&broker.broker(), "profiles", sink.sent_events() as usize);
     let by_id = profiles(&records);
     let outage = Outage {
         sent: sink.sent_events(),
