@@ -88,7 +88,7 @@ mport=$(free_port)
   done
 ) &
 pids+=("$!")
-"$bin" --log warn run --config "$out/outage.toml" 2> "$out/outage.log" &
+"$bin" --log "${OUTAGE_LOG:-warn}" run --config "$out/outage.toml" 2> "$out/outage.log" &
 agent=$!
 pids+=("$agent")
 
@@ -115,7 +115,7 @@ while :; do
   done_=$(( $(metric component_sent_events_total) + $(metric component_discarded_events_total) + $(metric component_rejected_events_total) ))
   [ "$done_" -ge "$received" ] && break
   now=$(date +%s.%N)
-  if awk -v a="$t0" -v b="$now" 'BEGIN { exit !(b - a > 600) }'; then echo "no drain within 600 s" >&2; exit 1; fi
+  if awk -v a="$t0" -v b="$now" -v l="${DRAIN_LIMIT:-600}" 'BEGIN { exit !(b - a > l) }'; then echo "no drain within 600 s" >&2; tail -50 "$out/outage.log" >&2; exit 1; fi
   sleep 0.2
 done
 t1=$(date +%s.%N)

@@ -48,7 +48,7 @@ use crate::event::{EventFinalizers, EventStatus};
 use crate::telemetry::ComponentMetrics;
 
 pub use config::{KafkaCompression, KafkaSinkConfig};
-use service::{KafkaProducer, KafkaRequest, KafkaService, Logs, Message};
+use service::{KafkaRequest, KafkaService, Message};
 
 /// Bound of the healthcheck's metadata request; the agent's own bound of a
 /// healthcheck is 10 s, so this one answers first, with the broker's error.
@@ -71,7 +71,6 @@ impl SinkConfig for KafkaSinkConfig {
         let key = Template::parse(&self.key).map_err(|e| BuildError(format!("key: {e}")))?;
         let SinkContext { cx, input } = cx;
         let service = self.service(cx.id.to_string())?;
-        let producer = service.producer.clone();
         let limits = PendingLimits {
             max_stacks: self.max_pending_stacks,
             max_bytes: self.max_pending_bytes.get(),
@@ -94,7 +93,7 @@ impl SinkConfig for KafkaSinkConfig {
         Ok(Box::pin(async move {
             let mut writer = writer;
             run_windows(input, &cx, limits, &mut writer).await;
-            shutdown(writer, producer, &cx.metrics, cx.shutdown_timeout).await;
+            shutdown(writer, &cx.metrics, cx.shutdown_timeout).await;
             Ok(())
         }))
     }
@@ -116,16 +115,14 @@ impl SinkConfig for KafkaSinkConfig {
 impl KafkaSinkConfig {
     /// The producer (librdkafka starts connecting in the background) and topic.
     fn service(&self, component: String) -> Result<KafkaService, BuildError> {
-        let producer: KafkaProducer = self
-            .client_config()
-            .create_with_context(Logs { component })
-            .map_err(|e| BuildError(format!("cannot create the Kafka producer: {}", redact(&e))))?;
-        Ok(KafkaService {
-            producer,
-            topic: self.topic.clone(),
-            metadata_timeout: METADATA_TIMEOUT,
-            brokers: self.brokers.join(","),
-        })
+        KafkaService::new(
+            self.client_config(),
+            component,
+            self.topic.clone(),
+            self.brokers.join(","),
+            METADATA_TIMEOUT,
+        )
+        .map_err(|e| BuildError(format!("cannot create the Kafka producer: {}", redact(&e))))
     }
 }
 
@@ -224,13 +221,9 @@ impl WindowWriter for KafkaWriter {
 
 /// Flushes the driver, then the producer, within `timeout` together; counts what
 /// the producer still held (dropping it purges that).
-async fn shutdown(
-    writer: KafkaWriter,
-    producer: KafkaProducer,
-    metrics: &ComponentMetrics,
-    timeout: Duration,
-) {
+async fn shutdown(writer: KafkaWriter, metrics: &ComponentMetrics, timeout: Duration) {
     let started = tokio::time::Instant::now();
+    let (_, producer) = writer.driver.service().producer();
     let report = writer.driver.flush(timeout).await;
     report.warn_if_undelivered(metrics.id());
     let left = timeout.saturating_sub(started.elapsed());

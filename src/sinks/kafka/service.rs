@@ -9,6 +9,7 @@
 //! idempotent producer keeps librdkafka's own retries from duplicating).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -16,6 +17,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
 
 use crate::buffer::BoxFuture;
 use crate::sinks::driver::{DeliveryError, Service};
@@ -82,12 +84,88 @@ impl KafkaRequest {
 }
 
 /// The producer and the topic it writes to.
+///
+/// An idempotent producer whose messages timed out (an outage longer than
+/// `message_timeout`) must take a new epoch; a broker may then fence it
+/// (`ProducerFenced`) or librdkafka may raise a fatal error, after which that
+/// producer never sends again. The service then replaces it with a fresh one made
+/// from the same settings, and the driver's retry goes through the new one.
 pub struct KafkaService {
-    pub producer: KafkaProducer,
+    producer: Mutex<(u64, KafkaProducer)>,
+    settings: ClientConfig,
+    component: String,
     pub topic: String,
     /// Bound of one healthcheck's metadata request.
     pub metadata_timeout: Duration,
     pub brokers: String,
+}
+
+impl KafkaService {
+    /// A service writing to `topic` through a producer made from `settings`.
+    pub fn new(
+        settings: ClientConfig,
+        component: String,
+        topic: String,
+        brokers: String,
+        metadata_timeout: Duration,
+    ) -> Result<Self, KafkaError> {
+        let producer = settings.create_with_context(Logs {
+            component: component.clone(),
+        })?;
+        Ok(KafkaService {
+            producer: Mutex::new((0, producer)),
+            settings,
+            component,
+            topic,
+            metadata_timeout,
+            brokers,
+        })
+    }
+
+    /// The current producer and its generation.
+    pub fn producer(&self) -> (u64, KafkaProducer) {
+        let p = self.producer.lock().unwrap_or_else(|e| e.into_inner());
+        (p.0, p.1.clone())
+    }
+
+    /// Replaces generation `generation` (if still current) with a new producer.
+    /// The old one is dropped off the runtime (dropping purges and joins threads).
+    fn replace(&self, generation: u64) {
+        let new: KafkaProducer = match self.settings.create_with_context(Logs {
+            component: self.component.clone(),
+        }) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(component = %self.component, "cannot recreate the producer: {e}");
+                return;
+            }
+        };
+        let old = {
+            let mut p = self.producer.lock().unwrap_or_else(|e| e.into_inner());
+            if p.0 != generation {
+                return;
+            }
+            std::mem::replace(&mut *p, (generation + 1, new))
+        };
+        tracing::info!(
+            component = %self.component,
+            generation = generation + 1,
+            "Kafka producer replaced after it was fenced or failed fatally"
+        );
+        tokio::task::spawn_blocking(move || drop(old));
+    }
+}
+
+/// Errors after which this producer instance cannot send again.
+fn is_fatal(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+                | RDKafkaErrorCode::Fatal
+        )
+    )
 }
 
 impl Service for KafkaService {
@@ -95,6 +173,8 @@ impl Service for KafkaService {
 
     fn call<'a>(&'a self, req: &'a KafkaRequest) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
+            let (generation, producer) = self.producer();
+            let mut fatal = producer.client().fatal_error().is_some();
             let mut pending = Vec::new();
             let mut enqueue_error = None;
             for (i, m) in req.messages.iter().enumerate() {
@@ -113,9 +193,10 @@ impl Service for KafkaService {
                     .payload(m.payload.as_slice())
                     .headers(headers)
                     .timestamp(m.timestamp_ms);
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(delivery) => pending.push((i, delivery)),
                     Err((e, _)) => {
+                        fatal |= is_fatal(&e);
                         // Not enqueued (queue full, message too large): wait for what
                         // was, then report this.
                         enqueue_error = Some(classify(&e));
@@ -128,6 +209,7 @@ impl Service for KafkaService {
                 match delivery.await {
                     Ok(Ok(_)) => req.confirmed[i].store(true, Ordering::Release),
                     Ok(Err((e, _))) => {
+                        fatal |= is_fatal(&e);
                         let e = classify(&e);
                         // A permanent failure wins: retrying cannot fix it.
                         if report_error
@@ -145,6 +227,9 @@ impl Service for KafkaService {
                     }
                 }
             }
+            if fatal || producer.client().fatal_error().is_some() {
+                self.replace(generation);
+            }
             match (enqueue_error, report_error) {
                 (Some(e), _) if !e.is_retryable() => Err(e),
                 (_, Some(e)) if !e.is_retryable() => Err(e),
@@ -155,7 +240,7 @@ impl Service for KafkaService {
     }
 
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), DeliveryError>> {
-        let producer = self.producer.clone();
+        let (_, producer) = self.producer();
         let topic = self.topic.clone();
         let timeout = self.metadata_timeout;
         let brokers = self.brokers.clone();
@@ -255,6 +340,7 @@ pub fn classify(e: &KafkaError) -> DeliveryError {
             permanent("refused")
         }
         C::QueueFull => retryable("queue_full"),
+        C::ProducerFenced | C::InvalidProducerEpoch | C::Fatal => retryable("producer_fenced"),
         C::MessageTimedOut | C::RequestTimedOut | C::OperationTimedOut => retryable("timeout"),
         C::BrokerTransportFailure | C::AllBrokersDown => retryable("broker_down"),
         C::UnknownTopicOrPartition | C::UnknownTopic => retryable("unknown_topic"),
