@@ -7,6 +7,7 @@ pub mod driver;
 pub mod encoding;
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod pending;
 pub mod s3;
 pub mod template;
@@ -18,4 +19,5 @@ pub static KINDS: &[Kind<dyn SinkConfig>] = &[
     Kind::sink::<file::FileSinkConfig>("file"),
     Kind::sink::<http::HttpSinkConfig>("http"),
     Kind::sink::<s3::S3SinkConfig>("s3"),
+    Kind::sink::<kafka::KafkaSinkConfig>("kafka"),
 ];

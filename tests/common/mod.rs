@@ -13,6 +13,8 @@
 //!   for a process to exec or die, counting descriptors and zombies.
 //! - [`s3`]: a real S3 server (s3s-fs) on a free port, stoppable and restartable,
 //!   and reading a bucket back.
+//! - [`tansu`]: a real Kafka-protocol broker on a free port, and a consumer that
+//!   reads a topic back.
 //! - [`wait`]: polling a condition with a deadline, for the cases where a real
 //!   external process is involved and no signal exists.
 
@@ -25,6 +27,7 @@ pub mod proc;
 pub mod receiver;
 pub mod run;
 pub mod s3;
+pub mod tansu;
 pub mod wait;
 
 use std::path::PathBuf;
