@@ -90,8 +90,8 @@ pub struct KafkaSinkConfig {
     #[serde(default = "default_true")]
     pub idempotence: bool,
     /// The profilers' sampling frequency, for pprof's `period`.
-    #[serde(default = "default_sample_rate_hz")]
-    pub sample_rate_hz: u32,
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
     /// Any other librdkafka setting, passed through last (e.g. `security.protocol`,
     /// `sasl.mechanism`, `sasl.username`, `sasl.password`, `linger.ms`). Settings
     /// this table has keys for are refused here, so there is one place for each.
@@ -126,7 +126,7 @@ fn default_message_timeout() -> DurationStr {
 fn default_true() -> bool {
     true
 }
-fn default_sample_rate_hz() -> u32 {
+fn default_sample_rate() -> u32 {
     11
 }
 fn default_max_pending_stacks() -> usize {
@@ -207,7 +207,7 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("message_max_bytes", &self.message_max_bytes)
             .field("message_timeout", &self.message_timeout)
             .field("idempotence", &self.idempotence)
-            .field("sample_rate_hz", &self.sample_rate_hz)
+            .field("sample_rate", &self.sample_rate)
             .field("librdkafka_options", &options)
             .field("request", &self.request)
             .field("max_pending_stacks", &self.max_pending_stacks)
@@ -228,7 +228,7 @@ impl KafkaSinkConfig {
             message_max_bytes: default_message_max_bytes(),
             message_timeout: default_message_timeout(),
             idempotence: true,
-            sample_rate_hz: default_sample_rate_hz(),
+            sample_rate: default_sample_rate(),
             librdkafka_options: BTreeMap::new(),
             request: RequestConfig::default(),
             max_pending_stacks: default_max_pending_stacks(),
@@ -281,8 +281,8 @@ impl KafkaSinkConfig {
                 ),
             ));
         }
-        if self.sample_rate_hz == 0 {
-            errors.extend(at_least_one(&["sample_rate_hz"], self.sample_rate_hz));
+        if self.sample_rate == 0 {
+            errors.extend(at_least_one(&["sample_rate"], self.sample_rate));
         }
         for key in self.librdkafka_options.keys() {
             let k = key.as_str();

@@ -80,7 +80,7 @@ impl SinkConfig for KafkaSinkConfig {
             messages: Messages {
                 encoder: Encoder {
                     encoding: self.encoding,
-                    sample_rate_hz: self.sample_rate_hz,
+                    sample_rate_hz: self.sample_rate,
                 },
                 key,
                 part_limits: PartLimits {

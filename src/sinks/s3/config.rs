@@ -111,8 +111,8 @@ pub struct S3SinkConfig {
     #[serde(default = "default_part_size")]
     pub part_size: ByteSize,
     /// The profilers' sampling frequency, for pprof's period.
-    #[serde(default = "default_sample_rate_hz")]
-    pub sample_rate_hz: u32,
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
     /// Concurrency, timeout and retries of uploads (see `sinks::driver`).
     #[serde(default)]
     pub request: RequestConfig,
@@ -141,7 +141,7 @@ fn default_multipart_threshold() -> ByteSize {
 fn default_part_size() -> ByteSize {
     ByteSize(8 << 20)
 }
-fn default_sample_rate_hz() -> u32 {
+fn default_sample_rate() -> u32 {
     11
 }
 fn default_max_pending_stacks() -> usize {
@@ -219,8 +219,8 @@ impl S3SinkConfig {
                 format!("must be at least 5MiB, got {}", self.multipart_threshold),
             ));
         }
-        if self.sample_rate_hz == 0 {
-            errors.push(FieldError::new(&["sample_rate_hz"], "must be at least 1"));
+        if self.sample_rate == 0 {
+            errors.push(FieldError::new(&["sample_rate"], "must be at least 1"));
         }
         errors.extend(at_least_one(
             &["max_pending_stacks"],

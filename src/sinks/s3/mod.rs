@@ -78,7 +78,7 @@ impl SinkConfig for S3SinkConfig {
             format: Format {
                 encoder: Encoder {
                     encoding: self.encoding,
-                    sample_rate_hz: self.sample_rate_hz,
+                    sample_rate_hz: self.sample_rate,
                 },
                 compression: self.compression,
                 template: self.template(),
