@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,27 +15,6 @@ use profpipe::component::{ComponentError, SinkConfig, SinkContext};
 use profpipe::event::{Event, LabelSet, Labels, Profile, Stack, Watermark, Window};
 use profpipe::sinks::http::HttpSinkConfig;
 use profpipe::telemetry::{ComponentMetrics, Telemetry};
-
-const CAPTURE: &str = "pipelines/captures/host-sample.perf.txt";
-
-/// The bundled capture cut into `n` files of whole records: `n` windows.
-fn split_capture(dir: &Path, n: usize) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string(common::repo().join(CAPTURE)).unwrap();
-    let records: Vec<&str> = text
-        .split("\n\n")
-        .filter(|r| !r.trim().is_empty())
-        .collect();
-    let per = records.len().div_ceil(n);
-    records
-        .chunks(per)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let path = dir.join(format!("part-{i:02}.perf"));
-            std::fs::write(&path, chunk.join("\n\n") + "\n\n").unwrap();
-            path
-        })
-        .collect()
-}
 
 /// What `profpipe fold` prints for `file`, as sorted `(stack, count)`.
 fn fold_cli(file: &Path) -> Vec<(String, u64)> {
@@ -109,7 +88,7 @@ async fn round_trip(
     sink: impl Fn(&str) -> String,
 ) -> Arc<Receiver> {
     let dir = tempfile::tempdir().unwrap();
-    let files = split_capture(dir.path(), 4);
+    let files = common::split_capture(dir.path(), 4);
     let r = Receiver::start(personality, credential).await;
     let t = Telemetry::new();
     run_pipeline(&perf_pipeline(dir.path(), &sink(&r.url())), &t).await;
@@ -528,7 +507,7 @@ async fn run_binary(dir: &Path, text: &str) -> (Option<i32>, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_credential_stops_the_agent_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    split_capture(dir.path(), 1);
+    common::split_capture(dir.path(), 1);
     let studio = Receiver::start(Personality::Studio, Some("right")).await;
     let text = perf_pipeline(
         dir.path(),

@@ -70,27 +70,6 @@ fn profile_counts(parts: &[Record]) -> BTreeMap<String, u64> {
     out
 }
 
-/// The capture's records cut into `n` files of consecutive records.
-fn split_capture(dir: &Path, n: usize) -> Vec<std::path::PathBuf> {
-    let text =
-        std::fs::read_to_string(common::repo().join("pipelines/captures/host-sample.perf.txt"))
-            .unwrap();
-    let records: Vec<&str> = text
-        .split("\n\n")
-        .filter(|r| !r.trim().is_empty())
-        .collect();
-    let per = records.len().div_ceil(n);
-    records
-        .chunks(per)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let p = dir.join(format!("piece_{i:02}.perf.txt"));
-            std::fs::write(&p, chunk.join("\n\n") + "\n\n").unwrap();
-            p
-        })
-        .collect()
-}
-
 #[test]
 fn a_pipeline_delivers_every_window_with_the_stacks_profpipe_fold_gives() {
     const N: usize = 4;
@@ -107,7 +86,7 @@ fn a_pipeline_delivers_every_window_with_the_stacks_profpipe_fold_gives() {
         broker.create_topic(topic, 3);
     }
     let tmp = tempfile::tempdir().unwrap();
-    let pieces = split_capture(tmp.path(), N);
+    let pieces = common::split_capture(tmp.path(), N);
     assert_eq!(pieces.len(), N);
     let mut text = format!(
         r#"
@@ -127,7 +106,7 @@ kernel = true
 count = "period"
 "#,
         state = tmp.path().join("state"),
-        glob = tmp.path().join("piece_*.perf.txt"),
+        glob = tmp.path().join("part-*.perf"),
     );
     for (id, topic, encoding, compression, max) in &sinks {
         text += &format!(

@@ -70,27 +70,6 @@ fn text_stacks(text: &str) -> Stacks {
     v
 }
 
-/// The bundled capture cut into `n` pieces on record boundaries.
-fn split_capture(n: usize, dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let text =
-        std::fs::read_to_string(common::repo().join("pipelines/captures/host-sample.perf.txt"))
-            .unwrap();
-    let records: Vec<&str> = text
-        .split("\n\n")
-        .filter(|r| !r.trim().is_empty())
-        .collect();
-    let per = records.len().div_ceil(n);
-    records
-        .chunks(per)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let p = dir.join(format!("part-{i}.perf.txt"));
-            std::fs::write(&p, chunk.join("\n\n") + "\n\n").unwrap();
-            p
-        })
-        .collect()
-}
-
 fn sink_toml(server: &S3Server, extra: &str) -> String {
     format!(
         r#"type = "s3"
@@ -113,7 +92,7 @@ async fn windows_read_back_as_profpipe_fold_folds_them() {
     const N: usize = 3;
     let server = S3Server::start(BUCKET);
     let tmp = tempfile::tempdir().unwrap();
-    let parts = split_capture(N, tmp.path());
+    let parts = common::split_capture(tmp.path(), N);
     let paths: Vec<String> = parts.iter().map(|p| format!("{:?}", p)).collect();
     let config = format!(
         r#"[agent]

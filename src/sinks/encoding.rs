@@ -98,6 +98,10 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().expect("writing to a Vec cannot fail")
 }
 
+/// The default `sample_rate` of every sink: the default pipeline's perf, py-spy and
+/// rbspy frequency (`pipelines/default.toml`).
+pub const DEFAULT_SAMPLE_RATE: u32 = 11;
+
 /// What the encodings need beyond the window.
 #[derive(Clone, Debug)]
 pub struct Encoder {

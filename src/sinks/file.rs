@@ -120,14 +120,11 @@ fn default_max_pending_bytes() -> crate::units::ByteSize {
 fn default_formats() -> Vec<FileFormat> {
     vec![FileFormat::Collapsed, FileFormat::Flamegraph]
 }
-/// The default pipeline's perf, py-spy and rbspy frequency (`pipelines/default.toml`).
-pub const DEFAULT_SAMPLE_RATE: u32 = 11;
-
 /// Highest `sample_rate`: the perf source's highest `frequency`.
 const MAX_SAMPLE_RATE: u32 = 10_000;
 
 fn default_sample_rate() -> u32 {
-    DEFAULT_SAMPLE_RATE
+    super::encoding::DEFAULT_SAMPLE_RATE
 }
 fn default_retain_files() -> usize {
     100

@@ -32,6 +32,27 @@ pub mod wait;
 
 use std::path::PathBuf;
 
+/// The bundled perf capture cut on record boundaries into `n` files
+/// `part-NN.perf` in `dir`: `n` windows for a `file` source.
+pub fn split_capture(dir: &std::path::Path, n: usize) -> Vec<PathBuf> {
+    let text =
+        std::fs::read_to_string(repo().join("pipelines/captures/host-sample.perf.txt")).unwrap();
+    let records: Vec<&str> = text
+        .split("\n\n")
+        .filter(|r| !r.trim().is_empty())
+        .collect();
+    let per = records.len().div_ceil(n);
+    records
+        .chunks(per)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = dir.join(format!("part-{i:02}.perf"));
+            std::fs::write(&path, chunk.join("\n\n") + "\n\n").unwrap();
+            path
+        })
+        .collect()
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

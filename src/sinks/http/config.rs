@@ -118,7 +118,7 @@ pub const FOUR_MIB: u64 = 4 << 20;
 const GENERIC_MAX_BYTES: u64 = 10 << 20;
 
 fn default_sample_rate() -> u32 {
-    11
+    crate::sinks::encoding::DEFAULT_SAMPLE_RATE
 }
 fn default_spy_name() -> String {
     "profpipe".into()

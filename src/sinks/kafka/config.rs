@@ -127,7 +127,7 @@ fn default_true() -> bool {
     true
 }
 fn default_sample_rate() -> u32 {
-    11
+    crate::sinks::encoding::DEFAULT_SAMPLE_RATE
 }
 fn default_max_pending_stacks() -> usize {
     DEFAULT_MAX_PENDING_STACKS
