@@ -22,24 +22,11 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use super::redact::Used;
 use super::report::Report;
 
 /// Where variables are looked up: the process environment in a load, a map in tests.
 pub(super) type Lookup<'e> = &'e dyn Fn(&str) -> Result<String, VarError>;
-
-/// A variable a value came from, to keep its value out of messages.
-#[derive(Clone, PartialEq, Eq)]
-pub(super) struct Used {
-    pub name: String,
-    pub value: String,
-}
-
-// Not derived: the value may be a secret.
-impl std::fmt::Debug for Used {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Used({}, <redacted>)", self.name)
-    }
-}
 
 /// What is wrong with one `${...}`, at a byte offset of the (decoded) string.
 #[derive(Debug, PartialEq, Eq)]
@@ -229,26 +216,12 @@ fn expand(s: &str, env: Lookup<'_>) -> Result<Option<(String, Vec<Used>)>, Vec<P
     }
 }
 
-/// Shortest value kept out of messages. Shorter ones (`11`, `on`) are no secret,
-/// and replacing them would garble messages that merely contain those characters.
-const MIN_REDACTED_LEN: usize = 4;
-
-/// `message` with every value substituted shown as the `${NAME}` it came from.
-pub(super) fn redact(message: &str, used: &[Used]) -> String {
-    let mut out = message.to_string();
-    for u in used {
-        if u.value.len() >= MIN_REDACTED_LEN && out.contains(&u.value) {
-            out = out.replace(&u.value, &format!("${{{}}}", u.name));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::config::redact::redact;
 
     fn env(name: &str) -> Result<String, VarError> {
         match name {

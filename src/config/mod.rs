@@ -27,6 +27,7 @@ mod labels;
 mod load;
 mod locate;
 mod pipeline;
+mod redact;
 mod report;
 mod retry;
 mod serde_text;

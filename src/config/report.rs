@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::path::Path;
 
-use super::env_vars::{redact, Used};
 use super::errors::{ConfigError, ConfigErrors};
 use super::locate::Lines;
+use super::redact::{redact, Used};
 
 /// Problems found so far, each with a byte span (or none).
 pub(super) struct Report<'t> {

@@ -23,8 +23,6 @@ pub const DEFAULT_KEY: &str = "{service}/{date}/{host}/{window_start}.{ext}";
 pub const MIN_PART_SIZE: u64 = 5 << 20;
 /// S3's largest part.
 pub const MAX_PART_SIZE: u64 = 5 << 30;
-/// S3's most parts in one upload.
-pub const MAX_PARTS: u64 = 10_000;
 
 /// Environment variables read when the config names no keys: static keys, then
 /// the rest of the AWS credential chain (web identity, ECS/EKS container

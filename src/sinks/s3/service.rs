@@ -18,6 +18,9 @@ use object_store::{
 use crate::buffer::BoxFuture;
 use crate::sinks::driver::{DeliveryError, Service};
 
+/// S3's most parts in one upload.
+pub const MAX_PARTS: u64 = 10_000;
+
 /// One object to store. Cheap to clone (the body is shared), so every attempt
 /// sends the same bytes.
 #[derive(Clone, Debug)]
@@ -83,8 +86,8 @@ impl S3Service {
         let mut guard = AbortOnDrop(Some(upload));
         let upload = guard.0.as_mut().expect("set above");
         // S3 takes at most 10,000 parts: a body too large for that many grows them.
-        let size = (self.multipart.part_size as usize)
-            .max(obj.body.len().div_ceil(super::config::MAX_PARTS as usize));
+        let size =
+            (self.multipart.part_size as usize).max(obj.body.len().div_ceil(MAX_PARTS as usize));
         let mut at = 0;
         let result = async {
             // One part at a time: the body is in memory already, parallel parts
