@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 export PROFPIPE_TOOLS=${PROFPIPE_TOOLS:-$HOME/.cache/profpipe-tools}
 export PATH="$PROFPIPE_TOOLS/bin:$PATH"
 target=${CARGO_TARGET_DIR:-target}
+# A one-shot build gains nothing from incremental state but gigabytes of disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 conformance=${PROFPIPE_CONFORMANCE:-../shared/conformance}
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -44,4 +46,5 @@ fi
 tail -n 1 "$servers_log"
 
 step "unit and integration tests"
+df -h "$target" | tail -n 1
 cargo test --quiet 2>&1 | tee "$target/test-output.txt"
