@@ -203,6 +203,7 @@ async fn agent_memory_limit_caps_the_sum_over_edges() {
     let big = BufferConfig {
         max_bytes: ByteSize::mib(16),
         when_full: WhenFull::DropNewest,
+        ..Default::default()
     };
     let limit = ByteSize(1024 * 1024);
     let (config, h) = pipeline(

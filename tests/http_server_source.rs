@@ -454,6 +454,7 @@ async fn data_a_sink_refuses_for_good_is_answered_422() {
         BufferConfig {
             max_bytes: ByteSize(64),
             when_full: WhenFull::DropNewest,
+            ..Default::default()
         },
     );
     let q = format!("name=app&from={FROM}&until={UNTIL}");

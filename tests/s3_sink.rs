@@ -272,6 +272,7 @@ async fn run_with_outage(
         BufferConfig {
             max_bytes: ByteSize(64 * 1024),
             when_full,
+            ..Default::default()
         },
         s3_config(server, ""),
     );

@@ -180,6 +180,7 @@ mod tests {
         let cfg = BufferConfig {
             max_bytes: ByteSize(4096),
             when_full: WhenFull::DropNewest,
+            ..Default::default()
         };
         let (tx, rx) = edge(cfg, MemoryBudget::new(1 << 30), m.clone());
         let (kept, kept_rx) = Batch::new();
@@ -205,6 +206,7 @@ mod tests {
         let cfg = BufferConfig {
             max_bytes: ByteSize(1 << 20),
             when_full: WhenFull::DropNewest,
+            ..Default::default()
         };
         let (a, ra) = edge(cfg, budget.clone(), t.component("a", "sink", "test"));
         let (b, rb) = edge(cfg, budget.clone(), t.component("b", "sink", "test"));

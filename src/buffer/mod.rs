@@ -3,10 +3,11 @@
 //! A buffer has a writing side, cloned by every upstream component
 //! ([`EdgeSender`]), and a reading side, the component's [`Input`]. Both are
 //! interfaces ([`BufferWriter`], [`BufferReader`]) so that the component reading a
-//! buffer cannot tell which kind it is: today the byte-budgeted in-memory edge
-//! ([`memory`]), later a disk buffer. Every event in a buffer holds its bytes against
-//! the buffer's `max_bytes` and the agent-wide [`MemoryBudget`]; a disk buffer holds
-//! only what it keeps in memory.
+//! buffer cannot tell which kind it is: the byte-budgeted in-memory edge
+//! ([`memory`]) or a sink's disk buffer ([`disk`]). Every event in a memory buffer
+//! holds its bytes against the buffer's `max_bytes` and the agent-wide
+//! [`MemoryBudget`]; a disk buffer holds its events on disk within `max_bytes` and
+//! charges the budget a fixed amount for what it keeps in memory.
 //!
 //! At the limit a buffer does what `when_full` says: `block` makes the writer wait
 //! (backpressure reaches the source); `drop_newest` discards the event, counts it and
@@ -14,12 +15,13 @@
 
 mod budget;
 mod config;
+pub mod disk;
 mod ends;
 pub mod memory;
 mod output;
 
 pub use budget::{MemoryBudget, MemoryGauges, Permit, WindowCharge};
-pub use config::{BufferConfig, WhenFull};
+pub use config::{BufferConfig, BufferKind, SyncPolicy, WhenFull};
 pub use ends::{BoxFuture, BufferReader, BufferWriter, Closed, EdgeSender, Input};
 pub use memory::edge;
 pub use output::{Output, OutputClosed};

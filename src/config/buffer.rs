@@ -11,13 +11,14 @@ use super::locate;
 use super::report::Report;
 use super::retry::parse_all;
 use super::size::{size_field, Field};
-use crate::buffer::BufferConfig;
+use crate::buffer::{BufferConfig, BufferKind};
 use crate::component::parse_table;
 use crate::units::ByteSize;
 
 /// Fields of [`BufferConfig`], for "did you mean" suggestions (serde does not list
 /// them when it ignores an unknown field). A test checks that they are accepted.
-pub(super) const BUFFER_FIELDS: &[&str] = &["max_bytes", "when_full"];
+pub(super) const BUFFER_FIELDS: &[&str] =
+    &["max_bytes", "when_full", "type", "sync", "sync_interval"];
 
 /// `buffer.max_bytes` with the span of its value.
 pub(super) type SizeAt = (ByteSize, Range<usize>);
@@ -71,10 +72,70 @@ pub(super) fn read_buffer(
         Field::Absent | Field::Invalid => None,
     };
     match parse_all(parse_table::<BufferConfig>, raw.clone()) {
-        Ok(buffer) => (Some(buffer), size),
+        Ok(buffer) => {
+            let ok = check_kind(report, role, ctx, table, raw, &buffer);
+            // A disk buffer's bytes are on disk: they do not count against memory.
+            let size = size.filter(|_| buffer.kind == BufferKind::Memory);
+            (ok.then_some(buffer), size)
+        }
         Err(errors) => {
             report_fields(report, ctx, table, &["buffer"], errors, BUFFER_FIELDS);
             (None, size)
         }
     }
+}
+
+/// What only makes sense for one kind of buffer. Returns whether all is well.
+fn check_kind(
+    report: &mut Report<'_>,
+    role: Role,
+    ctx: &str,
+    table: &Spanned<DeValue<'_>>,
+    raw: &toml::Value,
+    buffer: &BufferConfig,
+) -> bool {
+    let at = |field: &str| locate::find(table, &["buffer".into(), field.into()]).value;
+    let mut problems: Vec<(Range<usize>, String)> = Vec::new();
+    if buffer.kind == BufferKind::Disk {
+        if role != Role::Sink {
+            problems.push((
+                at("type"),
+                format!("{ctx}: a disk buffer belongs in front of a sink; a {role}'s buffer is in memory"),
+            ));
+        }
+        if raw.get("max_bytes").is_none() {
+            problems.push((
+                at("type"),
+                format!("{ctx}: a disk buffer needs `max_bytes`, the disk it may use (e.g. buffer = {{ type = \"disk\", max_bytes = \"1GiB\" }})"),
+            ));
+        } else if buffer.max_bytes < BufferConfig::MIN_DISK_BYTES {
+            problems.push((
+                at("max_bytes"),
+                format!(
+                    "{ctx}: a disk buffer's `max_bytes` must be at least {}",
+                    BufferConfig::MIN_DISK_BYTES
+                ),
+            ));
+        }
+        if buffer.sync_interval.get().is_zero() {
+            problems.push((
+                at("sync_interval"),
+                format!("{ctx}: `buffer.sync_interval` must be greater than 0 (or use sync = \"always\")"),
+            ));
+        }
+    } else {
+        for field in ["sync", "sync_interval"] {
+            if raw.get(field).is_some() {
+                problems.push((
+                    at(field),
+                    format!("{ctx}: `buffer.{field}` is for disk buffers (type = \"disk\"); this buffer is in memory"),
+                ));
+            }
+        }
+    }
+    let ok = problems.is_empty();
+    for (span, message) in problems {
+        report.at(span, message);
+    }
+    ok
 }

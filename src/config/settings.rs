@@ -92,6 +92,6 @@ mod tests {
         }
         accepts::<AgentConfig>(AGENT_FIELDS, &["1MiB", "1s", "h"]);
         accepts::<TelemetryConfig>(TELEMETRY_FIELDS, &["127.0.0.1:1"]);
-        accepts::<BufferConfig>(BUFFER_FIELDS, &["1MiB", "block"]);
+        accepts::<BufferConfig>(BUFFER_FIELDS, &["1MiB", "block", "disk", "always", "1s"]);
     }
 }

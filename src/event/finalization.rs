@@ -73,11 +73,20 @@ pub fn unresolved_tokens() -> u64 {
     UNRESOLVED.load(Ordering::Relaxed)
 }
 
-/// The shared end of a batch: holds the worst outcome so far and tells the receiver
+/// Whom a batch tells its outcome.
+enum Listener {
+    /// A [`BatchReceiver`].
+    Receiver(oneshot::Sender<EventStatus>),
+    /// A function, for a producer that tracks many small batches at once (a disk
+    /// buffer's records): no task or future per batch.
+    Callback(Box<dyn FnOnce(EventStatus) + Send>),
+}
+
+/// The shared end of a batch: holds the worst outcome so far and tells the listener
 /// when the last token is gone.
 struct Notifier {
     worst: AtomicU8,
-    tx: Mutex<Option<oneshot::Sender<EventStatus>>>,
+    listener: Mutex<Option<Listener>>,
 }
 
 impl Notifier {
@@ -91,8 +100,12 @@ impl Drop for Notifier {
         // No token was ever made (an empty batch): nothing was lost.
         let status = EventStatus::from_u8(self.worst.load(Ordering::Acquire))
             .unwrap_or(EventStatus::Delivered);
-        if let Some(tx) = self.tx.get_mut().ok().and_then(Option::take) {
-            let _ = tx.send(status);
+        match self.listener.get_mut().ok().and_then(Option::take) {
+            Some(Listener::Receiver(tx)) => {
+                let _ = tx.send(status);
+            }
+            Some(Listener::Callback(f)) => f(status),
+            None => {}
         }
     }
 }
@@ -114,11 +127,25 @@ pub struct BatchReceiver {
 impl Batch {
     pub fn new() -> (Batch, BatchReceiver) {
         let (tx, rx) = oneshot::channel();
-        let notifier = Arc::new(Notifier {
-            worst: AtomicU8::new(0),
-            tx: Mutex::new(Some(tx)),
-        });
-        (Batch { notifier }, BatchReceiver { rx, got: None })
+        (
+            Batch::with_listener(Listener::Receiver(tx)),
+            BatchReceiver { rx, got: None },
+        )
+    }
+
+    /// A batch whose combined outcome is passed to `f`, once, on the thread that
+    /// resolves or drops its last token. `f` must not block.
+    pub fn with_callback(f: impl FnOnce(EventStatus) + Send + 'static) -> Batch {
+        Batch::with_listener(Listener::Callback(Box::new(f)))
+    }
+
+    fn with_listener(listener: Listener) -> Batch {
+        Batch {
+            notifier: Arc::new(Notifier {
+                worst: AtomicU8::new(0),
+                listener: Mutex::new(Some(listener)),
+            }),
+        }
     }
 
     /// A new token of this batch.
@@ -345,6 +372,19 @@ mod tests {
         all.resolve(EventStatus::Errored);
         assert_eq!(r1.wait().await, EventStatus::Errored);
         assert_eq!(r2.wait().await, EventStatus::Errored);
+    }
+
+    #[test]
+    fn a_callback_hears_the_combined_outcome_once() {
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h = heard.clone();
+        let batch = Batch::with_callback(move |s| h.lock().unwrap().push(s));
+        let (a, b) = (batch.token(), batch.token());
+        drop(batch);
+        a.resolve(EventStatus::Delivered);
+        assert!(heard.lock().unwrap().is_empty(), "one token is still out");
+        drop(b);
+        assert_eq!(*heard.lock().unwrap(), [EventStatus::Errored]);
     }
 
     #[tokio::test]

@@ -172,6 +172,11 @@ impl ComponentMetrics {
         }
     }
 
+    /// The counters of this component's disk buffer.
+    pub fn disk_buffer(&self) -> super::DiskBufferMetrics {
+        super::DiskBufferMetrics::new(self.families.clone(), self.labels.clone())
+    }
+
     pub fn set_buffer_max_bytes(&self, bytes: u64) {
         self.buffer_max_bytes.set(bytes.min(i64::MAX as u64) as i64);
     }

@@ -52,6 +52,7 @@ pub(super) struct Families {
     pub(super) rejected_events: Family<DiscardLabels, Counter>,
     pub(super) request_duration: Family<ComponentLabels, Histogram, fn() -> Histogram>,
     pub(super) requests_in_flight: Family<ComponentLabels, Gauge>,
+    pub(super) disk: super::disk_buffer::DiskFamilies,
     pub(super) process: super::process::ProcessGauges,
 }
 

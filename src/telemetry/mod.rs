@@ -5,10 +5,12 @@
 //! process's own RSS and open fds. Delivering sinks (through `sinks::driver`) add
 //! `component_retried_requests_total{reason}`, `component_rejected_events_total{reason}`,
 //! `component_request_duration_seconds` (attempt latency) and
-//! `component_requests_in_flight`. Exposed in Prometheus text format by
+//! `component_requests_in_flight`. Disk buffers add `buffer_disk_*` (see
+//! [`DiskBufferMetrics`]). Exposed in Prometheus text format by
 //! [`server::serve`] when `[telemetry] listen` is set.
 
 mod component_metrics;
+mod disk_buffer;
 mod families;
 mod process;
 mod rate_limited;
@@ -20,6 +22,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 pub use component_metrics::{ComponentMetrics, RequestMetrics};
+pub use disk_buffer::DiskBufferMetrics;
 use families::{request_duration_histogram, Families};
 pub use families::{ComponentLabels, DiscardLabels, ProfilerErrorLabels};
 pub use rate_limited::RateLimited;
@@ -58,6 +61,7 @@ impl Telemetry {
             request_duration: Family::new_with_constructor(request_duration_histogram),
             requests_in_flight: Family::default(),
             process: process::ProcessGauges::default(),
+            disk: Default::default(),
             registry: Mutex::new(Registry::default()),
         };
         registry.register(
@@ -145,6 +149,7 @@ impl Telemetry {
             "Sink requests holding a concurrency slot (attempting or backing off)",
             f.requests_in_flight.clone(),
         );
+        f.disk.register(&mut registry);
         f.process.register(&mut registry);
         *f.registry.lock().unwrap() = registry;
         Telemetry { inner: Arc::new(f) }

@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::buffer::{edge, EdgeSender, Input, MemoryBudget, Output};
+use crate::buffer::{
+    disk, edge, BufferConfig, BufferKind, EdgeSender, Input, MemoryBudget, Output,
+};
 use crate::component::{ComponentContext, SinkContext, SourceContext, Task, TransformContext};
 use crate::config::Config;
 use crate::event::ComponentId;
@@ -82,10 +84,25 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
         .map(|t| (&t.id, &t.inputs, t.buffer))
         .chain(config.sinks.iter().map(|s| (&s.id, &s.inputs, s.buffer)));
     let consumers: Vec<_> = consumers.collect();
-    let scale = edge_scale(&budget, consumers.iter().map(|(_, _, b)| b.max_bytes.get()));
+    let scale = edge_scale(&budget, consumers.iter().map(|(_, _, b)| memory_bytes(b)));
+    let mut errors = Vec::new();
     for (id, ins, mut buffer) in consumers {
-        buffer.max_bytes = ByteSize(scale.apply(buffer.max_bytes.get()));
-        let (tx, rx) = edge(buffer, budget.clone(), metrics[id].clone());
+        let (tx, rx) = match buffer.kind {
+            BufferKind::Memory => {
+                buffer.max_bytes = ByteSize(scale.apply(buffer.max_bytes.get()));
+                edge(buffer, budget.clone(), metrics[id].clone())
+            }
+            BufferKind::Disk => {
+                let dir = config.agent.state_dir.join("buffers").join(&**id);
+                match disk::open(&dir, buffer, &budget, metrics[id].clone()) {
+                    Ok(ends) => ends,
+                    Err(e) => {
+                        errors.push(format!("sink `{id}`: disk buffer: {e}"));
+                        continue;
+                    }
+                }
+            }
+        };
         for producer in ins {
             senders
                 .entry(producer.clone())
@@ -112,8 +129,10 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
         Output::new(senders.remove(id).unwrap_or_default(), metrics[id].clone())
     };
 
+    if !errors.is_empty() {
+        return Err(BuildErrors(errors));
+    }
     let mut tasks = Vec::new();
-    let mut errors = Vec::new();
     let mut record = |id: &ComponentId, kind: &'static str, r: Result<Task, _>| match r {
         Ok(task) => tasks.push(BuiltTask {
             id: id.clone(),
@@ -221,6 +240,15 @@ fn register_memory_gauges(telemetry: &Telemetry, budget: &MemoryBudget) {
         ("memory_limit_bytes", "[agent] memory_limit", &g.limit_bytes),
     ] {
         telemetry.register(name, help, gauge.clone());
+    }
+}
+
+/// What a buffer holds in memory at most: a memory buffer its `max_bytes`, a disk
+/// buffer its fixed reserve.
+fn memory_bytes(b: &BufferConfig) -> u64 {
+    match b.kind {
+        BufferKind::Memory => b.max_bytes.get(),
+        BufferKind::Disk => disk::memory_reserve(),
     }
 }
 

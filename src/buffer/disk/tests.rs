@@ -1,0 +1,383 @@
+//! The disk buffer against a model, and against damage.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+use super::queue::{AppendError, Queue, LEDGER_MAX};
+use super::record::HEADER_LEN;
+use super::segment::{self, MAGIC_LEN};
+use crate::event::EventStatus;
+use crate::telemetry::{DiskBufferMetrics, Telemetry};
+
+fn metrics() -> DiskBufferMetrics {
+    Telemetry::new()
+        .component("out", "sink", "test")
+        .disk_buffer()
+}
+
+fn open(dir: &Path, max_bytes: u64) -> Queue {
+    Queue::open(dir, max_bytes, metrics()).unwrap()
+}
+
+fn payload(seq_hint: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seq_hint as usize * 31 + i) as u8)
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write(usize),
+    Read,
+    /// Resolve the n-th record out (modulo how many are out).
+    Resolve(usize, EventStatus),
+    /// Hand out an errored record again.
+    Retry,
+    Tick,
+    /// Drop without the final ledger write (as `kill -9` leaves it).
+    Crash,
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0usize..3000).prop_map(Op::Write),
+        4 => Just(Op::Read),
+        4 => (any::<usize>(), prop_oneof![
+            3 => Just(EventStatus::Delivered),
+            1 => Just(EventStatus::Rejected),
+            1 => Just(EventStatus::Errored),
+        ]).prop_map(|(i, s)| Op::Resolve(i, s)),
+        1 => Just(Op::Retry),
+        1 => Just(Op::Tick),
+        1 => Just(Op::Crash),
+        1 => Just(Op::Restart),
+    ]
+}
+
+/// What the buffer must hold: every record written and not acknowledged.
+#[derive(Default)]
+struct Model {
+    written: BTreeMap<u64, Vec<u8>>,
+    /// Handed out in this run, waiting for an outcome.
+    out: BTreeSet<u64>,
+    /// Reported errored in this run, waiting to be handed out again.
+    errored: BTreeSet<u64>,
+    /// The last sequence number read in this run.
+    read: Option<u64>,
+}
+
+impl Model {
+    fn restart(&mut self) {
+        self.out.clear();
+        self.errored.clear();
+        self.read = None;
+    }
+
+    /// The next record a reader must get: the oldest not acknowledged, after what
+    /// this run has read.
+    fn next(&self) -> Option<u64> {
+        let from = self.read.map_or(0, |r| r + 1);
+        self.written.range(from..).next().map(|(s, _)| *s)
+    }
+}
+
+fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Some(open(dir.path(), max_bytes));
+    let mut m = Model::default();
+    let far = Instant::now() + Duration::from_secs(86_400);
+    for op in ops {
+        let queue = q.as_mut().unwrap();
+        match op {
+            Op::Write(n) => {
+                let p = payload(queue.next_seq(), n);
+                match queue.append(&p, 0) {
+                    Ok(seq) => {
+                        prop_assert!(
+                            m.written.keys().all(|s| *s < seq),
+                            "sequence numbers increase"
+                        );
+                        m.written.insert(seq, p);
+                    }
+                    Err(AppendError::Full) => {
+                        let need = (HEADER_LEN + n) as u64 + MAGIC_LEN;
+                        prop_assert!(
+                            queue.disk_bytes() + need + LEDGER_MAX > max_bytes,
+                            "refused only when full"
+                        );
+                    }
+                    Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+                }
+            }
+            Op::Read => {
+                let got = queue.next_record();
+                prop_assert_eq!(
+                    got.as_ref().map(|r| r.seq),
+                    m.next(),
+                    "read in order, nothing lost or repeated"
+                );
+                if let Some(r) = got {
+                    prop_assert_eq!(&r.payload, &m.written[&r.seq]);
+                    m.read = Some(r.seq);
+                    m.out.insert(r.seq);
+                }
+            }
+            Op::Resolve(i, status) => {
+                let Some(&seq) = m.out.iter().nth(i % m.out.len().max(1)) else {
+                    continue;
+                };
+                queue.resolve(seq, status, Instant::now()).unwrap();
+                m.out.remove(&seq);
+                if status == EventStatus::Errored {
+                    m.errored.insert(seq);
+                } else {
+                    m.written.remove(&seq);
+                }
+            }
+            Op::Retry => {
+                let got = queue.due_retry(far);
+                match got {
+                    Some(r) => {
+                        prop_assert!(m.errored.remove(&r.seq), "only errored records come again");
+                        prop_assert_eq!(&r.payload, &m.written[&r.seq]);
+                        m.out.insert(r.seq);
+                    }
+                    None => prop_assert!(m.errored.is_empty()),
+                }
+            }
+            Op::Tick => queue.tick().unwrap(),
+            Op::Crash => {
+                q.take().unwrap().crash();
+                q = Some(open(dir.path(), max_bytes));
+                m.restart();
+            }
+            Op::Restart => {
+                drop(q.take());
+                q = Some(open(dir.path(), max_bytes));
+                m.restart();
+            }
+        }
+        let queue = q.as_ref().unwrap();
+        prop_assert!(
+            queue.disk_bytes() <= max_bytes,
+            "{} > {max_bytes}",
+            queue.disk_bytes()
+        );
+        prop_assert!(disk_usage(dir.path()) <= max_bytes);
+    }
+    // Whatever happened, a crash and a full read give back exactly what was not
+    // acknowledged, in order.
+    q.take().unwrap().crash();
+    let mut queue = open(dir.path(), max_bytes);
+    let mut replayed = Vec::new();
+    while let Some(r) = queue.next_record() {
+        prop_assert_eq!(&r.payload, &m.written[&r.seq]);
+        replayed.push(r.seq);
+    }
+    prop_assert_eq!(replayed, m.written.keys().copied().collect::<Vec<_>>());
+    Ok(())
+}
+
+/// Bytes of the files in `dir`, as `du --apparent-size` counts them.
+fn disk_usage(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_buffer_behaves_like_its_model(ops in prop::collection::vec(op(), 1..160)) {
+        // Small enough that segments rotate, get deleted, and the buffer fills.
+        run(ops, 1024 * 1024)?;
+    }
+}
+
+/// Writes `n` records of `len` bytes and closes the buffer; returns their payloads.
+fn fill(dir: &Path, n: u64, len: usize) -> Vec<Vec<u8>> {
+    let mut q = open(dir, 64 * 1024 * 1024);
+    (0..n)
+        .map(|i| {
+            let p = payload(i, len);
+            q.append(&p, 0).unwrap();
+            p
+        })
+        .collect()
+}
+
+fn read_all(q: &mut Queue) -> Vec<u64> {
+    std::iter::from_fn(|| q.next_record().map(|r| r.seq)).collect()
+}
+
+fn only_segment(dir: &Path) -> std::path::PathBuf {
+    let segs = segment::list(dir).unwrap();
+    assert_eq!(segs.len(), 1);
+    segs[0].path.clone()
+}
+
+#[test]
+fn a_torn_last_record_is_truncated_and_counted_at_every_cut() {
+    let src = tempfile::tempdir().unwrap();
+    fill(src.path(), 5, 40);
+    let seg = only_segment(src.path());
+    let full = std::fs::metadata(&seg).unwrap().len();
+    let record = (HEADER_LEN + 40) as u64;
+    for cut in (full - record + 1)..full {
+        let dir = tempfile::tempdir().unwrap();
+        for e in std::fs::read_dir(src.path()).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+        }
+        let seg = only_segment(dir.path());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
+        let m = metrics();
+        let mut q = Queue::open(dir.path(), 64 * 1024 * 1024, m.clone()).unwrap();
+        assert_eq!(m.corrupted_count("torn"), 1, "cut at {cut}");
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), full - record);
+        // New records follow the survivors and read back after them.
+        let seq = q.append(b"after", 0).unwrap();
+        assert_eq!(read_all(&mut q), [0, 1, 2, 3, seq], "cut at {cut}");
+        assert_eq!(
+            m.corrupted_count("missing"),
+            0,
+            "the torn record is counted once"
+        );
+    }
+}
+
+#[test]
+fn a_flipped_payload_byte_costs_that_record_only() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 5, 40);
+    let seg = only_segment(dir.path());
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let third = MAGIC_LEN as usize + 2 * (HEADER_LEN + 40);
+    bytes[third + HEADER_LEN + 7] ^= 0x10;
+    std::fs::write(&seg, bytes).unwrap();
+    let m = metrics();
+    let mut q = Queue::open(dir.path(), 64 * 1024 * 1024, m.clone()).unwrap();
+    assert_eq!(read_all(&mut q), [0, 1, 3, 4]);
+    assert_eq!(m.corrupted_count("checksum"), 1);
+    assert_eq!(m.replayed_count(), 4);
+}
+
+#[test]
+fn a_flipped_header_byte_costs_the_rest_of_its_segment_and_reading_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // 1 MiB buffer: 128 KiB segments; 100 records of 4 KiB fill several.
+    let mut q = open(dir.path(), 1024 * 1024);
+    for i in 0..100 {
+        if matches!(q.append(&payload(i, 4000), 0), Err(AppendError::Full)) {
+            break;
+        }
+    }
+    let written = q.next_seq();
+    drop(q);
+    let segs = segment::list(dir.path()).unwrap();
+    assert!(segs.len() >= 3, "{} segments", segs.len());
+    let victim = &segs[1];
+    let per_segment = segs[2].first_seq - segs[1].first_seq;
+    let mut bytes = std::fs::read(&victim.path).unwrap();
+    // The header of the segment's second record.
+    bytes[MAGIC_LEN as usize + HEADER_LEN + 4000 + 5] ^= 0x01;
+    std::fs::write(&victim.path, bytes).unwrap();
+    let m = metrics();
+    let mut q = Queue::open(dir.path(), 1024 * 1024, m.clone()).unwrap();
+    let got = read_all(&mut q);
+    assert_eq!(got.len() as u64, written - (per_segment - 1));
+    assert_eq!(m.corrupted_count("header"), 1);
+    assert_eq!(m.corrupted_count("unreadable"), per_segment - 1);
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn a_deleted_segment_is_counted_missing_and_the_rest_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(dir.path(), 1024 * 1024);
+    for i in 0..120 {
+        q.append(&payload(i, 4000), 0).unwrap();
+    }
+    drop(q);
+    let segs = segment::list(dir.path()).unwrap();
+    let lost = segs[2].first_seq - segs[1].first_seq;
+    std::fs::remove_file(&segs[1].path).unwrap();
+    let m = metrics();
+    let mut q = Queue::open(dir.path(), 1024 * 1024, m.clone()).unwrap();
+    assert_eq!(read_all(&mut q).len() as u64, 120 - lost);
+    assert_eq!(m.corrupted_count("missing"), lost);
+}
+
+#[test]
+fn acknowledged_records_are_not_replayed_even_out_of_order_and_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(dir.path(), 64 * 1024 * 1024);
+    for i in 0..10 {
+        q.append(&payload(i, 10), 0).unwrap();
+    }
+    assert_eq!(read_all(&mut q).len(), 10);
+    let now = Instant::now();
+    for seq in [7, 2, 9, 0, 1] {
+        q.resolve(seq, EventStatus::Delivered, now).unwrap();
+    }
+    q.resolve(3, EventStatus::Rejected, now).unwrap();
+    q.resolve(4, EventStatus::Errored, now).unwrap();
+    q.crash();
+    let mut q = open(dir.path(), 64 * 1024 * 1024);
+    assert_eq!(read_all(&mut q), [4, 5, 6, 8]);
+}
+
+#[test]
+fn a_second_agent_is_refused_the_buffer() {
+    let dir = tempfile::tempdir().unwrap();
+    let _q = open(dir.path(), 1024 * 1024);
+    let err = Queue::open(dir.path(), 1024 * 1024, metrics())
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .contains("another profpipe process holds it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_directory_that_cannot_be_made_is_a_clear_error() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let err = Queue::open(&file.path().join("buf"), 1024 * 1024, metrics())
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("cannot create the directory") && msg.contains("buf"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let buf = dir.path().join("b");
+    let mut q = open(&buf, 1024 * 1024);
+    q.append(b"x", 0).unwrap();
+    drop(q);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&buf), 0o700);
+    for e in std::fs::read_dir(&buf).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
+}

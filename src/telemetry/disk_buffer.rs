@@ -1,0 +1,150 @@
+//! The metrics of a disk buffer: `profpipe_buffer_disk_bytes`,
+//! `profpipe_buffer_disk_records`, `profpipe_buffer_disk_oldest_record_age_seconds`,
+//! `profpipe_buffer_disk_records_{written,replayed,redelivered}_total` and
+//! `profpipe_buffer_disk_records_corrupted_total{reason}`. Records dropped at the
+//! limit are `component_discarded_events_total{reason}` like any buffer's.
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::families::{ComponentLabels, DiscardLabels, Families};
+
+#[derive(Default)]
+pub(super) struct DiskFamilies {
+    bytes: Family<ComponentLabels, Gauge>,
+    records: Family<ComponentLabels, Gauge>,
+    oldest_age: Family<ComponentLabels, Gauge>,
+    written: Family<ComponentLabels, Counter>,
+    replayed: Family<ComponentLabels, Counter>,
+    redelivered: Family<ComponentLabels, Counter>,
+    corrupted: Family<DiscardLabels, Counter>,
+}
+
+impl DiskFamilies {
+    pub(super) fn register(&self, r: &mut Registry) {
+        r.register(
+            "buffer_disk_bytes",
+            "Bytes of the disk buffer's files (segments and ledger)",
+            self.bytes.clone(),
+        );
+        r.register(
+            "buffer_disk_records",
+            "Records in the disk buffer not yet acknowledged by the sink",
+            self.records.clone(),
+        );
+        r.register(
+            "buffer_disk_oldest_record_age_seconds",
+            "Age of the oldest record not yet acknowledged (0 when none)",
+            self.oldest_age.clone(),
+        );
+        r.register(
+            "buffer_disk_records_written",
+            "Records written to the disk buffer",
+            self.written.clone(),
+        );
+        r.register(
+            "buffer_disk_records_replayed",
+            "Records read back that an earlier run of the agent had written",
+            self.replayed.clone(),
+        );
+        r.register(
+            "buffer_disk_records_redelivered",
+            "Records handed to the sink again after it reported them errored",
+            self.redelivered.clone(),
+        );
+        r.register(
+            "buffer_disk_records_corrupted",
+            "Records that could not be read back, by reason (checksum, header, torn, missing, ...)",
+            self.corrupted.clone(),
+        );
+    }
+}
+
+/// One disk buffer's metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct DiskBufferMetrics {
+    families: Arc<Families>,
+    labels: ComponentLabels,
+    bytes: Gauge,
+    records: Gauge,
+    oldest_age: Gauge,
+    written: Counter,
+    replayed: Counter,
+    redelivered: Counter,
+}
+
+impl DiskBufferMetrics {
+    pub(super) fn new(families: Arc<Families>, labels: ComponentLabels) -> Self {
+        let d = &families.disk;
+        DiskBufferMetrics {
+            bytes: d.bytes.get_or_create_owned(&labels),
+            records: d.records.get_or_create_owned(&labels),
+            oldest_age: d.oldest_age.get_or_create_owned(&labels),
+            written: d.written.get_or_create_owned(&labels),
+            replayed: d.replayed.get_or_create_owned(&labels),
+            redelivered: d.redelivered.get_or_create_owned(&labels),
+            families,
+            labels,
+        }
+    }
+
+    fn reason(&self, reason: &str) -> DiscardLabels {
+        DiscardLabels {
+            component_id: self.labels.component_id.clone(),
+            component_kind: self.labels.component_kind.clone(),
+            component_type: self.labels.component_type.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn set_disk(&self, bytes: u64, records: u64, oldest_age_s: u64) {
+        self.bytes.set(bytes.min(i64::MAX as u64) as i64);
+        self.records.set(records.min(i64::MAX as u64) as i64);
+        self.oldest_age
+            .set(oldest_age_s.min(i64::MAX as u64) as i64);
+    }
+    pub fn written(&self) {
+        self.written.inc();
+    }
+    pub fn replayed(&self) {
+        self.replayed.inc();
+    }
+    pub fn redelivered(&self) {
+        self.redelivered.inc();
+    }
+    pub fn corrupted(&self, reason: &str, n: u64) {
+        self.families
+            .disk
+            .corrupted
+            .get_or_create(&self.reason(reason))
+            .inc_by(n);
+    }
+
+    // Readers, for tests and reports.
+    pub fn disk_bytes(&self) -> u64 {
+        self.bytes.get().max(0) as u64
+    }
+    pub fn records(&self) -> u64 {
+        self.records.get().max(0) as u64
+    }
+    pub fn written_count(&self) -> u64 {
+        self.written.get()
+    }
+    pub fn replayed_count(&self) -> u64 {
+        self.replayed.get()
+    }
+    pub fn redelivered_count(&self) -> u64 {
+        self.redelivered.get()
+    }
+    pub fn corrupted_count(&self, reason: &str) -> u64 {
+        self.families
+            .disk
+            .corrupted
+            .get_or_create(&self.reason(reason))
+            .get()
+    }
+}
