@@ -238,9 +238,39 @@ pub trait SinkConfig: Debug + Send + Sync + 'static {
     /// bucket or topic exists), sending no data; run by `profpipe validate
     /// --healthcheck` and at agent start. `None`: nothing to check (local sinks).
     /// Network sinks build their service and return `sinks::driver::healthcheck`
-    /// of it, its error as text.
-    fn healthcheck(&self) -> Option<crate::buffer::BoxFuture<'static, Result<(), String>>> {
+    /// of it.
+    fn healthcheck(&self) -> Option<crate::buffer::BoxFuture<'static, Result<(), Unhealthy>>> {
         None
+    }
+}
+
+/// Why a sink's healthcheck failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Unhealthy {
+    pub message: String,
+    /// The destination may accept us later (unreachable, timed out, 5xx), as
+    /// opposed to refusing us (credentials, a missing bucket or topic, a bad
+    /// config). A sink with a disk buffer starts anyway on a retryable failure.
+    pub retryable: bool,
+}
+
+impl Unhealthy {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Unhealthy {
+            message: message.into(),
+            retryable: true,
+        }
+    }
+}
+
+/// A failure to even build the check (a missing secret, a bad URL): permanent.
+impl From<String> for Unhealthy {
+    fn from(message: String) -> Self {
+        Unhealthy {
+            message,
+            retryable: false,
+        }
     }
 }
 

@@ -99,6 +99,7 @@ fn start_one_sink(
     let buffer = BufferConfig {
         max_bytes,
         when_full,
+        ..Default::default()
     };
     let path = file.path().to_str().unwrap();
     let (config, h) = pipeline(path, &[("sink", buffer)], ByteSize::mib(64));

@@ -575,7 +575,7 @@ async fn tls_with_a_custom_ca() {
     // Without the CA the server is not trusted: the healthcheck says so.
     let untrusted: HttpSinkConfig = toml::from_str(&base).unwrap();
     let e = untrusted.healthcheck().unwrap().await.unwrap_err();
-    assert!(e.starts_with("connect"), "{e}");
+    assert!(e.message.starts_with("connect"), "{e}");
 
     let trusted = format!(
         "{base}tls = {{ ca_file = {:?} }}\n{}",

@@ -65,7 +65,7 @@ impl BufferConfig {
     /// Default `sync_interval`, the documented loss window on power failure.
     pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(500);
     /// The smallest disk buffer: a few segments of the smallest size.
-    pub const MIN_DISK_BYTES: ByteSize = ByteSize(256 * 1024);
+    pub const MIN_DISK_BYTES: ByteSize = ByteSize::mib(1);
 }
 
 impl Default for BufferConfig {

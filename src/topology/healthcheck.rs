@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
+use crate::component::Unhealthy;
 use crate::config::Config;
 use crate::event::ComponentId;
 
 /// Runs every sink's healthcheck at once, each bounded by `timeout`; returns the
 /// failures, in the config's sink order. Sinks without a check are skipped.
-pub async fn run_healthchecks(config: &Config, timeout: Duration) -> Vec<(ComponentId, String)> {
+pub async fn run_healthchecks(config: &Config, timeout: Duration) -> Vec<(ComponentId, Unhealthy)> {
     // Spawned so slow checks overlap and a panicking one is a failure, not a crash.
     let checks: Vec<_> = config
         .sinks
@@ -27,9 +28,12 @@ pub async fn run_healthchecks(config: &Config, timeout: Duration) -> Vec<(Compon
     for (id, handle) in checks {
         let failure = match handle.await {
             Ok(Ok(Ok(()))) => continue,
-            Ok(Ok(Err(message))) => message,
-            Ok(Err(_)) => format!("no answer within {}", humantime::format_duration(timeout)),
-            Err(e) => format!("the check failed: {e}"),
+            Ok(Ok(Err(unhealthy))) => unhealthy,
+            Ok(Err(_)) => Unhealthy::retryable(format!(
+                "no answer within {}",
+                humantime::format_duration(timeout)
+            )),
+            Err(e) => Unhealthy::from(format!("the check failed: {e}")),
         };
         failures.push((id, failure));
     }
@@ -63,11 +67,11 @@ mod tests {
         fn build(&self, _: SinkContext) -> Result<Task, BuildError> {
             Err(BuildError("not built".into()))
         }
-        fn healthcheck(&self) -> Option<BoxFuture<'static, Result<(), String>>> {
+        fn healthcheck(&self) -> Option<BoxFuture<'static, Result<(), Unhealthy>>> {
             Some(match self.0 {
                 Check::None => return None,
                 Check::Passes => Box::pin(async { Ok(()) }),
-                Check::Fails => Box::pin(async { Err("auth: 403 Forbidden".to_string()) }),
+                Check::Fails => Box::pin(async { Err("auth: 403 Forbidden".to_string().into()) }),
                 Check::Hangs => Box::pin(std::future::pending()),
                 Check::Panics => Box::pin(async { panic!("broken check") }),
             })
@@ -111,9 +115,14 @@ mod tests {
         );
         let ids: Vec<&str> = failures.iter().map(|(id, _)| &**id).collect();
         assert_eq!(ids, ["hung", "denied", "buggy"]);
-        assert_eq!(failures[0].1, "no answer within 5s");
-        assert_eq!(failures[1].1, "auth: 403 Forbidden");
-        assert!(failures[2].1.contains("panicked"), "{}", failures[2].1);
+        assert_eq!(failures[0].1, Unhealthy::retryable("no answer within 5s"));
+        assert_eq!(failures[1].1.message, "auth: 403 Forbidden");
+        assert!(!failures[1].1.retryable, "a refusal is not retryable");
+        assert!(
+            failures[2].1.message.contains("panicked"),
+            "{}",
+            failures[2].1
+        );
     }
 
     #[tokio::test]

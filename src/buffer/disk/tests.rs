@@ -381,3 +381,242 @@ fn files_are_private() {
         assert_eq!(mode(&p), 0o600, "{}", p.display());
     }
 }
+
+mod ends {
+    use std::path::Path;
+
+    use super::super::open;
+    use crate::buffer::{
+        BufferConfig, BufferKind, EdgeSender, Input, MemoryBudget, SyncPolicy, WhenFull,
+    };
+    use crate::event::{
+        Batch, BatchReceiver, Event, EventStatus, Labels, Profile, Stack, Watermark, Window,
+    };
+    use crate::telemetry::{ComponentMetrics, Telemetry};
+    use crate::units::ByteSize;
+
+    fn config(max_bytes: u64, when_full: WhenFull) -> BufferConfig {
+        BufferConfig {
+            kind: BufferKind::Disk,
+            max_bytes: ByteSize(max_bytes),
+            when_full,
+            sync: SyncPolicy::Always,
+            ..Default::default()
+        }
+    }
+
+    fn buffer(dir: &Path, c: BufferConfig) -> (EdgeSender, Input, ComponentMetrics) {
+        let m = Telemetry::new().component("out", "sink", "test");
+        let (tx, rx) = open(dir, c, &MemoryBudget::new(64 << 20), m.clone()).unwrap();
+        (tx, rx, m)
+    }
+
+    fn profile(i: u64, frame_bytes: usize) -> (Event, BatchReceiver) {
+        let (batch, rx) = Batch::new();
+        let mut p = Profile::new(
+            Window::new(i * 1000, i * 1000 + 1000),
+            Labels::default(),
+            vec![Stack::new(
+                format!("{i};{}", "f".repeat(frame_bytes)),
+                i + 1,
+            )],
+        );
+        p.finalizers = batch.finalizers();
+        (Event::Profile(p), rx)
+    }
+
+    fn watermark(until: u64) -> Event {
+        Event::Watermark(Watermark {
+            source: "src".into(),
+            complete_until_ms: until,
+        })
+    }
+
+    fn count_of(e: &Event) -> u64 {
+        match e {
+            Event::Profile(p) => p.stacks[0].count,
+            other => panic!("expected a profile, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn writers_are_acknowledged_when_written_and_the_sink_frees_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx, m) = buffer(dir.path(), config(1 << 20, WhenFull::Block));
+        let (a, a_rx) = profile(0, 10);
+        let (b, b_rx) = profile(1, 10);
+        tx.send(a).await.unwrap();
+        tx.send(watermark(1000)).await.unwrap();
+        tx.send(b).await.unwrap();
+        // Written (and synced): the producer may forget.
+        assert_eq!(a_rx.wait().await, EventStatus::Delivered);
+        assert_eq!(b_rx.wait().await, EventStatus::Delivered);
+        let mut first = rx.recv().await.unwrap();
+        assert_eq!(count_of(&first), 1);
+        assert!(
+            rx.recv().await.unwrap().is_watermark(),
+            "the watermark stays behind a"
+        );
+        let second = rx.recv().await.unwrap();
+        assert_eq!(count_of(&second), 2);
+        first.take_finalizers().resolve(EventStatus::Delivered);
+        drop((tx, rx, second)); // b's token dropped unresolved: errored, kept
+        assert_eq!(m.disk_buffer().written_count(), 2);
+
+        let (tx, mut rx, m) = buffer(dir.path(), config(1 << 20, WhenFull::Block));
+        drop(tx);
+        let mut replayed = rx.recv().await.expect("b comes back");
+        assert_eq!(count_of(&replayed), 2);
+        assert_eq!(m.disk_buffer().replayed_count(), 1);
+        replayed.take_finalizers().resolve(EventStatus::Delivered);
+        assert!(rx.recv().await.is_none(), "a is not replayed");
+    }
+
+    #[tokio::test]
+    async fn drop_newest_at_the_limit_rejects_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = BufferConfig::MIN_DISK_BYTES.get() * 4;
+        let (tx, _rx, m) = buffer(dir.path(), config(max, WhenFull::DropNewest));
+        let mut outcomes = Vec::new();
+        for i in 0..200 {
+            let (e, r) = profile(i, 20_000);
+            tx.send(e).await.unwrap();
+            outcomes.push(r.wait().await);
+        }
+        let rejected = outcomes
+            .iter()
+            .filter(|s| **s == EventStatus::Rejected)
+            .count();
+        assert!(rejected > 0 && rejected < 200, "{rejected} rejected");
+        assert_eq!(m.discarded_count("buffer_full"), rejected as u64);
+        assert_eq!(m.disk_buffer().written_count(), 200 - rejected as u64);
+        assert!(m.disk_buffer().disk_bytes() <= max);
+    }
+
+    #[tokio::test]
+    async fn block_holds_the_writer_until_the_sink_frees_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let max = BufferConfig::MIN_DISK_BYTES.get() * 4;
+        let (tx, mut rx, m) = buffer(dir.path(), config(max, WhenFull::Block));
+        let n = 300u64; // about 6 MB through a 1 MiB buffer
+        let writer = tokio::spawn(async move {
+            for i in 0..n {
+                let (e, r) = profile(i, 20_000);
+                tx.send(e).await.unwrap();
+                assert_eq!(r.wait().await, EventStatus::Delivered);
+            }
+        });
+        let mut got = Vec::new();
+        while let Some(mut e) = rx.recv().await {
+            got.push(count_of(&e));
+            e.take_finalizers().resolve(EventStatus::Delivered);
+            assert!(m.disk_buffer().disk_bytes() <= max);
+        }
+        writer.await.unwrap();
+        assert_eq!(got, (1..=n).collect::<Vec<_>>(), "all of them, in order");
+        assert_eq!(m.discarded_events(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_errored_record_is_handed_out_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx, m) = buffer(dir.path(), config(1 << 20, WhenFull::Block));
+        let (e, _) = profile(7, 10);
+        tx.send(e).await.unwrap();
+        let mut first = rx.recv().await.unwrap();
+        first.take_finalizers().resolve(EventStatus::Errored);
+        let started = tokio::time::Instant::now();
+        let mut again = rx.recv().await.unwrap();
+        assert_eq!(count_of(&again), 8);
+        assert!(started.elapsed() >= std::time::Duration::from_secs(10));
+        assert_eq!(m.disk_buffer().redelivered_count(), 1);
+        again.take_finalizers().resolve(EventStatus::Delivered);
+        drop(tx);
+        assert!(rx.recv().await.is_none());
+    }
+
+    /// A tmpfs of `size` mounted on a new directory; unmounted when dropped.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(size: &str) -> Option<Tmpfs> {
+            let dir = tempfile::tempdir().unwrap();
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+                .arg(dir.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            ok.then_some(Tmpfs(dir))
+        }
+
+        fn remount_read_only(&self) {
+            let ok = std::process::Command::new("mount")
+                .args(["-o", "remount,ro"])
+                .arg(self.0.path())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.0.path())
+                .status();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_an_error_for_the_producer_never_a_panic() {
+        let Some(fs) = Tmpfs::mount("512k") else {
+            panic!("mounting a tmpfs needs root, as the test suite runs");
+        };
+        // The buffer may use more than the disk has: the disk fills first.
+        let (tx, mut rx, m) = buffer(&fs.0.path().join("buf"), config(64 << 20, WhenFull::Block));
+        let mut outcomes = Vec::new();
+        for i in 0..100 {
+            let (e, r) = profile(i, 20_000);
+            tx.send(e).await.unwrap();
+            outcomes.push(r.wait().await);
+        }
+        let errored = outcomes
+            .iter()
+            .filter(|s| **s == EventStatus::Errored)
+            .count();
+        assert!(errored > 0, "the disk filled");
+        assert_eq!(m.error_count("disk_write"), errored as u64);
+        // What was written reads back whole: no partial record was left behind.
+        drop(tx);
+        let mut n = 0;
+        while let Some(mut e) = rx.recv().await {
+            e.take_finalizers().resolve(EventStatus::Delivered);
+            n += 1;
+        }
+        assert_eq!(n, 100 - errored);
+        assert_eq!(m.disk_buffer().corrupted_count("checksum"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_directory_is_a_clear_error_at_open() {
+        let Some(fs) = Tmpfs::mount("1m") else {
+            panic!("mounting a tmpfs needs root, as the test suite runs");
+        };
+        fs.remount_read_only();
+        let m = Telemetry::new().component("out", "sink", "test");
+        let err = open(
+            &fs.0.path().join("buf"),
+            config(1 << 20, WhenFull::Block),
+            &MemoryBudget::new(1 << 26),
+            m,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(
+            err.contains("Read-only file system") && err.contains("buf"),
+            "{err}"
+        );
+    }
+}

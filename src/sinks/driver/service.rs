@@ -81,6 +81,15 @@ pub trait Service: Send + Sync + 'static {
     }
 }
 
+impl From<DeliveryError> for crate::component::Unhealthy {
+    fn from(e: DeliveryError) -> Self {
+        crate::component::Unhealthy {
+            retryable: e.is_retryable(),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Runs `service`'s healthcheck, bounded by `timeout` (a timeout is a retryable
 /// "timeout" error, like an attempt's).
 pub async fn healthcheck<S: Service>(service: &S, timeout: Duration) -> Result<(), DeliveryError> {

@@ -114,14 +114,12 @@ impl SinkConfig for HttpSinkConfig {
         }))
     }
 
-    fn healthcheck(&self) -> Option<BoxFuture<'static, Result<(), String>>> {
+    fn healthcheck(&self) -> Option<BoxFuture<'static, Result<(), crate::component::Unhealthy>>> {
         let timeout = self.request.timeout();
         let built = self.service();
         Some(Box::pin(async move {
             let (service, _) = built?;
-            driver::healthcheck(&service, timeout)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(driver::healthcheck(&service, timeout).await?)
         }))
     }
 }

@@ -98,15 +98,19 @@ impl SinkConfig for KafkaSinkConfig {
         }))
     }
 
-    fn healthcheck(&self) -> Option<crate::buffer::BoxFuture<'static, Result<(), String>>> {
+    fn healthcheck(
+        &self,
+    ) -> Option<crate::buffer::BoxFuture<'static, Result<(), crate::component::Unhealthy>>> {
         let service = self.service("healthcheck".into());
         Some(Box::pin(async move {
             let service = service.map_err(|e| e.0)?;
             driver::healthcheck(&service, METADATA_TIMEOUT + Duration::from_secs(1))
                 .await
-                .map_err(|e| match e {
-                    driver::DeliveryError::Retryable { message, .. }
-                    | driver::DeliveryError::Permanent { message, .. } => message,
+                .map_err(|e| {
+                    let retryable = e.is_retryable();
+                    let (driver::DeliveryError::Retryable { message, .. }
+                    | driver::DeliveryError::Permanent { message, .. }) = e;
+                    crate::component::Unhealthy { message, retryable }
                 })
         }))
     }

@@ -94,14 +94,14 @@ impl SinkConfig for S3SinkConfig {
         }))
     }
 
-    fn healthcheck(&self) -> Option<crate::buffer::BoxFuture<'static, Result<(), String>>> {
+    fn healthcheck(
+        &self,
+    ) -> Option<crate::buffer::BoxFuture<'static, Result<(), crate::component::Unhealthy>>> {
         let service = self.service();
         let timeout = self.request.timeout();
         Some(Box::pin(async move {
             let service = service?;
-            driver::healthcheck(&service, timeout)
-                .await
-                .map_err(|e| e.to_string())
+            Ok(driver::healthcheck(&service, timeout).await?)
         }))
     }
 }
