@@ -19,9 +19,24 @@ use common::run::{profpipe, write_config};
 use common::s3::{self, S3Server};
 use common::tansu::{self, Tansu};
 
-/// Pushes in one run, and how fast they come.
-const PUSHES: u64 = 1200;
-const PER_SECOND: u64 = 60;
+/// Pushes in one run, and how fast they come; `scripts/measure-disk-buffer.sh`
+/// sets more and slower (`PROFPIPE_OUTAGE_PUSHES`, `PROFPIPE_OUTAGE_RATE`) for a
+/// two-minute outage. The outage lasts from a quarter to three quarters of them.
+fn pushes() -> u64 {
+    env_or("PROFPIPE_OUTAGE_PUSHES", 1200)
+}
+
+fn per_second() -> u64 {
+    env_or("PROFPIPE_OUTAGE_RATE", 60)
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 const MEMORY_LIMIT_MIB: u64 = 32;
 const DISK_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -59,8 +74,12 @@ impl Agent {
             .append(true)
             .open(log)
             .unwrap();
-        profpipe()
-            .args(["--log", "info", "run", "--config"])
+        // The measurement script runs the release agent under the debug test.
+        let mut cmd = match std::env::var_os("PROFPIPE_BIN") {
+            Some(bin) => std::process::Command::new(bin),
+            None => profpipe(),
+        };
+        cmd.args(["--log", "info", "run", "--config"])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -135,7 +154,7 @@ fn stack(i: u64) -> String {
     format!("push_{i};main")
 }
 
-/// Pushes `PUSHES` profiles at `PER_SECOND`, each in a window of its own, each
+/// Pushes `pushes()` profiles at `per_second()`, each in a window of its own, each
 /// retried until answered 2xx (as a pushing agent would); counts the 2xx.
 async fn push_all(url: String, acked: Arc<AtomicU64>) {
     let client = reqwest::Client::builder()
@@ -147,10 +166,10 @@ async fn push_all(url: String, acked: Arc<AtomicU64>) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-        - 2 * PUSHES * 10;
+        - 2 * pushes() * 10;
     let started = tokio::time::Instant::now();
-    for i in 0..PUSHES {
-        tokio::time::sleep_until(started + Duration::from_millis(i * 1000 / PER_SECOND)).await;
+    for i in 0..pushes() {
+        tokio::time::sleep_until(started + Duration::from_millis(i * 1000 / per_second())).await;
         let from = base + i * 10;
         let q = format!(
             "name=app.cpu%7Bhostname%3Dclient%7D&from={from}&until={}&spyName=pyspy&sampleRate=100",
@@ -273,13 +292,13 @@ async fn outage(
     let acked = Arc::new(AtomicU64::new(0));
     let pusher = tokio::spawn(push_all(format!("http://{address}"), acked.clone()));
 
-    wait_acked(&acked, PUSHES / 4).await;
+    wait_acked(&acked, pushes() / 4).await;
     down();
     // The gateway keeps answering 2xx: the disk buffer has the pushes.
-    wait_acked(&acked, PUSHES / 2).await;
+    wait_acked(&acked, pushes() / 2).await;
     tokio::task::block_in_place(|| agent.kill9_and_restart());
     pid.store(agent.pid().into(), Ordering::SeqCst);
-    wait_acked(&acked, 3 * PUSHES / 4).await;
+    wait_acked(&acked, 3 * pushes() / 4).await;
     up();
     pusher.await.unwrap();
     let counts = tokio::task::block_in_place(read);
@@ -312,20 +331,17 @@ async fn metric(addr: SocketAddr, name: &str) -> u64 {
 
 /// Every push arrived; returns how many arrived twice.
 fn check(o: &Outcome, what: &str) -> u64 {
-    for i in 0..PUSHES {
+    for i in 0..pushes() {
         assert!(
             o.counts.contains_key(&stack(i)),
             "{what}: push {i} was acknowledged but never arrived"
         );
     }
-    assert_eq!(
-        o.counts.len() as u64,
-        PUSHES,
-        "{what}: stacks nobody pushed"
-    );
-    let duplicates = o.counts.values().sum::<u64>() - PUSHES;
+    let n = pushes();
+    assert_eq!(o.counts.len() as u64, n, "{what}: stacks nobody pushed");
+    let duplicates = o.counts.values().sum::<u64>() - n;
     eprintln!(
-        "{what}: {PUSHES} pushes delivered, {duplicates} twice, {} replayed after the kill; peak RSS {:.1} MiB, peak disk {:.1} MiB",
+        "{what}: {n} pushes delivered, {duplicates} twice, {} replayed after the kill; peak RSS {:.1} MiB, peak disk {:.1} MiB",
         o.replayed,
         o.peak_rss as f64 / 1048576.0,
         o.peak_disk as f64 / 1048576.0
@@ -377,7 +393,7 @@ async fn kafka_through_an_outage_and_a_kill_9_loses_no_acknowledged_push() {
         move || b2.thaw(),
         move || {
             let mut counts = BTreeMap::new();
-            for r in tansu::consume_all(&b3.broker(), "profiles", PUSHES as usize) {
+            for r in tansu::consume_all(&b3.broker(), "profiles", pushes() as usize) {
                 json_counts(&r.payload, &mut counts);
             }
             counts
@@ -386,7 +402,7 @@ async fn kafka_through_an_outage_and_a_kill_9_loses_no_acknowledged_push() {
     .await;
     let duplicates = check(&o, "kafka");
     // At most what was out with the broker when the agent was killed.
-    assert!(duplicates <= PUSHES / 4, "{duplicates} duplicates");
+    assert!(duplicates <= pushes() / 4, "{duplicates} duplicates");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,7 +434,7 @@ async fn s3_through_an_outage_and_a_kill_9_loses_no_acknowledged_push() {
                 for (_, body) in rt.block_on(s3::objects(&client)) {
                     json_counts(&body, &mut counts);
                 }
-                if counts.len() as u64 >= PUSHES || Instant::now() > deadline {
+                if counts.len() as u64 >= pushes() || Instant::now() > deadline {
                     return counts;
                 }
                 std::thread::sleep(Duration::from_millis(500));

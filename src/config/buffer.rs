@@ -80,7 +80,10 @@ pub(super) fn read_buffer(
         }
         Err(errors) => {
             report_fields(report, ctx, table, &["buffer"], errors, BUFFER_FIELDS);
-            (None, size)
+            // A `type` that did not parse may have meant disk: its size is not
+            // judged against memory.
+            let memory = raw.get("type").is_none_or(|t| t.as_str() == Some("memory"));
+            (None, size.filter(|_| memory))
         }
     }
 }
