@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::run::{profpipe, write_config};
 use common::s3::{self, S3Server};
 use common::tansu::{self, Tansu};
+use common::wait;
 
 /// Pushes in one run, and how fast they come; `scripts/measure-disk-buffer.sh`
 /// sets more and slower (`PROFPIPE_OUTAGE_PUSHES`, `PROFPIPE_OUTAGE_RATE`) for a
@@ -91,18 +92,13 @@ impl Agent {
     /// Waits (bounded) until the gateway accepts connections; the healthcheck of a
     /// back end that is down takes up to 10 s first.
     fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while TcpStream::connect(self.address).is_err() {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the agent exited ({status}):\n{}", self.log_text());
+        let (child, log, address) = (&mut self.child, &self.log, self.address);
+        wait::until("the agent listening", Duration::from_secs(60), || {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the agent exited ({status}):\n{}", log_text(log));
             }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not listen within 60 s:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            TcpStream::connect(address).is_ok()
+        });
     }
 
     fn pid(&self) -> u32 {
@@ -123,23 +119,15 @@ impl Agent {
             nix::sys::signal::Signal::SIGTERM,
         )
         .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the agent did not stop:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = &mut self.child;
+        wait::until_some("the agent stopping", Duration::from_secs(60), || {
+            child.try_wait().unwrap()
+        })
     }
+}
 
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+fn log_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
 }
 
 impl Drop for Agent {
@@ -365,14 +353,8 @@ fn check(o: &Outcome, what: &str) -> u64 {
 
 fn json_counts(doc: &[u8], into: &mut BTreeMap<String, u64>) {
     let v: serde_json::Value = serde_json::from_slice(doc).unwrap();
-    for s in v["stacks"].as_array().unwrap() {
-        let frames: Vec<&str> = s["frames"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f.as_str().unwrap())
-            .collect();
-        *into.entry(frames.join(";")).or_default() += s["count"].as_u64().unwrap();
+    for (frames, n) in common::events::json_stacks(&v) {
+        *into.entry(frames).or_default() += n;
     }
 }
 

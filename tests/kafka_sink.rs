@@ -43,14 +43,8 @@ fn profile_counts(parts: &[Record]) -> BTreeMap<String, u64> {
                 assert_eq!(v["profile_id"].as_str(), Some(r.header("profile_id")));
                 assert_eq!(v["part"].to_string(), r.header("part"));
                 assert_eq!(v["parts"].to_string(), r.header("parts"));
-                for s in v["stacks"].as_array().unwrap() {
-                    let frames: Vec<&str> = s["frames"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|f| f.as_str().unwrap())
-                        .collect();
-                    *out.entry(frames.join(";")).or_default() += s["count"].as_u64().unwrap();
+                for (frames, n) in common::events::json_stacks(&v) {
+                    *out.entry(frames).or_default() += n;
                 }
             }
             "collapsed" => {

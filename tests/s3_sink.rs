@@ -30,20 +30,7 @@ type Stacks = Vec<(String, u64)>;
 /// The stacks of one `json` document.
 fn json_stacks(doc: &[u8]) -> (u64, Stacks) {
     let v: serde_json::Value = serde_json::from_slice(doc).unwrap();
-    let mut stacks: Stacks = v["stacks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let frames: Vec<&str> = s["frames"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f.as_str().unwrap())
-                .collect();
-            (frames.join(";"), s["count"].as_u64().unwrap())
-        })
-        .collect();
+    let mut stacks: Stacks = common::events::json_stacks(&v);
     stacks.sort();
     (v["start_ms"].as_u64().unwrap(), stacks)
 }

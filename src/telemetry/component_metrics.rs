@@ -174,7 +174,7 @@ impl ComponentMetrics {
 
     /// The counters of this component's disk buffer.
     pub fn disk_buffer(&self) -> super::DiskBufferMetrics {
-        super::DiskBufferMetrics::new(self.families.clone(), self.labels.clone())
+        super::DiskBufferMetrics::new(&self.families.disk, self.labels.clone())
     }
 
     pub fn set_buffer_max_bytes(&self, bytes: u64) {

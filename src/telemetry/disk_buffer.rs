@@ -4,14 +4,12 @@
 //! `profpipe_buffer_disk_records_corrupted_total{reason}`. Records dropped at the
 //! limit are `component_discarded_events_total{reason}` like any buffer's.
 
-use std::sync::Arc;
-
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::families::{ComponentLabels, DiscardLabels, Families};
+use super::families::{ComponentLabels, DiscardLabels};
 
 #[derive(Default)]
 pub(super) struct DiskFamilies {
@@ -67,7 +65,7 @@ impl DiskFamilies {
 /// One disk buffer's metrics. Cheap to clone.
 #[derive(Clone)]
 pub struct DiskBufferMetrics {
-    families: Arc<Families>,
+    corrupted: Family<DiscardLabels, Counter>,
     labels: ComponentLabels,
     bytes: Gauge,
     records: Gauge,
@@ -78,8 +76,7 @@ pub struct DiskBufferMetrics {
 }
 
 impl DiskBufferMetrics {
-    pub(super) fn new(families: Arc<Families>, labels: ComponentLabels) -> Self {
-        let d = &families.disk;
+    pub(super) fn new(d: &DiskFamilies, labels: ComponentLabels) -> Self {
         DiskBufferMetrics {
             bytes: d.bytes.get_or_create_owned(&labels),
             records: d.records.get_or_create_owned(&labels),
@@ -87,7 +84,7 @@ impl DiskBufferMetrics {
             written: d.written.get_or_create_owned(&labels),
             replayed: d.replayed.get_or_create_owned(&labels),
             redelivered: d.redelivered.get_or_create_owned(&labels),
-            families,
+            corrupted: d.corrupted.clone(),
             labels,
         }
     }
@@ -117,11 +114,7 @@ impl DiskBufferMetrics {
         self.redelivered.inc();
     }
     pub fn corrupted(&self, reason: &str, n: u64) {
-        self.families
-            .disk
-            .corrupted
-            .get_or_create(&self.reason(reason))
-            .inc_by(n);
+        self.corrupted.get_or_create(&self.reason(reason)).inc_by(n);
     }
 
     // Readers, for tests and reports.
@@ -141,10 +134,6 @@ impl DiskBufferMetrics {
         self.redelivered.get()
     }
     pub fn corrupted_count(&self, reason: &str) -> u64 {
-        self.families
-            .disk
-            .corrupted
-            .get_or_create(&self.reason(reason))
-            .get()
+        self.corrupted.get_or_create(&self.reason(reason)).get()
     }
 }

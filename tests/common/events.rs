@@ -63,3 +63,22 @@ pub fn budget_bytes<'a>(events: impl IntoIterator<Item = &'a Event>) -> u64 {
         .map(|e| e.size_bytes() as u64)
         .sum()
 }
+
+/// The stacks of one `profpipe.profile.v1` json document (the sinks' `json`
+/// encoding): frames joined with `;`, and counts, in document order.
+pub fn json_stacks(doc: &serde_json::Value) -> Vec<(String, u64)> {
+    doc["stacks"]
+        .as_array()
+        .expect("a json profile has stacks")
+        .iter()
+        .map(|s| {
+            let frames: Vec<&str> = s["frames"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_str().unwrap())
+                .collect();
+            (frames.join(";"), s["count"].as_u64().unwrap())
+        })
+        .collect()
+}

@@ -160,10 +160,12 @@ async fn upkeep(shared: Weak<Shared>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
+        // Held only while this tick's bookkeeping runs, never across an await: the
+        // buffer (and its lock) goes as soon as its ends and tokens are gone.
         let files = {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
             let mut state = lock(&shared.state);
             shared.apply_acks(&mut state);
             if let Err(e) = state.queue.tick() {
@@ -172,14 +174,14 @@ async fn upkeep(shared: Weak<Shared>, every: Duration) {
             }
             state.queue.take_unsynced()
         };
-        if !files.is_empty() {
-            let synced =
-                tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data()))
-                    .await;
-            if let Ok(Err(e)) = synced {
-                shared.metrics.errors("disk_sync", 1);
-                shared.trouble("sync", format_args!("fdatasync failed: {e}"));
-            }
+        if files.is_empty() {
+            continue;
+        }
+        let synced =
+            tokio::task::spawn_blocking(move || files.iter().try_for_each(|f| f.sync_data())).await;
+        if let (Ok(Err(e)), Some(shared)) = (synced, shared.upgrade()) {
+            shared.metrics.errors("disk_sync", 1);
+            shared.trouble("sync", format_args!("fdatasync failed: {e}"));
         }
     }
 }

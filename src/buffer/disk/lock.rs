@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -25,20 +26,30 @@ pub enum LockError {
 }
 
 impl DirLock {
-    pub fn acquire(dir: &Path) -> Result<DirLock, LockError> {
+    /// Takes the lock, waiting up to `patience` for a holder to let go (a pipeline
+    /// being replaced in this process releases its buffers a moment after it
+    /// stops); a holder that keeps it is another agent, and refused.
+    pub fn acquire(dir: &Path, patience: Duration) -> Result<DirLock, LockError> {
         let path = dir.join("lock");
         let shown = path.display().to_string();
-        let file = OpenOptions::new()
+        let give_up = Instant::now() + patience;
+        let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .mode(0o600)
             .open(&path)
             .map_err(|e| LockError::Io(shown.clone(), e))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => Ok(DirLock { _lock: lock }),
-            Err((_, Errno::EWOULDBLOCK)) => Err(LockError::Held(shown)),
-            Err((_, e)) => Err(LockError::Io(shown, e.into())),
+        loop {
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(lock) => return Ok(DirLock { _lock: lock }),
+                Err((f, Errno::EWOULDBLOCK)) if Instant::now() < give_up => {
+                    file = f;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err((_, Errno::EWOULDBLOCK)) => return Err(LockError::Held(shown)),
+                Err((_, e)) => return Err(LockError::Io(shown, e.into())),
+            }
         }
     }
 }
@@ -50,10 +61,15 @@ mod tests {
     #[test]
     fn a_second_holder_is_refused_until_the_first_lets_go() {
         let dir = tempfile::tempdir().unwrap();
-        let first = DirLock::acquire(dir.path()).unwrap();
-        let err = DirLock::acquire(dir.path()).unwrap_err();
+        let first = DirLock::acquire(dir.path(), Duration::ZERO).unwrap();
+        let err = DirLock::acquire(dir.path(), Duration::from_millis(50)).unwrap_err();
         assert!(matches!(err, LockError::Held(_)), "{err}");
-        drop(first);
-        DirLock::acquire(dir.path()).unwrap();
+        // A holder that lets go within the patience is waited for.
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(first);
+        });
+        DirLock::acquire(dir.path(), Duration::from_secs(30)).unwrap();
+        releaser.join().unwrap();
     }
 }

@@ -47,6 +47,10 @@ const MAX_SEGMENT: u64 = 128 * 1024 * 1024;
 const RETRY_BASE: Duration = Duration::from_secs(10);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
+/// How long opening waits for the buffer's lock to be let go (see
+/// [`DirLock::acquire`]).
+const LOCK_PATIENCE: Duration = Duration::from_secs(5);
+
 /// How often the same kind of trouble is logged.
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -173,8 +177,8 @@ impl Queue {
             .map_err(io_err("create the directory", dir))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
             .map_err(io_err("set the mode of", dir))?;
-        let lock =
-            DirLock::acquire(dir).map_err(|e| OpenError::Locked(dir.display().to_string(), e))?;
+        let lock = DirLock::acquire(dir, LOCK_PATIENCE)
+            .map_err(|e| OpenError::Locked(dir.display().to_string(), e))?;
         let (ledger, recovered) =
             Ledger::open(dir, 4 * LEDGER_MAX).map_err(io_err("read the ledger in", dir))?;
         if recovered.damaged {

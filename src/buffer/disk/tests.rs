@@ -538,25 +538,24 @@ mod ends {
     /// A tmpfs of `size` mounted on a new directory; unmounted when dropped.
     struct Tmpfs(tempfile::TempDir);
 
+    /// Runs `mount ARGS DIR`; whether it worked.
+    fn mount(args: &[&str], dir: &Path) -> bool {
+        std::process::Command::new("mount")
+            .args(args)
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     impl Tmpfs {
         fn mount(size: &str) -> Option<Tmpfs> {
             let dir = tempfile::tempdir().unwrap();
-            let ok = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(dir.path())
-                .status()
-                .is_ok_and(|s| s.success());
-            ok.then_some(Tmpfs(dir))
+            let size = format!("size={size}");
+            mount(&["-t", "tmpfs", "-o", &size, "tmpfs"], dir.path()).then_some(Tmpfs(dir))
         }
 
         fn remount_read_only(&self) {
-            let ok = std::process::Command::new("mount")
-                .args(["-o", "remount,ro"])
-                .arg(self.0.path())
-                .status()
-                .unwrap()
-                .success();
-            assert!(ok);
+            assert!(mount(&["-o", "remount,ro"], self.0.path()));
         }
     }
 
