@@ -75,7 +75,8 @@ TOML
   "$bin" --log warn run --config "$out/agent.toml" 2> "$out/agent.log" &
   agent=$!
   until (exec 3<>"/dev/tcp/127.0.0.1/$gport") 2>/dev/null; do sleep 0.1; done
-  metric() { curl -s "http://127.0.0.1:$mport/metrics" | awk -v m="$1" '$1 ~ "^"m"[{ ]" || $1 == m { print $2; exit }'; }
+  # The first sample of metric $1 (awk reads to the end: curl must not hit a closed pipe).
+  metric() { curl -s "http://127.0.0.1:$mport/metrics" | awk -v m="$1" '!done && ($1 == m || index($1, m"{") == 1) { print $2; done = 1 }'; }
   rss() { awk '/VmRSS/ { print $2 }' "/proc/$agent/status"; }
   peak=0
   "$target/release/examples/http_push" "http://127.0.0.1:$gport" 3600 4 10000 > "$out/push.txt" &
