@@ -57,6 +57,8 @@ pub struct Ledger {
     len: u64,
     /// Entries appended since the last rewrite.
     appended: usize,
+    /// Entries appended since the last sync.
+    unsynced: bool,
 }
 
 /// Bytes of a ledger holding `entries` entries.
@@ -82,6 +84,7 @@ impl Ledger {
             file: File::open("/dev/null")?,
             len: 0,
             appended: 0,
+            unsynced: false,
         };
         // Start from a clean file: a torn last entry or a damaged header is not
         // carried on.
@@ -102,6 +105,7 @@ impl Ledger {
         self.file.write_all(&e)?;
         self.len += ENTRY_LEN as u64;
         self.appended += 1;
+        self.unsynced = true;
         Ok(())
     }
 
@@ -147,12 +151,17 @@ impl Ledger {
         self.file = OpenOptions::new().append(true).open(self.dir.join(FILE))?;
         self.len = bytes.len() as u64;
         self.appended = 0;
+        self.unsynced = false;
         Ok(())
     }
 
-    /// Forces appended entries to stable storage.
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+    /// Forces appended entries to stable storage (nothing to do when none were).
+    pub fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            self.file.sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 }
 

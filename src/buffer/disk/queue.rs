@@ -276,10 +276,6 @@ impl Queue {
         self.segment_bytes + self.ledger.len()
     }
 
-    pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
-    }
-
     /// The sequence number the next record written will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -287,12 +283,8 @@ impl Queue {
 
     /// The lowest sequence number not yet acknowledged.
     pub fn pointer(&self) -> u64 {
-        self.in_flight
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.expect)
-            .min(self.expect)
+        // Records out were read, so they are all below `expect`.
+        self.in_flight.keys().next().copied().unwrap_or(self.expect)
     }
 
     /// Records below this have all been handed out (or skipped).
@@ -313,11 +305,6 @@ impl Queue {
     /// acknowledged.
     pub fn at_cap(&self) -> bool {
         self.in_flight.len() + self.acked.len() >= MAX_TRACKED
-    }
-
-    /// Records out with the sink.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
     }
 
     /// Writes one record. Full and too-large records are refused, not written.
