@@ -88,7 +88,8 @@ TOML
     [ "${bytes%.*}" -ge "$backlog" ] && break
     sleep 0.5
   done
-  kill -INT "$pusher" 2>/dev/null || kill "$pusher"; wait "$pusher" 2>/dev/null || true; pusher=
+  # (SIGTERM: a background job of a script ignores SIGINT.)
+  kill "$pusher"; wait "$pusher" 2>/dev/null || true; pusher=
   fill_end=$(date +%s.%N)
   records=$(metric profpipe_buffer_disk_records)
   echo "backlog: $bytes bytes, $records records, filled in $(echo "$fill_end - $fill_start" | bc) s; peak RSS while filling $((peak / 1024)) MiB"
