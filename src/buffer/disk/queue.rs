@@ -661,8 +661,23 @@ impl Queue {
         } else {
             self.ledger.sync()?;
         }
+        self.retire_drained_segment()?;
         self.delete_acknowledged()?;
         self.publish();
+        Ok(())
+    }
+
+    /// Once everything written is acknowledged, the segment being written to is
+    /// closed (a fresh one takes its place), so a drained buffer gives its disk
+    /// back instead of keeping up to a segment of delivered records.
+    fn retire_drained_segment(&mut self) -> io::Result<()> {
+        let drained = self.pointer() == self.next_seq && self.caught_up();
+        if !drained || self.segments.back().is_none_or(|s| s.len <= MAGIC_LEN) {
+            return Ok(());
+        }
+        self.rotate()?;
+        self.read_idx = self.segments.len() - 1;
+        self.read_off = 0;
         Ok(())
     }
 

@@ -340,6 +340,26 @@ fn acknowledged_records_are_not_replayed_even_out_of_order_and_after_a_crash() {
 }
 
 #[test]
+fn a_drained_buffer_gives_its_disk_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(dir.path(), 64 * 1024 * 1024);
+    for i in 0..50 {
+        q.append(&payload(i, 4000), 0).unwrap();
+    }
+    let now = Instant::now();
+    for seq in read_all(&mut q) {
+        q.resolve(seq, EventStatus::Delivered, now).unwrap();
+    }
+    q.tick().unwrap();
+    let segments = segment::list(dir.path()).unwrap();
+    assert_eq!(segments.len(), 1);
+    assert_eq!(segments[0].len, MAGIC_LEN, "only an empty segment is left");
+    // And the buffer goes on as before.
+    let seq = q.append(b"next", 0).unwrap();
+    assert_eq!(read_all(&mut q), [seq]);
+}
+
+#[test]
 fn a_second_agent_is_refused_the_buffer() {
     let dir = tempfile::tempdir().unwrap();
     let _q = open(dir.path(), 1024 * 1024);
