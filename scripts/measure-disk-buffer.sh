@@ -106,8 +106,10 @@ TOML
   t1=$(date +%s.%N)
   secs=$(echo "$t1 - $t0" | bc)
   objects=$(find "$out/data/profiles" -type f ! -name '.*' | wc -l)
+  # Keys are <host>/<window_start>-<profile_id>: how many distinct windows.
+  windows=$(cd "$out/data/profiles" && find . -type f ! -name '.*' | sed 's/-[^-\/]*$//' | sort -u | wc -l)
   stored=$(find "$out/data/profiles" -type f ! -name '.*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
-  echo "drained $records records ($bytes bytes on disk) in $secs s: $(echo "$bytes / $secs / 1000000" | bc) MB/s; $objects objects, $stored bytes stored; peak RSS while draining $((peak / 1024)) MiB"
+  echo "drained $records records ($bytes bytes on disk) in $secs s: $(echo "$bytes / $secs / 1000000" | bc) MB/s; $objects objects for $windows windows, $stored bytes stored; peak RSS while draining $((peak / 1024)) MiB"
   echo "disk after draining: $(metric profpipe_buffer_disk_bytes) bytes"
   ;;
 esac; done
