@@ -91,6 +91,8 @@ TOML
   # (SIGTERM: a background job of a script ignores SIGINT.)
   kill "$pusher"; wait "$pusher" 2>/dev/null || true; pusher=
   fill_end=$(date +%s.%N)
+  sleep 1 # the disk gauges follow the buffer's sync tick (500 ms)
+  bytes=$(metric profpipe_buffer_disk_bytes)
   records=$(metric profpipe_buffer_disk_records)
   echo "backlog: $bytes bytes, $records records, filled in $(echo "$fill_end - $fill_start" | bc) s; peak RSS while filling $((peak / 1024)) MiB"
   "$tools/bin/s3s-fs" --host 127.0.0.1 --port "$s3port" --access-key K --secret-key S "$out/data" >/dev/null 2>&1 &
@@ -110,6 +112,6 @@ TOML
   windows=$(cd "$out/data/profiles" && find . -type f ! -name '.*' | sed 's/-[^-\/]*$//' | sort -u | wc -l)
   stored=$(find "$out/data/profiles" -type f ! -name '.*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
   echo "drained $records records ($bytes bytes on disk) in $secs s: $(echo "$bytes / $secs / 1000000" | bc) MB/s; $objects objects for $windows windows, $stored bytes stored; peak RSS while draining $((peak / 1024)) MiB"
-  echo "disk after draining: $(metric profpipe_buffer_disk_bytes) bytes"
+  echo "records written: $(metric profpipe_buffer_disk_records_written_total); disk after draining: $(metric profpipe_buffer_disk_bytes) bytes"
   ;;
 esac; done
