@@ -219,7 +219,9 @@ impl DiskWriter {
             {
                 let mut state = lock(&s.state);
                 let seq = state.queue.next_seq();
-                push_watermark(&mut state.watermarks, seq, w);
+                if !push_watermark(&mut state.watermarks, seq, w) {
+                    s.metrics.errors("watermark_limit", 1);
+                }
             }
             s.wake.notify_one();
             return Ok(());
@@ -286,22 +288,26 @@ impl DiskWriter {
     }
 }
 
-/// Queues a watermark behind record `seq - 1`, coalescing and bounded.
-fn push_watermark(q: &mut VecDeque<(u64, Watermark)>, seq: u64, w: Watermark) {
+/// Queues a watermark behind record `seq - 1`, coalescing and bounded. Returns
+/// false when the bound made it let go of a source's only waiting watermark (that
+/// source's windows then close at its next one).
+pub(super) fn push_watermark(q: &mut VecDeque<(u64, Watermark)>, seq: u64, w: Watermark) -> bool {
     if let Some(i) = q
         .iter()
         .rposition(|(s, old)| *s == seq && old.source == w.source)
     {
         let old = &mut q[i].1;
         old.complete_until_ms = old.complete_until_ms.max(w.complete_until_ms);
-        return;
+        return true;
     }
     q.push_back((seq, w));
     if q.len() > MAX_WATERMARKS {
         let superseded =
             (0..q.len()).find(|&i| q.iter().skip(i + 1).any(|(_, l)| l.source == q[i].1.source));
         q.remove(superseded.unwrap_or(0));
+        return superseded.is_some();
     }
+    true
 }
 
 struct DiskReader(Arc<Shared>);

@@ -537,6 +537,30 @@ mod ends {
         assert_eq!(m.discarded_events(), 0);
     }
 
+    #[test]
+    fn waiting_watermarks_coalesce_and_stay_bounded() {
+        use super::super::ends::push_watermark as push;
+        let mut q = std::collections::VecDeque::new();
+        let w = |src: &str, t| Watermark {
+            source: src.into(),
+            complete_until_ms: t,
+        };
+        // Behind the same record, a source's later watermark replaces its earlier.
+        assert!(push(&mut q, 5, w("a", 1)) && push(&mut q, 5, w("a", 2)));
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].1.complete_until_ms, 2);
+        // Past the bound the oldest superseded one goes: nothing is lost.
+        for seq in 6..2000 {
+            assert!(push(
+                &mut q,
+                seq,
+                w(if seq % 2 == 0 { "a" } else { "b" }, seq)
+            ));
+        }
+        assert_eq!(q.len(), 1024);
+        assert_eq!(q.back().unwrap().1.complete_until_ms, 1999);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn an_errored_record_is_handed_out_again() {
         let dir = tempfile::tempdir().unwrap();
