@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use profpipe::buffer::BufferKind;
 use profpipe::config::{self, Config};
 use profpipe::telemetry::{server, Telemetry};
 use profpipe::topology::{self, RunningTopology};
@@ -79,22 +78,11 @@ async fn run_config(config: Config) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(hostname)
         .into();
     // A wrong endpoint or a revoked credential is a clear error now, not retries
-    // later. An unreachable destination behind a disk buffer is not: riding out
-    // outages (and restarts during them) is what that buffer is for.
-    let mut fatal = false;
-    for (id, why) in topology::run_healthchecks(&config, HEALTHCHECK_TIMEOUT).await {
-        let buffered = config
-            .sinks
-            .iter()
-            .any(|s| s.id == id && s.buffer.kind == BufferKind::Disk);
-        if why.retryable && buffered {
-            tracing::warn!(sink = %id, "healthcheck failed: {why}; starting anyway, the disk buffer keeps what cannot be delivered yet");
-        } else {
-            tracing::error!(sink = %id, "healthcheck failed: {why}");
-            fatal = true;
-        }
-    }
-    if fatal {
+    // later (an unreachable one behind a disk buffer is not: see `gate`).
+    if topology::healthcheck::gate(&config, HEALTHCHECK_TIMEOUT)
+        .await
+        .is_err()
+    {
         return Ok(ExitCode::from(1));
     }
     let built = topology::build(&config, &telemetry, host).context("building the pipeline")?;

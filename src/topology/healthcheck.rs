@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::buffer::BufferKind;
 use crate::component::Unhealthy;
 use crate::config::Config;
 use crate::event::ComponentId;
@@ -38,6 +39,32 @@ pub async fn run_healthchecks(config: &Config, timeout: Duration) -> Vec<(Compon
         failures.push((id, failure));
     }
     failures
+}
+
+/// Whether a pipeline may start: every sink's healthcheck, each failure logged.
+/// A failure stops the start, except a retryable one (the destination is
+/// unreachable, not refusing us) of a sink behind a disk buffer: riding out
+/// outages, and restarts during them, is what that buffer is for, so it starts with
+/// a WARN. Returns the failures that stop it, one line each.
+pub async fn gate(config: &Config, timeout: Duration) -> Result<(), Vec<String>> {
+    let mut fatal = Vec::new();
+    for (id, why) in run_healthchecks(config, timeout).await {
+        let buffered = config
+            .sinks
+            .iter()
+            .any(|s| s.id == id && s.buffer.kind == BufferKind::Disk);
+        if why.retryable && buffered {
+            tracing::warn!(sink = %id, "healthcheck failed: {why}; starting anyway, the disk buffer keeps what cannot be delivered yet");
+        } else {
+            tracing::error!(sink = %id, "healthcheck failed: {why}");
+            fatal.push(format!("sink `{id}`: healthcheck failed: {why}"));
+        }
+    }
+    if fatal.is_empty() {
+        Ok(())
+    } else {
+        Err(fatal)
+    }
 }
 
 #[cfg(test)]
@@ -123,6 +150,19 @@ mod tests {
             "{}",
             failures[2].1
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_lets_an_unreachable_sink_start_only_behind_a_disk_buffer() {
+        let mut c = config(vec![("down", Check::Hangs), ("denied", Check::Fails)]);
+        let errors = gate(&c, Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        for s in &mut c.sinks {
+            s.buffer.kind = crate::buffer::BufferKind::Disk;
+        }
+        let errors = gate(&c, Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(errors.len(), 1, "a refusal still stops it: {errors:?}");
+        assert!(errors[0].contains("denied"), "{errors:?}");
     }
 
     #[tokio::test]
