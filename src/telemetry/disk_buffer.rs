@@ -7,60 +7,8 @@
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
-use super::families::{ComponentLabels, DiscardLabels};
-
-#[derive(Default)]
-pub(super) struct DiskFamilies {
-    bytes: Family<ComponentLabels, Gauge>,
-    records: Family<ComponentLabels, Gauge>,
-    oldest_age: Family<ComponentLabels, Gauge>,
-    written: Family<ComponentLabels, Counter>,
-    replayed: Family<ComponentLabels, Counter>,
-    redelivered: Family<ComponentLabels, Counter>,
-    corrupted: Family<DiscardLabels, Counter>,
-}
-
-impl DiskFamilies {
-    pub(super) fn register(&self, r: &mut Registry) {
-        r.register(
-            "buffer_disk_bytes",
-            "Bytes of the disk buffer's files (segments and ledger)",
-            self.bytes.clone(),
-        );
-        r.register(
-            "buffer_disk_records",
-            "Records in the disk buffer not yet acknowledged by the sink",
-            self.records.clone(),
-        );
-        r.register(
-            "buffer_disk_oldest_record_age_seconds",
-            "Age of the oldest record not yet acknowledged (0 when none)",
-            self.oldest_age.clone(),
-        );
-        r.register(
-            "buffer_disk_records_written",
-            "Records written to the disk buffer",
-            self.written.clone(),
-        );
-        r.register(
-            "buffer_disk_records_replayed",
-            "Records read back that an earlier run of the agent had written",
-            self.replayed.clone(),
-        );
-        r.register(
-            "buffer_disk_records_redelivered",
-            "Records handed to the sink again after it reported them errored",
-            self.redelivered.clone(),
-        );
-        r.register(
-            "buffer_disk_records_corrupted",
-            "Records that could not be read back, by reason (checksum, header, torn, missing, ...)",
-            self.corrupted.clone(),
-        );
-    }
-}
+use super::families::{ComponentLabels, DiscardLabels, DiskFamilies};
 
 /// One disk buffer's metrics. Cheap to clone.
 #[derive(Clone)]

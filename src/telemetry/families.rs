@@ -52,8 +52,60 @@ pub(super) struct Families {
     pub(super) rejected_events: Family<DiscardLabels, Counter>,
     pub(super) request_duration: Family<ComponentLabels, Histogram, fn() -> Histogram>,
     pub(super) requests_in_flight: Family<ComponentLabels, Gauge>,
-    pub(super) disk: super::disk_buffer::DiskFamilies,
+    pub(super) disk: DiskFamilies,
     pub(super) process: super::process::ProcessGauges,
+}
+
+/// The disk buffers' families (see [`super::DiskBufferMetrics`]).
+#[derive(Default)]
+pub(super) struct DiskFamilies {
+    pub(super) bytes: Family<ComponentLabels, Gauge>,
+    pub(super) records: Family<ComponentLabels, Gauge>,
+    pub(super) oldest_age: Family<ComponentLabels, Gauge>,
+    pub(super) written: Family<ComponentLabels, Counter>,
+    pub(super) replayed: Family<ComponentLabels, Counter>,
+    pub(super) redelivered: Family<ComponentLabels, Counter>,
+    pub(super) corrupted: Family<DiscardLabels, Counter>,
+}
+
+impl DiskFamilies {
+    pub(super) fn register(&self, r: &mut Registry) {
+        r.register(
+            "buffer_disk_bytes",
+            "Bytes of the disk buffer's files (segments and ledger)",
+            self.bytes.clone(),
+        );
+        r.register(
+            "buffer_disk_records",
+            "Records in the disk buffer not yet acknowledged by the sink",
+            self.records.clone(),
+        );
+        r.register(
+            "buffer_disk_oldest_record_age_seconds",
+            "Age of the oldest record not yet acknowledged (0 when none)",
+            self.oldest_age.clone(),
+        );
+        r.register(
+            "buffer_disk_records_written",
+            "Records written to the disk buffer",
+            self.written.clone(),
+        );
+        r.register(
+            "buffer_disk_records_replayed",
+            "Records read back that an earlier run of the agent had written",
+            self.replayed.clone(),
+        );
+        r.register(
+            "buffer_disk_records_redelivered",
+            "Records handed to the sink again after it reported them errored",
+            self.redelivered.clone(),
+        );
+        r.register(
+            "buffer_disk_records_corrupted",
+            "Records that could not be read back, by reason (checksum, header, torn, missing, ...)",
+            self.corrupted.clone(),
+        );
+    }
 }
 
 /// Attempt latency buckets: 5ms to ~82s (a 30s timeout lands in a bucket of its own).

@@ -445,6 +445,18 @@ mod ends {
         (Event::Profile(p), rx)
     }
 
+    /// Sends `n` profiles of 20 KB one after the other, each waiting for its
+    /// outcome; how many came back `status`.
+    async fn send_all(tx: &EdgeSender, n: u64, status: EventStatus) -> usize {
+        let mut matching = 0;
+        for i in 0..n {
+            let (e, r) = profile(i, 20_000);
+            tx.send(e).await.unwrap();
+            matching += usize::from(r.wait().await == status);
+        }
+        matching
+    }
+
     fn watermark(until: u64) -> Event {
         Event::Watermark(Watermark {
             source: "src".into(),
@@ -497,16 +509,7 @@ mod ends {
         let dir = tempfile::tempdir().unwrap();
         let max = BufferConfig::MIN_DISK_BYTES.get() * 4;
         let (tx, _rx, m) = buffer(dir.path(), config(max, WhenFull::DropNewest));
-        let mut outcomes = Vec::new();
-        for i in 0..200 {
-            let (e, r) = profile(i, 20_000);
-            tx.send(e).await.unwrap();
-            outcomes.push(r.wait().await);
-        }
-        let rejected = outcomes
-            .iter()
-            .filter(|s| **s == EventStatus::Rejected)
-            .count();
+        let rejected = send_all(&tx, 200, EventStatus::Rejected).await;
         assert!(rejected > 0 && rejected < 200, "{rejected} rejected");
         assert_eq!(m.discarded_count("buffer_full"), rejected as u64);
         assert_eq!(m.disk_buffer().written_count(), 200 - rejected as u64);
@@ -618,16 +621,7 @@ mod ends {
         };
         // The buffer may use more than the disk has: the disk fills first.
         let (tx, mut rx, m) = buffer(&fs.0.path().join("buf"), config(64 << 20, WhenFull::Block));
-        let mut outcomes = Vec::new();
-        for i in 0..100 {
-            let (e, r) = profile(i, 20_000);
-            tx.send(e).await.unwrap();
-            outcomes.push(r.wait().await);
-        }
-        let errored = outcomes
-            .iter()
-            .filter(|s| **s == EventStatus::Errored)
-            .count();
+        let errored = send_all(&tx, 100, EventStatus::Errored).await;
         assert!(errored > 0, "the disk filled");
         assert_eq!(m.error_count("disk_write"), errored as u64);
         // What was written reads back whole: no partial record was left behind.
