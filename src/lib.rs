@@ -13,11 +13,13 @@
 //! 3. the component model [`component`], then the components [`sources`],
 //!    [`transforms`], [`sinks`];
 //! 4. assembly: [`config`] (reads TOML against a registry it is handed),
-//!    [`topology`] (runs a config), [`registry`] (every component type).
+//!    [`topology`] (runs a config), [`registry`] (every component type), and
+//!    [`control`] (runs configs a control server asks for; nothing imports it).
 
 pub mod buffer;
 pub mod component;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod formats;
 pub mod process;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use profpipe::config::{self, Config};
+use profpipe::config::{self, Config, Registry};
+use profpipe::control::{self, ControlFile};
 use profpipe::telemetry::{server, Telemetry};
 use profpipe::topology::{self, RunningTopology};
 
@@ -34,6 +35,13 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let registry = profpipe::registry::registry();
+    if let Some(path) = &args.config {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if control::is_control_mode(&text) {
+                return run_control(path, &text, registry, &args);
+            }
+        }
+    }
     let (name, loaded) = match &args.config {
         Some(path) => (path.clone(), config::load_file(path, &registry)),
         None => {
@@ -116,6 +124,44 @@ async fn run_config(config: Config) -> anyhow::Result<ExitCode> {
             tracing::error!("{f}");
         }
         Ok(ExitCode::from(1))
+    }
+}
+
+/// `profpipe run` with a `[control]` table: only the heartbeat client runs until
+/// the server sends a command (see `profpipe::control`).
+fn run_control(
+    path: &std::path::Path,
+    text: &str,
+    registry: Registry,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
+    if args.duration.is_some() || args.once {
+        anyhow::bail!("--duration and --once do not apply with [control]: commands set them");
+    }
+    let file = match ControlFile::parse(path, text, &registry) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("profpipe: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // The same runtime as a plain run: the command pipelines run on it.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match rt.block_on(control::run(file, registry, stop_signal())) {
+        Ok(()) => {
+            tracing::info!("control plane stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ control::ControlError::AlreadyRunning { .. }) => {
+            eprintln!("profpipe: {e}");
+            Ok(ExitCode::from(3))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
