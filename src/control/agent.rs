@@ -595,17 +595,19 @@ impl Agent {
         self.save();
     }
 
+    /// Writes the state, then shows it in the gauges (so a gauge never shows what a
+    /// crash could still undo).
     fn save(&mut self) {
+        if let Err(e) = self.state.save() {
+            tracing::error!(path = %self.state.path().display(), error = %e,
+                "cannot save the command history; a restart may repeat a command");
+        }
         self.metrics
             .history_size
             .set(self.state.data.executed.len() as i64);
         self.metrics
             .outbox_size
             .set(self.state.data.outbox.len() as i64);
-        if let Err(e) = self.state.save() {
-            tracing::error!(path = %self.state.path().display(), error = %e,
-                "cannot save the command history; a restart may repeat a command");
-        }
     }
 
     fn publish(&self) {
