@@ -647,3 +647,57 @@ fn sighup_with_a_broken_config_keeps_the_running_pipeline() {
     assert!(studio.completions("cont-h").is_empty());
     assert!(agent.term(Duration::from_secs(15)).success());
 }
+
+/// `profpipe run --config` without `[control]`: SIGHUP validates the file first; a
+/// broken one is refused and the pipeline keeps running; a good one replaces it.
+#[test]
+fn plain_run_sighup_refuses_a_broken_config_and_applies_a_good_one() {
+    let setup = Setup::new();
+    let d = setup.dir.path().display();
+    std::fs::write(setup.path("in.txt"), "main;work 3\n").unwrap();
+    let config = |out: &str, ty: &str| {
+        format!(
+            r#"
+[agent]
+state_dir = "{d}/state"
+shutdown_timeout = "2s"
+
+[sources.lines]
+type = "file"
+paths = ["{d}/in.txt"]
+format = "collapsed"
+follow = true
+
+[sinks.out]
+type = "{ty}"
+inputs = ["lines"]
+path = "{d}/{out}"
+"#
+        )
+    };
+    std::fs::write(setup.path("config.toml"), config("out-1", "file")).unwrap();
+    let mut agent = setup.start();
+    wait::until("the pipeline to run", LONG, || {
+        setup.log_lines(&["pipeline running"]) == 1
+    });
+    std::fs::write(setup.path("config.toml"), config("out-1", "flie")).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait::until("the reload to be refused", LONG, || {
+        setup.log_lines(&["reload refused"]) == 1
+    });
+    assert!(agent.alive());
+    assert_eq!(setup.log_lines(&["pipeline running"]), 1, "a refused reload rebuilt");
+
+    std::fs::write(setup.path("config.toml"), config("out-2", "file")).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait::until("the reload to be applied", LONG, || {
+        setup.log_lines(&["pipeline running"]) == 2
+    });
+    assert_eq!(setup.log_lines(&["configuration reloaded"]), 1);
+    assert!(agent.alive());
+    let status = agent.term(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}\n{}", setup.log());
+    if std::env::var_os("CONTROL_TEST_LOG").is_some() {
+        eprintln!("{}", setup.log());
+    }
+}
