@@ -51,6 +51,8 @@ enum Reply {
     /// `{"success": true, "profiling_command": null, "command_id": null}`
     Idle,
     Json(Value),
+    /// A new `stop` command, `stop-N`, on every heartbeat.
+    NewStopEachTime,
     Garbage,
     Status(u16),
     /// Headers and one chunk, then nothing, forever.
@@ -72,6 +74,7 @@ struct Recorded {
 
 struct Shared {
     reply: Mutex<Reply>,
+    sent: std::sync::atomic::AtomicU64,
     heartbeats: Mutex<Vec<Recorded>>,
     completions: Mutex<Vec<Recorded>>,
     profiles: PathBuf,
@@ -93,6 +96,7 @@ impl Studio {
             .unwrap();
         let shared = Arc::new(Shared {
             reply: Mutex::new(Reply::Idle),
+            sent: Default::default(),
             heartbeats: Mutex::default(),
             completions: Mutex::default(),
             profiles: profiles.to_path_buf(),
@@ -203,6 +207,13 @@ async fn answer(s: &Shared, req: Request<Incoming>) -> Response<Body> {
                     .to_string(),
                 ),
                 Reply::Json(v) => full(200, v.to_string()),
+                Reply::NewStopEachTime => {
+                    let n = s.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let v = json!({"success": true, "message": "stop",
+                        "profiling_command": {"command_type": "stop", "combined_config": {}},
+                        "command_id": format!("stop-{n}")});
+                    full(200, v.to_string())
+                }
                 Reply::Garbage => full(200, "<html>502 Bad Gateway</html>{{{".into()),
                 Reply::Status(code) => full(code, "{\"detail\": \"boom\"}".into()),
                 Reply::Deep => full(200, "[".repeat(10_000)),
@@ -268,6 +279,10 @@ impl Setup {
     }
 
     fn write_config(&self, server: &str, profiles: &str) {
+        self.write_config_every(server, profiles, "200ms");
+    }
+
+    fn write_config_every(&self, server: &str, profiles: &str, interval: &str) {
         let d = self.dir.path().display();
         let text = format!(
             r#"
@@ -275,7 +290,7 @@ impl Setup {
 server = "{server}"
 token_file = "{d}/token"
 service = "checkout"
-interval = "200ms"
+interval = "{interval}"
 timeout = "1s"
 
 [agent]
@@ -686,7 +701,11 @@ path = "{d}/{out}"
         setup.log_lines(&["reload refused"]) == 1
     });
     assert!(agent.alive());
-    assert_eq!(setup.log_lines(&["pipeline running"]), 1, "a refused reload rebuilt");
+    assert_eq!(
+        setup.log_lines(&["pipeline running"]),
+        1,
+        "a refused reload rebuilt"
+    );
 
     std::fs::write(setup.path("config.toml"), config("out-2", "file")).unwrap();
     agent.signal(libc::SIGHUP);
@@ -700,4 +719,52 @@ path = "{d}/{out}"
     if std::env::var_os("CONTROL_TEST_LOG").is_some() {
         eprintln!("{}", setup.log());
     }
+}
+
+/// The command history stays at the newest 1,000 ids, in order, however many
+/// commands arrive (1,100 here; `CONTROL_HISTORY_COMMANDS=5000` for the figure in
+/// BENCHMARKS.md).
+#[test]
+fn the_command_history_keeps_the_newest_thousand() {
+    let n: usize = std::env::var("CONTROL_HISTORY_COMMANDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1100);
+    let setup = Setup::new();
+    let studio = Studio::start(&setup.path("profiles"));
+    setup.write_config_every(&studio.url(), "profiles", "10ms");
+    let agent = setup.start();
+    studio.set(Reply::NewStopEachTime);
+    let started = Instant::now();
+    wait::until(
+        &format!("{n} commands reported"),
+        Duration::from_secs(600),
+        || studio.shared.completions.lock().unwrap().len() >= n,
+    );
+    studio.set(Reply::Idle);
+    studio.wait_heartbeats(2);
+    let history = setup.metric("profpipe_control_command_history_size");
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(setup.path("state/control.json")).unwrap()).unwrap();
+    let executed = ids(&state["executed"]);
+    let last_sent = studio.shared.sent.load(std::sync::atomic::Ordering::SeqCst) - 1;
+    assert_eq!(history, 1000.0);
+    assert_eq!(executed.len(), 1000);
+    assert_eq!(executed.last().unwrap(), &format!("stop-{last_sent}"));
+    let numbers: Vec<u64> = executed.iter().map(|i| i[5..].parse().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "not in order");
+    let hb = studio.heartbeats().last().cloned().unwrap();
+    assert_eq!(ids(&hb.body["executed_command_ids"]).len(), 1000);
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let rss = rss
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap()
+        .to_string();
+    eprintln!(
+        "{} commands in {:?}: history {history}, agent {rss}",
+        studio.shared.completions.lock().unwrap().len(),
+        started.elapsed()
+    );
+    assert!(agent.term(Duration::from_secs(15)).success());
 }

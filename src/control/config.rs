@@ -102,8 +102,9 @@ impl ControlConfig {
             problems.push("[control] service: must not be empty".into());
         }
         let interval = self.interval.get();
-        if interval < Duration::from_millis(100) || interval > Duration::from_secs(3600) {
-            problems.push("[control] interval: must be between 100ms and 1h".into());
+        // Below 100ms only for tests and measurements (thousands of commands).
+        if interval < Duration::from_millis(10) || interval > Duration::from_secs(3600) {
+            problems.push("[control] interval: must be between 10ms and 1h".into());
         }
         if self.timeout.get() < Duration::from_millis(100) {
             problems.push("[control] timeout: must be at least 100ms".into());
