@@ -283,6 +283,11 @@ impl Setup {
     }
 
     fn write_config_every(&self, server: &str, profiles: &str, interval: &str) {
+        self.write_config_with(server, profiles, interval, "");
+    }
+
+    /// `extra` is appended (e.g. `[control.sources.py_spy]` tables).
+    fn write_config_with(&self, server: &str, profiles: &str, interval: &str, extra: &str) {
         let d = self.dir.path().display();
         let text = format!(
             r#"
@@ -304,6 +309,7 @@ listen = "127.0.0.1:{port}"
 type = "file"
 path = "{d}/{profiles}"
 formats = ["collapsed"]
+{extra}
 "#,
             port = self.metrics_port
         );
@@ -391,6 +397,15 @@ impl Agent {
     /// perf processes the agent runs now.
     fn perf_children(&self) -> Vec<u32> {
         proc::children_named(self.pid(), "perf")
+    }
+
+    /// The long-running `perf record` (not the half-second trial recordings that
+    /// pick the event, `-- sleep 0.5`).
+    fn perf_recorder(&self) -> Option<u32> {
+        self.perf_children().into_iter().find(|p| {
+            let c = proc::cmdline(*p);
+            c.contains("record") && !c.contains("sleep")
+        })
     }
 }
 
@@ -766,5 +781,109 @@ fn the_command_history_keeps_the_newest_thousand() {
         studio.shared.completions.lock().unwrap().len(),
         started.elapsed()
     );
+    assert!(agent.term(Duration::from_secs(15)).success());
+}
+
+fn py_spy_only(duration: u64) -> Value {
+    json!({"duration": duration, "frequency": 49, "continuous": false,
+        "profiler_configs": {"perf": {"mode": "disabled"}, "pyspy": "enabled", "rbspy": "disabled"}})
+}
+
+/// Continuous perf and ad-hoc py-spy run side by side; an ad-hoc perf command
+/// pauses the continuous one and it resumes after; `stop` ends both, every child
+/// gone within 10 s.
+#[test]
+fn continuous_and_ad_hoc_side_by_side_and_stop_ends_both() {
+    if !can_profile() {
+        return;
+    }
+    let (python, _) = proc::python();
+    let py_spy = Path::new(&python).with_file_name("py-spy");
+    let py_spy = if py_spy.exists() {
+        py_spy.display().to_string()
+    } else {
+        "py-spy".to_string()
+    };
+    let marker = format!("side-by-side-{}", std::process::id());
+    let _busy = proc::Detached::start_ready(
+        python.to_str().unwrap(),
+        &[
+            common::programs().join("busy.py").to_str().unwrap(),
+            "120",
+            &marker,
+        ],
+    );
+    let setup = Setup::new();
+    let studio = Studio::start(&setup.path("profiles"));
+    let extra = format!(
+        "[control.sources.py_spy]\nbinary = \"{py_spy}\"\n\
+         discovery = {{ min_age = \"0s\", allow_cmdline = [\"{marker}\"] }}\n"
+    );
+    setup.write_config_with(&studio.url(), "profiles", "200ms", &extra);
+    let agent = setup.start();
+
+    studio.set(start_command("cont-s", perf_only(2, true)));
+    let perf = wait::until_some("continuous perf", LONG, || agent.perf_recorder());
+
+    // Different profilers: side by side; the continuous perf is untouched.
+    studio.set(start_command("adhoc-py", py_spy_only(2)));
+    wait::until("py-spy to run", LONG, || {
+        !proc::children_named(agent.pid(), "py-spy").is_empty()
+    });
+    assert!(
+        agent.perf_recorder() == Some(perf),
+        "continuous perf stopped: {:?} {:?}\n{}",
+        agent.perf_recorder(),
+        agent
+            .perf_children()
+            .iter()
+            .map(|p| proc::cmdline(*p))
+            .collect::<Vec<_>>(),
+        setup.log()
+    );
+    let done = studio.wait_completion("adhoc-py");
+    assert_eq!(done.body["status"], "completed", "{}", done.body);
+    assert!(
+        agent.perf_recorder() == Some(perf),
+        "continuous perf stopped"
+    );
+
+    // The same profiler: the continuous pipeline pauses, then resumes.
+    studio.set(start_command("adhoc-perf", perf_only(2, false)));
+    wait::until("continuous perf paused", LONG, || {
+        agent.perf_recorder() != Some(perf)
+    });
+    let done = studio.wait_completion("adhoc-perf");
+    assert_eq!(done.body["status"], "completed", "{}", done.body);
+    wait::until("continuous perf resumed", LONG, || {
+        agent.perf_recorder().is_some_and(|p| p != perf)
+    });
+    assert!(studio.completions("cont-s").is_empty());
+
+    // A long ad-hoc py-spy beside the continuous perf, then stop.
+    studio.set(start_command("adhoc-long", py_spy_only(60)));
+    wait::until("py-spy to run", LONG, || {
+        !proc::children_named(agent.pid(), "py-spy").is_empty()
+    });
+    studio.set(Reply::Json(json!({"success": true, "message": "stop",
+        "profiling_command": {"command_type": "stop", "combined_config": {}},
+        "command_id": "stop-s"})));
+    let sent = Instant::now();
+    wait::until("every child gone", Duration::from_secs(10), || {
+        proc::children_of(agent.pid()).is_empty()
+    });
+    eprintln!(
+        "stop: every child gone {:?} after the stop was served",
+        sent.elapsed()
+    );
+    let stop = studio.wait_completion("stop-s");
+    assert_eq!(stop.body["status"], "completed");
+    let long = studio.completions("adhoc-long");
+    assert_eq!(long[0].body["status"], "failed");
+    assert!(long[0].body["error_message"]
+        .as_str()
+        .unwrap()
+        .contains("stopped by command stop-s"));
+    assert_eq!(studio.completions("cont-s")[0].body["status"], "completed");
     assert!(agent.term(Duration::from_secs(15)).success());
 }

@@ -296,11 +296,17 @@ impl Agent {
         let started = Instant::now();
         self.state.mark_executed(id);
         self.save();
-        if let Some(p) = self.adhoc.take() {
-            let cut = p.command_id.clone();
-            let secs = p.elapsed_secs();
-            self.exposition.remove(Slot::AdHoc.name());
-            p.finish().await;
+        // Both pipelines stop at once: the time to no child is the slower one's.
+        let adhoc = self.adhoc.take();
+        let continuous = self.continuous.take();
+        self.exposition.remove(Slot::AdHoc.name());
+        self.exposition.remove(Slot::Continuous.name());
+        let cut = adhoc
+            .as_ref()
+            .map(|p| (p.command_id.clone(), p.elapsed_secs()));
+        let secs = continuous.as_ref().map_or(0, |p| p.elapsed_secs());
+        tokio::join!(finish(adhoc), finish(continuous));
+        if let Some((cut, secs)) = cut {
             self.report(
                 Completion::failed(
                     &cut,
@@ -320,7 +326,6 @@ impl Agent {
                 "failed",
             );
         }
-        let secs = self.stop_slot(Slot::Continuous).await.unwrap_or(0);
         if let Some(c) = self.state.data.continuous.take() {
             self.report(Completion::completed(&c.id, secs), "completed");
         }
@@ -647,6 +652,16 @@ impl Agent {
 }
 
 const KINDS: [&str; 2] = ["heartbeat", "completion"];
+
+async fn finish(p: Option<RunningPipeline>) {
+    if let Some(p) = p {
+        let outcome = p.finish().await;
+        if !outcome.is_clean() {
+            tracing::info!(failed = ?outcome.failed, aborted = outcome.aborted,
+                "pipeline stopped with components that failed or had to be aborted");
+        }
+    }
+}
 
 async fn ended(p: &mut Option<RunningPipeline>) -> Outcome {
     match p {
