@@ -59,6 +59,8 @@ pub struct Agent {
     /// The class of the failure streak in progress, per request kind: a streak is
     /// logged once, when it starts or changes class.
     failing: [Option<&'static str>; 2],
+    /// No pipeline ran at the last [`Agent::publish`].
+    was_idle: bool,
 }
 
 /// What woke the loop.
@@ -120,6 +122,7 @@ impl Agent {
             received: VecDeque::new(),
             last_command: None,
             failing: [None, None],
+            was_idle: false,
         })
     }
 
@@ -615,9 +618,17 @@ impl Agent {
             .set(self.state.data.outbox.len() as i64);
     }
 
-    fn publish(&self) {
+    /// Updates the gauge; when the agent has just become idle (at start, or its
+    /// last pipeline ended), gives back the pages that work left resident.
+    fn publish(&mut self) {
         let n = self.adhoc.is_some() as i64 + self.continuous.is_some() as i64;
         self.metrics.pipelines_running.set(n);
+        let idle = n == 0;
+        if idle && !self.was_idle {
+            let released = super::trim::release_idle_pages();
+            tracing::debug!(released, "idle: released clean read-only pages");
+        }
+        self.was_idle = idle;
     }
 
     /// `kind`: 0 heartbeat, 1 completion.

@@ -19,6 +19,7 @@
 //!   → a pipeline config; `running.rs`: one running command pipeline;
 //! - `agent.rs`: the loop and the commands' semantics; `state.rs`: the persisted
 //!   history; `lock.rs`: one agent per state directory;
+//! - `trim.rs`: giving back start-up's pages when idle;
 //! - `host.rs`: what a heartbeat says about the host; `metrics.rs` and
 //!   `exposition.rs`: its metrics, and one `/metrics` page for all registries.
 
@@ -36,6 +37,7 @@ pub mod plan;
 mod reply;
 mod running;
 pub mod state;
+mod trim;
 
 use std::future::Future;
 use std::sync::Arc;
