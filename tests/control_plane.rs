@@ -73,6 +73,8 @@ struct Recorded {
 }
 
 struct Shared {
+    /// Profile uploads (`POST /api/v2/profiles`): headers and the decoded body.
+    uploads: Mutex<Vec<(Instant, std::collections::HashMap<String, String>, Value)>>,
     reply: Mutex<Reply>,
     sent: std::sync::atomic::AtomicU64,
     heartbeats: Mutex<Vec<Recorded>>,
@@ -95,6 +97,7 @@ impl Studio {
             .build()
             .unwrap();
         let shared = Arc::new(Shared {
+            uploads: Mutex::default(),
             reply: Mutex::new(Reply::Idle),
             sent: Default::default(),
             heartbeats: Mutex::default(),
@@ -168,13 +171,22 @@ type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible
 
 async fn answer(s: &Shared, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
+    let headers: std::collections::HashMap<String, String> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
     let auth = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let bytes = req.into_body().collect().await.unwrap().to_bytes();
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let body: Value = if path == "/api/v2/profiles" {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+    };
     let mut rec = Recorded {
         at: Instant::now(),
         body,
@@ -189,6 +201,19 @@ async fn answer(s: &Shared, req: Request<Incoming>) -> Response<Body> {
             .unwrap()
     };
     match path.as_str() {
+        "/api/v1/health_check" => full(200, json!({"message": "ok"}).to_string()),
+        "/api/v2/profiles" => {
+            let mut text = Vec::new();
+            flate2::read::GzDecoder::new(&bytes[..])
+                .read_to_end(&mut text)
+                .unwrap();
+            let body: Value = serde_json::from_slice(&text).unwrap();
+            s.uploads
+                .lock()
+                .unwrap()
+                .push((Instant::now(), headers, body));
+            full(200, json!({"message": "ok", "gpid": 7}).to_string())
+        }
         "/api/metrics/command_completion" => {
             rec.profiles_written = common::walk(&s.profiles)
                 .iter()
@@ -885,5 +910,43 @@ fn continuous_and_ad_hoc_side_by_side_and_stop_ends_both() {
         .unwrap()
         .contains("stopped by command stop-s"));
     assert_eq!(studio.completions("cont-s")[0].body["status"], "completed");
+    assert!(agent.term(Duration::from_secs(15)).success());
+}
+
+/// Without `[sinks]`, a command's profiles go to the control server's own
+/// `/api/v2/profiles` (gzip JSON, the token as API key), delivered before the
+/// command is reported completed.
+#[test]
+fn without_sinks_profiles_go_to_the_control_server() {
+    if !can_profile() {
+        return;
+    }
+    let setup = Setup::new();
+    let studio = Studio::start(&setup.path("profiles"));
+    setup.write_config(&studio.url(), "profiles");
+    let text = std::fs::read_to_string(setup.path("config.toml")).unwrap();
+    let no_sinks = text.split("[sinks.local]").next().unwrap().to_string();
+    std::fs::write(setup.path("config.toml"), no_sinks).unwrap();
+    let agent = setup.start();
+    studio.set(start_command("adhoc-up", perf_only(2, false)));
+    let done = studio.wait_completion("adhoc-up");
+    assert_eq!(
+        done.body["status"],
+        "completed",
+        "{}\n{}",
+        done.body,
+        setup.log()
+    );
+    let uploads = studio.shared.uploads.lock().unwrap().clone();
+    assert!(!uploads.is_empty(), "no upload:\n{}", setup.log());
+    let (at, headers, body) = &uploads[0];
+    assert!(*at <= done.at, "completed before the upload");
+    assert_eq!(headers["gprofiler-api-key"], TOKEN);
+    assert_eq!(headers["gprofiler-service-name"], "checkout");
+    assert!(
+        body["profile"].as_str().unwrap().starts_with("# {"),
+        "{body}"
+    );
+    assert!(body["start_time"].is_string());
     assert!(agent.term(Duration::from_secs(15)).success());
 }
