@@ -72,9 +72,12 @@ struct Recorded {
     profiles_written: bool,
 }
 
+/// When an upload arrived, its headers, its decoded body.
+type Upload = (Instant, std::collections::HashMap<String, String>, Value);
+
 struct Shared {
     /// Profile uploads (`POST /api/v2/profiles`): headers and the decoded body.
-    uploads: Mutex<Vec<(Instant, std::collections::HashMap<String, String>, Value)>>,
+    uploads: Mutex<Vec<Upload>>,
     reply: Mutex<Reply>,
     sent: std::sync::atomic::AtomicU64,
     heartbeats: Mutex<Vec<Recorded>>,
