@@ -48,12 +48,18 @@ impl ControlFile {
     ) -> Result<ControlFile, ControlError> {
         let at = |m: String| ControlError::Config(format!("{}: {m}", path.display()));
         let mut doc: Table = toml::from_str(text).map_err(|e| at(format!("invalid TOML: {e}")))?;
-        let control = doc
-            .remove("control")
-            .ok_or_else(|| at("no [control] table".into()))?;
-        let control: ControlConfig = control
-            .try_into()
-            .map_err(|e: toml::de::Error| at(format!("[control]: {}", e.message())))?;
+        if doc.remove("control").is_none() {
+            return Err(at("no [control] table".into()));
+        }
+        // Read from the text, not the table: serde's errors then carry the line and
+        // column of the offending key.
+        #[derive(serde::Deserialize)]
+        struct OnlyControl {
+            control: ControlConfig,
+        }
+        let control = toml::from_str::<OnlyControl>(text)
+            .map_err(|e| at(format!("[control]: {e}")))?
+            .control;
         let mut problems = control.check();
         for key in doc.keys() {
             match key.as_str() {
@@ -147,6 +153,10 @@ path = "/tmp/profpipe-control-test/profiles"
         let with_source = format!("{GOOD}\n[sources.x]\ntype = \"perf\"\n");
         let e = ControlFile::parse(Path::new("c.toml"), &with_source, &registry).unwrap_err();
         assert!(e.to_string().contains("come from the server"), "{e}");
+
+        let typo = GOOD.replace("interval", "intervall");
+        let e = ControlFile::parse(Path::new("c.toml"), &typo, &registry).unwrap_err();
+        assert!(e.to_string().contains("line 6"), "{e}");
 
         let no_token = GOOD.replace("token_env = \"PATH\"", "");
         let e = ControlFile::parse(Path::new("c.toml"), &no_token, &registry).unwrap_err();
