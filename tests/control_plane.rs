@@ -633,6 +633,7 @@ fn commands_run_once_across_kill_9_and_hostile_replies_change_nothing() {
     let status = agent.term(Duration::from_secs(15));
     assert!(status.success(), "SIGTERM: {status:?}\n{}", setup.log());
     assert!(!setup.log().contains("panicked"), "{}", setup.log());
+    assert!(!setup.log().contains(TOKEN), "the token is never logged");
     if std::env::var_os("CONTROL_TEST_LOG").is_some() {
         eprintln!("{}", setup.log());
     }
