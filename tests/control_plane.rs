@@ -663,7 +663,7 @@ fn a_second_agent_on_the_same_state_directory_exits_at_once() {
 }
 
 #[test]
-fn sighup_with_a_broken_config_keeps_the_running_pipeline() {
+fn sighup_refuses_a_broken_config_and_a_new_sink_keeps_the_profiler() {
     if !can_profile() {
         return;
     }
@@ -672,7 +672,10 @@ fn sighup_with_a_broken_config_keeps_the_running_pipeline() {
     setup.write_config(&studio.url(), "profiles");
     let agent = setup.start();
     studio.set(start_command("cont-h", perf_only(2, true)));
-    let perf = wait::until_some("perf", LONG, || agent.perf_children().first().copied());
+    let perf = wait::until_some("perf", LONG, || agent.perf_recorder());
+    wait::until("profiles in the first sink's directory", LONG, || {
+        !common::walk(&setup.path("profiles")).is_empty()
+    });
 
     let good = std::fs::read_to_string(setup.path("config.toml")).unwrap();
     std::fs::write(
@@ -686,8 +689,8 @@ fn sighup_with_a_broken_config_keeps_the_running_pipeline() {
     });
     assert!(setup.log().contains("flie"), "the error names the problem");
     assert_eq!(
-        agent.perf_children(),
-        vec![perf],
+        agent.perf_recorder(),
+        Some(perf),
         "a refused reload touched the pipeline"
     );
     assert_eq!(
@@ -695,17 +698,43 @@ fn sighup_with_a_broken_config_keeps_the_running_pipeline() {
         1.0
     );
 
-    // A valid change of the sink is applied: the pipeline is rebuilt.
+    // A changed sink: only the delivery half is rebuilt; the same perf keeps
+    // recording, and the next windows land in the new directory.
     setup.write_config(&studio.url(), "profiles-2");
     agent.signal(libc::SIGHUP);
     wait::until("the reload to be applied", LONG, || {
         setup.log_lines(&["configuration reloaded"]) == 1
     });
-    wait::until("perf again", LONG, || {
-        agent.perf_children().first().is_some_and(|p| *p != perf)
-    });
+    assert_eq!(
+        setup.log_lines(&["configuration reloaded", "sinks_replaced=1"]),
+        1,
+        "{}",
+        setup.log()
+    );
     wait::until("profiles in the new sink's directory", LONG, || {
-        !common::walk(&setup.path("profiles-2")).is_empty()
+        common::walk(&setup.path("profiles-2"))
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".col"))
+    });
+    assert_eq!(
+        agent.perf_recorder(),
+        Some(perf),
+        "perf was restarted by a sink change"
+    );
+
+    // A changed source setting (through [control.sources]): the whole pipeline.
+    setup.write_config_with(
+        &studio.url(),
+        "profiles-2",
+        "200ms",
+        "[control.sources.perf]\nrestart_after = \"300s\"\n",
+    );
+    agent.signal(libc::SIGHUP);
+    wait::until("the second reload", LONG, || {
+        setup.log_lines(&["configuration reloaded", "restarted=1"]) == 1
+    });
+    wait::until("a new perf", LONG, || {
+        agent.perf_recorder().is_some_and(|p| p != perf)
     });
     assert!(studio.completions("cont-h").is_empty());
     assert!(agent.term(Duration::from_secs(15)).success());

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
-use profpipe::config::{self, Config, Registry};
+use profpipe::config::{self, Config};
 use profpipe::control::{self, ControlFile};
 use profpipe::shutdown::ShutdownTrigger;
 use profpipe::telemetry::{server, Telemetry};
@@ -42,7 +42,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.config {
         if let Ok(text) = std::fs::read_to_string(path) {
             if control::is_control_mode(&text) {
-                return run_control(path, &text, registry, &args);
+                return run_control(path, &text, &args);
             }
         }
     }
@@ -222,16 +222,11 @@ fn apply_overrides(config: &mut Config, duration: Option<std::time::Duration>, o
 
 /// `profpipe run` with a `[control]` table: only the heartbeat client runs until
 /// the server sends a command (see `profpipe::control`).
-fn run_control(
-    path: &std::path::Path,
-    text: &str,
-    registry: Registry,
-    args: &RunArgs,
-) -> anyhow::Result<ExitCode> {
+fn run_control(path: &std::path::Path, text: &str, args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.duration.is_some() || args.once {
         anyhow::bail!("--duration and --once do not apply with [control]: commands set them");
     }
-    let file = match ControlFile::parse(path, text, &registry) {
+    let file = match ControlFile::parse(path, text) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("profpipe: {e}");
@@ -245,7 +240,7 @@ fn run_control(
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    match rt.block_on(control::run(file, registry, stop_signal())) {
+    match rt.block_on(control::run(file, stop_signal())) {
         Ok(()) => {
             tracing::info!("control plane stopped");
             Ok(ExitCode::SUCCESS)

@@ -40,7 +40,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         // would get (every profiler enabled) are checked.
         if let Ok(text) = std::fs::read_to_string(f) {
             if profpipe::control::is_control_mode(&text) {
-                match profpipe::control::ControlFile::parse(f, &text, &registry) {
+                match profpipe::control::ControlFile::parse(f, &text) {
                     Ok(_) => println!("{}: ok (control mode)", f.display()),
                     Err(e) => {
                         eprintln!("{e}");

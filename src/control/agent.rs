@@ -33,7 +33,7 @@ use super::file::ControlFile;
 use super::host;
 use super::metrics::ControlMetrics;
 use super::plan::Slot;
-use super::running::RunningPipeline;
+use super::running::{self, RunningPipeline};
 use super::state::{self, Completion, Continuous, State};
 use crate::config::Registry;
 use crate::topology::Outcome;
@@ -44,6 +44,8 @@ const MAX_RECEIVED: usize = 1000;
 pub struct Agent {
     file: ControlFile,
     registry: Registry,
+    /// Links made so far: each pipeline's link gets a fresh name.
+    links: u64,
     client: Client,
     state: State,
     host: Arc<str>,
@@ -77,7 +79,6 @@ impl Agent {
     /// reports ad-hoc commands a previous run left unfinished as failed.
     pub fn new(
         file: ControlFile,
-        registry: Registry,
         state_dir: &std::path::Path,
         metrics: ControlMetrics,
         exposition: Exposition,
@@ -108,7 +109,8 @@ impl Agent {
             .into();
         Ok(Agent {
             file,
-            registry,
+            registry: super::link::registry(),
+            links: 0,
             client,
             state,
             host,
@@ -251,7 +253,7 @@ impl Agent {
     }
 
     async fn start_continuous(&mut self, id: CommandId, r: ProfilingRequest) {
-        if let Err(why) = self.plan(&r, Slot::Continuous) {
+        if let Err(why) = self.plan(&r, Slot::Continuous, "check") {
             tracing::warn!(command = %id, "command refused: {why}");
             return self.refuse(&id, why);
         }
@@ -271,7 +273,7 @@ impl Agent {
     }
 
     async fn accept_adhoc(&mut self, id: CommandId, r: ProfilingRequest) {
-        if let Err(why) = self.plan(&r, Slot::AdHoc) {
+        if let Err(why) = self.plan(&r, Slot::AdHoc, "check") {
             tracing::warn!(command = %id, "command refused: {why}");
             return self.refuse(&id, why);
         }
@@ -302,8 +304,8 @@ impl Agent {
         // Both pipelines stop at once: the time to no child is the slower one's.
         let adhoc = self.adhoc.take();
         let continuous = self.continuous.take();
-        self.exposition.remove(Slot::AdHoc.name());
-        self.exposition.remove(Slot::Continuous.name());
+        self.unpublish_slot(Slot::AdHoc);
+        self.unpublish_slot(Slot::Continuous);
         let cut = adhoc
             .as_ref()
             .map(|p| (p.command_id.clone(), p.elapsed_secs()));
@@ -346,7 +348,7 @@ impl Agent {
             Slot::AdHoc => self.adhoc.take(),
         }?;
         let secs = p.elapsed_secs();
-        self.exposition.remove(slot.name());
+        self.unpublish_slot(slot);
         let outcome = p.finish().await;
         if !outcome.is_clean() {
             tracing::info!(slot = slot.name(), failed = ?outcome.failed, aborted = outcome.aborted,
@@ -385,7 +387,7 @@ impl Agent {
             !self
                 .adhoc
                 .as_ref()
-                .is_some_and(|a| a.profilers.overlaps(c.request.profilers))
+                .is_some_and(|a| a.request.profilers.overlaps(c.request.profilers))
         });
         match (&wanted, &self.continuous) {
             (Some(c), Some(p)) if p.command_id == c.id => {}
@@ -409,11 +411,30 @@ impl Agent {
         }
     }
 
-    fn plan(&self, r: &ProfilingRequest, slot: Slot) -> Result<super::plan::Planned, String> {
+    /// `r`'s pipeline in `slot`, its halves joined by `link`.
+    fn plan(
+        &self,
+        r: &ProfilingRequest,
+        slot: Slot,
+        link: &str,
+    ) -> Result<super::plan::Planned, String> {
         let name = std::path::PathBuf::from(format!("<{} command pipeline>", slot.name()));
         self.file
             .template
-            .plan(&name, r, Some(slot), &self.registry)
+            .plan(&name, r, Some(slot), link, &self.registry)
+    }
+
+    fn publish_slot(&self, slot: Slot, p: &RunningPipeline) {
+        let (profiling, delivery) = running::exposition_names(slot);
+        let (a, b) = p.telemetry();
+        self.exposition.add(profiling, a);
+        self.exposition.add(delivery, b);
+    }
+
+    fn unpublish_slot(&self, slot: Slot) {
+        let (profiling, delivery) = running::exposition_names(slot);
+        self.exposition.remove(profiling);
+        self.exposition.remove(delivery);
     }
 
     async fn launch(
@@ -422,19 +443,15 @@ impl Agent {
         r: &ProfilingRequest,
         slot: Slot,
     ) -> Result<RunningPipeline, String> {
-        let planned = self.plan(r, slot)?;
-        let started = RunningPipeline::start(
-            planned,
-            self.host.clone(),
-            slot,
-            id.to_string(),
-            r.profilers,
-        )
-        .await;
+        self.links += 1;
+        let link = format!("{}-{}", slot.name(), self.links);
+        let planned = self.plan(r, slot, &link)?;
+        let started =
+            RunningPipeline::start(planned, self.host.clone(), id.to_string(), r.clone()).await;
         self.metrics.pipeline_start(slot.name(), started.is_ok());
         match &started {
             Ok(p) => {
-                self.exposition.add(slot.name(), p.telemetry.clone());
+                self.publish_slot(slot, p);
                 tracing::info!(command = %id, slot = slot.name(), "profiling started");
             }
             Err(why) => {
@@ -446,8 +463,9 @@ impl Agent {
 
     async fn adhoc_ended(&mut self, o: Outcome) {
         let Some(p) = self.adhoc.take() else { return };
-        self.exposition.remove(Slot::AdHoc.name());
+        self.unpublish_slot(Slot::AdHoc);
         let secs = p.elapsed_secs();
+        let p = Ended::of(p).await;
         if o.is_clean() {
             tracing::info!(command = %p.command_id, secs, "ad-hoc profiling finished");
             self.report(Completion::completed(&p.command_id, secs), "completed");
@@ -464,8 +482,9 @@ impl Agent {
         let Some(p) = self.continuous.take() else {
             return;
         };
-        self.exposition.remove(Slot::Continuous.name());
+        self.unpublish_slot(Slot::Continuous);
         let secs = p.elapsed_secs();
+        let p = Ended::of(p).await;
         let why = if o.is_clean() {
             "its pipeline ended by itself".to_string()
         } else {
@@ -511,7 +530,7 @@ impl Agent {
     /// restarted. Returns whether the new config was applied.
     async fn reload(&mut self) -> bool {
         let started = Instant::now();
-        let file = match ControlFile::read(&self.file.path, &self.registry) {
+        let file = match ControlFile::read(&self.file.path) {
             Ok(f) => f,
             Err(e) => {
                 self.metrics.reload("rejected");
@@ -535,34 +554,65 @@ impl Agent {
         self.file = file;
         self.client = client;
         self.address = self.find_address().await;
-        let mut restarted = 0;
+        let (mut restarted, mut redelivered) = (0, 0);
         for slot in [Slot::Continuous, Slot::AdHoc] {
             let current = match slot {
                 Slot::Continuous => self.continuous.as_ref(),
                 Slot::AdHoc => self.adhoc.as_ref(),
             };
             let Some(p) = current else { continue };
-            let request = match slot {
-                Slot::Continuous => self
-                    .state
-                    .data
-                    .continuous
-                    .as_ref()
-                    .map(|c| c.request.clone()),
-                Slot::AdHoc => None,
-            };
-            // An ad-hoc command runs to its end with the config it started with.
-            let Some(request) = request else { continue };
-            if self.file.template.text(&request, Some(slot)) == p.text {
+            let texts = self.file.template.text(&p.request, Some(slot), &p.link);
+            if texts.profiling != p.profiling_text {
+                // An ad-hoc command profiles to its end as it started.
+                if slot == Slot::Continuous {
+                    self.stop_slot(slot).await;
+                    restarted += 1;
+                }
                 continue;
             }
-            self.stop_slot(slot).await;
-            restarted += 1;
+            if texts.delivery == p.delivery_text {
+                continue;
+            }
+            // Only where profiles go changed: the profilers keep running.
+            let (request, link) = (p.request.clone(), p.link.clone());
+            let planned = match self.plan(&request, slot, &link) {
+                Ok(planned) => planned,
+                Err(why) => {
+                    tracing::warn!(slot = slot.name(), "cannot plan the new delivery: {why}");
+                    continue;
+                }
+            };
+            let host = self.host.clone();
+            let p = match slot {
+                Slot::Continuous => self.continuous.as_mut(),
+                Slot::AdHoc => self.adhoc.as_mut(),
+            }
+            .expect("checked above");
+            match p.replace_delivery(planned, host).await {
+                Ok(()) => {
+                    redelivered += 1;
+                    let p = match slot {
+                        Slot::Continuous => self.continuous.as_ref(),
+                        Slot::AdHoc => self.adhoc.as_ref(),
+                    }
+                    .expect("checked above");
+                    self.publish_slot(slot, p);
+                }
+                Err(why) => {
+                    tracing::warn!(
+                        slot = slot.name(),
+                        "new sinks cannot start ({why}); restarting the pipeline"
+                    );
+                    self.stop_slot(slot).await;
+                    restarted += 1;
+                }
+            }
         }
         self.reconcile().await;
         self.metrics.reload("applied");
         tracing::info!(
             restarted,
+            sinks_replaced = redelivered,
             millis = started.elapsed().as_millis() as u64,
             "configuration reloaded"
         );
@@ -663,6 +713,20 @@ impl Agent {
 }
 
 const KINDS: [&str; 2] = ["heartbeat", "completion"];
+
+/// What is left of a pipeline that has ended: its command. Getting it releases
+/// the pipeline's link.
+struct Ended {
+    command_id: CommandId,
+}
+
+impl Ended {
+    async fn of(p: RunningPipeline) -> Ended {
+        let command_id = p.command_id.clone();
+        p.finish().await;
+        Ended { command_id }
+    }
+}
 
 async fn finish(p: Option<RunningPipeline>) {
     if let Some(p) = p {

@@ -15,7 +15,7 @@ use super::command::{Profilers, ProfilingRequest};
 use super::config::ControlConfig;
 use super::error::ControlError;
 use super::plan::Template;
-use crate::config::{AgentConfig, Registry};
+use crate::config::AgentConfig;
 
 /// A checked control-mode config.
 #[derive(Clone, Debug)]
@@ -35,17 +35,14 @@ pub fn is_control_mode(text: &str) -> bool {
 }
 
 impl ControlFile {
-    pub fn read(path: &Path, registry: &Registry) -> Result<ControlFile, ControlError> {
+    pub fn read(path: &Path) -> Result<ControlFile, ControlError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ControlError::Config(format!("{}: cannot read: {e}", path.display())))?;
-        Self::parse(path, &text, registry)
+        Self::parse(path, &text)
     }
 
-    pub fn parse(
-        path: &Path,
-        text: &str,
-        registry: &Registry,
-    ) -> Result<ControlFile, ControlError> {
+    pub fn parse(path: &Path, text: &str) -> Result<ControlFile, ControlError> {
+        let registry = &super::link::registry();
         let at = |m: String| ControlError::Config(format!("{}: {m}", path.display()));
         let mut doc: Table = toml::from_str(text).map_err(|e| at(format!("invalid TOML: {e}")))?;
         if doc.remove("control").is_none() {
@@ -109,13 +106,13 @@ impl ControlFile {
         };
         let name = PathBuf::from(format!("{} (a command's pipeline)", path.display()));
         let planned = template
-            .plan(&name, &every, None, registry)
+            .plan(&name, &every, None, "validate", registry)
             .map_err(ControlError::Pipeline)?;
         Ok(ControlFile {
             path: path.to_path_buf(),
             template,
             listen,
-            agent: planned.config.agent,
+            agent: planned.profiling.agent,
         })
     }
 }
@@ -141,25 +138,24 @@ path = "/tmp/profpipe-control-test/profiles"
 
     #[test]
     fn a_control_file_is_checked_whole() {
-        let registry = crate::registry::registry();
         assert!(is_control_mode(GOOD));
-        let f = ControlFile::parse(Path::new("c.toml"), GOOD, &registry).unwrap();
+        let f = ControlFile::parse(Path::new("c.toml"), GOOD).unwrap();
         assert_eq!(f.agent.state_dir, Path::new("/tmp/profpipe-control-test"));
 
         let bad_sink = GOOD.replace("type = \"file\"", "type = \"flie\"");
-        let e = ControlFile::parse(Path::new("c.toml"), &bad_sink, &registry).unwrap_err();
+        let e = ControlFile::parse(Path::new("c.toml"), &bad_sink).unwrap_err();
         assert!(e.to_string().contains("flie"), "{e}");
 
         let with_source = format!("{GOOD}\n[sources.x]\ntype = \"perf\"\n");
-        let e = ControlFile::parse(Path::new("c.toml"), &with_source, &registry).unwrap_err();
+        let e = ControlFile::parse(Path::new("c.toml"), &with_source).unwrap_err();
         assert!(e.to_string().contains("come from the server"), "{e}");
 
         let typo = GOOD.replace("interval", "intervall");
-        let e = ControlFile::parse(Path::new("c.toml"), &typo, &registry).unwrap_err();
+        let e = ControlFile::parse(Path::new("c.toml"), &typo).unwrap_err();
         assert!(e.to_string().contains("line 6"), "{e}");
 
         let no_token = GOOD.replace("token_env = \"PATH\"", "");
-        let e = ControlFile::parse(Path::new("c.toml"), &no_token, &registry).unwrap_err();
+        let e = ControlFile::parse(Path::new("c.toml"), &no_token).unwrap_err();
         assert!(e.to_string().contains("token_file"), "{e}");
     }
 }

@@ -16,7 +16,8 @@
 //! - `client.rs`: heartbeats and completion reports over HTTP(S); `reply.rs`:
 //!   reading a reply within size and depth caps; `error.rs`: typed errors;
 //! - `command.rs`: a reply's command through the allow-list; `plan.rs`: a command
-//!   → a pipeline config; `running.rs`: one running command pipeline;
+//!   → a pipeline config in two halves; `link.rs`: what joins them (so new sinks
+//!   leave the profilers running); `running.rs`: one running command pipeline;
 //! - `agent.rs`: the loop and the commands' semantics; `state.rs`: the persisted
 //!   history; `lock.rs`: one agent per state directory;
 //! - `trim.rs`: giving back start-up's pages when idle;
@@ -31,6 +32,7 @@ mod error;
 mod exposition;
 mod file;
 mod host;
+pub mod link;
 pub mod lock;
 mod metrics;
 pub mod plan;
@@ -46,30 +48,19 @@ pub use config::{ControlConfig, ControlTls};
 pub use error::{ControlError, ExchangeError};
 pub use file::{is_control_mode, ControlFile};
 
-use crate::config::Registry;
 use crate::shutdown::ShutdownTrigger;
 use crate::telemetry::{server, Telemetry};
 
 /// Runs the control plane of `file` until `stop` completes; SIGHUP reloads `file`.
 /// Takes the state directory's lock first: a second agent on it fails here.
-pub async fn run(
-    file: ControlFile,
-    registry: Registry,
-    stop: impl Future<Output = ()>,
-) -> Result<(), ControlError> {
+pub async fn run(file: ControlFile, stop: impl Future<Output = ()>) -> Result<(), ControlError> {
     let state_dir = file.agent.state_dir.clone();
     state::ensure_dir(&state_dir)?;
     let _lock = lock::AgentLock::acquire(&state_dir)?;
     let telemetry = Telemetry::new();
     let metrics = metrics::ControlMetrics::register(&telemetry);
     let exposition = exposition::Exposition::new(telemetry);
-    let agent = agent::Agent::new(
-        file.clone(),
-        registry,
-        &state_dir,
-        metrics,
-        exposition.clone(),
-    )?;
+    let agent = agent::Agent::new(file.clone(), &state_dir, metrics, exposition.clone())?;
 
     let (trigger, signal) = ShutdownTrigger::new();
     if let Some(addr) = file.listen {
