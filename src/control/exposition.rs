@@ -4,7 +4,8 @@
 //! command, and a registry cannot drop what was registered), so the page is the
 //! merge of several renders: samples of a family from every render go under one
 //! `# HELP`/`# TYPE` (Prometheus refuses a family declared twice), and a
-//! pipeline's samples get a `pipeline="continuous"` or `"adhoc"` label. The
+//! pipeline half's samples get a `pipeline` label (`continuous`, `continuous_delivery`,
+//! `adhoc`, `adhoc_delivery`). The
 //! agent-wide families every render has (RSS, fds, unresolved tokens) come from
 //! the control plane's render only.
 
