@@ -8,7 +8,8 @@
 #    command: seconds from the heartbeat that carried it until the agent has no
 #    child left (needs root and perf; skipped otherwise).
 # 3. reload: SIGHUP with a changed sink while the continuous command runs: the
-#    agent's own `millis` of the reload (validate, stop, start).
+#    agent's own `millis` of the reload (validate, replace the sinks; the
+#    profiling half keeps running).
 # 4. history: COMMANDS (5000) stop commands, one per heartbeat at 10 ms: the
 #    command history's size and RSS afterwards.
 #
@@ -106,7 +107,7 @@ if [ "$(id -u)" = 0 ] && command -v perf >/dev/null; then
   until [ "$(children)" -eq 0 ]; do sleep 0.01; done
   gone=$(date +%s.%N)
   echo "| stop: continuous perf command -> every child gone | $(awk "BEGIN {printf \"%.2f\", $gone - $sent}") s (RSS while profiling: $during kB) |"
-  echo "| reload: SIGHUP with a changed sink, continuous perf running | $reload ms (validate, drain the old pipeline, start the new one) |"
+  echo "| reload: SIGHUP with a changed sink, continuous perf running | $reload ms (validate, stop the old sinks, start the new ones; perf keeps running: $([ "$(grep -c 'sinks_replaced=1' "$out/agent.log")" -ge 1 ] && echo yes || echo no)) |"
   send '{"success":true,"message":"idle","profiling_command":null,"command_id":null}'
 else
   echo "| stop, reload | skipped: needs root and perf |"
