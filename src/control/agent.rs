@@ -203,7 +203,6 @@ impl Agent {
         };
         let reply = match reply {
             Ok(r) => {
-                self.succeeded(0);
                 self.metrics.heartbeats.inc();
                 if r.success == Some(false) {
                     tracing::debug!(
@@ -215,9 +214,14 @@ impl Agent {
             }
             Err(e) => return self.failed(0, &e),
         };
+        // A streak ends only with a reply that is usable whole: a server that keeps
+        // sending a command without an id is logged once, not at every heartbeat.
         match command::from_reply(reply.profiling_command.as_ref(), reply.command_id.as_ref()) {
-            Ok(Some(c)) => self.command(c).await,
-            Ok(None) => {}
+            Ok(Some(c)) => {
+                self.succeeded(0);
+                self.command(c).await
+            }
+            Ok(None) => self.succeeded(0),
             Err(why) => self.failed(0, &ExchangeError::BadShape(why)),
         }
     }
