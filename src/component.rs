@@ -144,14 +144,9 @@ impl ComponentContext {
     /// Both directories are made mode 0700 so no other user can plant files where
     /// the agent (root) reads and deletes them.
     pub fn scratch_dir(&self) -> std::io::Result<std::path::PathBuf> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
         let dir = self.state_dir.join(&*self.id);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
         for d in [&self.state_dir, &dir] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))?;
+            crate::state_dir::create(d)?;
         }
         Ok(dir)
     }

@@ -4,9 +4,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
 
 use profpipe::config::{self, Config};
+use profpipe::control::{self, ControlFile};
+use profpipe::shutdown::ShutdownTrigger;
+use profpipe::state_dir::{self, ClaimError};
 use profpipe::telemetry::{server, Telemetry};
 use profpipe::topology::{self, RunningTopology};
 
@@ -34,6 +40,13 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let registry = profpipe::registry::registry();
+    if let Some(path) = &args.config {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if control::is_control_mode(&text) {
+                return run_control(path, &text, &args);
+            }
+        }
+    }
     let (name, loaded) = match &args.config {
         Some(path) => (path.clone(), config::load_file(path, &registry)),
         None => {
@@ -54,74 +67,198 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    if args.duration.is_some() || args.once {
-        let max_windows = args.once.then_some(1);
-        for s in &mut config.sources {
-            s.config.override_windows(args.duration, max_windows);
-        }
-    }
+    apply_overrides(&mut config, args.duration, args.once);
+    let reload = args.config.clone().map(|path| Reload {
+        path,
+        duration: args.duration,
+        once: args.once,
+    });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_config(config))
+    rt.block_on(run_config(config, reload))
 }
 
-async fn run_config(config: Config) -> anyhow::Result<ExitCode> {
-    let telemetry = Telemetry::new();
+/// Runs `config` until SIGINT/SIGTERM or until its finite sources end. With a config
+/// file, SIGHUP reloads it: the new file is loaded, validated and healthchecked
+/// first; a bad one is logged and the running pipeline keeps going; a good one
+/// replaces the whole pipeline (the old one drains within `shutdown_timeout`
+/// first, so profiling pauses for that long; components are not carried over).
+async fn run_config(mut config: Config, reload: Option<Reload>) -> anyhow::Result<ExitCode> {
     let host: Arc<str> = config
         .agent
         .hostname
         .clone()
         .unwrap_or_else(hostname)
         .into();
+    let _claim = match state_dir::claim(&config.agent.state_dir) {
+        Ok(lock) => lock,
+        Err(e @ ClaimError::AlreadyRunning(_)) => {
+            eprintln!("profpipe: {e}");
+            return Ok(ExitCode::from(3));
+        }
+        Err(e) => return Err(e.into()),
+    };
     // A wrong endpoint or a revoked credential is a clear error now, not retries
     // later (an unreachable one behind a disk buffer is not: see `gate`).
-    if topology::healthcheck::gate(&config, HEALTHCHECK_TIMEOUT)
-        .await
-        .is_err()
-    {
+    if let Err(failures) = topology::healthcheck::gate(&config, HEALTHCHECK_TIMEOUT).await {
+        for f in failures {
+            tracing::error!("{f}");
+        }
         return Ok(ExitCode::from(1));
     }
-    let built = topology::build(&config, &telemetry, host).context("building the pipeline")?;
-    let running = RunningTopology::start(built);
+    // Each pipeline has its own registry (a registry cannot forget a metric); the
+    // endpoint shows the current one.
+    let current = Arc::new(std::sync::Mutex::new(Telemetry::new()));
+    let (server_stop, server_signal) = ShutdownTrigger::new();
     if let Some(addr) = config.telemetry.listen {
-        let (bound, _task) = server::serve(addr, telemetry.clone(), running.shutdown_signal())
+        let page = current.clone();
+        let render: server::Render = Arc::new(move || page.lock().unwrap().render());
+        let (bound, _task) = server::serve_with(addr, render, server_signal)
             .await
             .with_context(|| format!("binding the metrics endpoint on {addr}"))?;
         tracing::info!(%bound, "serving metrics on /metrics");
     }
-    let until = if running.all_sources_finite() {
-        "its sources finish (or SIGINT/SIGTERM)"
-    } else {
-        "SIGINT/SIGTERM"
-    };
-    tracing::info!(
-        sources = config.sources.len(),
-        transforms = config.transforms.len(),
-        sinks = config.sinks.len(),
-        until,
-        "pipeline running"
-    );
-    let outcome = running
-        .run_until(stop_signal(), config.agent.shutdown_timeout.get())
-        .await;
-    if outcome.is_clean() {
-        tracing::info!("pipeline finished");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for f in &outcome.failed {
-            tracing::error!("{f}");
+    let mut hup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+    let mut stop = Box::pin(stop_signal());
+    loop {
+        let telemetry = Telemetry::new();
+        *current.lock().unwrap() = telemetry.clone();
+        let built =
+            topology::build(&config, &telemetry, host.clone()).context("building the pipeline")?;
+        let running = RunningTopology::start(built);
+        let until = if running.all_sources_finite() {
+            "its sources finish (or SIGINT/SIGTERM)"
+        } else {
+            "SIGINT/SIGTERM"
+        };
+        tracing::info!(
+            sources = config.sources.len(),
+            transforms = config.transforms.len(),
+            sinks = config.sinks.len(),
+            until,
+            "pipeline running"
+        );
+        let mut next: Option<(Config, Instant)> = None;
+        let wait = async {
+            loop {
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = hup.recv() => {
+                        let started = Instant::now();
+                        match &reload {
+                            None => tracing::info!("received SIGHUP: the embedded pipeline has nothing to reload"),
+                            Some(r) => match r.load().await {
+                                Ok(c) => {
+                                    next = Some((c, started));
+                                    return;
+                                }
+                                Err(why) => tracing::error!(
+                                    "reload refused, the running pipeline keeps going:\n{why}"
+                                ),
+                            },
+                        }
+                    }
+                }
+            }
+        };
+        let outcome = running
+            .run_until(wait, config.agent.shutdown_timeout.get())
+            .await;
+        match next {
+            Some((new, started)) => {
+                for f in &outcome.failed {
+                    tracing::error!("{f}");
+                }
+                tracing::info!(
+                    millis = started.elapsed().as_millis() as u64,
+                    "configuration reloaded: the old pipeline drained, the new one starts"
+                );
+                config = new;
+            }
+            None => {
+                server_stop.trigger();
+                return Ok(if outcome.is_clean() {
+                    tracing::info!("pipeline finished");
+                    ExitCode::SUCCESS
+                } else {
+                    for f in &outcome.failed {
+                        tracing::error!("{f}");
+                    }
+                    ExitCode::from(1)
+                });
+            }
         }
-        Ok(ExitCode::from(1))
+    }
+}
+
+/// Where a SIGHUP reloads the config from, and the command line's overrides.
+struct Reload {
+    path: PathBuf,
+    duration: Option<std::time::Duration>,
+    once: bool,
+}
+
+impl Reload {
+    /// The file, loaded, overridden as at start, and healthchecked.
+    async fn load(&self) -> Result<Config, String> {
+        let registry = profpipe::registry::registry();
+        let mut config = config::load_file(&self.path, &registry).map_err(|e| e.to_string())?;
+        apply_overrides(&mut config, self.duration, self.once);
+        topology::healthcheck::gate(&config, HEALTHCHECK_TIMEOUT)
+            .await
+            .map_err(|failures| failures.join("\n"))?;
+        Ok(config)
+    }
+}
+
+fn apply_overrides(config: &mut Config, duration: Option<std::time::Duration>, once: bool) {
+    if duration.is_some() || once {
+        let max_windows = once.then_some(1);
+        for s in &mut config.sources {
+            s.config.override_windows(duration, max_windows);
+        }
+    }
+}
+
+/// `profpipe run` with a `[control]` table: only the heartbeat client runs until
+/// the server sends a command (see `profpipe::control`).
+fn run_control(path: &std::path::Path, text: &str, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    if args.duration.is_some() || args.once {
+        anyhow::bail!("--duration and --once do not apply with [control]: commands set them");
+    }
+    let file = match ControlFile::parse(path, text) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("profpipe: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // The same runtime as a plain run: the command pipelines run on it.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match rt.block_on(control::run(file, stop_signal())) {
+        Ok(()) => {
+            tracing::info!("control plane stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ control::ControlError::Claim(ClaimError::AlreadyRunning(_))) => {
+            eprintln!("profpipe: {e}");
+            Ok(ExitCode::from(3))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Completes on SIGINT or SIGTERM.
 async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),

@@ -36,6 +36,20 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     // Only built when a healthcheck runs: plain validation stays synchronous.
     let mut runtime = None;
     for f in &args.files {
+        // A control-mode file: its [control] table and the pipeline a command
+        // would get (every profiler enabled) are checked.
+        if let Ok(text) = std::fs::read_to_string(f) {
+            if profpipe::control::is_control_mode(&text) {
+                match profpipe::control::ControlFile::parse(f, &text) {
+                    Ok(_) => println!("{}: ok (control mode)", f.display()),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        bad += 1;
+                    }
+                }
+                continue;
+            }
+        }
         match config::load_file(f, &registry) {
             Ok(c) => {
                 println!(

@@ -1,6 +1,7 @@
 //! The Prometheus endpoint: `GET /metrics` on the address of `[telemetry] listen`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -21,11 +22,24 @@ const MAX_CONNECTIONS: usize = 16;
 pub async fn serve(
     addr: SocketAddr,
     telemetry: Telemetry,
+    shutdown: ShutdownSignal,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(addr, Arc::new(move || telemetry.render()), shutdown).await
+}
+
+/// What renders the `/metrics` page.
+pub type Render = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// [`serve`] with a page made by `render` (the control plane merges several
+/// registries into one page).
+pub async fn serve_with(
+    addr: SocketAddr,
+    render: Render,
     mut shutdown: ShutdownSignal,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let handle = tokio::spawn(async move {
         loop {
             let permit = tokio::select! {
@@ -39,7 +53,7 @@ pub async fn serve(
                     Err(e) => { tracing::debug!(error = %e, "metrics accept failed"); continue; }
                 },
             };
-            let t = telemetry.clone();
+            let t = render.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let t = t.clone();
@@ -55,9 +69,9 @@ pub async fn serve(
     Ok((local, handle))
 }
 
-fn respond(t: &Telemetry, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+fn respond(t: &Render, req: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let (status, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (StatusCode::OK, t.render()),
+        (&Method::GET, "/metrics") => (StatusCode::OK, t()),
         (&Method::GET, "/health") => (StatusCode::OK, "ok\n".to_string()),
         _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
     };

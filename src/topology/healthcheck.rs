@@ -41,11 +41,12 @@ pub async fn run_healthchecks(config: &Config, timeout: Duration) -> Vec<(Compon
     failures
 }
 
-/// Whether a pipeline may start: every sink's healthcheck, each failure logged.
-/// A failure stops the start, except a retryable one (the destination is
-/// unreachable, not refusing us) of a sink behind a disk buffer: riding out
-/// outages, and restarts during them, is what that buffer is for, so it starts with
-/// a WARN. Returns the failures that stop it, one line each.
+/// Whether a pipeline may start: every sink's healthcheck. A failure stops the
+/// start, except a retryable one (the destination is unreachable, not refusing us)
+/// of a sink behind a disk buffer: riding out outages, and restarts during them,
+/// is what that buffer is for, so it starts with a WARN. Returns the failures that
+/// stop it, one line each, for the caller to report once (a refused start, a
+/// refused reload, a failed command).
 pub async fn gate(config: &Config, timeout: Duration) -> Result<(), Vec<String>> {
     let mut fatal = Vec::new();
     for (id, why) in run_healthchecks(config, timeout).await {
@@ -56,7 +57,6 @@ pub async fn gate(config: &Config, timeout: Duration) -> Result<(), Vec<String>>
         if why.retryable && buffered {
             tracing::warn!(sink = %id, "healthcheck failed: {why}; starting anyway, the disk buffer keeps what cannot be delivered yet");
         } else {
-            tracing::error!(sink = %id, "healthcheck failed: {why}");
             fatal.push(format!("sink `{id}`: healthcheck failed: {why}"));
         }
     }

@@ -39,7 +39,6 @@
 pub mod codec;
 mod ends;
 mod ledger;
-mod lock;
 pub mod queue;
 mod record;
 mod segment;

@@ -21,10 +21,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ledger::{self, Ledger};
-use super::lock::{DirLock, LockError};
 use super::record::{frame, Header, HEADER_LEN};
 use super::segment::{self, Segment, MAGIC, MAGIC_LEN};
 use crate::event::EventStatus;
+use crate::state_dir::{self, DirLock, LockError};
 use crate::telemetry::{DiskBufferMetrics, RateLimited};
 
 /// Most records tracked at once: out with the sink, or acknowledged above the
@@ -169,15 +169,8 @@ impl Queue {
         max_bytes: u64,
         metrics: DiskBufferMetrics,
     ) -> Result<Queue, OpenError> {
-        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io_err("create the directory", dir))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io_err("set the mode of", dir))?;
-        let lock = DirLock::acquire(dir, LOCK_PATIENCE)
+        state_dir::create(dir).map_err(io_err("create the directory", dir))?;
+        let lock = DirLock::acquire(dir, "lock", LOCK_PATIENCE)
             .map_err(|e| OpenError::Locked(dir.display().to_string(), e))?;
         let (ledger, recovered) =
             Ledger::open(dir, 4 * LEDGER_MAX).map_err(io_err("read the ledger in", dir))?;

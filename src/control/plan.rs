@@ -1,0 +1,341 @@
+//! A start command → the TOML text of a pipeline → a [`Config`] from the same loader
+//! `profpipe run --config` uses, so a command can only ever ask for what a config
+//! file could, and everything is validated the same way.
+//!
+//! The pipeline is the default one's shape (`pipelines/default.toml`):
+//!
+//! ```text
+//! perf ─► fold ─┐
+//! py_spy ───────┼─► classify ─► merge ─► the config's [sinks] (or Performance Studio)
+//! rbspy ────────┘
+//! ```
+//!
+//! with only the command's profilers, in two halves joined by a link (`link.rs`):
+//! profiling (sources, transforms) and delivery (the sinks), so a reload that
+//! changes only the sinks keeps the profilers running. Each slot (continuous,
+//! ad-hoc) gets its own scratch directory `<state_dir>/<slot>`, so the two never
+//! share perf's files.
+
+use std::path::Path;
+
+use toml::{Table, Value};
+
+use super::command::ProfilingRequest;
+use super::config::ControlConfig;
+use crate::config::{self, Config, Registry};
+
+/// Which of the two pipelines a command runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Slot {
+    Continuous,
+    AdHoc,
+}
+
+impl Slot {
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::Continuous => "continuous",
+            Slot::AdHoc => "adhoc",
+        }
+    }
+}
+
+/// What a config file gives every command's pipeline: `[agent]`, `[sinks]` and the
+/// `[control]` table (sources' extra settings, the default sink's server).
+#[derive(Clone, Debug)]
+pub struct Template {
+    pub control: ControlConfig,
+    /// `[agent]` as written.
+    pub agent: Option<Table>,
+    /// `[sinks]` as written; each sink's `inputs` is set here.
+    pub sinks: Option<Table>,
+}
+
+/// A pipeline made for a command, in two halves joined by a link (`link.rs`):
+/// each half's text (compared at reload: same text, same half) and validated config.
+pub struct Planned {
+    pub link: String,
+    pub profiling_text: String,
+    pub delivery_text: String,
+    pub profiling: Config,
+    pub delivery: Config,
+}
+
+/// The two halves' texts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Texts {
+    pub profiling: String,
+    pub delivery: String,
+}
+
+impl Template {
+    /// The pipeline of `request` in `slot` (`None`: no scratch subdirectory, for
+    /// validating the template), its halves joined by the link `link`.
+    pub fn plan(
+        &self,
+        name: &Path,
+        request: &ProfilingRequest,
+        slot: Option<Slot>,
+        link: &str,
+        registry: &Registry,
+    ) -> Result<Planned, String> {
+        let texts = self.text(request, slot, link);
+        let load = |half: &str, text: &str| {
+            let name = std::path::PathBuf::from(format!("{} ({half})", name.display()));
+            config::load_str(&name, text, registry).map_err(|errors| format!("{errors}"))
+        };
+        let profiling = load("profiling", &texts.profiling)?;
+        let delivery = load("delivery", &texts.delivery)?;
+        Ok(Planned {
+            link: link.to_string(),
+            profiling_text: texts.profiling,
+            delivery_text: texts.delivery,
+            profiling,
+            delivery,
+        })
+    }
+
+    /// The TOML texts of `request`'s pipeline halves.
+    pub fn text(&self, request: &ProfilingRequest, slot: Option<Slot>, link: &str) -> Texts {
+        let mut doc = Table::new();
+        let mut agent = self.agent.clone().unwrap_or_default();
+        if let Some(slot) = slot {
+            let base = match agent.get("state_dir") {
+                Some(Value::String(s)) => s.clone(),
+                _ => crate::config::AgentConfig::default()
+                    .state_dir
+                    .display()
+                    .to_string(),
+            };
+            agent.insert(
+                "state_dir".into(),
+                Value::String(format!("{}/{}", base.trim_end_matches('/'), slot.name())),
+            );
+        }
+        doc.insert("agent".into(), Value::Table(agent));
+
+        let window = Value::String(format!("{}s", request.duration_secs));
+        let mut sources = Table::new();
+        let mut runtime_inputs = Vec::new();
+        let p = request.profilers;
+        if p.perf {
+            let mut s = self.source_base("perf");
+            s.insert("frequency".into(), Value::Integer(request.frequency.into()));
+            s.insert("window".into(), window.clone());
+            if !request.perf_events.is_empty() {
+                let events = request.perf_events.iter().cloned().map(Value::String);
+                s.insert("events".into(), Value::Array(events.collect()));
+            }
+            self.once(&mut s, request);
+            sources.insert("perf".into(), Value::Table(s));
+            runtime_inputs.push("fold");
+        }
+        for (on, kind, id) in [(p.py_spy, "py_spy", "python"), (p.rbspy, "rbspy", "ruby")] {
+            if !on {
+                continue;
+            }
+            let mut s = self.source_base(kind);
+            s.insert("frequency".into(), Value::Integer(request.frequency.into()));
+            s.insert("window".into(), window.clone());
+            if let Some(n) = request.max_processes {
+                let d = s
+                    .entry("discovery")
+                    .or_insert_with(|| Value::Table(Table::new()));
+                if let Value::Table(d) = d {
+                    d.insert("max_processes".into(), Value::Integer(n as i64));
+                }
+            }
+            self.once(&mut s, request);
+            sources.insert(id.into(), Value::Table(s));
+            runtime_inputs.push(id);
+        }
+        doc.insert("sources".into(), Value::Table(sources));
+
+        let mut transforms = Table::new();
+        if p.perf {
+            let mut fold = Table::new();
+            fold.insert("type".into(), "fold".into());
+            fold.insert("inputs".into(), strings(&["perf"]));
+            fold.insert("kernel".into(), true.into());
+            fold.insert("unknown_as_dso".into(), true.into());
+            transforms.insert("fold".into(), Value::Table(fold));
+        }
+        let mut classify = Table::new();
+        classify.insert("type".into(), "classify".into());
+        classify.insert("inputs".into(), strings(&runtime_inputs));
+        transforms.insert("classify".into(), Value::Table(classify));
+        let mut merge = Table::new();
+        merge.insert("type".into(), "merge".into());
+        merge.insert("inputs".into(), strings(&["classify"]));
+        transforms.insert("merge".into(), Value::Table(merge));
+        doc.insert("transforms".into(), Value::Table(transforms));
+
+        let mut delivery = Table::new();
+        delivery.insert("agent".into(), doc["agent"].clone());
+        let mut link_end = Table::new();
+        link_end.insert("type".into(), Value::String(super::link::TYPE.into()));
+        link_end.insert("link".into(), Value::String(link.into()));
+        let mut sources = Table::new();
+        sources.insert(LINK_ID.into(), Value::Table(link_end.clone()));
+        delivery.insert("sources".into(), Value::Table(sources));
+        link_end.insert("inputs".into(), strings(&["merge"]));
+        let mut link_sink = Table::new();
+        link_sink.insert(LINK_ID.into(), Value::Table(link_end));
+        doc.insert("sinks".into(), Value::Table(link_sink));
+
+        let sinks = match &self.sinks {
+            Some(sinks) if !sinks.is_empty() => {
+                let mut sinks = sinks.clone();
+                for (_, sink) in sinks.iter_mut() {
+                    if let Value::Table(t) = sink {
+                        t.insert("inputs".into(), strings(&[LINK_ID]));
+                    }
+                }
+                sinks
+            }
+            _ => self.studio_sink(),
+        };
+        delivery.insert("sinks".into(), Value::Table(sinks));
+        Texts {
+            profiling: toml::to_string(&doc).expect("a table of plain values serializes"),
+            delivery: toml::to_string(&delivery).expect("a table of plain values serializes"),
+        }
+    }
+
+    /// `[control.sources.<kind>]` with the `type` set.
+    fn source_base(&self, kind: &str) -> Table {
+        let mut s = match self.control.sources.get(kind) {
+            Some(Value::Table(t)) => t.clone(),
+            _ => Table::new(),
+        };
+        s.insert("type".into(), Value::String(kind.into()));
+        s
+    }
+
+    /// An ad-hoc command profiles one window, then its sources end.
+    fn once(&self, s: &mut Table, request: &ProfilingRequest) {
+        if !request.continuous {
+            s.insert("max_windows".into(), Value::Integer(1));
+        }
+    }
+
+    /// Without `[sinks]`: the control server's own profile endpoint
+    /// (`/api/v2/profiles`), with the same token as its API key, as gProfiler does.
+    fn studio_sink(&self) -> Table {
+        let c = &self.control;
+        let mut s = Table::new();
+        s.insert("type".into(), "http".into());
+        s.insert("inputs".into(), strings(&[LINK_ID]));
+        s.insert("target".into(), "gprofiler".into());
+        s.insert("endpoint".into(), Value::String(c.server.clone()));
+        s.insert("service_name".into(), Value::String(c.service.clone()));
+        let mut key = Table::new();
+        match (&c.token_file, &c.token_env) {
+            (Some(f), _) => key.insert("file".into(), Value::String(f.display().to_string())),
+            (None, Some(e)) => key.insert("env".into(), Value::String(e.clone())),
+            (None, None) => None,
+        };
+        s.insert("api_key".into(), Value::Table(key));
+        if let Some(ca) = c.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
+            let mut tls = Table::new();
+            tls.insert("ca_file".into(), Value::String(ca.display().to_string()));
+            s.insert("tls".into(), Value::Table(tls));
+        }
+        let mut sinks = Table::new();
+        sinks.insert("studio".into(), Value::Table(s));
+        sinks
+    }
+}
+
+/// The id of both link ends in their halves.
+const LINK_ID: &str = "link";
+
+fn strings(v: &[&str]) -> Value {
+    Value::Array(v.iter().map(|s| Value::String(s.to_string())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::command::Profilers;
+
+    fn template(sinks: Option<&str>) -> Template {
+        let control: ControlConfig = toml::from_str(
+            "server = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\nservice = \"svc\"\n\
+             [sources.perf]\nbinary = \"/usr/bin/perf\"\n",
+        )
+        .unwrap();
+        Template {
+            control,
+            agent: Some(toml::from_str("state_dir = \"/tmp/x\"").unwrap()),
+            sinks: sinks.map(|s| toml::from_str(s).unwrap()),
+        }
+    }
+
+    fn request(continuous: bool, profilers: Profilers) -> ProfilingRequest {
+        ProfilingRequest {
+            duration_secs: 2,
+            frequency: 49,
+            continuous,
+            profilers,
+            perf_events: vec!["cpu-clock".into()],
+            max_processes: Some(3),
+        }
+    }
+
+    #[test]
+    fn an_ad_hoc_perf_command_becomes_a_valid_one_window_pipeline() {
+        let t = template(Some("[local]\ntype = \"file\"\npath = \"/tmp/p\"\n"));
+        let r = request(
+            false,
+            Profilers {
+                perf: true,
+                ..Default::default()
+            },
+        );
+        let registry = crate::control::link::registry();
+        let planned = t
+            .plan(
+                Path::new("<command>"),
+                &r,
+                Some(Slot::AdHoc),
+                "l1",
+                &registry,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let c = planned.profiling;
+        assert_eq!(c.agent.state_dir, Path::new("/tmp/x/adhoc"));
+        assert_eq!(c.sources.len(), 1);
+        assert!(c.sources[0].config.is_finite());
+        assert_eq!(c.sinks[0].type_name, "control_link");
+        assert_eq!(planned.delivery.sinks[0].inputs, vec!["link".into()]);
+        assert_eq!(planned.delivery.sources[0].type_name, "control_link");
+        assert!(planned
+            .profiling_text
+            .contains("binary = \"/usr/bin/perf\""));
+    }
+
+    #[test]
+    fn without_sinks_profiles_go_to_the_control_server() {
+        let t = template(None);
+        let all = Profilers {
+            perf: true,
+            py_spy: true,
+            rbspy: true,
+        };
+        let r = request(true, all);
+        let registry = crate::control::link::registry();
+        std::env::set_var("T", "secret-token");
+        let planned = t
+            .plan(Path::new("<command>"), &r, None, "l2", &registry)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(planned.delivery.sinks[0].type_name, "http");
+        assert!(planned
+            .profiling
+            .sources
+            .iter()
+            .all(|s| !s.config.is_finite()));
+        assert!(planned.delivery_text.contains("target = \"gprofiler\""));
+        assert!(!planned.delivery_text.contains("secret-token"));
+    }
+}
