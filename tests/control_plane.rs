@@ -741,7 +741,8 @@ fn sighup_refuses_a_broken_config_and_a_new_sink_keeps_the_profiler() {
 }
 
 /// `profpipe run --config` without `[control]`: SIGHUP validates the file first; a
-/// broken one is refused and the pipeline keeps running; a good one replaces it.
+/// broken one is refused and the pipeline keeps running; a changed sink is
+/// replaced while the source runs on; a changed source restarts the pipeline.
 #[test]
 fn plain_run_sighup_refuses_a_broken_config_and_applies_a_good_one() {
     let setup = Setup::new();
@@ -784,15 +785,38 @@ path = "{d}/{out}"
         "a refused reload rebuilt"
     );
 
+    // Only the sink changed: it is replaced in place, the source keeps running.
     std::fs::write(setup.path("config.toml"), config("out-2", "file")).unwrap();
     agent.signal(libc::SIGHUP);
     wait::until("the reload to be applied", LONG, || {
-        setup.log_lines(&["pipeline running"]) == 2
+        setup.log_lines(&["configuration reloaded: sinks changed"]) == 1
     });
-    assert_eq!(setup.log_lines(&["configuration reloaded"]), 1);
+    assert_eq!(
+        setup.log_lines(&["pipeline running"]),
+        1,
+        "a sink-only reload restarted the pipeline"
+    );
+    // A changed source restarts the pipeline.
+    let changed =
+        config("out-2", "file").replace("follow = true", "follow = true\nwindow = \"30s\"");
+    std::fs::write(setup.path("config.toml"), changed).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait::until("the pipeline to restart", LONG, || {
+        setup.log_lines(&["configuration reloaded: the pipeline restarted"]) == 1
+    });
+    assert_eq!(setup.log_lines(&["pipeline running"]), 2);
     assert!(agent.alive());
     let status = agent.term(Duration::from_secs(15));
     assert!(status.success(), "{status:?}\n{}", setup.log());
+    let written: String = common::walk(&setup.path("out-2"))
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect();
+    assert!(
+        written.contains("main;work 3"),
+        "the new sink got no profile: {written}\n{}",
+        setup.log()
+    );
     if std::env::var_os("CONTROL_TEST_LOG").is_some() {
         eprintln!("{}", setup.log());
     }

@@ -22,6 +22,19 @@ fn run_config_text(name: &str, text: &str, out: &Path) -> String {
         "path = \"profiles\"",
         &format!("path = {:?}", out.join("profiles")),
     );
+    // Each run its own state directory: one agent per state directory, and tests
+    // run side by side.
+    let state = format!("state_dir = {:?}", out.join("state"));
+    let text = match text
+        .lines()
+        .find(|l| l.trim_start().starts_with("state_dir"))
+    {
+        Some(line) => text.replace(line, &state),
+        None if text.contains("[agent]") => {
+            text.replacen("[agent]", &format!("[agent]\n{state}"), 1)
+        }
+        None => format!("[agent]\n{state}\n{text}"),
+    };
     let config = out.join(name);
     std::fs::write(&config, text).unwrap();
     let result = profpipe()

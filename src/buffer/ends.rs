@@ -56,4 +56,8 @@ impl Input {
     pub async fn recv(&mut self) -> Option<Event> {
         self.0.recv().await
     }
+
+    pub(super) fn into_reader(self) -> Box<dyn BufferReader> {
+        self.0
+    }
 }

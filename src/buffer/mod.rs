@@ -17,11 +17,15 @@ mod budget;
 mod config;
 pub mod disk;
 mod ends;
+mod fanout;
 pub mod memory;
 mod output;
+mod relay;
 
 pub use budget::{MemoryBudget, MemoryGauges, Permit, WindowCharge};
 pub use config::{BufferConfig, BufferKind, SyncPolicy, WhenFull};
 pub use ends::{BoxFuture, BufferReader, BufferWriter, Closed, EdgeSender, Input};
+pub use fanout::Fanout;
 pub use memory::edge;
 pub use output::{Output, OutputClosed};
+pub use relay::Relay;

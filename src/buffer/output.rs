@@ -1,6 +1,9 @@
 //! A component's output: the input edges of every component that reads it.
 
+use std::sync::Arc;
+
 use super::ends::{Closed, EdgeSender};
+use super::fanout::Fanout;
 use crate::event::{Event, LabelSet};
 use crate::telemetry::ComponentMetrics;
 
@@ -10,7 +13,7 @@ use crate::telemetry::ComponentMetrics;
 pub struct OutputClosed;
 
 pub struct Output {
-    edges: Vec<EdgeSender>,
+    edges: Arc<Fanout>,
     metrics: ComponentMetrics,
     /// Static labels put on every data event sent (a source's `[agent]` and own
     /// `labels`); empty for transforms.
@@ -18,7 +21,15 @@ pub struct Output {
 }
 
 impl Output {
+    /// An output to `edges`, fixed for its life.
     pub fn new(edges: Vec<EdgeSender>, metrics: ComponentMetrics) -> Self {
+        let named = edges.into_iter().map(|e| ("".into(), e)).collect();
+        Output::to(Fanout::new(named), metrics)
+    }
+
+    /// An output to the edges of `fanout`, which the topology may change while it
+    /// runs (a reload attaching and detaching sinks).
+    pub fn to(edges: Arc<Fanout>, metrics: ComponentMetrics) -> Self {
         Output {
             edges,
             metrics,
@@ -58,8 +69,9 @@ impl Output {
             self.metrics.sent(event.size_bytes());
         }
         let mut open = 0;
-        if let Some((last, rest)) = self.edges.split_last() {
-            for e in rest {
+        let edges = self.edges.snapshot();
+        if let Some(((_, last), rest)) = edges.split_last() {
+            for (_, e) in rest {
                 if e.send(event.clone()).await != Err(Closed) {
                     open += 1;
                 }
@@ -73,6 +85,12 @@ impl Output {
         } else {
             Ok(())
         }
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        self.edges.close();
     }
 }
 

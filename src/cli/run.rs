@@ -14,7 +14,7 @@ use profpipe::control::{self, ControlFile};
 use profpipe::shutdown::ShutdownTrigger;
 use profpipe::state_dir::{self, ClaimError};
 use profpipe::telemetry::{server, Telemetry};
-use profpipe::topology::{self, RunningTopology};
+use profpipe::topology::{self, Reloaded, RunningTopology};
 
 /// The pipeline `profpipe run` runs without `--config`.
 pub const DEFAULT_PIPELINE: &str = include_str!("../../pipelines/default.toml");
@@ -84,9 +84,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `config` until SIGINT/SIGTERM or until its finite sources end. With a config
 /// file, SIGHUP reloads it: the new file is loaded, validated and healthchecked
-/// first; a bad one is logged and the running pipeline keeps going; a good one
-/// replaces the whole pipeline (the old one drains within `shutdown_timeout`
-/// first, so profiling pauses for that long; components are not carried over).
+/// first, and a bad one is logged while the running pipeline keeps going. A good
+/// one that changes only sinks is applied in place: sources, transforms, their
+/// children and buffers keep running, and so do unchanged sinks. Any other change
+/// restarts the pipeline (the old one drains within `shutdown_timeout` first).
 async fn run_config(mut config: Config, reload: Option<Reload>) -> anyhow::Result<ExitCode> {
     let host: Arc<str> = config
         .agent
@@ -110,8 +111,8 @@ async fn run_config(mut config: Config, reload: Option<Reload>) -> anyhow::Resul
         }
         return Ok(ExitCode::from(1));
     }
-    // Each pipeline has its own registry (a registry cannot forget a metric); the
-    // endpoint shows the current one.
+    // A restarted pipeline gets its own registry (a registry cannot forget a
+    // metric); the endpoint shows the current one.
     let current = Arc::new(std::sync::Mutex::new(Telemetry::new()));
     let (server_stop, server_signal) = ShutdownTrigger::new();
     if let Some(addr) = config.telemetry.listen {
@@ -124,75 +125,118 @@ async fn run_config(mut config: Config, reload: Option<Reload>) -> anyhow::Resul
     }
     let mut hup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
     let mut stop = Box::pin(stop_signal());
+    let mut running = start(&config, &current, &host)?;
     loop {
-        let telemetry = Telemetry::new();
-        *current.lock().unwrap() = telemetry.clone();
-        let built =
-            topology::build(&config, &telemetry, host.clone()).context("building the pipeline")?;
-        let running = RunningTopology::start(built);
-        let until = if running.all_sources_finite() {
-            "its sources finish (or SIGINT/SIGTERM)"
-        } else {
-            "SIGINT/SIGTERM"
-        };
-        tracing::info!(
-            sources = config.sources.len(),
-            transforms = config.transforms.len(),
-            sinks = config.sinks.len(),
-            until,
-            "pipeline running"
-        );
-        let mut next: Option<(Config, Instant)> = None;
-        let wait = async {
-            loop {
+        let signal = running
+            .until(async {
                 tokio::select! {
-                    _ = &mut stop => return,
-                    _ = hup.recv() => {
-                        let started = Instant::now();
-                        match &reload {
-                            None => tracing::info!("received SIGHUP: the embedded pipeline has nothing to reload"),
-                            Some(r) => match r.load().await {
-                                Ok(c) => {
-                                    next = Some((c, started));
-                                    return;
-                                }
-                                Err(why) => tracing::error!(
-                                    "reload refused, the running pipeline keeps going:\n{why}"
-                                ),
-                            },
-                        }
-                    }
+                    _ = &mut stop => Signal::Stop,
+                    _ = hup.recv() => Signal::Reload,
                 }
-            }
-        };
-        let outcome = running
-            .run_until(wait, config.agent.shutdown_timeout.get())
+            })
             .await;
-        match next {
-            Some((new, started)) => {
+        if matches!(signal, None | Some(Signal::Stop)) {
+            let outcome = running.stop().await;
+            server_stop.trigger();
+            return Ok(if outcome.is_clean() {
+                tracing::info!("pipeline finished");
+                ExitCode::SUCCESS
+            } else {
                 for f in &outcome.failed {
                     tracing::error!("{f}");
                 }
-                tracing::info!(
-                    millis = started.elapsed().as_millis() as u64,
-                    "configuration reloaded: the old pipeline drained, the new one starts"
-                );
-                config = new;
+                ExitCode::from(1)
+            });
+        }
+        let Some(r) = &reload else {
+            tracing::info!("received SIGHUP: the embedded pipeline has nothing to reload");
+            continue;
+        };
+        tracing::info!("received SIGHUP: reloading {}", r.path.display());
+        let started = Instant::now();
+        let new = match r.load(&config).await {
+            Ok(c) => c,
+            Err(why) => {
+                tracing::error!("reload refused, the running pipeline keeps going:\n{why}");
+                continue;
             }
-            None => {
-                server_stop.trigger();
-                return Ok(if outcome.is_clean() {
-                    tracing::info!("pipeline finished");
-                    ExitCode::SUCCESS
-                } else {
-                    for f in &outcome.failed {
-                        tracing::error!("{f}");
+        };
+        let millis = || started.elapsed().as_millis() as u64;
+        match running.reload(&new).await {
+            Ok(Reloaded::Unchanged) => {
+                tracing::info!(millis = millis(), "configuration reloaded: nothing changed")
+            }
+            Ok(Reloaded::Sinks {
+                replaced,
+                added,
+                removed,
+            }) => tracing::info!(
+                millis = millis(),
+                replaced,
+                added,
+                removed,
+                "configuration reloaded: sinks changed; sources and transforms kept running"
+            ),
+            Ok(Reloaded::NeedsRestart(why)) => {
+                let outcome = running.stop().await;
+                for f in &outcome.failed {
+                    tracing::error!("{f}");
+                }
+                running = match start(&new, &current, &host) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(
+                            "reload failed, the previous configuration starts again: {e:#}"
+                        );
+                        running = start(&config, &current, &host)?;
+                        continue;
                     }
-                    ExitCode::from(1)
-                });
+                };
+                tracing::info!(
+                    millis = millis(),
+                    because = %why,
+                    "configuration reloaded: the pipeline restarted"
+                );
+            }
+            Err(e) => {
+                tracing::error!("reload refused, the running pipeline keeps going:\n{e}");
+                continue;
             }
         }
+        config = new;
     }
+}
+
+/// What ends a wait of the running pipeline.
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// Builds `config` with a new registry (made the endpoint's) and starts it.
+fn start(
+    config: &Config,
+    current: &std::sync::Mutex<Telemetry>,
+    host: &Arc<str>,
+) -> anyhow::Result<RunningTopology> {
+    let telemetry = Telemetry::new();
+    *current.lock().unwrap() = telemetry.clone();
+    let built =
+        topology::build(config, &telemetry, host.clone()).context("building the pipeline")?;
+    let running = RunningTopology::start(built);
+    let until = if running.all_sources_finite() {
+        "its sources finish (or SIGINT/SIGTERM)"
+    } else {
+        "SIGINT/SIGTERM"
+    };
+    tracing::info!(
+        sources = config.sources.len(),
+        transforms = config.transforms.len(),
+        sinks = config.sinks.len(),
+        until,
+        "pipeline running"
+    );
+    Ok(running)
 }
 
 /// Where a SIGHUP reloads the config from, and the command line's overrides.
@@ -203,11 +247,18 @@ struct Reload {
 }
 
 impl Reload {
-    /// The file, loaded, overridden as at start, and healthchecked.
-    async fn load(&self) -> Result<Config, String> {
+    /// The file, loaded, overridden as at start, and healthchecked. The state
+    /// directory is the agent's for its life (it holds the directory's lock).
+    async fn load(&self, running: &Config) -> Result<Config, String> {
         let registry = profpipe::registry::registry();
         let mut config = config::load_file(&self.path, &registry).map_err(|e| e.to_string())?;
         apply_overrides(&mut config, self.duration, self.once);
+        if config.agent.state_dir != running.agent.state_dir {
+            return Err(format!(
+                "[agent] state_dir cannot change while the agent runs (it is {}); restart the agent to move it",
+                running.agent.state_dir.display()
+            ));
+        }
         topology::healthcheck::gate(&config, HEALTHCHECK_TIMEOUT)
             .await
             .map_err(|failures| failures.join("\n"))?;

@@ -76,6 +76,7 @@ fn read_component<'d>(
     let inputs = read_inputs(report, role, id, &ctx, table);
     let (buffer, buffer_size) = read_buffer(report, role, &ctx, table, &raw);
     let labels = read_labels(report, role, &ctx, table, &raw);
+    let text = raw.to_string();
     let mut rest = match raw {
         toml::Value::Table(t) => t,
         _ => toml::Table::new(),
@@ -114,6 +115,7 @@ fn read_component<'d>(
         buffer,
         buffer_size,
         labels,
+        text,
         built,
     }
 }

@@ -24,6 +24,8 @@ pub(super) struct Declared<'d> {
     pub buffer_size: Option<SizeAt>,
     /// A source's `labels` (empty if absent or invalid; always empty for others).
     pub labels: LabelSet,
+    /// The table as TOML text, after `${NAME}` substitution.
+    pub text: String,
     /// The typed config, if `type` named a kind and its table parsed and validated.
     pub built: Option<Built>,
 }

@@ -194,6 +194,7 @@ fn load<'d>(
                 id,
                 type_name,
                 labels: d.labels,
+                declared: d.text,
                 config: config_,
             }),
             Built::Transform(type_name, config_) => config.transforms.push(TransformEntry {
@@ -201,6 +202,7 @@ fn load<'d>(
                 type_name,
                 inputs,
                 buffer,
+                declared: d.text,
                 config: config_,
             }),
             Built::Sink(type_name, config_) => config.sinks.push(SinkEntry {
@@ -208,6 +210,7 @@ fn load<'d>(
                 type_name,
                 inputs,
                 buffer,
+                declared: d.text,
                 config: config_,
             }),
         }

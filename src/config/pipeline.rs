@@ -24,6 +24,9 @@ pub struct SourceEntry {
     /// Its `labels = { ... }`, applied (over `[agent] labels`) to every data event
     /// it emits. Read by the loader, not by the source's kind.
     pub labels: LabelSet,
+    /// Its table as declared (after `${NAME}` substitution): a reload compares it
+    /// to tell a changed component from one that keeps running.
+    pub declared: String,
     pub config: Box<dyn SourceConfig>,
 }
 
@@ -33,6 +36,9 @@ pub struct TransformEntry {
     pub type_name: &'static str,
     pub inputs: Vec<ComponentId>,
     pub buffer: BufferConfig,
+    /// Its table as declared (after `${NAME}` substitution): a reload compares it
+    /// to tell a changed component from one that keeps running.
+    pub declared: String,
     pub config: Box<dyn TransformConfig>,
 }
 
@@ -42,6 +48,9 @@ pub struct SinkEntry {
     pub type_name: &'static str,
     pub inputs: Vec<ComponentId>,
     pub buffer: BufferConfig,
+    /// Its table as declared (after `${NAME}` substitution): a reload compares it
+    /// to tell a changed component from one that keeps running.
+    pub declared: String,
     pub config: Box<dyn SinkConfig>,
 }
 

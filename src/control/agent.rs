@@ -36,7 +36,7 @@ use super::plan::Slot;
 use super::running::{self, RunningPipeline};
 use super::state::{self, Completion, Continuous, State};
 use crate::config::Registry;
-use crate::topology::Outcome;
+use crate::topology::{Outcome, Reloaded};
 
 /// Ids received (reported back as `received_command_ids`), newest kept.
 const MAX_RECEIVED: usize = 1000;
@@ -44,8 +44,6 @@ const MAX_RECEIVED: usize = 1000;
 pub struct Agent {
     file: ControlFile,
     registry: Registry,
-    /// Links made so far: each pipeline's link gets a fresh name.
-    links: u64,
     client: Client,
     state: State,
     host: Arc<str>,
@@ -109,8 +107,7 @@ impl Agent {
             .into();
         Ok(Agent {
             file,
-            registry: super::link::registry(),
-            links: 0,
+            registry: crate::registry::registry(),
             client,
             state,
             host,
@@ -257,7 +254,7 @@ impl Agent {
     }
 
     async fn start_continuous(&mut self, id: CommandId, r: ProfilingRequest) {
-        if let Err(why) = self.plan(&r, Slot::Continuous, "check") {
+        if let Err(why) = self.plan(&r, Slot::Continuous) {
             tracing::warn!(command = %id, "command refused: {why}");
             return self.refuse(&id, why);
         }
@@ -277,7 +274,7 @@ impl Agent {
     }
 
     async fn accept_adhoc(&mut self, id: CommandId, r: ProfilingRequest) {
-        if let Err(why) = self.plan(&r, Slot::AdHoc, "check") {
+        if let Err(why) = self.plan(&r, Slot::AdHoc) {
             tracing::warn!(command = %id, "command refused: {why}");
             return self.refuse(&id, why);
         }
@@ -415,30 +412,21 @@ impl Agent {
         }
     }
 
-    /// `r`'s pipeline in `slot`, its halves joined by `link`.
-    fn plan(
-        &self,
-        r: &ProfilingRequest,
-        slot: Slot,
-        link: &str,
-    ) -> Result<super::plan::Planned, String> {
+    /// `r`'s pipeline in `slot`.
+    fn plan(&self, r: &ProfilingRequest, slot: Slot) -> Result<super::plan::Planned, String> {
         let name = std::path::PathBuf::from(format!("<{} command pipeline>", slot.name()));
         self.file
             .template
-            .plan(&name, r, Some(slot), link, &self.registry)
+            .plan(&name, r, Some(slot), &self.registry)
     }
 
     fn publish_slot(&self, slot: Slot, p: &RunningPipeline) {
-        let (profiling, delivery) = running::exposition_names(slot);
-        let (a, b) = p.telemetry();
-        self.exposition.add(profiling, a);
-        self.exposition.add(delivery, b);
+        self.exposition
+            .add(running::exposition_name(slot), p.telemetry());
     }
 
     fn unpublish_slot(&self, slot: Slot) {
-        let (profiling, delivery) = running::exposition_names(slot);
-        self.exposition.remove(profiling);
-        self.exposition.remove(delivery);
+        self.exposition.remove(running::exposition_name(slot));
     }
 
     async fn launch(
@@ -447,9 +435,7 @@ impl Agent {
         r: &ProfilingRequest,
         slot: Slot,
     ) -> Result<RunningPipeline, String> {
-        self.links += 1;
-        let link = format!("{}-{}", slot.name(), self.links);
-        let planned = self.plan(r, slot, &link)?;
+        let planned = self.plan(r, slot)?;
         let started =
             RunningPipeline::start(planned, self.host.clone(), id.to_string(), r.clone()).await;
         self.metrics.pipeline_start(slot.name(), started.is_ok());
@@ -565,51 +551,39 @@ impl Agent {
                 Slot::AdHoc => self.adhoc.as_ref(),
             };
             let Some(p) = current else { continue };
-            let texts = self.file.template.text(&p.request, Some(slot), &p.link);
-            if texts.profiling != p.profiling_text {
-                // An ad-hoc command profiles to its end as it started.
-                if slot == Slot::Continuous {
-                    self.stop_slot(slot).await;
-                    restarted += 1;
-                }
+            if self.file.template.text(&p.request, Some(slot)) == p.text {
                 continue;
             }
-            if texts.delivery == p.delivery_text {
-                continue;
-            }
-            // Only where profiles go changed: the profilers keep running.
-            let (request, link) = (p.request.clone(), p.link.clone());
-            let planned = match self.plan(&request, slot, &link) {
+            let request = p.request.clone();
+            let planned = match self.plan(&request, slot) {
                 Ok(planned) => planned,
                 Err(why) => {
-                    tracing::warn!(slot = slot.name(), "cannot plan the new delivery: {why}");
+                    tracing::warn!(slot = slot.name(), "cannot plan the new pipeline: {why}");
                     continue;
                 }
             };
-            let host = self.host.clone();
             let p = match slot {
                 Slot::Continuous => self.continuous.as_mut(),
                 Slot::AdHoc => self.adhoc.as_mut(),
             }
             .expect("checked above");
-            match p.replace_delivery(planned, host).await {
-                Ok(()) => {
-                    redelivered += 1;
-                    let p = match slot {
-                        Slot::Continuous => self.continuous.as_ref(),
-                        Slot::AdHoc => self.adhoc.as_ref(),
+            match p.reload(planned).await {
+                Ok(Reloaded::Unchanged) => {}
+                // Only where profiles go changed: the profilers kept running.
+                Ok(Reloaded::Sinks { .. }) => redelivered += 1,
+                // An ad-hoc command profiles to its end as it started; the
+                // continuous one restarts under the new config (`reconcile`).
+                Ok(Reloaded::NeedsRestart(why)) => {
+                    if slot == Slot::Continuous {
+                        tracing::info!(slot = slot.name(), "the pipeline restarts: {why}");
+                        self.stop_slot(slot).await;
+                        restarted += 1;
                     }
-                    .expect("checked above");
-                    self.publish_slot(slot, p);
                 }
-                Err(why) => {
-                    tracing::warn!(
-                        slot = slot.name(),
-                        "new sinks cannot start ({why}); restarting the pipeline"
-                    );
-                    self.stop_slot(slot).await;
-                    restarted += 1;
-                }
+                Err(why) => tracing::warn!(
+                    slot = slot.name(),
+                    "the new sinks cannot start ({why}); the pipeline keeps its sinks"
+                ),
             }
         }
         self.reconcile().await;
@@ -718,8 +692,7 @@ impl Agent {
 
 const KINDS: [&str; 2] = ["heartbeat", "completion"];
 
-/// What is left of a pipeline that has ended: its command. Getting it releases
-/// the pipeline's link.
+/// What is left of a pipeline that has ended: its command.
 struct Ended {
     command_id: CommandId,
 }

@@ -42,7 +42,7 @@ impl ControlFile {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<ControlFile, ControlError> {
-        let registry = &super::link::registry();
+        let registry = &crate::registry::registry();
         let at = |m: String| ControlError::Config(format!("{}: {m}", path.display()));
         let mut doc: Table = toml::from_str(text).map_err(|e| at(format!("invalid TOML: {e}")))?;
         if doc.remove("control").is_none() {
@@ -106,13 +106,13 @@ impl ControlFile {
         };
         let name = PathBuf::from(format!("{} (a command's pipeline)", path.display()));
         let planned = template
-            .plan(&name, &every, None, "validate", registry)
+            .plan(&name, &every, None, registry)
             .map_err(ControlError::Pipeline)?;
         Ok(ControlFile {
             path: path.to_path_buf(),
             template,
             listen,
-            agent: planned.profiling.agent,
+            agent: planned.config.agent,
         })
     }
 }

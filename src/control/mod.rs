@@ -16,8 +16,8 @@
 //! - `client.rs`: heartbeats and completion reports over HTTP(S); `reply.rs`:
 //!   reading a reply within size and depth caps; `error.rs`: typed errors;
 //! - `command.rs`: a reply's command through the allow-list; `plan.rs`: a command
-//!   → a pipeline config in two halves; `link.rs`: what joins them (so new sinks
-//!   leave the profilers running); `running.rs`: one running command pipeline;
+//!   → a pipeline config; `running.rs`: one running command pipeline, which a
+//!   reload changing only sinks leaves profiling;
 //! - `agent.rs`: the loop and the commands' semantics; `state.rs`: the persisted
 //!   history (one agent per state directory: [`crate::state_dir::claim`]);
 //! - `trim.rs`: giving back start-up's pages when idle;
@@ -32,7 +32,6 @@ mod error;
 mod exposition;
 mod file;
 mod host;
-pub mod link;
 mod metrics;
 pub mod plan;
 mod reply;

@@ -10,11 +10,10 @@
 //! rbspy ────────┘
 //! ```
 //!
-//! with only the command's profilers, in two halves joined by a link (`link.rs`):
-//! profiling (sources, transforms) and delivery (the sinks), so a reload that
-//! changes only the sinks keeps the profilers running. Each slot (continuous,
-//! ad-hoc) gets its own scratch directory `<state_dir>/<slot>`, so the two never
-//! share perf's files.
+//! with only the command's profilers. A reload that changes only the sinks is
+//! applied in place, as for any pipeline ([`crate::topology::RunningTopology::reload`]),
+//! so the profilers keep running. Each slot (continuous, ad-hoc) gets its own
+//! scratch directory `<state_dir>/<slot>`, so the two never share perf's files.
 
 use std::path::Path;
 
@@ -51,52 +50,30 @@ pub struct Template {
     pub sinks: Option<Table>,
 }
 
-/// A pipeline made for a command, in two halves joined by a link (`link.rs`):
-/// each half's text (compared at reload: same text, same half) and validated config.
+/// A pipeline made for a command: its text (compared at reload) and validated config.
 pub struct Planned {
-    pub link: String,
-    pub profiling_text: String,
-    pub delivery_text: String,
-    pub profiling: Config,
-    pub delivery: Config,
-}
-
-/// The two halves' texts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Texts {
-    pub profiling: String,
-    pub delivery: String,
+    pub text: String,
+    pub config: Config,
 }
 
 impl Template {
     /// The pipeline of `request` in `slot` (`None`: no scratch subdirectory, for
-    /// validating the template), its halves joined by the link `link`.
+    /// validating the template).
     pub fn plan(
         &self,
         name: &Path,
         request: &ProfilingRequest,
         slot: Option<Slot>,
-        link: &str,
         registry: &Registry,
     ) -> Result<Planned, String> {
-        let texts = self.text(request, slot, link);
-        let load = |half: &str, text: &str| {
-            let name = std::path::PathBuf::from(format!("{} ({half})", name.display()));
-            config::load_str(&name, text, registry).map_err(|errors| format!("{errors}"))
-        };
-        let profiling = load("profiling", &texts.profiling)?;
-        let delivery = load("delivery", &texts.delivery)?;
-        Ok(Planned {
-            link: link.to_string(),
-            profiling_text: texts.profiling,
-            delivery_text: texts.delivery,
-            profiling,
-            delivery,
-        })
+        let text = self.text(request, slot);
+        let config =
+            config::load_str(name, &text, registry).map_err(|errors| format!("{errors}"))?;
+        Ok(Planned { text, config })
     }
 
-    /// The TOML texts of `request`'s pipeline halves.
-    pub fn text(&self, request: &ProfilingRequest, slot: Option<Slot>, link: &str) -> Texts {
+    /// The TOML text of `request`'s pipeline.
+    pub fn text(&self, request: &ProfilingRequest, slot: Option<Slot>) -> String {
         let mut doc = Table::new();
         let mut agent = self.agent.clone().unwrap_or_default();
         if let Some(slot) = slot {
@@ -170,36 +147,20 @@ impl Template {
         transforms.insert("merge".into(), Value::Table(merge));
         doc.insert("transforms".into(), Value::Table(transforms));
 
-        let mut delivery = Table::new();
-        delivery.insert("agent".into(), doc["agent"].clone());
-        let mut link_end = Table::new();
-        link_end.insert("type".into(), Value::String(super::link::TYPE.into()));
-        link_end.insert("link".into(), Value::String(link.into()));
-        let mut sources = Table::new();
-        sources.insert(LINK_ID.into(), Value::Table(link_end.clone()));
-        delivery.insert("sources".into(), Value::Table(sources));
-        link_end.insert("inputs".into(), strings(&["merge"]));
-        let mut link_sink = Table::new();
-        link_sink.insert(LINK_ID.into(), Value::Table(link_end));
-        doc.insert("sinks".into(), Value::Table(link_sink));
-
         let sinks = match &self.sinks {
             Some(sinks) if !sinks.is_empty() => {
                 let mut sinks = sinks.clone();
                 for (_, sink) in sinks.iter_mut() {
                     if let Value::Table(t) = sink {
-                        t.insert("inputs".into(), strings(&[LINK_ID]));
+                        t.insert("inputs".into(), strings(&[LAST]));
                     }
                 }
                 sinks
             }
             _ => self.studio_sink(),
         };
-        delivery.insert("sinks".into(), Value::Table(sinks));
-        Texts {
-            profiling: toml::to_string(&doc).expect("a table of plain values serializes"),
-            delivery: toml::to_string(&delivery).expect("a table of plain values serializes"),
-        }
+        doc.insert("sinks".into(), Value::Table(sinks));
+        toml::to_string(&doc).expect("a table of plain values serializes")
     }
 
     /// `[control.sources.<kind>]` with the `type` set.
@@ -225,7 +186,7 @@ impl Template {
         let c = &self.control;
         let mut s = Table::new();
         s.insert("type".into(), "http".into());
-        s.insert("inputs".into(), strings(&[LINK_ID]));
+        s.insert("inputs".into(), strings(&[LAST]));
         s.insert("target".into(), "gprofiler".into());
         s.insert("endpoint".into(), Value::String(c.server.clone()));
         s.insert("service_name".into(), Value::String(c.service.clone()));
@@ -247,8 +208,8 @@ impl Template {
     }
 }
 
-/// The id of both link ends in their halves.
-const LINK_ID: &str = "link";
+/// The transform every sink reads.
+const LAST: &str = "merge";
 
 fn strings(v: &[&str]) -> Value {
     Value::Array(v.iter().map(|s| Value::String(s.to_string())).collect())
@@ -293,26 +254,17 @@ mod tests {
                 ..Default::default()
             },
         );
-        let registry = crate::control::link::registry();
+        let registry = crate::registry::registry();
         let planned = t
-            .plan(
-                Path::new("<command>"),
-                &r,
-                Some(Slot::AdHoc),
-                "l1",
-                &registry,
-            )
+            .plan(Path::new("<command>"), &r, Some(Slot::AdHoc), &registry)
             .unwrap_or_else(|e| panic!("{e}"));
-        let c = planned.profiling;
+        let c = planned.config;
         assert_eq!(c.agent.state_dir, Path::new("/tmp/x/adhoc"));
         assert_eq!(c.sources.len(), 1);
         assert!(c.sources[0].config.is_finite());
-        assert_eq!(c.sinks[0].type_name, "control_link");
-        assert_eq!(planned.delivery.sinks[0].inputs, vec!["link".into()]);
-        assert_eq!(planned.delivery.sources[0].type_name, "control_link");
-        assert!(planned
-            .profiling_text
-            .contains("binary = \"/usr/bin/perf\""));
+        assert_eq!(c.sinks[0].type_name, "file");
+        assert_eq!(c.sinks[0].inputs, vec!["merge".into()]);
+        assert!(planned.text.contains("binary = \"/usr/bin/perf\""));
     }
 
     #[test]
@@ -324,18 +276,15 @@ mod tests {
             rbspy: true,
         };
         let r = request(true, all);
-        let registry = crate::control::link::registry();
+        let registry = crate::registry::registry();
         std::env::set_var("T", "secret-token");
         let planned = t
-            .plan(Path::new("<command>"), &r, None, "l2", &registry)
+            .plan(Path::new("<command>"), &r, None, &registry)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(planned.delivery.sinks[0].type_name, "http");
-        assert!(planned
-            .profiling
-            .sources
-            .iter()
-            .all(|s| !s.config.is_finite()));
-        assert!(planned.delivery_text.contains("target = \"gprofiler\""));
-        assert!(!planned.delivery_text.contains("secret-token"));
+        let c = planned.config;
+        assert_eq!(c.sinks[0].type_name, "http");
+        assert!(c.sources.iter().all(|s| !s.config.is_finite()));
+        assert!(planned.text.contains("target = \"gprofiler\""));
+        assert!(!planned.text.contains("secret-token"));
     }
 }

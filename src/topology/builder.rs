@@ -10,17 +10,23 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use crate::buffer::{
-    disk, edge, BufferConfig, BufferKind, EdgeSender, Input, MemoryBudget, Output,
+    disk, edge, BufferConfig, BufferKind, EdgeSender, Fanout, Input, MemoryBudget, Output, Relay,
 };
 use crate::component::{ComponentContext, SinkContext, SourceContext, Task, TransformContext};
-use crate::config::Config;
+use crate::config::{Config, SinkEntry};
+
+use super::reload::Shape;
+use super::scale::{edge_scale, EdgeScale};
 use crate::event::ComponentId;
 use crate::process::Supervisor;
 use crate::telemetry::{ComponentMetrics, Telemetry};
 use crate::units::ByteSize;
 
-use crate::shutdown::ShutdownTrigger;
+use crate::shutdown::{ShutdownSignal, ShutdownTrigger};
 
 /// A built component, ready to spawn.
 pub struct BuiltTask {
@@ -38,6 +44,105 @@ pub struct Built {
     pub budget: MemoryBudget,
     /// True when every source ends by itself (e.g. files read once).
     pub all_sources_finite: bool,
+    /// What a reload needs to change the sinks of the running graph.
+    pub(super) wiring: Wiring,
+}
+
+/// The running graph's joints, kept so a reload can build sinks into it: each
+/// producer's [`Fanout`] and each sink's [`Relay`], and what every component of
+/// this topology shares.
+pub(super) struct Wiring {
+    pub shared: Shared,
+    pub fanouts: HashMap<ComponentId, Arc<Fanout>>,
+    pub relays: HashMap<ComponentId, Relay>,
+    /// The config it was built from, as a reload compares it.
+    pub shape: Shape,
+    pub drain_timeout: Duration,
+}
+
+/// What every component of one topology shares.
+#[derive(Clone)]
+pub(super) struct Shared {
+    host: Arc<str>,
+    telemetry: Telemetry,
+    shutdown: ShutdownSignal,
+    supervisor: Supervisor,
+    budget: MemoryBudget,
+    origin_ms: u64,
+    state_dir: PathBuf,
+    shutdown_timeout: Duration,
+}
+
+impl Shared {
+    fn context(
+        &self,
+        id: &ComponentId,
+        metrics: &ComponentMetrics,
+        config: &Config,
+    ) -> ComponentContext {
+        ComponentContext {
+            id: id.clone(),
+            host: self.host.clone(),
+            metrics: metrics.clone(),
+            telemetry: self.telemetry.clone(),
+            shutdown: self.shutdown.clone(),
+            upstream_sources: upstream_sources(config).remove(id).unwrap_or_default(),
+            supervisor: self.supervisor.clone(),
+            state_dir: self.state_dir.clone(),
+            origin_ms: self.origin_ms,
+            budget: self.budget.clone(),
+            shutdown_timeout: self.shutdown_timeout,
+        }
+    }
+
+    pub fn metrics(&self, id: &ComponentId, kind: &str, type_name: &str) -> ComponentMetrics {
+        self.telemetry.component(id, kind, type_name)
+    }
+
+    /// The input edge of consumer `id`, as its `buffer` says.
+    pub fn input_edge(
+        &self,
+        config: &Config,
+        id: &ComponentId,
+        mut buffer: BufferConfig,
+        scale: &EdgeScale,
+        metrics: &ComponentMetrics,
+    ) -> Result<(EdgeSender, Input), String> {
+        match buffer.kind {
+            BufferKind::Memory => {
+                buffer.max_bytes = ByteSize(scale.apply(buffer.max_bytes.get()));
+                Ok(edge(buffer, self.budget.clone(), metrics.clone()))
+            }
+            BufferKind::Disk => {
+                let dir = config.agent.state_dir.join("buffers").join(&**id);
+                disk::open(&dir, buffer, &self.budget, metrics.clone())
+                    .map_err(|e| format!("sink `{id}`: disk buffer: {e}"))
+            }
+        }
+    }
+
+    /// Builds sink `entry` of `config` reading `input`.
+    pub fn sink(
+        &self,
+        config: &Config,
+        entry: &SinkEntry,
+        input: Input,
+    ) -> Result<BuiltTask, String> {
+        let metrics = self.metrics(&entry.id, "sink", entry.type_name);
+        let cx = SinkContext {
+            cx: self.context(&entry.id, &metrics, config),
+            input,
+        };
+        entry
+            .config
+            .build(cx)
+            .map(|task| BuiltTask {
+                id: entry.id.clone(),
+                kind: "sink",
+                task,
+            })
+            .map_err(|e| format!("sink `{}`: {e}", entry.id))
+    }
 }
 
 /// Problems met while building (e.g. an output directory that cannot be created).
@@ -49,89 +154,67 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
     let budget = MemoryBudget::new(config.agent.memory_limit.get());
     register_memory_gauges(telemetry, &budget);
     let (trigger, _) = ShutdownTrigger::new();
-    let upstream = upstream_sources(config);
     let supervisor = Supervisor::new(config.agent.supervisor.clone(), telemetry);
     let origin_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() * 1000);
+    let shared = Shared {
+        host,
+        telemetry: telemetry.clone(),
+        shutdown: trigger.signal(),
+        supervisor: supervisor.clone(),
+        budget: budget.clone(),
+        origin_ms,
+        state_dir: config.agent.state_dir.clone(),
+        shutdown_timeout: config.agent.shutdown_timeout.get(),
+    };
 
     let mut metrics: HashMap<ComponentId, ComponentMetrics> = HashMap::new();
     for s in &config.sources {
-        metrics.insert(
-            s.id.clone(),
-            telemetry.component(&s.id, "source", s.type_name),
-        );
+        metrics.insert(s.id.clone(), shared.metrics(&s.id, "source", s.type_name));
     }
     for t in &config.transforms {
         metrics.insert(
             t.id.clone(),
-            telemetry.component(&t.id, "transform", t.type_name),
+            shared.metrics(&t.id, "transform", t.type_name),
         );
     }
     for s in &config.sinks {
-        metrics.insert(
-            s.id.clone(),
-            telemetry.component(&s.id, "sink", s.type_name),
-        );
+        metrics.insert(s.id.clone(), shared.metrics(&s.id, "sink", s.type_name));
     }
 
     // One input edge per consumer; its sender goes to every producer it reads.
     let mut inputs: HashMap<ComponentId, Input> = HashMap::new();
-    let mut senders: HashMap<ComponentId, Vec<EdgeSender>> = HashMap::new();
-    let consumers = config
-        .transforms
-        .iter()
-        .map(|t| (&t.id, &t.inputs, t.buffer))
-        .chain(config.sinks.iter().map(|s| (&s.id, &s.inputs, s.buffer)));
-    let consumers: Vec<_> = consumers.collect();
-    let scale = edge_scale(&budget, consumers.iter().map(|(_, _, b)| memory_bytes(b)));
+    let mut senders: HashMap<ComponentId, Vec<(ComponentId, EdgeSender)>> = HashMap::new();
+    let scale = edge_scale(config);
+    scale.say();
     let mut errors = Vec::new();
-    for (id, ins, mut buffer) in consumers {
-        let (tx, rx) = match buffer.kind {
-            BufferKind::Memory => {
-                buffer.max_bytes = ByteSize(scale.apply(buffer.max_bytes.get()));
-                edge(buffer, budget.clone(), metrics[id].clone())
-            }
-            BufferKind::Disk => {
-                let dir = config.agent.state_dir.join("buffers").join(&**id);
-                match disk::open(&dir, buffer, &budget, metrics[id].clone()) {
-                    Ok(ends) => ends,
-                    Err(e) => {
-                        errors.push(format!("sink `{id}`: disk buffer: {e}"));
-                        continue;
-                    }
-                }
+    for (id, ins, buffer) in consumers(config) {
+        let (tx, rx) = match shared.input_edge(config, id, buffer, &scale, &metrics[id]) {
+            Ok(ends) => ends,
+            Err(e) => {
+                errors.push(e);
+                continue;
             }
         };
         for producer in ins {
             senders
                 .entry(producer.clone())
                 .or_default()
-                .push(tx.clone());
+                .push((id.clone(), tx.clone()));
         }
         inputs.insert(id.clone(), rx);
     }
-
-    let context = |id: &ComponentId| ComponentContext {
-        id: id.clone(),
-        host: host.clone(),
-        metrics: metrics[id].clone(),
-        telemetry: telemetry.clone(),
-        shutdown: trigger.signal(),
-        upstream_sources: upstream.get(id).cloned().unwrap_or_default(),
-        supervisor: supervisor.clone(),
-        state_dir: config.agent.state_dir.clone(),
-        origin_ms,
-        budget: budget.clone(),
-        shutdown_timeout: config.agent.shutdown_timeout.get(),
-    };
-    let output = |id: &ComponentId, senders: &mut HashMap<ComponentId, Vec<EdgeSender>>| {
-        Output::new(senders.remove(id).unwrap_or_default(), metrics[id].clone())
-    };
-
     if !errors.is_empty() {
         return Err(BuildErrors(errors));
     }
+
+    let mut fanouts = HashMap::new();
+    let mut output = |id: &ComponentId| {
+        let fanout = Fanout::new(senders.remove(id).unwrap_or_default());
+        fanouts.insert(id.clone(), fanout.clone());
+        Output::to(fanout, metrics[id].clone())
+    };
     let mut tasks = Vec::new();
     let mut record = |id: &ComponentId, kind: &'static str, r: Result<Task, _>| match r {
         Ok(task) => tasks.push(BuiltTask {
@@ -147,27 +230,30 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
             metrics[&s.id].errors("label_limit", refused as u64);
         }
         let cx = SourceContext {
-            cx: context(&s.id),
-            out: output(&s.id, &mut senders).with_labels(labels),
+            cx: shared.context(&s.id, &metrics[&s.id], config),
+            out: output(&s.id).with_labels(labels),
         };
         record(&s.id, "source", s.config.build(cx));
     }
     for t in &config.transforms {
         let cx = TransformContext {
-            cx: context(&t.id),
+            cx: shared.context(&t.id, &metrics[&t.id], config),
             input: inputs
                 .remove(&t.id)
                 .expect("every transform has an input edge"),
-            out: output(&t.id, &mut senders),
+            out: output(&t.id),
         };
         record(&t.id, "transform", t.config.build(cx));
     }
+    let mut relays = HashMap::new();
     for s in &config.sinks {
-        let cx = SinkContext {
-            cx: context(&s.id),
-            input: inputs.remove(&s.id).expect("every sink has an input edge"),
-        };
-        record(&s.id, "sink", s.config.build(cx));
+        let input = inputs.remove(&s.id).expect("every sink has an input edge");
+        let (relay, input) = Relay::wrap(input);
+        relays.insert(s.id.clone(), relay);
+        match shared.sink(config, s, input) {
+            Ok(task) => tasks.push(task),
+            Err(e) => errors.push(e),
+        }
     }
     if !errors.is_empty() {
         return Err(BuildErrors(errors));
@@ -178,7 +264,25 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
         trigger,
         budget,
         all_sources_finite: config.sources.iter().all(|s| s.config.is_finite()),
+        wiring: Wiring {
+            shared,
+            fanouts,
+            relays,
+            shape: Shape::of(config),
+            drain_timeout: config.agent.shutdown_timeout.get(),
+        },
     })
+}
+
+/// Every transform and sink, with its inputs and buffer.
+pub(super) fn consumers(
+    config: &Config,
+) -> impl Iterator<Item = (&ComponentId, &Vec<ComponentId>, BufferConfig)> {
+    config
+        .transforms
+        .iter()
+        .map(|t| (&t.id, &t.inputs, t.buffer))
+        .chain(config.sinks.iter().map(|s| (&s.id, &s.inputs, s.buffer)))
 }
 
 /// For each component, the ids of the sources it (transitively) reads, in config order.
@@ -241,50 +345,6 @@ fn register_memory_gauges(telemetry: &Telemetry, budget: &MemoryBudget) {
     ] {
         telemetry.register(name, help, gauge.clone());
     }
-}
-
-/// What a buffer holds in memory at most: a memory buffer its `max_bytes`, a disk
-/// buffer its fixed reserve.
-fn memory_bytes(b: &BufferConfig) -> u64 {
-    match b.kind {
-        BufferKind::Memory => b.max_bytes.get(),
-        BufferKind::Disk => disk::memory_reserve(),
-    }
-}
-
-/// How buffers are sized so that together they fit the edges' share of
-/// `[agent] memory_limit` ([`MemoryBudget::edge_share`]): then a buffer only ever
-/// waits for its own consumer, never for room another buffer holds, and no wiring
-/// can deadlock on memory. Buffers whose `max_bytes` add up to more are scaled down
-/// in proportion, said once at start.
-struct EdgeScale {
-    share: u64,
-    total: u64,
-}
-
-impl EdgeScale {
-    fn apply(&self, max_bytes: u64) -> u64 {
-        if self.total <= self.share {
-            max_bytes
-        } else {
-            ((max_bytes as u128 * self.share as u128 / self.total as u128) as u64).max(1)
-        }
-    }
-}
-
-fn edge_scale(budget: &MemoryBudget, sizes: impl Iterator<Item = u64>) -> EdgeScale {
-    let scale = EdgeScale {
-        share: budget.edge_share(),
-        total: sizes.sum(),
-    };
-    if scale.total > scale.share {
-        tracing::info!(
-            buffers = %ByteSize(scale.total),
-            share = %ByteSize(scale.share),
-            "buffers together exceed their half of memory_limit; each is scaled down in proportion"
-        );
-    }
-    scale
 }
 
 #[cfg(test)]
@@ -371,6 +431,7 @@ mod tests {
                 id: "py".into(),
                 type_name: "one",
                 labels: set(&[("env", "canary"), ("team", "payments")]),
+                declared: String::new(),
                 config: Box::new(One {
                     own: set(&[("pod", "web-1"), ("team", "search")]),
                 }),
@@ -380,6 +441,7 @@ mod tests {
                 type_name: "labels",
                 inputs: vec!["py".into()],
                 buffer: Default::default(),
+                declared: String::new(),
                 config: Box::new(crate::transforms::labels::LabelsConfig {
                     drop: vec!["pod".into()],
                     ..Default::default()
@@ -390,6 +452,7 @@ mod tests {
                 type_name: "collect",
                 inputs: vec!["tag".into()],
                 buffer: Default::default(),
+                declared: String::new(),
                 config: Box::new(Collect(got.clone())),
             }],
         };

@@ -118,6 +118,7 @@ mod tests {
                     type_name: "test",
                     inputs: Vec::new(),
                     buffer: BufferConfig::default(),
+                    declared: String::new(),
                     config: Box::new(TestSink(check)),
                 })
                 .collect(),

@@ -1,13 +1,16 @@
 //! Running a built topology until it finishes or is told to stop, then draining.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, Id, JoinSet};
 
-use super::builder::Built;
-use crate::buffer::MemoryBudget;
+use super::builder::{Built, BuiltTask, Wiring};
+use super::reload::Shape;
+use crate::buffer::{MemoryBudget, Relay};
 use crate::component::ComponentError;
+use crate::config::Config;
 use crate::event::ComponentId;
 use crate::process::Supervisor;
 use crate::shutdown::{ShutdownSignal, ShutdownTrigger};
@@ -20,6 +23,11 @@ pub struct RunningTopology {
     supervisor: Supervisor,
     budget: MemoryBudget,
     all_sources_finite: bool,
+    /// Its joints, and the config it runs (`shape`), for reloads.
+    wiring: Wiring,
+    /// Each sink's task, so a reload can wait for (or abort) the sink it replaces.
+    sinks: HashMap<ComponentId, AbortHandle>,
+    outcome: Outcome,
 }
 
 /// How a run ended.
@@ -37,13 +45,34 @@ impl Outcome {
     }
 }
 
+/// What [`RunningTopology::reload`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// Nothing that runs changed.
+    Unchanged,
+    /// Sinks were replaced, added or removed; everything else kept running.
+    Sinks {
+        replaced: usize,
+        added: usize,
+        removed: usize,
+    },
+    /// The change cannot be applied in place (why): the caller restarts the
+    /// pipeline. Nothing was changed.
+    NeedsRestart(String),
+}
+
+/// A reload's new sinks could not be built; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct ReloadError(pub Vec<String>);
+
 impl RunningTopology {
     /// Spawns every component on the current tokio runtime.
     pub fn start(built: Built) -> Self {
         let mut tasks = JoinSet::new();
+        let mut sinks = HashMap::new();
         for t in built.tasks {
-            let (id, kind, task) = (t.id, t.kind, t.task);
-            tasks.spawn(async move { (id, kind, task.await) });
+            spawn(&mut tasks, &mut sinks, t);
         }
         RunningTopology {
             tasks,
@@ -51,6 +80,9 @@ impl RunningTopology {
             supervisor: built.supervisor,
             budget: built.budget,
             all_sources_finite: built.all_sources_finite,
+            wiring: built.wiring,
+            sinks,
+            outcome: Outcome::default(),
         }
     }
 
@@ -79,50 +111,199 @@ impl RunningTopology {
         stop: impl Future<Output = ()>,
         drain_timeout: Duration,
     ) -> Outcome {
-        let outcome = self.drive(stop, drain_timeout).await;
+        self.wiring.drain_timeout = drain_timeout;
+        self.until(stop).await;
+        self.stop().await
+    }
+
+    /// Runs until `until` completes (its output) or every component has returned
+    /// (`None`).
+    pub async fn until<T>(&mut self, until: impl Future<Output = T>) -> Option<T> {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => match next {
+                    Some(r) => record(r, &mut self.outcome),
+                    None => return None,
+                },
+                out = &mut until => return Some(out),
+            }
+        }
+    }
+
+    /// Stops it: sources are told to stop, what is in flight drains into the sinks
+    /// within `[agent] shutdown_timeout`, components still running then are aborted,
+    /// and every child process is reaped. Returns how the run went.
+    pub async fn stop(mut self) -> Outcome {
+        self.drive().await;
         // A child outlives the task that started it (an aborted task drops its
         // handle; the reaper then TERMs and KILLs it): shut the supervisor down only
         // now, once no source can still be flushing its profiler, and wait for it.
         self.supervisor.shutdown().await;
-        outcome
+        self.outcome
     }
 
-    /// The components' part of [`run_until`](Self::run_until): until every task
-    /// has returned or been aborted.
-    async fn drive(&mut self, stop: impl Future<Output = ()>, drain_timeout: Duration) -> Outcome {
-        let mut outcome = Outcome::default();
-        if self.join_until(stop, &mut outcome).await {
-            return outcome;
+    /// The components' part of [`stop`](Self::stop): until every task has returned
+    /// or been aborted.
+    async fn drive(&mut self) {
+        if self.tasks.is_empty() {
+            return;
         }
         tracing::info!("shutting down: stopping sources and draining buffers");
         self.trigger.trigger();
-        let deadline = tokio::time::sleep(drain_timeout);
-        if self.join_until(deadline, &mut outcome).await {
-            return outcome;
+        let deadline = tokio::time::sleep(self.wiring.drain_timeout);
+        if self.until(deadline).await.is_none() {
+            return;
         }
-        outcome.aborted = self.tasks.len();
+        self.outcome.aborted = self.tasks.len();
         tracing::warn!(
-            components = outcome.aborted,
+            components = self.outcome.aborted,
             buffered_bytes = self.budget.in_use(),
             "drain timeout reached; stopping components with events still in flight"
         );
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
-        outcome
     }
 
-    /// Records tasks as they end: true once all have, false if `until` comes first.
-    async fn join_until(&mut self, until: impl Future<Output = ()>, outcome: &mut Outcome) -> bool {
-        tokio::pin!(until);
-        loop {
-            tokio::select! {
-                next = self.tasks.join_next() => match next {
-                    Some(r) => record(r, outcome),
-                    None => return true,
-                },
-                _ = &mut until => return false,
+    /// Applies `new`, a config for this same pipeline, without stopping what it
+    /// does not change, when the change is to sinks alone (see [`super::reload`]).
+    /// New sinks are built first: if one cannot be, nothing changes. Then they take
+    /// over, and each sink replaced or removed delivers what it holds and ends,
+    /// within `[agent] shutdown_timeout` (then it is aborted).
+    pub async fn reload(&mut self, new: &Config) -> Result<Reloaded, ReloadError> {
+        let shape = Shape::of(new);
+        let plan = match self.wiring.shape.plan(&shape) {
+            Ok(plan) => plan,
+            Err(why) => return Ok(Reloaded::NeedsRestart(why)),
+        };
+        if plan.is_empty() {
+            self.wiring.shape = shape;
+            return Ok(Reloaded::Unchanged);
+        }
+        let entry = |id: &ComponentId| {
+            new.sinks
+                .iter()
+                .find(|s| &s.id == id)
+                .expect("planned from it")
+        };
+        let shared = &self.wiring.shared;
+
+        // Build: nothing running changes yet.
+        let mut built = Vec::new();
+        let mut errors = Vec::new();
+        for id in plan.handover.iter() {
+            let input = self.wiring.relays[id].successor();
+            match shared.sink(new, entry(id), input) {
+                Ok(task) => built.push((task, None)),
+                Err(e) => errors.push(e),
             }
         }
+        for id in plan.swap.iter().chain(&plan.add) {
+            let s = entry(id);
+            let metrics = shared.metrics(id, "sink", s.type_name);
+            let made = shared
+                .input_edge(new, id, s.buffer, &self.wiring.shape.scale(), &metrics)
+                .and_then(|(tx, rx)| {
+                    let (relay, input) = Relay::wrap(rx);
+                    Ok((shared.sink(new, s, input)?, Some((tx, relay))))
+                });
+            match made {
+                Ok(b) => built.push(b),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ReloadError(errors));
+        }
+
+        // Switch over.
+        let mut leaving: Vec<AbortHandle> = Vec::new();
+        for (task, edge) in built {
+            let id = task.id.clone();
+            match edge {
+                None => self.wiring.relays[&id].switch(),
+                Some((tx, relay)) => {
+                    let inputs = &entry(&id).inputs;
+                    for producer in inputs {
+                        if let Some(f) = self.wiring.fanouts.get(producer) {
+                            f.replace(&id, tx.clone());
+                        }
+                    }
+                    for (producer, f) in &self.wiring.fanouts {
+                        if !inputs.contains(producer) {
+                            f.detach(&id);
+                        }
+                    }
+                    self.wiring.relays.insert(id.clone(), relay);
+                }
+            }
+            leaving.extend(self.sinks.remove(&id));
+            spawn(&mut self.tasks, &mut self.sinks, task);
+        }
+        for id in &plan.remove {
+            for f in self.wiring.fanouts.values() {
+                f.detach(id);
+            }
+            self.wiring.relays.remove(id);
+            leaving.extend(self.sinks.remove(id));
+        }
+        self.wiring.shape = shape;
+        self.wait_for(leaving).await;
+        Ok(Reloaded::Sinks {
+            replaced: plan.handover.len() + plan.swap.len(),
+            added: plan.add.len(),
+            removed: plan.remove.len(),
+        })
+    }
+
+    /// Waits for the tasks of `leaving` to end, aborting those still running after
+    /// the drain timeout; other components' ends are recorded meanwhile.
+    async fn wait_for(&mut self, leaving: Vec<AbortHandle>) {
+        let mut waiting: HashMap<Id, AbortHandle> =
+            leaving.into_iter().map(|h| (h.id(), h)).collect();
+        let deadline = tokio::time::sleep(self.wiring.drain_timeout);
+        tokio::pin!(deadline);
+        while !waiting.is_empty() {
+            tokio::select! {
+                next = self.tasks.join_next_with_id() => match next {
+                    Some(Ok((id, finished))) => {
+                        waiting.remove(&id);
+                        record(Ok(finished), &mut self.outcome);
+                    }
+                    Some(Err(e)) if e.is_cancelled() && waiting.remove(&e.id()).is_some() => {}
+                    Some(Err(e)) => {
+                        waiting.remove(&e.id());
+                        record(Err(e), &mut self.outcome);
+                    }
+                    None => return,
+                },
+                _ = &mut deadline => {
+                    tracing::warn!(
+                        sinks = waiting.len(),
+                        "a replaced sink did not deliver what it held within the shutdown timeout; it is stopped"
+                    );
+                    for h in waiting.values() {
+                        h.abort();
+                    }
+                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+                }
+            }
+        }
+    }
+}
+
+fn spawn(
+    tasks: &mut JoinSet<Finished>,
+    sinks: &mut HashMap<ComponentId, AbortHandle>,
+    t: BuiltTask,
+) {
+    let (id, kind, task) = (t.id, t.kind, t.task);
+    let handle = tasks.spawn({
+        let id = id.clone();
+        async move { (id, kind, task.await) }
+    });
+    if kind == "sink" {
+        sinks.insert(id, handle);
     }
 }
 

@@ -25,6 +25,7 @@ pub fn boxed_source(
         labels: Default::default(),
         id: id.into(),
         type_name,
+        declared: String::new(),
         config,
     }
 }
@@ -40,6 +41,7 @@ pub fn transform(
         type_name,
         inputs: inputs.iter().map(|i| (*i).into()).collect(),
         buffer: BufferConfig::default(),
+        declared: String::new(),
         config: Box::new(config),
     }
 }
@@ -65,6 +67,7 @@ pub fn sink_with_buffer(
         type_name,
         inputs: inputs.iter().map(|i| (*i).into()).collect(),
         buffer,
+        declared: String::new(),
         config: Box::new(config),
     }
 }

@@ -1,0 +1,201 @@
+//! Reloading a running topology: sink changes are applied in place while the
+//! source keeps running (one build, its events flowing to the new sinks); other
+//! changes are left to a restart.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::collect::Collect;
+use common::run;
+use profpipe::buffer::BufferConfig;
+use profpipe::component::{BuildError, SourceConfig, SourceContext, Task};
+use profpipe::config::{Config, SinkEntry};
+use profpipe::event::{Event, Labels, Profile, Stack, Watermark, Window};
+use profpipe::telemetry::Telemetry;
+use profpipe::topology::Reloaded;
+use profpipe::units::ByteSize;
+use tokio::sync::mpsc;
+
+/// Emits one profile (stack `tick;<n>`) per number received, then ends when the
+/// sender is dropped. Counts its builds.
+#[derive(Debug, Clone)]
+struct Ticks {
+    rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<u64>>>>,
+    builds: Arc<AtomicUsize>,
+}
+
+impl SourceConfig for Ticks {
+    fn outputs(&self) -> profpipe::event::DataTypes {
+        profpipe::event::DataTypes::PROFILE
+    }
+    fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
+        self.builds.fetch_add(1, Ordering::SeqCst);
+        let mut rx = self.rx.lock().unwrap().take().expect("built once");
+        let SourceContext { cx, mut out } = cx;
+        Ok(Box::pin(async move {
+            while let Some(n) = rx.recv().await {
+                let labels = Labels {
+                    host: cx.host.clone(),
+                    source: cx.id.clone(),
+                    profiler: "test".into(),
+                    ..Labels::default()
+                };
+                let stack = Stack::new(format!("tick;{n}"), 1);
+                let p = Profile::new(Window::new(n * 1000, n * 1000 + 1000), labels, vec![stack]);
+                if out.send(Event::Profile(p)).await.is_err() {
+                    break;
+                }
+            }
+            let _ = out
+                .send(Event::Watermark(Watermark {
+                    source: cx.id.clone(),
+                    complete_until_ms: Watermark::FINISHED,
+                }))
+                .await;
+            Ok(())
+        }))
+    }
+}
+
+fn sink(id: &str, declared: &str, collect: &Collect, buffer: BufferConfig) -> SinkEntry {
+    let mut s = run::sink_with_buffer(id, "collect", &["ticks"], buffer, collect.clone());
+    s.declared = declared.to_string();
+    s
+}
+
+fn config(source: &Ticks, source_text: &str, sinks: Vec<SinkEntry>) -> Config {
+    let mut src = run::source("ticks", "ticks", source.clone());
+    src.declared = source_text.to_string();
+    run::config(
+        run::agent_with_state(std::path::Path::new("/nonexistent")),
+        vec![src],
+        vec![],
+        sinks,
+    )
+}
+
+fn ticks_seen(c: &Collect) -> Vec<String> {
+    c.with(|events| {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Profile(p) => Some(p.stacks[0].frames.to_string()),
+                _ => None,
+            })
+            .collect()
+    })
+}
+
+async fn got(c: &Collect, n: usize) {
+    c.wait_until(
+        &format!("{n} profiles"),
+        Duration::from_secs(10),
+        |events| {
+            events
+                .iter()
+                .filter(|e| matches!(e, Event::Profile(_)))
+                .count()
+                >= n
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_change_in_place_while_the_source_runs_on() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let source = Ticks {
+        rx: Arc::new(Mutex::new(Some(rx))),
+        builds: Arc::new(AtomicUsize::new(0)),
+    };
+    let memory = BufferConfig::default();
+    let (a, b, c, d) = (
+        Collect::new(),
+        Collect::new(),
+        Collect::new(),
+        Collect::new(),
+    );
+    let first = config(&source, "s", vec![sink("out", "a", &a, memory)]);
+    let mut running = run::start(&first, &Telemetry::new());
+
+    tx.send(1).unwrap();
+    got(&a, 1).await;
+
+    // A changed sink, same buffer: the new one reads on from the same buffer.
+    let r = running
+        .reload(&config(&source, "s", vec![sink("out", "b", &b, memory)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        r,
+        Reloaded::Sinks {
+            replaced: 1,
+            added: 0,
+            removed: 0
+        }
+    );
+    tx.send(2).unwrap();
+    got(&b, 1).await;
+
+    // A changed memory buffer (a new one) and an added sink.
+    let bigger = BufferConfig {
+        max_bytes: ByteSize(4 << 20),
+        ..memory
+    };
+    let third = config(
+        &source,
+        "s",
+        vec![sink("out", "c", &c, bigger), sink("extra", "d", &d, memory)],
+    );
+    let r = running.reload(&third).await.unwrap();
+    assert_eq!(
+        r,
+        Reloaded::Sinks {
+            replaced: 1,
+            added: 1,
+            removed: 0
+        }
+    );
+    tx.send(3).unwrap();
+    got(&c, 1).await;
+    got(&d, 1).await;
+
+    // The same config again changes nothing; a removed sink ends.
+    assert_eq!(running.reload(&third).await.unwrap(), Reloaded::Unchanged);
+    let fourth = config(&source, "s", vec![sink("out", "c", &c, bigger)]);
+    let r = running.reload(&fourth).await.unwrap();
+    assert_eq!(
+        r,
+        Reloaded::Sinks {
+            replaced: 0,
+            added: 0,
+            removed: 1
+        }
+    );
+    tx.send(4).unwrap();
+    got(&c, 2).await;
+
+    // A changed source is not applied in place.
+    let changed = config(&source, "s2", vec![sink("out", "c", &c, bigger)]);
+    assert!(matches!(
+        running.reload(&changed).await.unwrap(),
+        Reloaded::NeedsRestart(why) if why.contains("source")
+    ));
+
+    drop(tx);
+    let outcome = running.stop().await;
+    assert!(outcome.is_clean(), "{outcome:?}");
+    assert_eq!(
+        source.builds.load(Ordering::SeqCst),
+        1,
+        "the source was rebuilt"
+    );
+    // Every profile reached exactly one generation of `out`.
+    assert_eq!(ticks_seen(&a), ["tick;1"]);
+    assert_eq!(ticks_seen(&b), ["tick;2"]);
+    assert_eq!(ticks_seen(&c), ["tick;3", "tick;4"]);
+    assert_eq!(ticks_seen(&d), ["tick;3"]);
+}
