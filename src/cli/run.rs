@@ -73,13 +73,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         duration: args.duration,
         once: args.once,
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    runtime()?.block_on(run_config(config, reload))
+}
+
+/// The agent's runtime: two workers (it shares the host with what it profiles), a
+/// few threads for blocking file work.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    rt.block_on(run_config(config, reload))
+        .context("starting the async runtime")
 }
 
 /// Runs `config` until SIGINT/SIGTERM or until its finite sources end. With a config
@@ -289,13 +294,7 @@ fn run_control(path: &std::path::Path, text: &str, args: &RunArgs) -> anyhow::Re
         }
     };
     // The same runtime as a plain run: the command pipelines run on it.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(8)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    match rt.block_on(control::run(file, stop_signal())) {
+    match runtime()?.block_on(control::run(file, stop_signal())) {
         Ok(()) => {
             tracing::info!("control plane stopped");
             Ok(ExitCode::SUCCESS)

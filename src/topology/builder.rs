@@ -20,7 +20,7 @@ use crate::component::{ComponentContext, SinkContext, SourceContext, Task, Trans
 use crate::config::{Config, SinkEntry};
 
 use super::reload::Shape;
-use super::scale::{edge_scale, EdgeScale};
+use super::scale::{consumers, edge_scale, EdgeScale};
 use crate::event::ComponentId;
 use crate::process::Supervisor;
 use crate::telemetry::{ComponentMetrics, Telemetry};
@@ -272,17 +272,6 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
             drain_timeout: config.agent.shutdown_timeout.get(),
         },
     })
-}
-
-/// Every transform and sink, with its inputs and buffer.
-pub(super) fn consumers(
-    config: &Config,
-) -> impl Iterator<Item = (&ComponentId, &Vec<ComponentId>, BufferConfig)> {
-    config
-        .transforms
-        .iter()
-        .map(|t| (&t.id, &t.inputs, t.buffer))
-        .chain(config.sinks.iter().map(|s| (&s.id, &s.inputs, s.buffer)))
 }
 
 /// For each component, the ids of the sources it (transitively) reads, in config order.

@@ -2,9 +2,8 @@
 
 use crate::buffer::{disk, BufferConfig, BufferKind, MemoryBudget};
 use crate::config::Config;
+use crate::event::ComponentId;
 use crate::units::ByteSize;
-
-use super::builder::consumers;
 
 /// What a buffer holds in memory at most: a memory buffer its `max_bytes`, a disk
 /// buffer its fixed reserve.
@@ -58,4 +57,15 @@ pub(super) fn edge_scale(config: &Config) -> EdgeScale {
         share: budget.edge_share(),
         total: consumers(config).map(|(_, _, b)| memory_bytes(&b)).sum(),
     }
+}
+
+/// Every transform and sink, with its inputs and buffer.
+pub(super) fn consumers(
+    config: &Config,
+) -> impl Iterator<Item = (&ComponentId, &Vec<ComponentId>, BufferConfig)> {
+    config
+        .transforms
+        .iter()
+        .map(|t| (&t.id, &t.inputs, t.buffer))
+        .chain(config.sinks.iter().map(|s| (&s.id, &s.inputs, s.buffer)))
 }
