@@ -3,13 +3,14 @@
 #
 # 1. idle: RSS of an idle agent (no command) heartbeating every second for IDLE
 #    seconds (3600 by default), VmRSS from /proc/PID/status every SAMPLE seconds:
-#    first, min, max, last (and the anonymous/file-backed split at the end).
+#    first, min, median, max, last, samples above 5,000 kB (and the
+#    anonymous/file-backed split at the end); the agent's CPU time meanwhile.
 # 2. stop: a continuous perf command (49 Hz, 2 s windows) runs; then a stop
 #    command: seconds from the heartbeat that carried it until the agent has no
 #    child left (needs root and perf; skipped otherwise).
 # 3. reload: SIGHUP with a changed sink while the continuous command runs: the
-#    agent's own `millis` of the reload (validate, replace the sinks; the
-#    profiling half keeps running).
+#    agent's own `millis` of the reload (validate, build the new sink, switch;
+#    the profilers keep running).
 # 4. history: COMMANDS (5000) stop commands, one per heartbeat at 10 ms: the
 #    command history's size and RSS afterwards.
 #
@@ -76,17 +77,21 @@ children() { ps -o pid= --ppid "$agent" | wc -l; }
 # 1. idle
 config 1s profiles
 start_agent
-first=$(rss_kb); min=$first; max=$first; last=$first
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
+cpu0=$(cpu_ticks)
+: > "$out/rss.txt"
 end=$((SECONDS + idle))
 while [ $SECONDS -lt $end ]; do
+  rss_kb >> "$out/rss.txt"
   sleep "$sample"
-  last=$(rss_kb)
-  [ "$last" -lt "$min" ] && min=$last
-  [ "$last" -gt "$max" ] && max=$last
 done
+cpu=$(( $(cpu_ticks) - cpu0 ))
 beats=$(grep -c heartbeat "$out/events.log")
 split=$(awk '/^RssAnon|^RssFile/ {printf "%s %s kB ", $1, $2}' "/proc/$agent/status")
-echo "| idle, ${idle} s at 1 s interval ($beats heartbeats) | VmRSS first $first kB, min $min, max $max, last $last kB; $split| children $(children) |"
+stats=$(sort -n "$out/rss.txt" | awk '{v[NR] = $1} END {
+  over = 0; for (i = 1; i <= NR; i++) if (v[i] > 5000) over++
+  printf "%d samples: min %d, median %d, max %d kB; %d above 5,000 kB", NR, v[1], v[int((NR + 1) / 2)], v[NR], over }')
+echo "| idle, ${idle} s at 1 s interval ($beats heartbeats) | VmRSS first $(head -1 "$out/rss.txt") kB, last $(tail -1 "$out/rss.txt") kB; $stats; at the end $split| CPU $(awk -v t="$cpu" -v hz="$(getconf CLK_TCK)" -v s="$idle" 'BEGIN {printf "%.2f s in %d s (%.2f%%)", t / hz, s, 100 * t / hz / s}'); children $(children) |"
 
 # 2. stop
 if [ "$(id -u)" = 0 ] && command -v perf >/dev/null; then
@@ -107,7 +112,7 @@ if [ "$(id -u)" = 0 ] && command -v perf >/dev/null; then
   until [ "$(children)" -eq 0 ]; do sleep 0.01; done
   gone=$(date +%s.%N)
   echo "| stop: continuous perf command -> every child gone | $(awk "BEGIN {printf \"%.2f\", $gone - $sent}") s (RSS while profiling: $during kB) |"
-  echo "| reload: SIGHUP with a changed sink, continuous perf running | $reload ms (validate, stop the old sinks, start the new ones; perf keeps running: $([ "$(grep -c 'sinks_replaced=1' "$out/agent.log")" -ge 1 ] && echo yes || echo no)) |"
+  echo "| reload: SIGHUP with a changed sink, continuous perf running | $reload ms (validate, build the new sink, switch; perf keeps running: $([ "$(grep -c 'sinks_replaced=1' "$out/agent.log")" -ge 1 ] && echo yes || echo no)) |"
   send '{"success":true,"message":"idle","profiling_command":null,"command_id":null}'
 else
   echo "| stop, reload | skipped: needs root and perf |"

@@ -59,8 +59,6 @@ pub struct Agent {
     /// The class of the failure streak in progress, per request kind: a streak is
     /// logged once, when it starts or changes class.
     failing: [Option<&'static str>; 2],
-    /// No pipeline ran at the last [`Agent::publish`].
-    was_idle: bool,
 }
 
 /// What woke the loop.
@@ -121,7 +119,6 @@ impl Agent {
             received: VecDeque::new(),
             last_command: None,
             failing: [None, None],
-            was_idle: false,
         })
     }
 
@@ -646,17 +643,21 @@ impl Agent {
             .set(self.state.data.outbox.len() as i64);
     }
 
-    /// Updates the gauge; when the agent has just become idle (at start, or its
-    /// last pipeline ended), gives back the pages that work left resident.
+    /// Updates the gauge; when idle, after each wake (a heartbeat, the end of the
+    /// last pipeline, a reload), gives back the code pages that work left resident,
+    /// so between heartbeats the agent holds only its own memory (see `trim.rs`).
     fn publish(&mut self) {
         let n = self.adhoc.is_some() as i64 + self.continuous.is_some() as i64;
         self.metrics.pipelines_running.set(n);
-        let idle = n == 0;
-        if idle && !self.was_idle {
+        if n == 0 {
+            let started = Instant::now();
             let released = super::trim::release_idle_pages();
-            tracing::debug!(released, "idle: released clean read-only pages");
+            tracing::trace!(
+                released,
+                micros = started.elapsed().as_micros() as u64,
+                "idle: released clean read-only pages"
+            );
         }
-        self.was_idle = idle;
     }
 
     /// `kind`: 0 heartbeat, 1 completion.
