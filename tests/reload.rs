@@ -199,3 +199,50 @@ async fn sinks_change_in_place_while_the_source_runs_on() {
     assert_eq!(ticks_seen(&c), ["tick;3", "tick;4"]);
     assert_eq!(ticks_seen(&d), ["tick;3"]);
 }
+
+/// A sink that fails at once.
+#[derive(Debug)]
+struct Fails;
+
+impl profpipe::component::SinkConfig for Fails {
+    fn inputs(&self) -> profpipe::event::DataTypes {
+        profpipe::event::DataTypes::ALL
+    }
+    fn build(&self, _cx: profpipe::component::SinkContext) -> Result<Task, BuildError> {
+        Ok(Box::pin(async {
+            Err(profpipe::component::ComponentError::Other("broken".into()))
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_ends_lets_its_producers_see_it_gone() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let source = Ticks {
+        rx: Arc::new(Mutex::new(Some(rx))),
+        builds: Arc::new(AtomicUsize::new(0)),
+    };
+    let mut fails = run::sink("out", "fails", &["ticks"], Fails);
+    fails.declared = "f".into();
+    let config = config(&source, "s", vec![fails]);
+    let mut running = run::start(&config, &Telemetry::new());
+    // Ticks keep coming; once the sink has failed, the source's sends fail and it
+    // ends, so the whole topology ends.
+    let ticker = tokio::spawn(async move {
+        for n in 0.. {
+            if tx.send(n).is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let ended = tokio::time::timeout(
+        Duration::from_secs(10),
+        running.until(std::future::pending::<()>()),
+    )
+    .await;
+    assert!(matches!(ended, Ok(None)), "the source kept running");
+    let outcome = running.stop().await;
+    assert_eq!(outcome.failed.len(), 1, "{outcome:?}");
+    ticker.abort();
+}

@@ -2,11 +2,14 @@
 //! what its heartbeat loop uses.
 //!
 //! Start-up reads and validates the config (the loader, every component type's
-//! checks, regex compilation) and a stopped pipeline leaves its code paged in:
-//! megabytes of the executable's and libraries' read-only pages that stay mapped,
-//! and counted in RSS, until memory pressure evicts them. When idle, the agent
-//! drops its mappings of those pages (`madvise(MADV_DONTNEED)`) and returns free
-//! heap to the kernel (`malloc_trim`). This is safe only for pages that are
+//! checks, regex compilation), a stopped pipeline leaves its code paged in, and
+//! each heartbeat touches the HTTP, TLS and JSON code again (the kernel maps 64 KiB
+//! around each fault): megabytes of the executable's and libraries' read-only
+//! pages that stay mapped, and counted in RSS, until memory pressure evicts them.
+//! When idle, after each wake, the agent drops its mappings of those pages
+//! (`madvise(MADV_DONTNEED)`) and returns free heap to the kernel (`malloc_trim`).
+//! Between heartbeats it then holds its own memory and little else; the next
+//! heartbeat faults its code back in from the page cache (minor faults, no I/O). This is safe only for pages that are
 //! identical to the file: mappings that are read-only, private, file-backed and
 //! hold no anonymous (copy-on-write) page — text and read-only data, never the
 //! relocated RELRO pages (`Anonymous:` > 0) or anything writable. A page used again

@@ -122,8 +122,8 @@ impl RunningTopology {
         tokio::pin!(until);
         loop {
             tokio::select! {
-                next = self.tasks.join_next() => match next {
-                    Some(r) => record(r, &mut self.outcome),
+                next = self.tasks.join_next_with_id() => match next {
+                    Some(r) => self.finished(r),
                     None => return None,
                 },
                 out = &mut until => return Some(out),
@@ -176,6 +176,13 @@ impl RunningTopology {
             Ok(plan) => plan,
             Err(why) => return Ok(Reloaded::NeedsRestart(why)),
         };
+        if let Some(id) = plan
+            .handover
+            .iter()
+            .find(|id| !self.wiring.relays.contains_key(*id))
+        {
+            return Ok(Reloaded::NeedsRestart(format!("sink `{id}` has ended")));
+        }
         if plan.is_empty() {
             self.wiring.shape = shape;
             return Ok(Reloaded::Unchanged);
@@ -266,14 +273,10 @@ impl RunningTopology {
         while !waiting.is_empty() {
             tokio::select! {
                 next = self.tasks.join_next_with_id() => match next {
-                    Some(Ok((id, finished))) => {
-                        waiting.remove(&id);
-                        record(Ok(finished), &mut self.outcome);
-                    }
                     Some(Err(e)) if e.is_cancelled() && waiting.remove(&e.id()).is_some() => {}
-                    Some(Err(e)) => {
-                        waiting.remove(&e.id());
-                        record(Err(e), &mut self.outcome);
+                    Some(r) => {
+                        waiting.remove(&r.as_ref().map_or_else(|e| e.id(), |(id, _)| *id));
+                        self.finished(r);
                     }
                     None => return,
                 },
@@ -289,6 +292,25 @@ impl RunningTopology {
                 }
             }
         }
+    }
+}
+
+impl RunningTopology {
+    /// Records a component's end. A sink that ended by itself (not one a reload
+    /// replaced) lets go of its buffer, so its producers see it gone, as they would
+    /// without reloads.
+    fn finished(&mut self, r: Result<(Id, Finished), tokio::task::JoinError>) {
+        let task = r.as_ref().map_or_else(|e| e.id(), |(id, _)| *id);
+        let ended = self
+            .sinks
+            .iter()
+            .find(|(_, h)| h.id() == task)
+            .map(|(id, _)| id.clone());
+        if let Some(id) = ended {
+            self.sinks.remove(&id);
+            self.wiring.relays.remove(&id);
+        }
+        record(r.map(|(_, finished)| finished), &mut self.outcome);
     }
 }
 
