@@ -293,9 +293,7 @@ impl RunningTopology {
             }
         }
     }
-}
 
-impl RunningTopology {
     /// Records a component's end. A sink that ended by itself (not one a reload
     /// replaced) lets go of its buffer, so its producers see it gone, as they would
     /// without reloads.
