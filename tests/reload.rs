@@ -89,6 +89,14 @@ fn ticks_seen(c: &Collect) -> Vec<String> {
     })
 }
 
+fn sinks(replaced: usize, added: usize, removed: usize) -> Reloaded {
+    Reloaded::Sinks {
+        replaced,
+        added,
+        removed,
+    }
+}
+
 async fn got(c: &Collect, n: usize) {
     c.wait_until(
         &format!("{n} profiles"),
@@ -129,14 +137,7 @@ async fn sinks_change_in_place_while_the_source_runs_on() {
         .reload(&config(&source, "s", vec![sink("out", "b", &b, memory)]))
         .await
         .unwrap();
-    assert_eq!(
-        r,
-        Reloaded::Sinks {
-            replaced: 1,
-            added: 0,
-            removed: 0
-        }
-    );
+    assert_eq!(r, sinks(1, 0, 0));
     tx.send(2).unwrap();
     got(&b, 1).await;
 
@@ -151,14 +152,7 @@ async fn sinks_change_in_place_while_the_source_runs_on() {
         vec![sink("out", "c", &c, bigger), sink("extra", "d", &d, memory)],
     );
     let r = running.reload(&third).await.unwrap();
-    assert_eq!(
-        r,
-        Reloaded::Sinks {
-            replaced: 1,
-            added: 1,
-            removed: 0
-        }
-    );
+    assert_eq!(r, sinks(1, 1, 0));
     tx.send(3).unwrap();
     got(&c, 1).await;
     got(&d, 1).await;
@@ -167,14 +161,7 @@ async fn sinks_change_in_place_while_the_source_runs_on() {
     assert_eq!(running.reload(&third).await.unwrap(), Reloaded::Unchanged);
     let fourth = config(&source, "s", vec![sink("out", "c", &c, bigger)]);
     let r = running.reload(&fourth).await.unwrap();
-    assert_eq!(
-        r,
-        Reloaded::Sinks {
-            replaced: 0,
-            added: 0,
-            removed: 1
-        }
-    );
+    assert_eq!(r, sinks(0, 0, 1));
     tx.send(4).unwrap();
     got(&c, 2).await;
 
