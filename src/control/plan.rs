@@ -22,6 +22,7 @@ use toml::{Table, Value};
 use super::command::ProfilingRequest;
 use super::config::ControlConfig;
 use crate::config::{self, Config, Registry};
+use crate::units::ByteSize;
 
 /// Which of the two pipelines a command runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -88,6 +89,18 @@ impl Template {
                 "state_dir".into(),
                 Value::String(format!("{}/{}", base.trim_end_matches('/'), slot.name())),
             );
+        }
+        // The continuous and an ad-hoc pipeline may run at once: each gets half of
+        // `memory_limit`, so together they hold no more than it. (An invalid value is
+        // left for the loader to report.)
+        let limit = match agent.get("memory_limit") {
+            Some(Value::String(s)) => s.parse::<ByteSize>().ok(),
+            Some(_) => None,
+            None => Some(crate::config::AgentConfig::default().memory_limit),
+        };
+        if let Some(limit) = limit {
+            let half = format!("{} B", limit.get() / 2);
+            agent.insert("memory_limit".into(), Value::String(half));
         }
         doc.insert("agent".into(), Value::Table(agent));
 
@@ -260,6 +273,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let c = planned.config;
         assert_eq!(c.agent.state_dir, Path::new("/tmp/x/adhoc"));
+        assert_eq!(c.agent.memory_limit, ByteSize::mib(32), "half the default");
         assert_eq!(c.sources.len(), 1);
         assert!(c.sources[0].config.is_finite());
         assert_eq!(c.sinks[0].type_name, "file");
