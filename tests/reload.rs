@@ -67,14 +67,32 @@ fn sink(id: &str, declared: &str, collect: &Collect, buffer: BufferConfig) -> Si
 }
 
 fn config(source: &Ticks, source_text: &str, sinks: Vec<SinkEntry>) -> Config {
-    let mut src = run::source("ticks", "ticks", source.clone());
-    src.declared = source_text.to_string();
-    run::config(
-        run::agent_with_state(std::path::Path::new("/nonexistent")),
-        vec![src],
-        vec![],
+    config_in(
+        std::path::Path::new("/nonexistent"),
+        source,
+        source_text,
         sinks,
     )
+}
+
+fn config_in(
+    state_dir: &std::path::Path,
+    source: &Ticks,
+    source_text: &str,
+    sinks: Vec<SinkEntry>,
+) -> Config {
+    let mut src = run::source("ticks", "ticks", source.clone());
+    src.declared = source_text.to_string();
+    run::config(run::agent_with_state(state_dir), vec![src], vec![], sinks)
+}
+
+fn ticks() -> (mpsc::UnboundedSender<u64>, Ticks) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let source = Ticks {
+        rx: Arc::new(Mutex::new(Some(rx))),
+        builds: Arc::new(AtomicUsize::new(0)),
+    };
+    (tx, source)
 }
 
 fn ticks_seen(c: &Collect) -> Vec<String> {
@@ -114,11 +132,7 @@ async fn got(c: &Collect, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sinks_change_in_place_while_the_source_runs_on() {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let source = Ticks {
-        rx: Arc::new(Mutex::new(Some(rx))),
-        builds: Arc::new(AtomicUsize::new(0)),
-    };
+    let (tx, source) = ticks();
     let memory = BufferConfig::default();
     let (a, b, c, d) = (
         Collect::new(),
@@ -204,11 +218,7 @@ impl profpipe::component::SinkConfig for Fails {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_that_ends_lets_its_producers_see_it_gone() {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let source = Ticks {
-        rx: Arc::new(Mutex::new(Some(rx))),
-        builds: Arc::new(AtomicUsize::new(0)),
-    };
+    let (tx, source) = ticks();
     let mut fails = run::sink("out", "fails", &["ticks"], Fails);
     fails.declared = "f".into();
     let config = config(&source, "s", vec![fails]);
@@ -232,4 +242,33 @@ async fn a_sink_that_ends_lets_its_producers_see_it_gone() {
     let outcome = running.stop().await;
     assert_eq!(outcome.failed.len(), 1, "{outcome:?}");
     ticker.abort();
+}
+
+/// A changed sink behind a disk buffer gets the same buffer, in the same process:
+/// no second lock, and the new sink reads on where the old one stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_buffer_is_handed_to_the_changed_sink() {
+    let state = tempfile::tempdir().unwrap();
+    let (tx, source) = ticks();
+    let disk = BufferConfig {
+        kind: profpipe::buffer::BufferKind::Disk,
+        max_bytes: ByteSize(16 << 20),
+        ..BufferConfig::default()
+    };
+    let (a, b) = (Collect::new(), Collect::new());
+    let first = config_in(state.path(), &source, "s", vec![sink("out", "a", &a, disk)]);
+    let mut running = run::start(&first, &Telemetry::new());
+    tx.send(1).unwrap();
+    got(&a, 1).await;
+
+    let second = config_in(state.path(), &source, "s", vec![sink("out", "b", &b, disk)]);
+    assert_eq!(running.reload(&second).await.unwrap(), sinks(1, 0, 0));
+    tx.send(2).unwrap();
+    got(&b, 1).await;
+
+    drop(tx);
+    let outcome = running.stop().await;
+    assert!(outcome.is_clean(), "{outcome:?}");
+    assert_eq!(ticks_seen(&a), ["tick;1"]);
+    assert_eq!(ticks_seen(&b), ["tick;2"]);
 }
