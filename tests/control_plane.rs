@@ -706,7 +706,7 @@ fn sighup_refuses_a_broken_config_and_a_new_sink_keeps_the_profiler() {
         setup.log_lines(&["configuration reloaded"]) == 1
     });
     assert_eq!(
-        setup.log_lines(&["configuration reloaded", "sinks_replaced=1"]),
+        setup.log_lines(&["configuration reloaded", "in_place=1"]),
         1,
         "{}",
         setup.log()
@@ -722,7 +722,8 @@ fn sighup_refuses_a_broken_config_and_a_new_sink_keeps_the_profiler() {
         "perf was restarted by a sink change"
     );
 
-    // A changed source setting (through [control.sources]): the whole pipeline.
+    // A changed source setting (through [control.sources]): perf is rebuilt (in
+    // place, with what is downstream of it).
     setup.write_config_with(
         &studio.url(),
         "profiles-2",
@@ -731,7 +732,7 @@ fn sighup_refuses_a_broken_config_and_a_new_sink_keeps_the_profiler() {
     );
     agent.signal(libc::SIGHUP);
     wait::until("the second reload", LONG, || {
-        setup.log_lines(&["configuration reloaded", "restarted=1"]) == 1
+        setup.log_lines(&["configuration reloaded", "in_place=1"]) == 2
     });
     wait::until("a new perf", LONG, || {
         agent.perf_recorder().is_some_and(|p| p != perf)
@@ -742,7 +743,8 @@ fn sighup_refuses_a_broken_config_and_a_new_sink_keeps_the_profiler() {
 
 /// `profpipe run --config` without `[control]`: SIGHUP validates the file first; a
 /// broken one is refused and the pipeline keeps running; a changed sink is
-/// replaced while the source runs on; a changed source restarts the pipeline.
+/// replaced while the source runs on; a changed source is rebuilt in place; a
+/// changed `[agent]` restarts the pipeline.
 #[test]
 fn plain_run_sighup_refuses_a_broken_config_and_applies_a_good_one() {
     let setup = Setup::new();
@@ -789,17 +791,24 @@ path = "{d}/{out}"
     std::fs::write(setup.path("config.toml"), config("out-2", "file")).unwrap();
     agent.signal(libc::SIGHUP);
     wait::until("the reload to be applied", LONG, || {
-        setup.log_lines(&["configuration reloaded: sinks changed"]) == 1
+        setup.log_lines(&["configuration reloaded in place", "rebuilt=0 replaced=1"]) == 1
+    });
+    // A changed source is rebuilt, with the sink it feeds, in place too.
+    let changed =
+        config("out-2", "file").replace("follow = true", "follow = true\nwindow = \"30s\"");
+    std::fs::write(setup.path("config.toml"), &changed).unwrap();
+    agent.signal(libc::SIGHUP);
+    wait::until("the source to be rebuilt", LONG, || {
+        setup.log_lines(&["configuration reloaded in place", "rebuilt=1 replaced=1"]) == 1
     });
     assert_eq!(
         setup.log_lines(&["pipeline running"]),
         1,
-        "a sink-only reload restarted the pipeline"
+        "an in-place reload restarted the pipeline"
     );
-    // A changed source restarts the pipeline.
-    let changed =
-        config("out-2", "file").replace("follow = true", "follow = true\nwindow = \"30s\"");
-    std::fs::write(setup.path("config.toml"), changed).unwrap();
+    // A changed [agent] restarts the pipeline.
+    let agent_changed = changed.replace("shutdown_timeout = \"2s\"", "shutdown_timeout = \"3s\"");
+    std::fs::write(setup.path("config.toml"), agent_changed).unwrap();
     agent.signal(libc::SIGHUP);
     wait::until("the pipeline to restart", LONG, || {
         setup.log_lines(&["configuration reloaded: the pipeline restarted"]) == 1

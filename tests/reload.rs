@@ -19,11 +19,12 @@ use profpipe::topology::Reloaded;
 use profpipe::units::ByteSize;
 use tokio::sync::mpsc;
 
-/// Emits one profile (stack `tick;<n>`) per number received, then ends when the
-/// sender is dropped. Counts its builds.
+/// Emits one profile (stack `tick;<n>`) per number received; ends when the
+/// sender is dropped or the source is stopped. Each build takes the next receiver;
+/// builds are counted.
 #[derive(Debug, Clone)]
 struct Ticks {
-    rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<u64>>>>,
+    rxs: Arc<Mutex<Vec<mpsc::UnboundedReceiver<u64>>>>,
     builds: Arc<AtomicUsize>,
 }
 
@@ -33,10 +34,18 @@ impl SourceConfig for Ticks {
     }
     fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
         self.builds.fetch_add(1, Ordering::SeqCst);
-        let mut rx = self.rx.lock().unwrap().take().expect("built once");
+        let mut rx = self.rxs.lock().unwrap().remove(0);
         let SourceContext { cx, mut out } = cx;
+        let mut stop = cx.shutdown.clone();
         Ok(Box::pin(async move {
-            while let Some(n) = rx.recv().await {
+            loop {
+                let n = tokio::select! {
+                    _ = stop.recv() => break,
+                    n = rx.recv() => match n {
+                        Some(n) => n,
+                        None => break,
+                    },
+                };
                 let labels = Labels {
                     host: cx.host.clone(),
                     source: cx.id.clone(),
@@ -87,12 +96,18 @@ fn config_in(
 }
 
 fn ticks() -> (mpsc::UnboundedSender<u64>, Ticks) {
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (mut txs, source) = ticks_built(1);
+    (txs.remove(0), source)
+}
+
+/// A source that can be built `n` times, and the senders of each build.
+fn ticks_built(n: usize) -> (Vec<mpsc::UnboundedSender<u64>>, Ticks) {
+    let (txs, rxs) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
     let source = Ticks {
-        rx: Arc::new(Mutex::new(Some(rx))),
+        rxs: Arc::new(Mutex::new(rxs)),
         builds: Arc::new(AtomicUsize::new(0)),
     };
-    (tx, source)
+    (txs, source)
 }
 
 fn ticks_seen(c: &Collect) -> Vec<String> {
@@ -108,7 +123,8 @@ fn ticks_seen(c: &Collect) -> Vec<String> {
 }
 
 fn sinks(replaced: usize, added: usize, removed: usize) -> Reloaded {
-    Reloaded::Sinks {
+    Reloaded::InPlace {
+        rebuilt: 0,
         replaced,
         added,
         removed,
@@ -178,13 +194,6 @@ async fn sinks_change_in_place_while_the_source_runs_on() {
     assert_eq!(r, sinks(0, 0, 1));
     tx.send(4).unwrap();
     got(&c, 2).await;
-
-    // A changed source is not applied in place.
-    let changed = config(&source, "s2", vec![sink("out", "c", &c, bigger)]);
-    assert!(matches!(
-        running.reload(&changed).await.unwrap(),
-        Reloaded::NeedsRestart(why) if why.contains("source")
-    ));
 
     drop(tx);
     let outcome = running.stop().await;
@@ -271,4 +280,58 @@ async fn a_disk_buffer_is_handed_to_the_changed_sink() {
     assert!(outcome.is_clean(), "{outcome:?}");
     assert_eq!(ticks_seen(&a), ["tick;1"]);
     assert_eq!(ticks_seen(&b), ["tick;2"]);
+}
+
+/// A changed source is rebuilt with what is downstream of it; the other source
+/// keeps running and switches to the new sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_source_is_rebuilt_and_the_other_runs_on() {
+    let (kept_tx, kept) = ticks();
+    let (other_txs, other) = ticks_built(2);
+    let (a, b) = (Collect::new(), Collect::new());
+    let pipeline = |other_text: &str, collect: &Collect| {
+        let mut k = run::source("kept", "ticks", kept.clone());
+        k.declared = "k".into();
+        let mut o = run::source("other", "ticks", other.clone());
+        o.declared = other_text.into();
+        let mut out = run::sink("out", "collect", &["kept", "other"], collect.clone());
+        out.declared = "out".into();
+        run::config(
+            run::agent_with_state(std::path::Path::new("/nonexistent")),
+            vec![k, o],
+            vec![],
+            vec![out],
+        )
+    };
+    let mut running = run::start(&pipeline("o1", &a), &Telemetry::new());
+    kept_tx.send(1).unwrap();
+    got(&a, 1).await;
+
+    let r = running.reload(&pipeline("o2", &b)).await.unwrap();
+    assert_eq!(
+        r,
+        Reloaded::InPlace {
+            rebuilt: 1,
+            replaced: 1,
+            added: 0,
+            removed: 0
+        }
+    );
+    kept_tx.send(2).unwrap();
+    other_txs[1].send(3).unwrap();
+    got(&b, 2).await;
+
+    drop((kept_tx, other_txs));
+    let outcome = running.stop().await;
+    assert!(outcome.is_clean(), "{outcome:?}");
+    assert_eq!(
+        kept.builds.load(Ordering::SeqCst),
+        1,
+        "the unchanged source was rebuilt"
+    );
+    assert_eq!(other.builds.load(Ordering::SeqCst), 2);
+    assert_eq!(ticks_seen(&a), ["tick;1"]);
+    let mut second = ticks_seen(&b);
+    second.sort();
+    assert_eq!(second, ["tick;2", "tick;3"]);
 }

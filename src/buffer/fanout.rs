@@ -37,35 +37,23 @@ impl Fanout {
             .unwrap_or_else(|| Arc::new([]))
     }
 
-    /// Puts `edge` in place of `consumer`'s edge, or adds it: an event sent from
-    /// now on goes to the new edge, none to both. False when the producer has ended.
-    pub fn replace(&self, consumer: &ComponentId, edge: EdgeSender) -> bool {
+    /// In one step, lets go of the edges of `detach` and adds `attach` (in place
+    /// of an edge of the same consumer): an event sent from now on goes to the new
+    /// edges, none to both, and the producer never sees no consumer in between.
+    /// False when the producer has ended (the new senders are dropped).
+    pub fn rewire(&self, detach: &[ComponentId], attach: Vec<(ComponentId, EdgeSender)>) -> bool {
         let mut edges = self.edges.lock().unwrap();
         let Some(current) = edges.as_ref() else {
             return false;
         };
         let mut next: Vec<_> = current
             .iter()
-            .filter(|(id, _)| id != consumer)
+            .filter(|(id, _)| !detach.contains(id) && !attach.iter().any(|(a, _)| a == id))
             .cloned()
             .collect();
-        next.push((consumer.clone(), edge));
+        next.extend(attach);
         *edges = Some(next.into());
         true
-    }
-
-    /// Lets go of `consumer`'s edge (its input closes once no producer and no send
-    /// in progress holds it).
-    pub fn detach(&self, consumer: &ComponentId) {
-        let mut edges = self.edges.lock().unwrap();
-        if let Some(current) = edges.as_ref() {
-            let next: Vec<_> = current
-                .iter()
-                .filter(|(id, _)| id != consumer)
-                .cloned()
-                .collect();
-            *edges = Some(next.into());
-        }
     }
 
     /// The producer has ended: every edge is let go, and none is attached again.

@@ -90,9 +90,10 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs `config` until SIGINT/SIGTERM or until its finite sources end. With a config
 /// file, SIGHUP reloads it: the new file is loaded, validated and healthchecked
 /// first, and a bad one is logged while the running pipeline keeps going. A good
-/// one that changes only sinks is applied in place: sources, transforms, their
-/// children and buffers keep running, and so do unchanged sinks. Any other change
-/// restarts the pipeline (the old one drains within `shutdown_timeout` first).
+/// one is applied in place where it can be: what changed is replaced, with what is
+/// downstream of it, and the rest keeps running with its children and buffers
+/// (`topology::RunningTopology::reload`). Otherwise the pipeline restarts (the old
+/// one drains within `shutdown_timeout` first).
 async fn run_config(mut config: Config, reload: Option<Reload>) -> anyhow::Result<ExitCode> {
     let host: Arc<str> = config
         .agent
@@ -171,16 +172,18 @@ async fn run_config(mut config: Config, reload: Option<Reload>) -> anyhow::Resul
             Ok(Reloaded::Unchanged) => {
                 tracing::info!(millis = millis(), "configuration reloaded: nothing changed")
             }
-            Ok(Reloaded::Sinks {
+            Ok(Reloaded::InPlace {
+                rebuilt,
                 replaced,
                 added,
                 removed,
             }) => tracing::info!(
                 millis = millis(),
+                rebuilt,
                 replaced,
                 added,
                 removed,
-                "configuration reloaded: sinks changed; sources and transforms kept running"
+                "configuration reloaded in place: what did not change kept running"
             ),
             Ok(Reloaded::NeedsRestart(why)) => {
                 let outcome = running.stop().await;

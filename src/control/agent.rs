@@ -541,53 +541,43 @@ impl Agent {
         self.file = file;
         self.client = client;
         self.address = self.find_address().await;
-        let (mut restarted, mut redelivered) = (0, 0);
-        for slot in [Slot::Continuous, Slot::AdHoc] {
-            let current = match slot {
-                Slot::Continuous => self.continuous.as_ref(),
-                Slot::AdHoc => self.adhoc.as_ref(),
-            };
-            let Some(p) = current else { continue };
-            if self.file.template.text(&p.request, Some(slot)) == p.text {
-                continue;
-            }
-            let request = p.request.clone();
-            let planned = match self.plan(&request, slot) {
-                Ok(planned) => planned,
-                Err(why) => {
-                    tracing::warn!(slot = slot.name(), "cannot plan the new pipeline: {why}");
-                    continue;
-                }
-            };
-            let p = match slot {
-                Slot::Continuous => self.continuous.as_mut(),
-                Slot::AdHoc => self.adhoc.as_mut(),
-            }
-            .expect("checked above");
-            match p.reload(planned).await {
-                Ok(Reloaded::Unchanged) => {}
-                // Only where profiles go changed: the profilers kept running.
-                Ok(Reloaded::Sinks { .. }) => redelivered += 1,
-                // An ad-hoc command profiles to its end as it started; the
-                // continuous one restarts under the new config (`reconcile`).
-                Ok(Reloaded::NeedsRestart(why)) => {
-                    if slot == Slot::Continuous {
-                        tracing::info!(slot = slot.name(), "the pipeline restarts: {why}");
-                        self.stop_slot(slot).await;
-                        restarted += 1;
+        let (mut restarted, mut in_place) = (0, 0);
+        // An ad-hoc command is one window: it finishes as it started, sinks
+        // included. The continuous pipeline takes the new config.
+        if let Some(p) = self.continuous.as_ref() {
+            let slot = Slot::Continuous;
+            if self.file.template.text(&p.request, Some(slot)) != p.text {
+                let request = p.request.clone();
+                match self.plan(&request, slot) {
+                    Err(why) => {
+                        tracing::warn!(slot = slot.name(), "cannot plan the new pipeline: {why}")
+                    }
+                    Ok(planned) => {
+                        let p = self.continuous.as_mut().expect("checked above");
+                        match p.reload(planned).await {
+                            Ok(Reloaded::Unchanged) => {}
+                            // What did not change kept running.
+                            Ok(Reloaded::InPlace { .. }) => in_place += 1,
+                            // Restarted under the new config by `reconcile`.
+                            Ok(Reloaded::NeedsRestart(why)) => {
+                                tracing::info!(slot = slot.name(), "the pipeline restarts: {why}");
+                                self.stop_slot(slot).await;
+                                restarted += 1;
+                            }
+                            Err(why) => tracing::warn!(
+                                slot = slot.name(),
+                                "the new components cannot start ({why}); the pipeline stays as it was"
+                            ),
+                        }
                     }
                 }
-                Err(why) => tracing::warn!(
-                    slot = slot.name(),
-                    "the new sinks cannot start ({why}); the pipeline keeps its sinks"
-                ),
             }
         }
         self.reconcile().await;
         self.metrics.reload("applied");
         tracing::info!(
             restarted,
-            sinks_replaced = redelivered,
+            in_place,
             millis = started.elapsed().as_millis() as u64,
             "configuration reloaded"
         );

@@ -17,7 +17,7 @@
 //!   reading a reply within size and depth caps; `error.rs`: typed errors;
 //! - `command.rs`: a reply's command through the allow-list; `plan.rs`: a command
 //!   → a pipeline config; `running.rs`: one running command pipeline, which a
-//!   reload changing only sinks leaves profiling;
+//!   reload leaves profiling where it did not change;
 //! - `agent.rs`: the loop and the commands' semantics; `state.rs`: the persisted
 //!   history (one agent per state directory: [`crate::state_dir::claim`]);
 //! - `trim.rs`: giving back start-up's pages when idle;

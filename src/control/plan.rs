@@ -10,9 +10,9 @@
 //! rbspy ────────┘
 //! ```
 //!
-//! with only the command's profilers. A reload that changes only the sinks is
-//! applied in place, as for any pipeline ([`crate::topology::RunningTopology::reload`]),
-//! so the profilers keep running. Each slot (continuous, ad-hoc) gets its own
+//! with only the command's profilers. A reload is applied in place, as for any
+//! pipeline ([`crate::topology::RunningTopology::reload`]), so the profilers that
+//! did not change keep running. Each slot (continuous, ad-hoc) gets its own
 //! scratch directory `<state_dir>/<slot>`, so the two never share perf's files.
 
 use std::path::Path;

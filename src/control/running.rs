@@ -3,9 +3,9 @@
 //! also applies reloads to it.
 //!
 //! Stopping stops its sources; what is in flight drains within `[agent]
-//! shutdown_timeout` and its children are reaped. A reload that changes only the
-//! sinks is applied in place: the profilers, their children and their windows keep
-//! running ([`RunningTopology::reload`]).
+//! shutdown_timeout` and its children are reaped. A reload replaces what changed
+//! in place; the profilers that did not change, their children and their windows
+//! keep running ([`RunningTopology::reload`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,8 +100,8 @@ impl RunningPipeline {
     }
 
     /// Applies `planned`, this command's pipeline under a new config, in place
-    /// where only sinks change. `NeedsRestart`: nothing was changed, the caller
-    /// restarts it. `Err`: the new sinks cannot start; nothing was changed.
+    /// where it can. `NeedsRestart`: nothing was changed, the caller restarts it.
+    /// `Err`: what is new cannot start; nothing was changed.
     pub async fn reload(&mut self, planned: Planned) -> Result<Reloaded, String> {
         healthcheck(&planned.config).await?;
         let (reply, answer) = oneshot::channel();

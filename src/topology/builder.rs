@@ -7,7 +7,7 @@
 //! The topology keeps no sender itself, so when
 //! sources finish, edges close in cascade and every component drains and returns.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use std::path::PathBuf;
@@ -17,7 +17,7 @@ use crate::buffer::{
     disk, edge, BufferConfig, BufferKind, EdgeSender, Fanout, Input, MemoryBudget, Output, Relay,
 };
 use crate::component::{ComponentContext, SinkContext, SourceContext, Task, TransformContext};
-use crate::config::{Config, SinkEntry};
+use crate::config::Config;
 
 use super::reload::Shape;
 use super::scale::{consumers, edge_scale, EdgeScale};
@@ -40,21 +40,26 @@ pub struct Built {
     pub tasks: Vec<BuiltTask>,
     /// Owns every child process the components start.
     pub supervisor: Supervisor,
+    /// Fires when the topology stops (the signal of transforms and sinks; each
+    /// source has its own, in [`Wiring::stops`]).
     pub trigger: ShutdownTrigger,
     pub budget: MemoryBudget,
     /// True when every source ends by itself (e.g. files read once).
     pub all_sources_finite: bool,
-    /// What a reload needs to change the sinks of the running graph.
+    /// What a reload needs to change the running graph.
     pub(super) wiring: Wiring,
 }
 
-/// The running graph's joints, kept so a reload can build sinks into it: each
-/// producer's [`Fanout`] and each sink's [`Relay`], and what every component of
-/// this topology shares.
+/// The running graph's joints, kept so a reload can build components into it:
+/// each producer's [`Fanout`], each sink's [`Relay`], each source's stop, and what
+/// every component of this topology shares.
 pub(super) struct Wiring {
     pub shared: Shared,
     pub fanouts: HashMap<ComponentId, Arc<Fanout>>,
     pub relays: HashMap<ComponentId, Relay>,
+    /// One per source, so a reload can stop one; stopping the topology fires all.
+    /// (Dropping one stops its source too.)
+    pub stops: HashMap<ComponentId, ShutdownTrigger>,
     /// The config it was built from, as a reload compares it.
     pub shape: Shape,
     pub drain_timeout: Duration,
@@ -65,6 +70,7 @@ pub(super) struct Wiring {
 pub(super) struct Shared {
     host: Arc<str>,
     telemetry: Telemetry,
+    /// The topology's stop, for transforms and sinks.
     shutdown: ShutdownSignal,
     supervisor: Supervisor,
     budget: MemoryBudget,
@@ -73,20 +79,34 @@ pub(super) struct Shared {
     shutdown_timeout: Duration,
 }
 
+/// Components built into a graph, not yet running: the whole graph at start, or
+/// the part a reload replaces.
+pub(super) struct Part {
+    pub tasks: Vec<BuiltTask>,
+    /// Of the sources and transforms built.
+    pub fanouts: HashMap<ComponentId, Arc<Fanout>>,
+    /// Of the sinks built on a new buffer.
+    pub relays: HashMap<ComponentId, Relay>,
+    pub stops: HashMap<ComponentId, ShutdownTrigger>,
+    /// Edges that producers already running must feed: (producer, consumer, edge).
+    pub attach: Vec<(ComponentId, ComponentId, EdgeSender)>,
+}
+
 impl Shared {
     fn context(
         &self,
         id: &ComponentId,
         metrics: &ComponentMetrics,
-        config: &Config,
+        shutdown: ShutdownSignal,
+        upstream: &HashMap<ComponentId, Vec<ComponentId>>,
     ) -> ComponentContext {
         ComponentContext {
             id: id.clone(),
             host: self.host.clone(),
             metrics: metrics.clone(),
             telemetry: self.telemetry.clone(),
-            shutdown: self.shutdown.clone(),
-            upstream_sources: upstream_sources(config).remove(id).unwrap_or_default(),
+            shutdown,
+            upstream_sources: upstream.get(id).cloned().unwrap_or_default(),
             supervisor: self.supervisor.clone(),
             state_dir: self.state_dir.clone(),
             origin_ms: self.origin_ms,
@@ -95,12 +115,142 @@ impl Shared {
         }
     }
 
+    /// Builds the components of `config` named in `which`. Each consumer built
+    /// gets a new input edge, except the sinks in `handover`, which read the given
+    /// input (a buffer they take over). A producer not in `which` is running
+    /// already: the edges it must feed come back in [`Part::attach`].
+    pub fn build_part(
+        &self,
+        config: &Config,
+        which: &HashSet<ComponentId>,
+        mut handover: HashMap<ComponentId, Input>,
+        scale: &EdgeScale,
+    ) -> Result<Part, Vec<String>> {
+        let built = |id: &ComponentId| which.contains(id);
+        let mut metrics: HashMap<ComponentId, ComponentMetrics> = HashMap::new();
+        for (id, kind, ty) in config
+            .sources
+            .iter()
+            .map(|s| (&s.id, "source", s.type_name))
+            .chain(
+                config
+                    .transforms
+                    .iter()
+                    .map(|t| (&t.id, "transform", t.type_name)),
+            )
+            .chain(config.sinks.iter().map(|s| (&s.id, "sink", s.type_name)))
+            .filter(|(id, _, _)| built(id))
+        {
+            metrics.insert(id.clone(), self.metrics(id, kind, ty));
+        }
+
+        // One input edge per consumer; its sender goes to every producer it reads.
+        let mut inputs: HashMap<ComponentId, Input> = HashMap::new();
+        let mut senders: HashMap<ComponentId, Vec<(ComponentId, EdgeSender)>> = HashMap::new();
+        let mut attach = Vec::new();
+        let mut relays = HashMap::new();
+        let mut errors = Vec::new();
+        for (id, ins, buffer) in consumers(config).filter(|(id, _, _)| built(id)) {
+            if let Some(input) = handover.remove(id) {
+                inputs.insert(id.clone(), input);
+                continue;
+            }
+            let (tx, rx) = match self.input_edge(config, id, buffer, scale, &metrics[id]) {
+                Ok(ends) => ends,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            for producer in ins {
+                let edge = (id.clone(), tx.clone());
+                if built(producer) {
+                    senders.entry(producer.clone()).or_default().push(edge);
+                } else {
+                    attach.push((producer.clone(), edge.0, edge.1));
+                }
+            }
+            let rx = if config.sinks.iter().any(|s| &s.id == id) {
+                let (relay, input) = Relay::wrap(rx);
+                relays.insert(id.clone(), relay);
+                input
+            } else {
+                rx
+            };
+            inputs.insert(id.clone(), rx);
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+
+        let upstream = upstream_sources(config);
+        let mut fanouts = HashMap::new();
+        let mut output = |id: &ComponentId| {
+            let fanout = Fanout::new(senders.remove(id).unwrap_or_default());
+            fanouts.insert(id.clone(), fanout.clone());
+            Output::to(fanout, metrics[id].clone())
+        };
+        let mut tasks = Vec::new();
+        let mut stops = HashMap::new();
+        let mut record = |id: &ComponentId, kind: &'static str, r: Result<Task, _>| match r {
+            Ok(task) => tasks.push(BuiltTask {
+                id: id.clone(),
+                kind,
+                task,
+            }),
+            Err(e) => errors.push(format!("{kind} `{id}`: {e}")),
+        };
+        for s in config.sources.iter().filter(|s| built(&s.id)) {
+            let (labels, refused) = config.agent.labels.merged(&s.labels);
+            if refused > 0 {
+                metrics[&s.id].errors("label_limit", refused as u64);
+            }
+            let (stop, signal) = ShutdownTrigger::new();
+            stops.insert(s.id.clone(), stop);
+            let cx = SourceContext {
+                cx: self.context(&s.id, &metrics[&s.id], signal, &upstream),
+                out: output(&s.id).with_labels(labels),
+            };
+            record(&s.id, "source", s.config.build(cx));
+        }
+        for t in config.transforms.iter().filter(|t| built(&t.id)) {
+            let cx = TransformContext {
+                cx: self.context(&t.id, &metrics[&t.id], self.shutdown.clone(), &upstream),
+                input: inputs
+                    .remove(&t.id)
+                    .expect("every transform has an input edge"),
+                out: output(&t.id),
+            };
+            record(&t.id, "transform", t.config.build(cx));
+        }
+        for s in config.sinks.iter().filter(|s| built(&s.id)) {
+            let Some(input) = inputs.remove(&s.id) else {
+                continue; // its edge could not be made: reported above
+            };
+            let cx = SinkContext {
+                cx: self.context(&s.id, &metrics[&s.id], self.shutdown.clone(), &upstream),
+                input,
+            };
+            record(&s.id, "sink", s.config.build(cx));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Part {
+            tasks,
+            fanouts,
+            relays,
+            stops,
+            attach,
+        })
+    }
+
     pub fn metrics(&self, id: &ComponentId, kind: &str, type_name: &str) -> ComponentMetrics {
         self.telemetry.component(id, kind, type_name)
     }
 
     /// The input edge of consumer `id`, as its `buffer` says.
-    pub fn input_edge(
+    fn input_edge(
         &self,
         config: &Config,
         id: &ComponentId,
@@ -120,29 +270,6 @@ impl Shared {
             }
         }
     }
-
-    /// Builds sink `entry` of `config` reading `input`.
-    pub fn sink(
-        &self,
-        config: &Config,
-        entry: &SinkEntry,
-        input: Input,
-    ) -> Result<BuiltTask, String> {
-        let metrics = self.metrics(&entry.id, "sink", entry.type_name);
-        let cx = SinkContext {
-            cx: self.context(&entry.id, &metrics, config),
-            input,
-        };
-        entry
-            .config
-            .build(cx)
-            .map(|task| BuiltTask {
-                id: entry.id.clone(),
-                kind: "sink",
-                task,
-            })
-            .map_err(|e| format!("sink `{}`: {e}", entry.id))
-    }
 }
 
 /// Problems met while building (e.g. an output directory that cannot be created).
@@ -153,8 +280,8 @@ pub struct BuildErrors(pub Vec<String>);
 pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<Built, BuildErrors> {
     let budget = MemoryBudget::new(config.agent.memory_limit.get());
     register_memory_gauges(telemetry, &budget);
-    let (trigger, _) = ShutdownTrigger::new();
     let supervisor = Supervisor::new(config.agent.supervisor.clone(), telemetry);
+    let (trigger, _) = ShutdownTrigger::new();
     let origin_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() * 1000);
@@ -168,106 +295,30 @@ pub fn build(config: &Config, telemetry: &Telemetry, host: Arc<str>) -> Result<B
         state_dir: config.agent.state_dir.clone(),
         shutdown_timeout: config.agent.shutdown_timeout.get(),
     };
-
-    let mut metrics: HashMap<ComponentId, ComponentMetrics> = HashMap::new();
-    for s in &config.sources {
-        metrics.insert(s.id.clone(), shared.metrics(&s.id, "source", s.type_name));
-    }
-    for t in &config.transforms {
-        metrics.insert(
-            t.id.clone(),
-            shared.metrics(&t.id, "transform", t.type_name),
-        );
-    }
-    for s in &config.sinks {
-        metrics.insert(s.id.clone(), shared.metrics(&s.id, "sink", s.type_name));
-    }
-
-    // One input edge per consumer; its sender goes to every producer it reads.
-    let mut inputs: HashMap<ComponentId, Input> = HashMap::new();
-    let mut senders: HashMap<ComponentId, Vec<(ComponentId, EdgeSender)>> = HashMap::new();
     let scale = edge_scale(config);
     scale.say();
-    let mut errors = Vec::new();
-    for (id, ins, buffer) in consumers(config) {
-        let (tx, rx) = match shared.input_edge(config, id, buffer, &scale, &metrics[id]) {
-            Ok(ends) => ends,
-            Err(e) => {
-                errors.push(e);
-                continue;
-            }
-        };
-        for producer in ins {
-            senders
-                .entry(producer.clone())
-                .or_default()
-                .push((id.clone(), tx.clone()));
-        }
-        inputs.insert(id.clone(), rx);
-    }
-    if !errors.is_empty() {
-        return Err(BuildErrors(errors));
-    }
-
-    let mut fanouts = HashMap::new();
-    let mut output = |id: &ComponentId| {
-        let fanout = Fanout::new(senders.remove(id).unwrap_or_default());
-        fanouts.insert(id.clone(), fanout.clone());
-        Output::to(fanout, metrics[id].clone())
-    };
-    let mut tasks = Vec::new();
-    let mut record = |id: &ComponentId, kind: &'static str, r: Result<Task, _>| match r {
-        Ok(task) => tasks.push(BuiltTask {
-            id: id.clone(),
-            kind,
-            task,
-        }),
-        Err(e) => errors.push(format!("{kind} `{id}`: {e}")),
-    };
-    for s in &config.sources {
-        let (labels, refused) = config.agent.labels.merged(&s.labels);
-        if refused > 0 {
-            metrics[&s.id].errors("label_limit", refused as u64);
-        }
-        let cx = SourceContext {
-            cx: shared.context(&s.id, &metrics[&s.id], config),
-            out: output(&s.id).with_labels(labels),
-        };
-        record(&s.id, "source", s.config.build(cx));
-    }
-    for t in &config.transforms {
-        let cx = TransformContext {
-            cx: shared.context(&t.id, &metrics[&t.id], config),
-            input: inputs
-                .remove(&t.id)
-                .expect("every transform has an input edge"),
-            out: output(&t.id),
-        };
-        record(&t.id, "transform", t.config.build(cx));
-    }
-    let mut relays = HashMap::new();
-    for s in &config.sinks {
-        let input = inputs.remove(&s.id).expect("every sink has an input edge");
-        let (relay, input) = Relay::wrap(input);
-        relays.insert(s.id.clone(), relay);
-        match shared.sink(config, s, input) {
-            Ok(task) => tasks.push(task),
-            Err(e) => errors.push(e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(BuildErrors(errors));
-    }
+    let everything = config
+        .sources
+        .iter()
+        .map(|s| s.id.clone())
+        .chain(config.transforms.iter().map(|t| t.id.clone()))
+        .chain(config.sinks.iter().map(|s| s.id.clone()))
+        .collect();
+    let part = shared
+        .build_part(config, &everything, HashMap::new(), &scale)
+        .map_err(BuildErrors)?;
+    debug_assert!(part.attach.is_empty(), "every producer was built");
     Ok(Built {
-        tasks,
+        tasks: part.tasks,
         supervisor,
         trigger,
         budget,
         all_sources_finite: config.sources.iter().all(|s| s.config.is_finite()),
         wiring: Wiring {
             shared,
-            fanouts,
-            relays,
+            fanouts: part.fanouts,
+            relays: part.relays,
+            stops: part.stops,
             shape: Shape::of(config),
             drain_timeout: config.agent.shutdown_timeout.get(),
         },

@@ -1,6 +1,6 @@
 //! Running a built topology until it finishes or is told to stop, then draining.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use tokio::task::{AbortHandle, Id, JoinSet};
 
 use super::builder::{Built, BuiltTask, Wiring};
 use super::reload::Shape;
-use crate::buffer::{MemoryBudget, Relay};
+use crate::buffer::{EdgeSender, MemoryBudget};
 use crate::component::ComponentError;
 use crate::config::Config;
 use crate::event::ComponentId;
@@ -25,8 +25,9 @@ pub struct RunningTopology {
     all_sources_finite: bool,
     /// Its joints, and the config it runs (`shape`), for reloads.
     wiring: Wiring,
-    /// Each sink's task, so a reload can wait for (or abort) the sink it replaces.
-    sinks: HashMap<ComponentId, AbortHandle>,
+    /// Each component's task, so a reload can wait for (or abort) the ones it
+    /// replaces.
+    handles: HashMap<ComponentId, AbortHandle>,
     outcome: Outcome,
 }
 
@@ -50,8 +51,11 @@ impl Outcome {
 pub enum Reloaded {
     /// Nothing that runs changed.
     Unchanged,
-    /// Sinks were replaced, added or removed; everything else kept running.
-    Sinks {
+    /// Applied in place: `rebuilt` sources and transforms (changed, added, or
+    /// downstream of a change), sinks `replaced`, `added`, `removed`; everything
+    /// else kept running.
+    InPlace {
+        rebuilt: usize,
         replaced: usize,
         added: usize,
         removed: usize,
@@ -61,7 +65,7 @@ pub enum Reloaded {
     NeedsRestart(String),
 }
 
-/// A reload's new sinks could not be built; nothing was changed.
+/// A reload's new components could not be built; nothing was changed.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.join("\n"))]
 pub struct ReloadError(pub Vec<String>);
@@ -70,9 +74,9 @@ impl RunningTopology {
     /// Spawns every component on the current tokio runtime.
     pub fn start(built: Built) -> Self {
         let mut tasks = JoinSet::new();
-        let mut sinks = HashMap::new();
+        let mut handles = HashMap::new();
         for t in built.tasks {
-            spawn(&mut tasks, &mut sinks, t);
+            spawn(&mut tasks, &mut handles, t);
         }
         RunningTopology {
             tasks,
@@ -81,7 +85,7 @@ impl RunningTopology {
             budget: built.budget,
             all_sources_finite: built.all_sources_finite,
             wiring: built.wiring,
-            sinks,
+            handles,
             outcome: Outcome::default(),
         }
     }
@@ -151,6 +155,9 @@ impl RunningTopology {
         }
         tracing::info!("shutting down: stopping sources and draining buffers");
         self.trigger.trigger();
+        for stop in self.wiring.stops.values() {
+            stop.trigger();
+        }
         let deadline = tokio::time::sleep(self.wiring.drain_timeout);
         if self.until(deadline).await.is_none() {
             return;
@@ -165,11 +172,12 @@ impl RunningTopology {
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Applies `new`, a config for this same pipeline, without stopping what it
-    /// does not change, when the change is to sinks alone (see [`super::reload`]).
-    /// New sinks are built first: if one cannot be, nothing changes. Then they take
-    /// over, and each sink replaced or removed delivers what it holds and ends,
-    /// within `[agent] shutdown_timeout` (then it is aborted).
+    /// Applies `new`, a config for this same pipeline, in place where it can (see
+    /// [`super::reload`]): what changed is built first (if anything cannot be,
+    /// nothing changes); then the running producers switch to the new components'
+    /// buffers, replaced sources are stopped, and every replaced or removed
+    /// component delivers what it holds and ends, within `[agent]
+    /// shutdown_timeout` (then it is aborted). Everything else keeps running.
     pub async fn reload(&mut self, new: &Config) -> Result<Reloaded, ReloadError> {
         let shape = Shape::of(new);
         let plan = match self.wiring.shape.plan(&shape) {
@@ -187,79 +195,63 @@ impl RunningTopology {
             self.wiring.shape = shape;
             return Ok(Reloaded::Unchanged);
         }
-        let entry = |id: &ComponentId| {
-            new.sinks
-                .iter()
-                .find(|s| &s.id == id)
-                .expect("planned from it")
-        };
-        let shared = &self.wiring.shared;
 
         // Build: nothing running changes yet.
-        let mut built = Vec::new();
-        let mut errors = Vec::new();
-        for id in plan.handover.iter() {
-            let input = self.wiring.relays[id].successor();
-            match shared.sink(new, entry(id), input) {
-                Ok(task) => built.push((task, None)),
-                Err(e) => errors.push(e),
-            }
-        }
-        for id in plan.swap.iter().chain(&plan.add) {
-            let s = entry(id);
-            let metrics = shared.metrics(id, "sink", s.type_name);
-            let made = shared
-                .input_edge(new, id, s.buffer, &self.wiring.shape.scale(), &metrics)
-                .and_then(|(tx, rx)| {
-                    let (relay, input) = Relay::wrap(rx);
-                    Ok((shared.sink(new, s, input)?, Some((tx, relay))))
-                });
-            match made {
-                Ok(b) => built.push(b),
-                Err(e) => errors.push(e),
-            }
-        }
-        if !errors.is_empty() {
-            return Err(ReloadError(errors));
-        }
+        let handover = plan
+            .handover
+            .iter()
+            .map(|id| (id.clone(), self.wiring.relays[id].successor()))
+            .collect();
+        let which: HashSet<ComponentId> = plan.build.union(&plan.handover).cloned().collect();
+        let part = self
+            .wiring
+            .shared
+            .build_part(new, &which, handover, &self.wiring.shape.scale())
+            .map_err(ReloadError)?;
 
-        // Switch over.
-        let mut leaving: Vec<AbortHandle> = Vec::new();
-        for (task, edge) in built {
-            let id = task.id.clone();
-            match edge {
-                None => self.wiring.relays[&id].switch(),
-                Some((tx, relay)) => {
-                    let inputs = &entry(&id).inputs;
-                    for producer in inputs {
-                        if let Some(f) = self.wiring.fanouts.get(producer) {
-                            f.replace(&id, tx.clone());
-                        }
-                    }
-                    for (producer, f) in &self.wiring.fanouts {
-                        if !inputs.contains(producer) {
-                            f.detach(&id);
-                        }
-                    }
-                    self.wiring.relays.insert(id.clone(), relay);
-                }
-            }
-            leaving.extend(self.sinks.remove(&id));
-            spawn(&mut self.tasks, &mut self.sinks, task);
+        // Switch over: each running producer at once, from the edges of what
+        // retires to those of what replaces it.
+        // (A sink handed over keeps its buffer: its producers keep feeding it.)
+        let retiring: Vec<ComponentId> = plan.retire.difference(&plan.handover).cloned().collect();
+        let mut attach: HashMap<ComponentId, Vec<(ComponentId, EdgeSender)>> = HashMap::new();
+        for (producer, consumer, edge) in part.attach {
+            attach.entry(producer).or_default().push((consumer, edge));
         }
-        for id in &plan.remove {
-            for f in self.wiring.fanouts.values() {
-                f.detach(id);
+        for (producer, fanout) in &self.wiring.fanouts {
+            if !plan.retire.contains(producer) {
+                fanout.rewire(&retiring, attach.remove(producer).unwrap_or_default());
             }
-            self.wiring.relays.remove(id);
-            leaving.extend(self.sinks.remove(id));
+        }
+        for id in &plan.retire {
+            if let Some(stop) = self.wiring.stops.remove(id) {
+                stop.trigger();
+            }
+            self.wiring.fanouts.remove(id);
+            if !plan.handover.contains(id) {
+                self.wiring.relays.remove(id);
+            }
+        }
+        for id in &plan.handover {
+            self.wiring.relays[id].switch();
+        }
+        self.wiring.fanouts.extend(part.fanouts);
+        self.wiring.relays.extend(part.relays);
+        self.wiring.stops.extend(part.stops);
+        let leaving: Vec<AbortHandle> = plan
+            .retire
+            .iter()
+            .filter_map(|id| self.handles.remove(id))
+            .collect();
+        for task in part.tasks {
+            spawn(&mut self.tasks, &mut self.handles, task);
         }
         self.wiring.shape = shape;
         self.wait_for(leaving).await;
-        Ok(Reloaded::Sinks {
-            replaced: plan.handover.len() + plan.swap.len(),
-            added: plan.add.len(),
-            removed: plan.remove.len(),
+        Ok(Reloaded::InPlace {
+            rebuilt: plan.rebuilt,
+            replaced: plan.replaced,
+            added: plan.added,
+            removed: plan.removed,
         })
     }
 
@@ -282,8 +274,8 @@ impl RunningTopology {
                 },
                 _ = &mut deadline => {
                     tracing::warn!(
-                        sinks = waiting.len(),
-                        "a replaced sink did not deliver what it held within the shutdown timeout; it is stopped"
+                        components = waiting.len(),
+                        "a replaced component did not deliver what it held within the shutdown timeout; it is stopped"
                     );
                     for h in waiting.values() {
                         h.abort();
@@ -300,12 +292,12 @@ impl RunningTopology {
     fn finished(&mut self, r: Result<(Id, Finished), tokio::task::JoinError>) {
         let task = r.as_ref().map_or_else(|e| e.id(), |(id, _)| *id);
         let ended = self
-            .sinks
+            .handles
             .iter()
             .find(|(_, h)| h.id() == task)
             .map(|(id, _)| id.clone());
         if let Some(id) = ended {
-            self.sinks.remove(&id);
+            self.handles.remove(&id);
             self.wiring.relays.remove(&id);
         }
         record(r.map(|(_, finished)| finished), &mut self.outcome);
@@ -314,7 +306,7 @@ impl RunningTopology {
 
 fn spawn(
     tasks: &mut JoinSet<Finished>,
-    sinks: &mut HashMap<ComponentId, AbortHandle>,
+    handles: &mut HashMap<ComponentId, AbortHandle>,
     t: BuiltTask,
 ) {
     let (id, kind, task) = (t.id, t.kind, t.task);
@@ -322,9 +314,7 @@ fn spawn(
         let id = id.clone();
         async move { (id, kind, task.await) }
     });
-    if kind == "sink" {
-        sinks.insert(id, handle);
-    }
+    handles.insert(id, handle);
 }
 
 fn record(r: Result<Finished, tokio::task::JoinError>, outcome: &mut Outcome) {
