@@ -112,7 +112,7 @@ if [ "$(id -u)" = 0 ] && command -v perf >/dev/null; then
   until [ "$(children)" -eq 0 ]; do sleep 0.01; done
   gone=$(date +%s.%N)
   echo "| stop: continuous perf command -> every child gone | $(awk "BEGIN {printf \"%.2f\", $gone - $sent}") s (RSS while profiling: $during kB) |"
-  echo "| reload: SIGHUP with a changed sink, continuous perf running | $reload ms (validate, build the new sink, switch; perf keeps running: $([ "$(grep -c 'sinks_replaced=1' "$out/agent.log")" -ge 1 ] && echo yes || echo no)) |"
+  echo "| reload: SIGHUP with a changed sink, continuous perf running | $reload ms (validate, build the new sink, switch; perf keeps running: $([ "$(grep -c 'in_place=1' "$out/agent.log")" -ge 1 ] && echo yes || echo no)) |"
   send '{"success":true,"message":"idle","profiling_command":null,"command_id":null}'
 else
   echo "| stop, reload | skipped: needs root and perf |"
