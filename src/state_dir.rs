@@ -24,6 +24,27 @@ pub fn create(dir: &Path) -> io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Replaces the file at `path` with `bytes` atomically (a crash leaves the old file
+/// or the new one): a temporary `<name>.tmp` beside it (mode 0600), synced, renamed
+/// over it, then the directory synced so the rename itself survives a crash.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    io::Write::write_all(&mut f, bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+}
+
 /// The lock file that makes one agent per state directory.
 const AGENT_LOCK: &str = "agent.lock";
 
@@ -126,6 +147,18 @@ mod tests {
         assert!(err.to_string().contains("agent.lock"), "{err}");
         drop(first);
         claim(&state).unwrap();
+    }
+
+    #[test]
+    fn write_atomic_replaces_the_file_whole_and_privately() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"first, longer").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600);
+        assert!(!dir.path().join("state.json.tmp").exists());
     }
 
     #[test]

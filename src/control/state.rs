@@ -14,8 +14,6 @@
 //!   heartbeat (at most [`MAX_OUTBOX`], oldest dropped first).
 
 use std::collections::VecDeque;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -150,18 +148,7 @@ impl State {
     /// Writes the file atomically: a crash leaves the old file or the new one.
     pub fn save(&self) -> Result<(), std::io::Error> {
         let bytes = serde_json::to_vec(&self.data).map_err(std::io::Error::other)?;
-        let tmp = self.dir.join(".control.json.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, self.path())?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        crate::state_dir::write_atomic(&self.path(), &bytes)
     }
 }
 
@@ -198,7 +185,7 @@ mod tests {
             std::fs::metadata(again.path()).unwrap().mode() & 0o777,
             0o600
         );
-        assert!(!sub.join(".control.json.tmp").exists());
+        assert!(!sub.join("control.json.tmp").exists());
     }
 
     #[test]

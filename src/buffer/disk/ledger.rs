@@ -26,7 +26,6 @@
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::record::crc32c;
@@ -35,7 +34,8 @@ const MAGIC: &[u8; 8] = b"PPDBLED\x01";
 const HEADER_LEN: usize = 32;
 const ENTRY_LEN: usize = 12;
 const FILE: &str = "ledger";
-const TMP: &str = "ledger.tmp";
+/// What a rewrite cut by a crash leaves ([`crate::state_dir::write_atomic`]'s temporary).
+pub(super) const TMP: &str = "ledger.tmp";
 
 /// What the ledger said at start.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -137,17 +137,7 @@ impl Ledger {
             let crc = crc32c(&seq.to_le_bytes());
             bytes.extend_from_slice(&crc.to_le_bytes());
         }
-        let tmp = self.dir.join(TMP);
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_data()?;
-        std::fs::rename(&tmp, self.dir.join(FILE))?;
-        File::open(&self.dir)?.sync_all()?;
+        crate::state_dir::write_atomic(&self.dir.join(FILE), &bytes)?;
         self.file = OpenOptions::new().append(true).open(self.dir.join(FILE))?;
         self.len = bytes.len() as u64;
         self.appended = 0;

@@ -229,7 +229,7 @@ impl Queue {
             segments.push_back(s);
             f
         };
-        let _ = std::fs::remove_file(dir.join("ledger.tmp"));
+        let _ = std::fs::remove_file(dir.join(super::ledger::TMP));
         let segment_bytes = segments.iter().map(|s| s.len).sum();
         let queue = Queue {
             dir: dir.to_path_buf(),

@@ -19,9 +19,8 @@
 //! File format, one line per file: `<dev> <ino> <offset>`.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
 
 use crate::event::{BatchReceiver, EventStatus};
 
@@ -160,8 +159,8 @@ impl Checkpoints {
         self.dirty |= self.files.len() != before;
     }
 
-    /// Writes the committed offsets if they changed: a temporary file, synced, then
-    /// renamed over the old one, so a crash leaves one or the other.
+    /// Writes the committed offsets if they changed, atomically (a crash leaves the
+    /// old file or the new one).
     pub fn save(&mut self) -> io::Result<()> {
         if !self.dirty {
             return Ok(());
@@ -170,25 +169,10 @@ impl Checkpoints {
         for (id, f) in &self.files {
             text.push_str(&format!("{} {} {}\n", id.dev, id.ino, f.committed));
         }
-        let tmp = tmp_path(&self.file);
-        let mut out = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        out.write_all(text.as_bytes())?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, &self.file)?;
+        crate::state_dir::write_atomic(&self.file, text.as_bytes())?;
         self.dirty = false;
         Ok(())
     }
-}
-
-fn tmp_path(file: &Path) -> PathBuf {
-    let mut name = file.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    file.with_file_name(name)
 }
 
 #[cfg(test)]
