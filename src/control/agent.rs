@@ -33,7 +33,7 @@ use super::file::ControlFile;
 use super::host;
 use super::metrics::ControlMetrics;
 use super::plan::Slot;
-use super::running::{self, RunningPipeline};
+use super::running::RunningPipeline;
 use super::state::{self, Completion, Continuous, State};
 use crate::config::Registry;
 use crate::topology::{Outcome, Reloaded};
@@ -418,12 +418,11 @@ impl Agent {
     }
 
     fn publish_slot(&self, slot: Slot, p: &RunningPipeline) {
-        self.exposition
-            .add(running::exposition_name(slot), p.telemetry());
+        self.exposition.add(slot.name(), p.telemetry());
     }
 
     fn unpublish_slot(&self, slot: Slot) {
-        self.exposition.remove(running::exposition_name(slot));
+        self.exposition.remove(slot.name());
     }
 
     async fn launch(
@@ -513,28 +512,25 @@ impl Agent {
     }
 
     /// SIGHUP: the file is read and checked whole first; a bad one changes nothing.
-    /// A pipeline whose text is unchanged keeps running; one whose text changed is
-    /// restarted. Returns whether the new config was applied.
+    /// The continuous pipeline is reloaded in place where it can be (restarted
+    /// otherwise); an ad-hoc one finishes as it started. Returns whether the new
+    /// config was applied.
     async fn reload(&mut self) -> bool {
         let started = Instant::now();
-        let file = match ControlFile::read(&self.file.path) {
-            Ok(f) => f,
-            Err(e) => {
+        let checked = ControlFile::read(&self.file.path)
+            .map_err(|e| e.to_string())
+            .and_then(|file| {
+                if file.agent.state_dir != self.file.agent.state_dir {
+                    return Err("[agent] state_dir cannot change without a restart".into());
+                }
+                let client = Client::new(&file.template.control).map_err(|e| e.to_string())?;
+                Ok((file, client))
+            });
+        let (file, client) = match checked {
+            Ok(checked) => checked,
+            Err(why) => {
                 self.metrics.reload("rejected");
-                tracing::error!("reload refused, the running configuration stays: {e}");
-                return false;
-            }
-        };
-        if file.agent.state_dir != self.file.agent.state_dir {
-            self.metrics.reload("rejected");
-            tracing::error!("reload refused: [agent] state_dir cannot change without a restart");
-            return false;
-        }
-        let client = match Client::new(&file.template.control) {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics.reload("rejected");
-                tracing::error!("reload refused, the running configuration stays: {e}");
+                tracing::error!("reload refused, the running configuration stays: {why}");
                 return false;
             }
         };

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::command::{CommandId, ProfilingRequest};
-use super::plan::{Planned, Slot};
+use super::plan::Planned;
 use crate::config::Config;
 use crate::telemetry::Telemetry;
 use crate::topology::{self, Outcome, Reloaded, RunningTopology};
@@ -156,9 +156,4 @@ fn joined(r: Result<Outcome, tokio::task::JoinError>) -> Outcome {
         failed: vec![format!("pipeline task: {e}")],
         aborted: 0,
     })
-}
-
-/// The name of a slot's metrics on the `/metrics` page.
-pub fn exposition_name(slot: Slot) -> &'static str {
-    slot.name()
 }
