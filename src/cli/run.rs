@@ -19,8 +19,6 @@ use profpipe::topology::{self, Reloaded, RunningTopology};
 /// The pipeline `profpipe run` runs without `--config`.
 pub const DEFAULT_PIPELINE: &str = include_str!("../../pipelines/default.toml");
 const DEFAULT_NAME: &str = "<embedded default pipeline>";
-/// How long each sink's healthcheck may take at start.
-const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -111,7 +109,9 @@ async fn run_config(mut config: Config, reload: Option<Reload>) -> anyhow::Resul
     };
     // A wrong endpoint or a revoked credential is a clear error now, not retries
     // later (an unreachable one behind a disk buffer is not: see `gate`).
-    if let Err(failures) = topology::healthcheck::gate(&config, HEALTHCHECK_TIMEOUT).await {
+    if let Err(failures) =
+        topology::healthcheck::gate(&config, topology::healthcheck::START_TIMEOUT).await
+    {
         for f in failures {
             tracing::error!("{f}");
         }
@@ -267,7 +267,7 @@ impl Reload {
                 running.agent.state_dir.display()
             ));
         }
-        topology::healthcheck::gate(&config, HEALTHCHECK_TIMEOUT)
+        topology::healthcheck::gate(&config, topology::healthcheck::START_TIMEOUT)
             .await
             .map_err(|failures| failures.join("\n"))?;
         Ok(config)

@@ -8,7 +8,7 @@
 //! keep running ([`RunningTopology::reload`]).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -18,9 +18,6 @@ use super::plan::Planned;
 use crate::config::Config;
 use crate::telemetry::Telemetry;
 use crate::topology::{self, Outcome, Reloaded, RunningTopology};
-
-/// How long the sinks' healthchecks may take before a command's pipeline starts.
-const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A reload handed to the pipeline's task, and where its answer goes.
 type Reload = (Config, oneshot::Sender<Result<Reloaded, String>>);
@@ -146,7 +143,7 @@ async fn drive(
 }
 
 async fn healthcheck(config: &Config) -> Result<(), String> {
-    topology::healthcheck::gate(config, HEALTHCHECK_TIMEOUT)
+    topology::healthcheck::gate(config, topology::healthcheck::START_TIMEOUT)
         .await
         .map_err(|failures| failures.join("; "))
 }

@@ -10,6 +10,10 @@ use crate::component::Unhealthy;
 use crate::config::Config;
 use crate::event::ComponentId;
 
+/// How long each sink's healthcheck may take before a pipeline starts (or a
+/// reload or a command's pipeline is applied).
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs every sink's healthcheck at once, each bounded by `timeout`; returns the
 /// failures, in the config's sink order. Sinks without a check are skipped.
 pub async fn run_healthchecks(config: &Config, timeout: Duration) -> Vec<(ComponentId, Unhealthy)> {
