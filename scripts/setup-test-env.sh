@@ -11,6 +11,8 @@ PY_SPY_VERSION=0.4.3
 RBSPY_VERSION=0.55.0
 # A pure-JS pprof decoder: the tests check our pprof with a decoder that is not ours.
 PPROF_FORMAT_VERSION=2.3.2
+# Builds and runs the fuzz targets (fuzz/, scripts/fuzz.sh) on the stable toolchain.
+CARGO_FUZZ_VERSION=0.13.2
 
 . "$(dirname "$0")/tools-lib.sh"
 
@@ -58,6 +60,13 @@ if ! installed rbspy "$RBSPY_VERSION" || [ ! -x "$tools/bin/rbspy" ]; then
   echo "setup: cargo install rbspy --version $RBSPY_VERSION"
   cargo install --quiet --locked --force --root "$tools" rbspy --version "$RBSPY_VERSION"
   stamp rbspy "$RBSPY_VERSION"
+fi
+
+# cargo-fuzz: the fuzz targets' builder and runner (about 2 minutes to build).
+if ! installed cargo-fuzz "$CARGO_FUZZ_VERSION" || [ ! -x "$tools/bin/cargo-fuzz" ]; then
+  echo "setup: cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION"
+  cargo install --quiet --locked --force --root "$tools" cargo-fuzz --version "$CARGO_FUZZ_VERSION"
+  stamp cargo-fuzz "$CARGO_FUZZ_VERSION"
 fi
 
 # The broker and the S3 server take the longest (tansu 13-36 minutes to build on two

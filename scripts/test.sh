@@ -48,3 +48,9 @@ tail -n 1 "$servers_log"
 step "unit and integration tests"
 df -h "$target" | tail -n 1
 cargo test --quiet 2>&1 | tee "$target/test-output.txt"
+
+# Last, so a finding never hides the tests' results: one build of the fuzz targets
+# (about 7 minutes), then each target briefly on its seeds (FUZZ_SECONDS each).
+step "fuzz targets (${FUZZ_SECONDS:-20}s each)"
+case "$target" in /*) fuzz_dir="$target/fuzz" ;; *) fuzz_dir="$PWD/$target/fuzz" ;; esac
+CARGO_FUZZ_TARGET_DIR="$fuzz_dir" bash scripts/fuzz.sh all "${FUZZ_SECONDS:-20}s"

@@ -89,3 +89,51 @@ pub async fn run(file: ControlFile, stop: impl Future<Output = ()>) -> Result<()
     trigger.trigger();
     Ok(())
 }
+
+/// For the fuzz targets (`fuzz/`) and tests: a heartbeat reply's bytes as the agent
+/// reads them (the client caps their size before), through the command's
+/// allow-list and, for a start command, into the pipeline it becomes in each slot.
+/// A reply that is refused is fine (`Ok`); `Err` is a bug: a command the
+/// allow-list took that does not make a valid pipeline.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub fn read_heartbeat_reply(
+    bytes: &[u8],
+    registry: &crate::config::Registry,
+) -> Result<(), String> {
+    use std::sync::OnceLock;
+    static TEMPLATE: OnceLock<plan::Template> = OnceLock::new();
+    let template = TEMPLATE.get_or_init(|| plan::Template {
+        control: toml::from_str(
+            "server = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\nservice = \"svc\"\n",
+        )
+        .expect("a valid [control] table"),
+        agent: Some(toml::from_str("state_dir = \"/nonexistent/profpipe-fuzz\"").expect("a table")),
+        // A local sink: the default one reads its token from the environment.
+        sinks: Some(
+            toml::from_str("[local]\ntype = \"file\"\npath = \"/nonexistent/profiles\"\n")
+                .expect("a table"),
+        ),
+    });
+    let Ok(reply) = reply::parse::<client::HeartbeatReply>(bytes) else {
+        return Ok(());
+    };
+    let Ok(Some(command)) =
+        command::from_reply(reply.profiling_command.as_ref(), reply.command_id.as_ref())
+    else {
+        return Ok(());
+    };
+    if let Ok(command::Action::Start(request)) = &command.action {
+        for slot in [None, Some(plan::Slot::Continuous), Some(plan::Slot::AdHoc)] {
+            template
+                .plan(std::path::Path::new("<command>"), request, slot, registry)
+                .map_err(|e| {
+                    format!(
+                        "command {:?} ({request:?}) makes no valid pipeline: {e}",
+                        command.id
+                    )
+                })?;
+        }
+    }
+    Ok(())
+}

@@ -40,7 +40,7 @@ pub enum DecodeError {
     Kind(u8),
     #[error("payload ends inside a field")]
     Truncated,
-    #[error("a varint is longer than 10 bytes")]
+    #[error("a varint is longer than 10 bytes or above 2^64")]
     Varint,
     #[error("a string is not UTF-8")]
     Utf8,
@@ -286,6 +286,11 @@ impl<'a> Reader<'a> {
         let mut v = 0u64;
         for i in 0..10 {
             let b = self.byte()?;
+            // The tenth byte holds the 64th bit alone: more would be shifted out,
+            // a silently wrong value.
+            if i == 9 && b > 1 {
+                return Err(DecodeError::Varint);
+            }
             v |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
                 return Ok(v);
@@ -481,6 +486,18 @@ mod tests {
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode(&bytes);
         }
+    }
+
+    /// Found by fuzzing: a tenth varint byte above 1 lost its high bits, so a
+    /// damaged count or time read back as another value instead of an error.
+    #[test]
+    fn a_varint_past_u64_is_an_error() {
+        let mut r = Reader(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+        assert_eq!(r.u64(), Ok(u64::MAX));
+        let mut r = Reader(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02]);
+        assert_eq!(r.u64(), Err(DecodeError::Varint));
+        let mut r = Reader(&[0xff; 11]);
+        assert_eq!(r.u64(), Err(DecodeError::Varint));
     }
 
     #[test]

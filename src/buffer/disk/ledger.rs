@@ -5,7 +5,8 @@
 //! header, 32 bytes:
 //!      0     8  magic "PPDBLED\x01" (the last byte is the format version)
 //!      8     8  acked_through, u64 LE: every record with a lower sequence number
-//!               is acknowledged (delivered or rejected)
+//!               is acknowledged (delivered or rejected); at most 2^63
+//!               (`record::SEQ_LIMIT`), as next_seq, else the header is damaged
 //!     16     8  next_seq, u64 LE: the writer's next sequence number at that time
 //!     24     4  CRC-32C of bytes 0..24, u32 LE
 //!     28     4  zero
@@ -28,7 +29,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use super::record::crc32c;
+use super::record::{crc32c, SEQ_LIMIT};
 
 const MAGIC: &[u8; 8] = b"PPDBLED\x01";
 const HEADER_LEN: usize = 32;
@@ -167,6 +168,14 @@ fn parse(bytes: &[u8]) -> Recovered {
     }
     let acked_through = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
     let next_seq = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    // Both are "one past" a sequence number, so at most `SEQ_LIMIT`.
+    if acked_through > SEQ_LIMIT || next_seq > SEQ_LIMIT {
+        // A checksum that matches numbers no writer gives: damaged all the same.
+        return Recovered {
+            damaged: true,
+            ..Recovered::default()
+        };
+    }
     let mut acked = BTreeSet::new();
     // Entries stop at the first one that does not check out: a torn last append.
     for e in bytes[HEADER_LEN..].chunks_exact(ENTRY_LEN) {
@@ -175,6 +184,9 @@ fn parse(bytes: &[u8]) -> Recovered {
             break;
         }
         let seq = u64::from_le_bytes(seq.try_into().unwrap());
+        if seq >= SEQ_LIMIT {
+            break;
+        }
         if seq >= acked_through {
             acked.insert(seq);
         }
@@ -214,6 +226,36 @@ mod tests {
         );
         assert!(!r.damaged);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), size_with(3));
+    }
+
+    /// Found by fuzzing the recovery: numbers near `u64::MAX` under a valid
+    /// checksum made the queue's `+ 1`s overflow. They are damage.
+    #[test]
+    fn numbers_out_of_range_are_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut l, _) = Ledger::open(dir.path(), 1 << 20).unwrap();
+        for (through, next) in [(u64::MAX, 3), (3, u64::MAX), (SEQ_LIMIT + 1, 3)] {
+            l.rewrite(through, next, &BTreeSet::new()).unwrap();
+            let bytes = std::fs::read(dir.path().join(FILE)).unwrap();
+            let r = parse(&bytes);
+            assert!(r.damaged, "{through} {next}");
+            assert_eq!((r.acked_through, r.next_seq), (0, 0));
+        }
+        l.rewrite(3, 9, &BTreeSet::from([5])).unwrap();
+        l.append(u64::MAX).unwrap();
+        l.append(7).unwrap();
+        let r = parse(&std::fs::read(dir.path().join(FILE)).unwrap());
+        assert!(!r.damaged);
+        assert_eq!(
+            r.acked,
+            BTreeSet::from([5]),
+            "entries stop at one out of range"
+        );
+        // A buffer that used the last number closes with both at the limit.
+        l.rewrite(SEQ_LIMIT, SEQ_LIMIT, &BTreeSet::new()).unwrap();
+        let r = parse(&std::fs::read(dir.path().join(FILE)).unwrap());
+        assert!(!r.damaged);
+        assert_eq!((r.acked_through, r.next_seq), (SEQ_LIMIT, SEQ_LIMIT));
     }
 
     #[test]

@@ -38,6 +38,9 @@
 
 pub mod codec;
 mod ends;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod ledger;
 pub mod queue;
 mod record;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::ledger::{self, Ledger};
-use super::record::{frame, Header, HEADER_LEN};
+use super::record::{frame, Header, HEADER_LEN, SEQ_LIMIT};
 use super::segment::{self, Segment, MAGIC, MAGIC_LEN};
 use crate::event::EventStatus;
 use crate::state_dir::{self, DirLock, LockError};
@@ -177,8 +177,11 @@ impl Queue {
         if recovered.damaged {
             tracing::warn!(dir = %dir.display(), "disk buffer ledger unreadable: every record on disk will be delivered again");
         }
-        let mut segments: VecDeque<Segment> =
-            segment::list(dir).map_err(io_err("list", dir))?.into();
+        let (segments, out_of_range) = segment::list(dir).map_err(io_err("list", dir))?;
+        for path in out_of_range {
+            tracing::warn!(file = %path.display(), "disk buffer: a segment's name is out of range (no writer gives such a number): left alone, not read");
+        }
+        let mut segments: VecDeque<Segment> = segments.into();
 
         // A segment shorter than its magic was being created when the agent died.
         while segments.back().is_some_and(|s| s.len < MAGIC_LEN) {
@@ -204,12 +207,18 @@ impl Queue {
                 }
             }
         }
+        let room = segments
+            .back()
+            .is_some_and(|s| s.len < segment_size(max_bytes));
+        // Every `+ 1` here is on a number below `SEQ_LIMIT` (the record, ledger and
+        // segment readers refuse others), so none can overflow.
         let next_seq = [
             last_seq.map_or(0, |s| s + 1),
-            // A last segment that is not ours to append to keeps its name.
+            // A last segment that is not appended to (not ours, or full) keeps its
+            // name: the new one is named past it, even if its records say less.
             segments
                 .back()
-                .map_or(0, |s| s.first_seq + u64::from(!writable)),
+                .map_or(0, |s| s.first_seq + u64::from(!(writable && room))),
             recovered.next_seq,
             recovered.acked_through,
             recovered.acked.last().map_or(0, |s| s + 1),
@@ -217,9 +226,6 @@ impl Queue {
         .into_iter()
         .max()
         .unwrap_or(0);
-        let room = segments
-            .back()
-            .is_some_and(|s| s.len < segment_size(max_bytes));
         let file = if writable && room {
             let path = &segments.back().unwrap().path;
             segment::open_append(path).map_err(io_err("open", path))?
@@ -304,8 +310,16 @@ impl Queue {
     pub fn append(&mut self, payload: &[u8], written_ms: u64) -> Result<u64, AppendError> {
         let rec = (HEADER_LEN + payload.len()) as u64;
         let room = self.max_bytes.saturating_sub(LEDGER_MAX);
-        if rec + MAGIC_LEN > room {
+        // The header holds the length in 32 bits.
+        if rec + MAGIC_LEN > room || u32::try_from(payload.len()).is_err() {
             return Err(AppendError::TooLarge(rec));
+        }
+        if self.next_seq >= SEQ_LIMIT {
+            // Only a damaged buffer gets here (see `SEQ_LIMIT`): refused, never wrapped.
+            return Err(AppendError::Io {
+                path: self.dir.display().to_string(),
+                source: io::Error::other("no sequence numbers are left below 2^63"),
+            });
         }
         let last = self
             .segments

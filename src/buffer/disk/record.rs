@@ -3,7 +3,8 @@
 //! ```text
 //! offset  size  field
 //!      0     4  payload length, u32 little-endian
-//!      4     8  sequence number, u64 LE (one per record, increasing, never reused)
+//!      4     8  sequence number, u64 LE (one per record, increasing, never reused,
+//!               below 2^63: see [`SEQ_LIMIT`])
 //!     12     8  written at, milliseconds since the Unix epoch, u64 LE
 //!     20     4  CRC-32C of the payload, u32 LE
 //!     24     4  CRC-32C of bytes 0..24 (the header's own check), u32 LE
@@ -21,6 +22,12 @@ use crc_fast::{checksum, CrcAlgorithm};
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 28;
 
+/// Sequence numbers are below this. At a million records a second the writer
+/// would reach it in 292,000 years; a number at or above it read from disk (a
+/// header, the ledger, a segment's name) is damage, so that every `seq + 1` on what
+/// was read stays far from `u64::MAX`.
+pub const SEQ_LIMIT: u64 = 1 << 63;
+
 /// CRC-32C of `bytes`.
 pub fn crc32c(bytes: &[u8]) -> u32 {
     checksum(CrcAlgorithm::Crc32Iscsi, bytes) as u32
@@ -36,8 +43,10 @@ pub struct Header {
 }
 
 impl Header {
-    /// The header of `payload`.
+    /// The header of `payload`, which must be shorter than 4 GiB (the queue
+    /// refuses larger records before framing them).
     pub fn of(seq: u64, written_ms: u64, payload: &[u8]) -> Header {
+        debug_assert!(u32::try_from(payload.len()).is_ok());
         Header {
             len: payload.len() as u32,
             seq,
@@ -57,16 +66,19 @@ impl Header {
         b
     }
 
-    /// `None` when the header's own checksum does not match.
+    /// `None` when the header's own checksum does not match, or its sequence
+    /// number is out of range ([`SEQ_LIMIT`]): either way it is damaged.
     pub fn decode(b: &[u8; HEADER_LEN]) -> Option<Header> {
         let u32_at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
         let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
-        (crc32c(&b[0..24]) == u32_at(24)).then(|| Header {
-            len: u32_at(0),
-            seq: u64_at(4),
-            written_ms: u64_at(12),
-            payload_crc: u32_at(20),
-        })
+        (crc32c(&b[0..24]) == u32_at(24))
+            .then(|| Header {
+                len: u32_at(0),
+                seq: u64_at(4),
+                written_ms: u64_at(12),
+                payload_crc: u32_at(20),
+            })
+            .filter(|h| h.seq < SEQ_LIMIT)
     }
 
     /// Bytes of the whole record on disk.
@@ -106,5 +118,17 @@ mod tests {
             assert_eq!(Header::decode(&b), None, "bit {i}");
         }
         assert!(h.payload_ok(b"payload") && !h.payload_ok(b"paylaod"));
+    }
+
+    /// Found by fuzzing the recovery: a header with a valid checksum and a
+    /// sequence number near `u64::MAX` made `seq + 1` overflow. Such a header is
+    /// damaged.
+    #[test]
+    fn a_sequence_number_out_of_range_is_a_damaged_header() {
+        let last = Header::of(SEQ_LIMIT - 1, 0, b"p");
+        assert_eq!(Header::decode(&last.encode()), Some(last));
+        for seq in [SEQ_LIMIT, u64::MAX - 1, u64::MAX] {
+            assert_eq!(Header::decode(&Header::of(seq, 0, b"p").encode()), None);
+        }
     }
 }

@@ -9,6 +9,8 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use super::record::SEQ_LIMIT;
+
 /// First bytes of every segment; the last one is the format version.
 pub const MAGIC: &[u8; 8] = b"PPDBSEG\x01";
 
@@ -30,20 +32,43 @@ pub fn file_name(first_seq: u64) -> String {
     format!("{first_seq:020}.seg")
 }
 
-fn parse_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(".seg")?;
-    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| digits.parse().ok())
-        .flatten()
+/// What a file name says: not a segment, a segment, or a segment's name with a
+/// sequence number out of range (never written by this buffer: damage).
+#[derive(Debug, PartialEq, Eq)]
+enum Name {
+    Other,
+    Segment(u64),
+    OutOfRange,
 }
 
-/// The segments in `dir`, oldest first. Other files are not ours to judge.
-pub fn list(dir: &Path) -> io::Result<Vec<Segment>> {
+fn parse_name(name: &str) -> Name {
+    let Some(digits) = name.strip_suffix(".seg") else {
+        return Name::Other;
+    };
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Name::Other;
+    }
+    match digits.parse::<u64>() {
+        Ok(seq) if seq < SEQ_LIMIT => Name::Segment(seq),
+        _ => Name::OutOfRange,
+    }
+}
+
+/// The segments in `dir`, oldest first, and the paths of files named as segments
+/// whose number is out of range ([`SEQ_LIMIT`]), which are left alone. Other files
+/// are not ours to judge.
+pub fn list(dir: &Path) -> io::Result<(Vec<Segment>, Vec<PathBuf>)> {
     let mut out = Vec::new();
+    let mut out_of_range = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let Some(first_seq) = entry.file_name().to_str().and_then(parse_name) else {
-            continue;
+        let first_seq = match entry.file_name().to_str().map_or(Name::Other, parse_name) {
+            Name::Other => continue,
+            Name::OutOfRange => {
+                out_of_range.push(entry.path());
+                continue;
+            }
+            Name::Segment(seq) => seq,
         };
         out.push(Segment {
             first_seq,
@@ -52,7 +77,7 @@ pub fn list(dir: &Path) -> io::Result<Vec<Segment>> {
         });
     }
     out.sort_by_key(|s| s.first_seq);
-    Ok(out)
+    Ok((out, out_of_range))
 }
 
 /// Creates a new segment (mode 0600) with its magic written; returns it open for
@@ -96,11 +121,29 @@ mod tests {
         std::fs::write(dir.path().join("12.seg"), b"x").unwrap();
         let seqs: Vec<u64> = list(dir.path())
             .unwrap()
+            .0
             .iter()
             .map(|s| s.first_seq)
             .collect();
         assert_eq!(seqs, [9, 10, 100]);
-        assert!(list(dir.path()).unwrap().iter().all(|s| s.len == MAGIC_LEN));
+        assert!(list(dir.path())
+            .unwrap()
+            .0
+            .iter()
+            .all(|s| s.len == MAGIC_LEN));
         assert!(create(dir.path(), 9).is_err(), "never overwrites a segment");
+    }
+
+    #[test]
+    fn a_name_out_of_range_is_told_apart() {
+        assert_eq!(parse_name("00000000000000000042.seg"), Name::Segment(42));
+        assert_eq!(
+            parse_name(&file_name(SEQ_LIMIT - 1)),
+            Name::Segment(SEQ_LIMIT - 1)
+        );
+        assert_eq!(parse_name(&file_name(SEQ_LIMIT)), Name::OutOfRange);
+        assert_eq!(parse_name("18446744073709551615.seg"), Name::OutOfRange);
+        assert_eq!(parse_name("99999999999999999999.seg"), Name::OutOfRange);
+        assert_eq!(parse_name("42.seg"), Name::Other);
     }
 }

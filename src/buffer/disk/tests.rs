@@ -218,7 +218,7 @@ fn read_all(q: &mut Queue) -> Vec<u64> {
 }
 
 fn only_segment(dir: &Path) -> std::path::PathBuf {
-    let segs = segment::list(dir).unwrap();
+    let segs = segment::list(dir).unwrap().0;
     assert_eq!(segs.len(), 1);
     segs[0].path.clone()
 }
@@ -286,7 +286,7 @@ fn a_flipped_header_byte_costs_the_rest_of_its_segment_and_reading_goes_on() {
     }
     let written = q.next_seq();
     drop(q);
-    let segs = segment::list(dir.path()).unwrap();
+    let segs = segment::list(dir.path()).unwrap().0;
     assert!(segs.len() >= 3, "{} segments", segs.len());
     let victim = &segs[1];
     let per_segment = segs[2].first_seq - segs[1].first_seq;
@@ -311,7 +311,7 @@ fn a_deleted_segment_is_counted_missing_and_the_rest_replays() {
         q.append(&payload(i, 4000), 0).unwrap();
     }
     drop(q);
-    let segs = segment::list(dir.path()).unwrap();
+    let segs = segment::list(dir.path()).unwrap().0;
     let lost = segs[2].first_seq - segs[1].first_seq;
     std::fs::remove_file(&segs[1].path).unwrap();
     let m = metrics();
@@ -351,7 +351,7 @@ fn a_drained_buffer_gives_its_disk_back() {
         q.resolve(seq, EventStatus::Delivered, now).unwrap();
     }
     q.tick().unwrap();
-    let segments = segment::list(dir.path()).unwrap();
+    let segments = segment::list(dir.path()).unwrap().0;
     assert_eq!(segments.len(), 1);
     assert_eq!(segments[0].len, MAGIC_LEN, "only an empty segment is left");
     // And the buffer goes on as before.
@@ -655,5 +655,106 @@ mod ends {
             err.contains("Read-only file system") && err.contains("buf"),
             "{err}"
         );
+    }
+}
+
+/// Found by fuzzing the recovery: sequence numbers near `u64::MAX` under valid
+/// checksums (a header, a segment's name, the ledger) made `seq + 1` overflow at
+/// start and while reading. They are damage, counted, and the buffer goes on.
+#[test]
+fn sequence_numbers_near_the_limit_are_damage_not_overflow() {
+    use super::record::{frame, SEQ_LIMIT};
+    let segment_with = |dir: &Path, first: u64, seqs: &[u64]| {
+        let mut bytes = super::segment::MAGIC.to_vec();
+        for &seq in seqs {
+            frame(seq, 0, b"payload", &mut bytes);
+        }
+        std::fs::write(dir.join(segment::file_name(first)), bytes).unwrap();
+    };
+
+    // The last segment ends with a record numbered u64::MAX: a damaged header at
+    // its end, truncated as torn; the record before it reads back.
+    let dir = tempfile::tempdir().unwrap();
+    segment_with(dir.path(), 0, &[0, u64::MAX]);
+    let m = metrics();
+    let mut q = Queue::open(dir.path(), 64 * 1024 * 1024, m.clone()).unwrap();
+    assert_eq!(m.corrupted_count("torn"), 1);
+    let seq = q.append(b"after", 0).unwrap();
+    assert_eq!(read_all(&mut q), [0, seq]);
+    drop(q);
+
+    // In an older segment the same record costs the rest of that segment.
+    let dir = tempfile::tempdir().unwrap();
+    segment_with(dir.path(), 0, &[0, u64::MAX, 1]);
+    segment_with(dir.path(), 2, &[2]);
+    let m = metrics();
+    let mut q = Queue::open(dir.path(), 64 * 1024 * 1024, m.clone()).unwrap();
+    assert_eq!(read_all(&mut q), [0, 2]);
+    assert_eq!(m.corrupted_count("header"), 1);
+    assert_eq!(m.corrupted_count("unreadable"), 1);
+    drop(q);
+
+    // The highest number in range reads back; the writer, with no number left,
+    // refuses (an error, never a wrapped number).
+    let dir = tempfile::tempdir().unwrap();
+    segment_with(dir.path(), SEQ_LIMIT - 1, &[SEQ_LIMIT - 1]);
+    let mut q = open(dir.path(), 64 * 1024 * 1024);
+    assert_eq!(q.next_seq(), SEQ_LIMIT);
+    assert!(matches!(q.append(b"x", 0), Err(AppendError::Io { .. })));
+    assert_eq!(read_all(&mut q), [SEQ_LIMIT - 1]);
+    drop(q);
+
+    // A segment named past the limit is left alone and not read.
+    let dir = tempfile::tempdir().unwrap();
+    segment_with(dir.path(), 0, &[0]);
+    let stray = dir.path().join("18446744073709551615.seg");
+    std::fs::write(&stray, b"x").unwrap();
+    let mut q = open(dir.path(), 64 * 1024 * 1024);
+    assert_eq!(q.next_seq(), 1);
+    assert_eq!(read_all(&mut q), [0]);
+    assert!(stray.exists());
+}
+
+/// The fuzz target's checks (`fuzz/fuzz_targets/disk_buffer.rs`) on a few damaged
+/// directories, so a broken promise shows up in `cargo test` too.
+#[test]
+fn recovery_keeps_its_promises_on_damaged_directories() {
+    use super::fuzzing::{recover, DiskFile};
+    use super::record::{frame, SEQ_LIMIT};
+    let seg = |seqs: &[u64]| {
+        let mut bytes = super::segment::MAGIC.to_vec();
+        for &seq in seqs {
+            frame(seq, 0, b"payload", &mut bytes);
+        }
+        bytes
+    };
+    let (a, b, c) = (seg(&[0, 1, 2]), seg(&[3, u64::MAX]), seg(&[5, 6]));
+    let highest = seg(&[SEQ_LIMIT - 2]);
+    // Records numbered below the full segment's name: the new segment must not
+    // take that name (it did: the buffer failed to open, "File exists").
+    let mut full = seg(&[]);
+    while full.len() < 64 * 1024 {
+        frame(1, 0, &[0; 1000], &mut full);
+    }
+    let cases: Vec<Vec<DiskFile>> = vec![
+        vec![],
+        vec![DiskFile::Segment(0, &a)],
+        vec![
+            DiskFile::Segment(0, &a),
+            DiskFile::Segment(3, &b),
+            DiskFile::Segment(5, &c),
+        ],
+        vec![DiskFile::Segment(0, b"PPDBSEG\x02garbage")],
+        vec![
+            DiskFile::Ledger(b"PPDBLED\x01 short"),
+            DiskFile::Segment(0, &a),
+        ],
+        vec![DiskFile::Segment(SEQ_LIMIT - 2, &highest)],
+        vec![DiskFile::Segment(100, &full)],
+    ];
+    for (i, files) in cases.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        recover(dir.path(), files, &[b"one", b"two", b"three"])
+            .unwrap_or_else(|e| panic!("case {i}: {e}"));
     }
 }

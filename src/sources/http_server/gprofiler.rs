@@ -164,7 +164,10 @@ pub fn parse(
 }
 
 /// ISO 8601 as Python's `isoformat()` writes it: `2023-12-03T16:30:00.123456`,
-/// optionally with `Z` or `±HH:MM`; no offset means UTC.
+/// optionally with `Z` or `±HH:MM` (`±HHMM`); no offset means UTC. The offset is at
+/// most 23:59 (as Python's `timezone` takes it) and the time is checked to fall
+/// between 1970 and 9999, so nothing here can overflow: a value out of range is
+/// refused like any malformed time.
 fn parse_time(field: &str, text: &str) -> Result<u64, Refusal> {
     let bad = || Refusal::BadRequest(format!("`{field}` is not an ISO 8601 time: {text:?}"));
     let t = text.trim();
@@ -174,16 +177,23 @@ fn parse_time(field: &str, text: &str) -> Result<u64, Refusal> {
     }) {
         Some((i, off)) => {
             let sign: i64 = if off.starts_with('-') { -1 } else { 1 };
-            let digits: Vec<i64> = off[1..]
-                .split(':')
-                .map(|p| p.parse::<i64>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| bad())?;
-            let (h, m) = match digits.as_slice() {
-                [h, m] => (*h, *m),
-                [hm] if off.len() == 5 => (hm / 100, hm % 100),
-                _ => return Err(bad()),
+            let (h, m) = match off[1..].split_once(':') {
+                Some((h, m)) => (offset_part(h), offset_part(m)),
+                // Byte positions may cut a multi-byte character: `get`, never `[..]`.
+                None if off.len() == 5 => (
+                    off.get(1..3).and_then(offset_part),
+                    off.get(3..).and_then(offset_part),
+                ),
+                None => return Err(bad()),
             };
+            let (Some(h), Some(m)) = (h, m) else {
+                return Err(bad());
+            };
+            if h > 23 || m > 59 {
+                return Err(Refusal::BadRequest(format!(
+                    "`{field}` has a UTC offset out of range (at most ±23:59): {text:?}"
+                )));
+            }
             (&t[..i], sign * (h * 3_600_000 + m * 60_000))
         }
         None => (t.trim_end_matches('Z'), 0),
@@ -192,8 +202,20 @@ fn parse_time(field: &str, text: &str) -> Result<u64, Refusal> {
     let ms = at
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|_| bad())?
-        .as_millis() as i64;
-    u64::try_from(ms - offset_ms).map_err(|_| bad())
+        .as_millis();
+    // humantime stops at year 9999 (< 2^48 ms), so the offset cannot overflow it.
+    let ms = i64::try_from(ms).map_err(|_| bad())?;
+    ms.checked_sub(offset_ms)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .ok_or_else(bad)
+}
+
+/// The hours or minutes of a UTC offset: one or two digits, nothing else (no sign,
+/// no spaces), so the value is small before any arithmetic.
+fn offset_part(digits: &str) -> Option<i64> {
+    ((1..=2).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -273,5 +295,41 @@ mod tests {
             T0 + 500
         );
         assert!(parse_time("t", "yesterday").is_err());
+        assert_eq!(parse_time("t", "2023-12-03T18:30:00+0200").unwrap(), T0);
+    }
+
+    /// Found by fuzzing: `h * 3_600_000` overflowed (a panic with overflow checks,
+    /// a wrong window in a release build).
+    #[test]
+    fn an_offset_out_of_range_is_a_bad_request() {
+        for t in [
+            "2023-12-03T16:30:00+99999999999:00",
+            "2023-12-03T16:30:00-9223372036854775807:00",
+            "2023-12-03T16:30:00+00:9999999999999999",
+            "2023-12-03T16:30:00+24:00",
+            "2023-12-03T16:30:00+00:60",
+            "2023-12-03T16:30:00+9999",
+        ] {
+            match parse_time("start_time", t) {
+                Err(r) => {
+                    assert_eq!(r.status().as_u16(), 400, "{t}");
+                    assert!(r.to_string().contains("start_time"), "{t}: {r}");
+                }
+                Ok(ms) => panic!("{t} taken as {ms}"),
+            }
+        }
+        let msg = match parse_time("end_time", "2023-12-03T16:30:00+99:00") {
+            Err(r) => r.to_string(),
+            Ok(ms) => panic!("taken as {ms}"),
+        };
+        assert!(msg.contains("out of range (at most ±23:59)"), "{msg}");
+        assert!(parse_time("t", "2023-12-03T16:30:00+ 5:00").is_err());
+        assert!(parse_time("t", "2023-12-03T16:30:00+1é1").is_err());
+        let body = serde_json::to_vec(&serde_json::json!({
+            "start_time": "2023-12-03T16:30:00+99999999999:00",
+            "profile": PROFILE, "gpid": 1,
+        }))
+        .unwrap();
+        assert!(parse(None, None, &body, &Gpids::default()).is_err());
     }
 }

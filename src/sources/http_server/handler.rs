@@ -116,41 +116,23 @@ async fn route(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
-    let gzip = match header(header::CONTENT_ENCODING.as_str()).as_deref() {
-        None | Some("identity") => false,
-        Some(e) if e.eq_ignore_ascii_case("gzip") => true,
-        Some(e) => {
-            return Err(Refusal::Unsupported(format!(
-                "Content-Encoding {e} is not supported (use gzip or none)"
-            )))
-        }
-    };
+    let gzip = is_gzip(header(header::CONTENT_ENCODING.as_str()).as_deref())?;
     let body = read_body(&shared.config, &parts.headers, body).await?;
     shared.metrics.received(body.len());
-    let query = parts.uri.query().map(str::to_string);
-    let content_type = header(header::CONTENT_TYPE.as_str());
-    let service = header(gprofiler::SERVICE_HEADER);
-    let max_decompressed = shared.config.max_decompressed_size.get();
-    let now = crate::window_clock::now_ms();
+    let request = Parse {
+        endpoint,
+        gzip,
+        max_decompressed: shared.config.max_decompressed_size.get(),
+        query: parts.uri.query().map(str::to_string),
+        content_type: header(header::CONTENT_TYPE.as_str()),
+        service: header(gprofiler::SERVICE_HEADER),
+        now_ms: crate::window_clock::now_ms(),
+    };
     let gpids = shared.gpids.clone();
     // Decompressing and parsing megabytes is CPU work: keep it off the runtime.
-    let parsed = tokio::task::spawn_blocking(move || -> Result<(Push, Option<u64>), Refusal> {
-        let body = if gzip {
-            gunzip(&body, max_decompressed)?
-        } else {
-            body
-        };
-        match endpoint {
-            Endpoint::Pyroscope => {
-                pyroscope::parse(query.as_deref(), content_type.as_deref(), &body, now)
-                    .map(|p| (p, None))
-            }
-            _ => gprofiler::parse(query.as_deref(), service.as_deref(), &body, &gpids)
-                .map(|u| (u.push, Some(u.gpid))),
-        }
-    })
-    .await
-    .map_err(|e| Refusal::Unavailable(format!("the parser failed: {e}")))?;
+    let parsed = tokio::task::spawn_blocking(move || request.run(body, &gpids))
+        .await
+        .map_err(|e| Refusal::Unavailable(format!("the parser failed: {e}")))?;
     let (push, gpid) = parsed?;
     deliver(shared, peer, push).await?;
     Ok(match gpid {
@@ -160,6 +142,85 @@ async fn route(
         ),
         None => ok_empty(),
     })
+}
+
+/// `Content-Encoding`: gzip or none.
+fn is_gzip(encoding: Option<&str>) -> Result<bool, Refusal> {
+    match encoding {
+        None | Some("identity") => Ok(false),
+        Some(e) if e.eq_ignore_ascii_case("gzip") => Ok(true),
+        Some(e) => Err(Refusal::Unsupported(format!(
+            "Content-Encoding {e} is not supported (use gzip or none)"
+        ))),
+    }
+}
+
+/// What is read from a request's bytes once its body is in: everything the client
+/// controls goes through here (and, in `fuzz/`, through [`parse_request`]).
+struct Parse {
+    endpoint: Endpoint,
+    gzip: bool,
+    max_decompressed: u64,
+    query: Option<String>,
+    content_type: Option<String>,
+    service: Option<String>,
+    /// Stands in for a Pyroscope push's absent `from`/`until`.
+    now_ms: u64,
+}
+
+impl Parse {
+    /// Decompresses and parses the body: the push, and a gProfiler upload's gpid.
+    fn run(self, body: Bytes, gpids: &Gpids) -> Result<(Push, Option<u64>), Refusal> {
+        let body = if self.gzip {
+            gunzip(&body, self.max_decompressed)?
+        } else {
+            body
+        };
+        match self.endpoint {
+            Endpoint::Pyroscope => pyroscope::parse(
+                self.query.as_deref(),
+                self.content_type.as_deref(),
+                &body,
+                self.now_ms,
+            )
+            .map(|p| (p, None)),
+            _ => gprofiler::parse(self.query.as_deref(), self.service.as_deref(), &body, gpids)
+                .map(|u| (u.push, Some(u.gpid))),
+        }
+    }
+}
+
+/// One POST as the handler reads it, from its path, query, headers and body, for
+/// the fuzz targets (`fuzz/`) and tests: the push, or the status and message of
+/// the refusal.
+#[cfg(any(test, fuzzing))]
+pub fn parse_request(
+    path: &str,
+    query: Option<&str>,
+    content_type: Option<&str>,
+    service: Option<&str>,
+    content_encoding: Option<&str>,
+    max_decompressed: u64,
+    body: &[u8],
+) -> Result<Push, (u16, String)> {
+    let refused = |r: Refusal| (r.status().as_u16(), r.to_string());
+    let endpoint = endpoint(&Method::POST, path).map_err(refused)?;
+    if let Endpoint::Health = endpoint {
+        return Err((405, "not a push".into()));
+    }
+    let request = Parse {
+        endpoint,
+        gzip: is_gzip(content_encoding).map_err(refused)?,
+        max_decompressed,
+        query: query.map(str::to_string),
+        content_type: content_type.map(str::to_string),
+        service: service.map(str::to_string),
+        now_ms: 1_701_621_000_000,
+    };
+    request
+        .run(Bytes::copy_from_slice(body), &Gpids::default())
+        .map(|(push, _)| push)
+        .map_err(refused)
 }
 
 /// The body, at most `max_body_size` bytes (413 past it, told by `Content-Length`

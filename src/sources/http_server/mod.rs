@@ -35,6 +35,9 @@ use crate::event::{LabelSet, Stack, Window};
 
 pub use auth::{Token, TokenError};
 pub use config::{AuthConfig, HttpServerConfig, DEFAULT_PORT, MAX_CONCURRENT_REQUESTS};
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub use handler::parse_request;
 
 /// One pushed profile, whichever protocol brought it.
 #[derive(Clone, Debug, PartialEq, Eq)]
