@@ -137,3 +137,28 @@ pub fn read_heartbeat_reply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// The fuzz target's checks (`fuzz/fuzz_targets/control_reply.rs`) on its seeds:
+    /// every start command the allow-list takes plans a valid pipeline.
+    #[test]
+    fn replies_become_commands_that_plan_valid_pipelines() {
+        let registry = crate::registry::registry();
+        let seeds = std::fs::read_dir(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/seeds/control_reply"
+        ))
+        .unwrap();
+        let mut n = 0;
+        for seed in seeds {
+            let path = seed.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            super::read_heartbeat_reply(&bytes, &registry)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert!(n >= 5);
+        assert!(super::read_heartbeat_reply(b"[[[[", &registry).is_ok());
+    }
+}

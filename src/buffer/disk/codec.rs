@@ -488,7 +488,7 @@ mod tests {
         }
     }
 
-    /// Found by fuzzing: a tenth varint byte above 1 lost its high bits, so a
+    /// Found writing the fuzz target: a tenth varint byte above 1 lost its high bits, so a
     /// damaged count or time read back as another value instead of an error.
     #[test]
     fn a_varint_past_u64_is_an_error() {

@@ -338,3 +338,62 @@ async fn deliver(shared: &Shared, peer: SocketAddr, push: Push) -> Result<(), Re
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fuzz target's path (`fuzz/fuzz_targets/http_push.rs`): a gzipped upload
+    /// with an offset out of range is a 400 naming the field, a gzip bomb a 413.
+    #[test]
+    fn requests_read_as_the_handler_reads_them() {
+        use std::io::Write;
+        let gzip = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        };
+        let upload = br##"{"start_time": "2023-12-03T16:30:00+99999999999:00", "profile": "# {}\n0;;a;b 1\n", "gpid": 1}"##;
+        let (status, msg) = parse_request(
+            "/api/v2/profiles",
+            None,
+            None,
+            None,
+            Some("gzip"),
+            1 << 20,
+            &gzip(upload),
+        )
+        .unwrap_err();
+        assert_eq!(status, 400);
+        assert!(msg.contains("start_time"), "{msg}");
+        let bomb = gzip(&vec![b'a'; 1 << 20]);
+        let (status, _) = parse_request(
+            "/ingest",
+            Some("name=app"),
+            None,
+            None,
+            Some("gzip"),
+            1024,
+            &bomb,
+        )
+        .unwrap_err();
+        assert_eq!(status, 413);
+        let push = parse_request(
+            "/ingest",
+            Some("name=app"),
+            None,
+            None,
+            None,
+            1024,
+            b"a;b 2\n",
+        )
+        .unwrap();
+        assert_eq!(push.stacks.len(), 1);
+        assert_eq!(
+            parse_request("/nope", None, None, None, None, 1024, b"")
+                .unwrap_err()
+                .0,
+            404
+        );
+    }
+}
