@@ -325,7 +325,7 @@ impl Setup {
             r#"
 [control]
 server = "{server}"
-token_file = "{d}/token"
+token = {{ file = "{d}/token" }}
 service = "checkout"
 interval = "{interval}"
 timeout = "1s"

@@ -113,7 +113,7 @@ async fn pyroscope_receives_every_window_as_profpipe_fold_folds_it() {
     let token = token.display().to_string();
     let r = round_trip(Personality::Pyroscope, Some("Bearer tok-123"), |url| {
         format!(
-            "target = \"pyroscope\"\nendpoint = {url:?}\napp_name = \"shop\"\nsample_rate = 199\nauth = {{ strategy = \"bearer\", token_file = {token:?} }}"
+            "target = \"pyroscope\"\nendpoint = {url:?}\napp_name = \"shop\"\nsample_rate = 199\nauth = {{ strategy = \"bearer\", token = {{ file = {token:?} }} }}"
         )
     })
     .await;
@@ -159,7 +159,7 @@ async fn generic_collapsed_gzip_arrives_whole() {
     std::env::set_var("PROFPIPE_TEST_BASIC_PW", "pw");
     let r = round_trip(Personality::Generic, Some("Basic dTpwdw=="), |url| {
         format!(
-            "target = \"generic\"\nendpoint = \"{url}/profiles\"\nencoding = \"collapsed\"\ncompression = \"gzip\"\nhealthcheck_url = \"{url}/health\"\nauth = {{ strategy = \"basic\", user = \"u\", password_env = \"PROFPIPE_TEST_BASIC_PW\" }}"
+            "target = \"generic\"\nendpoint = \"{url}/profiles\"\nencoding = \"collapsed\"\ncompression = \"gzip\"\nhealthcheck_url = \"{url}/health\"\nauth = {{ strategy = \"basic\", user = \"u\", password = {{ env = \"PROFPIPE_TEST_BASIC_PW\" }} }}"
         )
     })
     .await;
@@ -209,7 +209,7 @@ impl Harness {
                 profiler: "perf".into(),
                 extra: LabelSet::default().with("service", "shop").unwrap(),
             },
-            stacks,
+            stacks: stacks.into(),
         };
         self.tx.send(Event::Profile(profile)).await.unwrap();
         let w = Watermark {
@@ -525,7 +525,7 @@ async fn a_bad_credential_stops_the_agent_at_start() {
     let pyro = Receiver::start(Personality::Pyroscope, Some("Bearer right")).await;
     let text = perf_pipeline(
         dir.path(),
-        &format!("target = \"pyroscope\"\nendpoint = {:?}\nauth = {{ strategy = \"bearer\", token_env = \"PROFPIPE_TEST_BAD_KEY\" }}", pyro.url()),
+        &format!("target = \"pyroscope\"\nendpoint = {:?}\nauth = {{ strategy = \"bearer\", token = \"${{PROFPIPE_TEST_BAD_KEY}}\" }}", pyro.url()),
     );
     let (code, stderr) = run_binary(dir.path(), &text).await;
     assert_eq!(code, Some(1), "{stderr}");

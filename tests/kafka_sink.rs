@@ -238,7 +238,7 @@ format = "collapsed"
 [sinks.kafka]
 type = "kafka"
 inputs = ["files"]
-brokers = ["{broker}"]
+brokers = "{broker}"
 topic = "profiles"
 message_timeout = "90s"
 request = {{ concurrency = 2, timeout = "100s", retry_max_backoff = "2s" }}

@@ -1,6 +1,7 @@
 //! Parsers and writers of the stack formats profpipe reads and writes.
 
 pub mod collapsed;
+pub mod excerpt;
 pub mod flamegraph;
 pub mod folded;
 pub mod line;

@@ -34,10 +34,9 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::encoding::Encoding;
-use super::pending::{
-    run_windows, CompleteWindow, PendingLimits, WindowWriter, DEFAULT_MAX_PENDING_STACKS,
-};
-use crate::component::{BuildError, FieldError, SinkConfig, SinkContext, Task};
+use super::local::{Local, LocalSink, LocalWriter};
+use super::pending::CompleteWindow;
+use crate::component::{parse_table, BuildError, ComponentContext, FieldError};
 use crate::event::EventStatus;
 use crate::formats::flamegraph::{self, FlameGraphOptions};
 use crate::formats::timestamp::{file_stamp, iso8601};
@@ -79,10 +78,13 @@ impl FileFormat {
     }
 }
 
-/// `[sinks.ID] type = "file"`.
+/// `[sinks.ID] type = "file"`: its own keys and the pending-window keys.
+pub type FileSinkConfig = Local<FileSink>;
+
+/// The file sink's own keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileSinkConfig {
+pub struct FileSink {
     /// Directory to write into. Created (mode 0700, parents too) if missing.
     pub path: PathBuf,
     /// Formats written for each window: "folded", "collapsed", "flamegraph", "pprof".
@@ -103,18 +105,6 @@ pub struct FileSinkConfig {
     /// The newest file of each format is kept even when it alone is larger.
     #[serde(default = "default_retain_bytes")]
     pub retain_bytes: ByteSize,
-    /// Most distinct stacks held for windows not yet complete; beyond it new stacks
-    /// are summed into one `[overflow]` stack per window.
-    #[serde(default = "default_max_pending_stacks")]
-    pub max_pending_stacks: usize,
-    /// Most bytes all pending windows hold together (charged to `[agent]
-    /// memory_limit`); beyond it new distinct stacks go to the `[overflow]` stack.
-    #[serde(default = "default_max_pending_bytes")]
-    pub max_pending_bytes: crate::units::ByteSize,
-}
-
-fn default_max_pending_bytes() -> crate::units::ByteSize {
-    crate::units::ByteSize(crate::window::DEFAULT_STORE_BYTES)
 }
 
 fn default_formats() -> Vec<FileFormat> {
@@ -132,17 +122,12 @@ fn default_retain_files() -> usize {
 fn default_retain_bytes() -> ByteSize {
     ByteSize(1 << 30)
 }
-fn default_max_pending_stacks() -> usize {
-    DEFAULT_MAX_PENDING_STACKS
-}
 
-impl SinkConfig for FileSinkConfig {
-    fn memory_bound(&self) -> u64 {
-        self.max_pending_bytes.get()
-    }
+impl LocalSink for FileSink {
+    type Writer = FileWriter;
 
-    fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
+    fn parse(table: toml::Table) -> Result<Self, Vec<FieldError>> {
+        parse_table(toml::Value::Table(table))
     }
 
     fn validate(&self) -> Vec<FieldError> {
@@ -179,16 +164,10 @@ impl SinkConfig for FileSinkConfig {
                 "must be at least 1 (the newest file is always kept)",
             ));
         }
-        if self.max_pending_stacks == 0 {
-            errors.push(FieldError::new(
-                &["max_pending_stacks"],
-                "must be at least 1",
-            ));
-        }
         errors
     }
 
-    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
+    fn writer(&self, cx: &ComponentContext) -> Result<FileWriter, BuildError> {
         create_dir(&self.path).map_err(|e| {
             BuildError(format!(
                 "cannot create output directory {}: {e}",
@@ -196,7 +175,6 @@ impl SinkConfig for FileSinkConfig {
             ))
         })?;
         remove_stale_temp_files(&self.path);
-        let SinkContext { cx, input } = cx;
         let title = self
             .title
             .clone()
@@ -210,20 +188,12 @@ impl SinkConfig for FileSinkConfig {
             retain_files: self.retain_files.max(1),
             retain_bytes: self.retain_bytes.get(),
         });
-        let limits = PendingLimits {
-            max_stacks: self.max_pending_stacks,
-            max_bytes: self.max_pending_bytes.get(),
-        };
-        Ok(Box::pin(async move {
-            let mut writer = FileWriter {
-                settings,
-                metrics: cx.metrics.clone(),
-                newest_end_ms: None,
-                warned: HashSet::new(),
-            };
-            run_windows(input, &cx, limits, &mut writer).await;
-            Ok(())
-        }))
+        Ok(FileWriter {
+            settings,
+            metrics: cx.metrics.clone(),
+            newest_end_ms: None,
+            warned: HashSet::new(),
+        })
     }
 }
 
@@ -284,7 +254,8 @@ struct Outcome {
     failures: Vec<Failure>,
 }
 
-struct FileWriter {
+/// The file sink's writer.
+pub struct FileWriter {
     settings: Arc<Settings>,
     metrics: ComponentMetrics,
     /// End of the newest window written: `last_profile.*` never moves back.
@@ -293,7 +264,7 @@ struct FileWriter {
     warned: HashSet<(String, io::ErrorKind)>,
 }
 
-impl WindowWriter for FileWriter {
+impl LocalWriter for FileWriter {
     /// Delivered once any format of the window is written (a failed format is
     /// counted and logged); Errored when none could be.
     async fn write(&mut self, window: CompleteWindow) -> EventStatus {

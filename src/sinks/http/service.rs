@@ -11,7 +11,8 @@
 //! | 1xx, 3xx (redirects are not followed: a POST must not turn into a GET) | rejected | `http_3xx` |
 //!
 //! Reasons are a fixed set, so metric labels stay bounded; the server's message
-//! (its first 512 bytes) goes to the log line, never to a label.
+//! goes to the log line as a short one-line excerpt (`formats::excerpt`: an HTML
+//! error page gives only its title), never to a label.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,6 +23,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::gprofiler::{Gpid, Upload};
 use crate::buffer::BoxFuture;
+use crate::formats::excerpt::excerpt;
 use crate::sinks::driver::{DeliveryError, Service};
 
 /// One request: where, which headers, what body.
@@ -178,7 +180,10 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<
         return Ok(());
     }
     let code = status.as_u16();
-    let message = format!("{status}: {}", excerpt(body));
+    let message = match excerpt(body) {
+        Some(e) => format!("{status}: {e}"),
+        None => status.to_string(),
+    };
     let retryable = |reason: &'static str| DeliveryError::Retryable {
         reason,
         message: message.clone(),
@@ -212,12 +217,6 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<
             format!("{message} (redirects are not followed: point `endpoint` at the final URL)"),
         ),
     })
-}
-
-/// The first 512 bytes of a server's answer, for the log.
-fn excerpt(body: &[u8]) -> String {
-    let end = body.len().min(512);
-    String::from_utf8_lossy(&body[..end]).trim().to_string()
 }
 
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`.
