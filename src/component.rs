@@ -376,21 +376,20 @@ pub fn parse_tagged<T: DeserializeOwned>(
     };
     let mut outer = toml::Table::new();
     outer.insert(name.clone(), toml::Value::Table(table));
+    // Paths inside the variant come without it (serde_path_to_error names the
+    // variant in a segment `parse_table` leaves out).
     parse_table::<T>(toml::Value::Table(outer)).map_err(|errors| {
         errors
             .into_iter()
             .map(|mut e| {
-                if e.path.first() == Some(&name) {
-                    e.path.remove(0);
-                    // serde names an unknown field in its message, not its path.
-                    if let Some(field) = unknown_field_name(&e.message) {
-                        if e.path.is_empty() {
-                            e.path.push(field);
-                        }
+                if e.path.is_empty() {
+                    if e.message.starts_with("unknown variant `") {
+                        // "unknown variant `loki`, expected one of ...": the tag's value.
+                        e.path = vec![tag.to_string()];
+                    } else if let Some(field) = unknown_field_name(&e.message) {
+                        // serde names an unknown field in its message, not its path.
+                        e.path = vec![field];
                     }
-                } else {
-                    // "unknown variant `loki`, expected one of ...": the tag's value.
-                    e.path = vec![tag.to_string()];
                 }
                 e
             })
