@@ -1,10 +1,13 @@
 //! What a delivering sink sends for a window: the window in one of the shared
 //! encodings, cut into parts that each fit the destination's limits.
 //!
-//! `encoding = "json" | "collapsed" | "pprof"` means the same bytes in every sink:
+//! `encoding = "json" | "collapsed" | "pprof" | "otlp_proto"` means the same bytes
+//! in every sink:
 //! - `json`: [`crate::formats::profile_json`] (one document per part);
 //! - `collapsed`: gProfiler's collapsed text, its `# {json}` header first;
-//! - `pprof`: gzip-compressed `profile.proto` ([`crate::formats::pprof`]).
+//! - `pprof`: gzip-compressed `profile.proto` ([`crate::formats::pprof`]);
+//! - `otlp_proto`: an OpenTelemetry `ExportProfilesServiceRequest`
+//!   ([`crate::formats::otlp`]), named as the Collector's Kafka receiver names it.
 //!
 //! A destination takes at most so many bytes (Kafka's `message.max.bytes`,
 //! Performance Studio's 4 MiB) or stacks (Pyroscope's 16,000) per request. A window
@@ -21,7 +24,7 @@ use serde::Deserialize;
 use super::pending::CompleteWindow;
 use crate::event::{LabelSet, Stack, Window};
 use crate::formats::profile_json::{self, PartInfo};
-use crate::formats::{collapsed, pprof};
+use crate::formats::{collapsed, otlp, pprof};
 
 /// `encoding = ...` of a delivering sink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -30,6 +33,9 @@ pub enum Encoding {
     Json,
     Collapsed,
     Pprof,
+    /// OTLP profiles, the binary protobuf of one `ExportProfilesServiceRequest`.
+    #[serde(rename = "otlp_proto")]
+    OtlpProto,
 }
 
 impl Encoding {
@@ -39,6 +45,7 @@ impl Encoding {
             Encoding::Json => "json",
             Encoding::Collapsed => "col",
             Encoding::Pprof => "pb.gz",
+            Encoding::OtlpProto => "otlp.pb",
         }
     }
 
@@ -49,6 +56,7 @@ impl Encoding {
             Encoding::Collapsed => "text/plain; charset=utf-8",
             // pprof's own bytes are gzip; the type says what is inside.
             Encoding::Pprof => "application/vnd.google.protobuf",
+            Encoding::OtlpProto => otlp::CONTENT_TYPE,
         }
     }
 
@@ -57,6 +65,7 @@ impl Encoding {
             Encoding::Json => "json",
             Encoding::Collapsed => "collapsed",
             Encoding::Pprof => "pprof",
+            Encoding::OtlpProto => "otlp_proto",
         }
     }
 }
@@ -179,6 +188,14 @@ impl Encoder {
                 out
             }
             Encoding::Pprof => pprof::encode(&pprof::PprofInput {
+                window,
+                stacks,
+                labels,
+                host,
+                sample_rate_hz: self.sample_rate_hz,
+                part: Some(part),
+            }),
+            Encoding::OtlpProto => otlp::encode_request(&otlp::OtlpInput {
                 window,
                 stacks,
                 labels,

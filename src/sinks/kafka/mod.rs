@@ -8,7 +8,7 @@
 //! brokers = ["kafka-1:9092", "kafka-2:9092"]
 //! topic = "profiles"
 //! key = "{host}"                 # a template over host and labels
-//! encoding = "json"              # json | collapsed | pprof
+//! encoding = "json"              # json | collapsed | pprof | otlp_proto
 //! compression = "zstd"           # none | gzip | lz4 | zstd (Kafka's batch codec)
 //! message_max_bytes = 1000000
 //! librdkafka_options = { "linger.ms" = 20 }
@@ -164,7 +164,7 @@ impl Messages {
         // consumers.
         let content_encoding = match encoding {
             Encoding::Pprof => "gzip",
-            Encoding::Json | Encoding::Collapsed => "identity",
+            Encoding::Json | Encoding::Collapsed | Encoding::OtlpProto => "identity",
         };
         Ok(parts
             .into_iter()
