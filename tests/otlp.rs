@@ -36,6 +36,7 @@ fn run_pipeline(out: &Path, source: &str, fold: bool) -> PathBuf {
         r#"
 [agent]
 hostname = "otlp-host"
+state_dir = {state:?}
 labels = {{ service = "shop", env = "prod", pod = "shop-7d9" }}
 
 [sources.in]
@@ -50,6 +51,7 @@ path = {dir:?}
 formats = ["folded", "otlp"]
 sample_rate = 199
 "#,
+        state = out.join("state"),
     );
     let path = out.join("pipeline.toml");
     std::fs::write(&path, config).unwrap();
@@ -185,11 +187,13 @@ fn a_perf_capture_decodes_elsewhere_with_the_folded_stacks_and_kernel_frames() {
 #[test]
 fn runtimes_and_containers_decode_elsewhere_as_frame_types_and_resources() {
     let tmp = tempfile::tempdir().unwrap();
-    // gProfiler's collapsed lines: `0;<container>;<frames> <count>`.
+    // gProfiler's collapsed lines, `<app metadata index>;<container>;<frames> <count>`,
+    // after the header that announces that layout.
     let input = tmp.path().join("window.col");
     std::fs::write(
         &input,
         "\
+# {\"application_metadata_enabled\": true}
 0;;bash;main;read_[k] 3
 0;web;python3;<module> (/app/x.py:1)_[p];run (/app/x.py:9)_[p];do_syscall_64_[k] 5
 0;web;python3;<module> (/app/x.py:1)_[p] 2
