@@ -10,7 +10,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::repo;
 use common::run::profpipe;
@@ -83,30 +82,6 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     v
 }
 
-/// What check-otlp.py says of each file, one JSON value per file.
-fn check_otlp(files: &[PathBuf]) -> Vec<Value> {
-    let out = Command::new("python3")
-        .arg(repo().join("scripts/check-otlp.py"))
-        .arg("--json")
-        .args(files)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.code() != Some(2),
-        "the OTLP decoder check needs the PyPI package opentelemetry-proto 1.45.2 \
-         (install it with `bash scripts/setup-test-env.sh`): {stderr}"
-    );
-    assert!(out.status.success(), "check-otlp.py failed: {stderr}");
-    let text = String::from_utf8(out.stdout).unwrap();
-    let decoded: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(decoded.len(), files.len(), "{text}");
-    decoded
-}
-
 fn folded_stacks(path: &Path) -> Stacks {
     let mut out = Stacks::new();
     for line in std::fs::read_to_string(path).unwrap().lines() {
@@ -132,7 +107,7 @@ fn windows(dir: &Path) -> Vec<Value> {
     let folded = files(dir, "folded");
     assert!(!otlp.is_empty(), "no otlp written");
     assert_eq!(otlp.len(), folded.len());
-    let decoded = check_otlp(&otlp);
+    let decoded = common::otlp::check_all(&otlp);
     for (d, f) in decoded.iter().zip(&folded) {
         let want = folded_stacks(f);
         assert_eq!(stacks_of(d), want, "{}", f.display());
