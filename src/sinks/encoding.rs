@@ -440,6 +440,44 @@ mod tests {
     }
 
     #[test]
+    fn otlp_parts_are_whole_requests_that_together_hold_the_window_once() {
+        use crate::formats::otlp::proto::any_value::Value;
+        let w = window(3000);
+        let limits = PartLimits {
+            max_bytes: 30_000,
+            max_stacks: usize::MAX,
+        };
+        let parts = encoder(Encoding::OtlpProto)
+            .parts(&w, limits, |b| b)
+            .unwrap();
+        assert!(parts.len() > 2, "{} parts", parts.len());
+        let mut samples = 0;
+        let mut stacks = std::collections::BTreeSet::new();
+        for p in &parts {
+            assert!(p.bytes.len() <= limits.max_bytes);
+            let r = otlp::decode_request(&p.bytes).unwrap();
+            let d = r.dictionary.unwrap();
+            let prof = &r.resource_profiles[0].scope_profiles[0].profiles[0];
+            let part =
+                prof.attribute_indices
+                    .iter()
+                    .find_map(|&i| match otlp::attribute_value(&d, i) {
+                        Some(("profpipe.part", Value::IntValue(n))) => Some(*n),
+                        _ => None,
+                    });
+            assert_eq!(part, Some(p.index as i64));
+            for s in &prof.samples {
+                samples += s.values[0] as u64;
+                assert!(stacks.insert((p.index, s.stack_index)));
+            }
+            // Each part's dictionary holds only its own stacks (and the zero one).
+            assert_eq!(d.stack_table.len(), p.stacks + 1);
+        }
+        assert_eq!(parts.iter().map(|p| p.stacks).sum::<usize>(), 3000);
+        assert_eq!(samples, w.stacks.iter().map(|s| s.count).sum::<u64>());
+    }
+
+    #[test]
     fn compressed_parts_are_measured_after_compression() {
         let w = window(5000);
         let limit = 10_000;
