@@ -5,6 +5,7 @@ pub mod excerpt;
 pub mod flamegraph;
 pub mod folded;
 pub mod line;
+pub mod otlp;
 pub mod perf_script;
 pub mod pprof;
 pub mod profile_json;

@@ -75,11 +75,13 @@ pub trait DeliveringSink: fmt::Debug + Send + Sync + Sized + 'static {
     fn validate(&self, request: &RequestConfig) -> Vec<FieldError>;
 
     /// The client, with its credentials (read here: a missing secret is a start-up
-    /// error). `component` names the sink in the client's own logs.
+    /// error). `component` names the sink in the client's own logs; `metrics` are
+    /// the sink's (none for the healthcheck's service).
     fn service(
         &self,
         component: &str,
         request: &RequestConfig,
+        metrics: Option<&ComponentMetrics>,
     ) -> Result<Self::Service, BuildError>;
 
     /// The request builder of a running sink.
@@ -194,7 +196,9 @@ impl<C: DeliveringSink> SinkConfig for Delivering<C> {
 
     fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
         let SinkContext { cx, input } = cx;
-        let service = self.sink.service(&cx.id, &self.request)?;
+        let service = self
+            .sink
+            .service(&cx.id, &self.request, Some(&cx.metrics))?;
         let builder = self.sink.builder(&cx.metrics)?;
         let driver = Driver::new(service, &self.request, cx.metrics.clone());
         let limits = self.pending.limits();
@@ -212,7 +216,7 @@ impl<C: DeliveringSink> SinkConfig for Delivering<C> {
     }
 
     fn healthcheck(&self) -> Option<BoxFuture<'static, Result<(), Unhealthy>>> {
-        let service = self.sink.service("healthcheck", &self.request);
+        let service = self.sink.service("healthcheck", &self.request, None);
         let timeout = self.sink.healthcheck_timeout(&self.request);
         Some(Box::pin(async move {
             let service = service.map_err(|e| Unhealthy {

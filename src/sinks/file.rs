@@ -7,12 +7,12 @@
 //! inputs = ["fold"]
 //! path = "/var/lib/profpipe/profiles"
 //! formats = ["collapsed", "flamegraph", "pprof"]
-//! sample_rate = 11          # Hz of the profilers feeding it: pprof's period
+//! sample_rate = 11          # Hz of the profilers feeding it: pprof's and otlp's period
 //! retain_files = 100
 //! retain_bytes = "1GiB"
 //! ```
 //!
-//! For each window: `profile_<end>.col` / `.folded` / `.svg` / `.pb.gz`, `<end>` being the
+//! For each window: `profile_<end>.col` / `.folded` / `.svg` / `.pb.gz` / `.otlp.pb`, `<end>` being the
 //! window's end in ISO 8601 basic format (`20231203T163100.000Z`, no `:`); windows
 //! of another host than the agent's own (pushed to an `http_server` source) are
 //! `profile_<end>_<host>.<ext>`, so two hosts' windows with the same end never
@@ -33,14 +33,15 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::encoding::Encoding;
+use super::encoding::{profile_id, Encoding};
 use super::local::{Local, LocalSink, LocalWriter};
 use super::pending::CompleteWindow;
 use crate::component::{parse_table, BuildError, ComponentContext, FieldError};
 use crate::event::EventStatus;
 use crate::formats::flamegraph::{self, FlameGraphOptions};
+use crate::formats::profile_json::PartInfo;
 use crate::formats::timestamp::{file_stamp, iso8601};
-use crate::formats::{collapsed, folded, pprof};
+use crate::formats::{collapsed, folded, otlp, pprof};
 use crate::telemetry::ComponentMetrics;
 use crate::units::ByteSize;
 
@@ -56,6 +57,9 @@ pub enum FileFormat {
     Flamegraph,
     /// gzip-compressed `profile.proto` (`.pb.gz`), as `go tool pprof` reads it.
     Pprof,
+    /// OpenTelemetry profiles: one `ExportProfilesServiceRequest` (`.otlp.pb`), the
+    /// bytes an OTLP/HTTP exporter would POST.
+    Otlp,
 }
 
 impl FileFormat {
@@ -65,6 +69,7 @@ impl FileFormat {
             FileFormat::Collapsed => "col",
             FileFormat::Flamegraph => "svg",
             FileFormat::Pprof => Encoding::Pprof.extension(),
+            FileFormat::Otlp => Encoding::OtlpProto.extension(),
         }
     }
 
@@ -74,6 +79,7 @@ impl FileFormat {
             FileFormat::Collapsed => "collapsed",
             FileFormat::Flamegraph => "flamegraph",
             FileFormat::Pprof => "pprof",
+            FileFormat::Otlp => "otlp",
         }
     }
 }
@@ -87,7 +93,8 @@ pub type FileSinkConfig = Local<FileSink>;
 pub struct FileSink {
     /// Directory to write into. Created (mode 0700, parents too) if missing.
     pub path: PathBuf,
-    /// Formats written for each window: "folded", "collapsed", "flamegraph", "pprof".
+    /// Formats written for each window: "folded", "collapsed", "flamegraph", "pprof",
+    /// "otlp".
     #[serde(default = "default_formats")]
     pub formats: Vec<FileFormat>,
     /// Sampling frequency (Hz) of the profilers feeding this sink; pprof's `period`
@@ -138,7 +145,7 @@ impl LocalSink for FileSink {
         if self.formats.is_empty() {
             errors.push(FieldError::new(
                 &["formats"],
-                "must list at least one of \"folded\", \"collapsed\", \"flamegraph\", \"pprof\"",
+                "must list at least one of \"folded\", \"collapsed\", \"flamegraph\", \"pprof\", \"otlp\"",
             ));
         }
         let mut seen = HashSet::new();
@@ -394,6 +401,24 @@ fn render(
             sample_rate_hz: s.sample_rate,
             part: None,
         })),
+        FileFormat::Otlp => {
+            // One part, with the window's stable id, so the profiles carry ids a
+            // consumer can recognise a re-written window by.
+            let profile_id = profile_id(&w.host, w.window, &w.labels);
+            let part = PartInfo {
+                profile_id: &profile_id,
+                index: 0,
+                count: 1,
+            };
+            out.write_all(&otlp::encode_request(&otlp::OtlpInput {
+                window: w.window,
+                stacks: &w.stacks,
+                labels: &w.labels,
+                host: &w.host,
+                sample_rate_hz: s.sample_rate,
+                part: Some(&part),
+            }))
+        }
     }
 }
 

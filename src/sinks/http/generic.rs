@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::config::parse_url;
 use super::oversized;
-use super::service::{Body, HttpRequest, Probe};
+use super::service::{Answers, Body, HttpRequest, Probe};
 use super::target::{HttpTarget, Shape};
 use crate::component::{at_least_one, FieldError};
 use crate::sinks::delivering::Refused;
@@ -119,6 +119,7 @@ impl Shape for GenericShape {
                 url: self.url.clone(),
                 headers,
                 body: Body::Bytes(body),
+                answers: Answers::Http,
             })
             .collect())
     }

@@ -30,7 +30,7 @@ use serde_json::{json, Value};
 
 use super::auth::sensitive;
 use super::config::FOUR_MIB;
-use super::service::{Body, HttpRequest, Probe};
+use super::service::{Answers, Body, HttpRequest, Probe};
 use super::target::{HttpTarget, Shape};
 use super::{header_value, join, oversized};
 use crate::component::FieldError;
@@ -133,6 +133,7 @@ impl Shape for GprofilerShape {
                 url: url.clone(),
                 headers: headers.clone(),
                 body: Body::Gprofiler(u),
+                answers: Answers::Http,
             })
             .collect())
     }

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod config;
 pub mod generic;
 pub mod gprofiler;
+pub mod otlp;
 pub mod pyroscope;
 pub mod service;
 pub mod target;
@@ -62,8 +63,17 @@ impl DeliveringSink for HttpSink {
 
     /// The client, credentials and probe. Reads secrets and the CA file: a missing
     /// one is an error here, at start.
-    fn service(&self, _: &str, request: &RequestConfig) -> Result<HttpService, BuildError> {
-        self.http_service(request).map_err(BuildError)
+    fn service(
+        &self,
+        _: &str,
+        request: &RequestConfig,
+        metrics: Option<&ComponentMetrics>,
+    ) -> Result<HttpService, BuildError> {
+        let service = self.http_service(request).map_err(BuildError)?;
+        Ok(match metrics {
+            Some(m) => service.with_metrics(m.clone()),
+            None => service,
+        })
     }
 
     fn builder(&self, metrics: &ComponentMetrics) -> Result<HttpRequests, BuildError> {

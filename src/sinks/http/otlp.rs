@@ -150,7 +150,9 @@ pub fn partial_success(answer: &[u8]) -> Option<(u64, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::formats::otlp::proto::{ExportProfilesPartialSuccess, ExportProfilesServiceResponse};
+    use crate::formats::otlp::proto::{
+        ExportProfilesPartialSuccess, ExportProfilesServiceResponse,
+    };
 
     #[test]
     fn partial_success_is_read_and_full_success_is_not() {

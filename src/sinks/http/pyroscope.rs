@@ -36,7 +36,7 @@ use serde::Deserialize;
 
 use super::config::FOUR_MIB;
 use super::join;
-use super::service::{Body, HttpRequest, Probe};
+use super::service::{Answers, Body, HttpRequest, Probe};
 use super::target::{HttpTarget, Shape};
 use crate::component::{at_least_one, FieldError};
 use crate::formats::timestamp::iso8601;
@@ -174,6 +174,7 @@ impl Shape for PyroscopeShape {
                 url,
                 headers: headers.clone(),
                 body: Body::Bytes(Bytes::from(body)),
+                answers: Answers::Http,
             })
             .collect())
     }

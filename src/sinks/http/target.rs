@@ -88,4 +88,5 @@ targets! {
     Pyroscope(super::pyroscope::PyroscopeTarget) = "pyroscope",
     Gprofiler(super::gprofiler::GprofilerTarget) = "gprofiler",
     Generic(super::generic::GenericTarget) = "generic",
+    Otlp(super::otlp::OtlpTarget) = "otlp",
 }

@@ -77,7 +77,8 @@ pub struct KafkaSink {
     /// partition, so all parts of a profile land in one partition, in order.
     #[serde(default = "default_key")]
     pub key: String,
-    /// "json" (default), "collapsed" or "pprof".
+    /// "json" (default), "collapsed", "pprof" or "otlp_proto" (OpenTelemetry
+    /// profiles, as the Collector's Kafka receiver reads them).
     #[serde(default = "default_encoding")]
     pub encoding: Encoding,
     /// Kafka batch compression: "none", "gzip", "lz4", "zstd" (default).

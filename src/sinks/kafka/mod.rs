@@ -8,7 +8,7 @@
 //! brokers = "kafka-1:9092,kafka-2:9092"   # or a list: ["kafka-1:9092", "kafka-2:9092"]
 //! topic = "profiles"
 //! key = "{host}"                 # a template over host and labels
-//! encoding = "json"              # json | collapsed | pprof
+//! encoding = "json"              # json | collapsed | pprof | otlp_proto
 //! compression = "zstd"           # none | gzip | lz4 | zstd (Kafka's batch codec)
 //! message_max_bytes = 1000000
 //! librdkafka_options = { "linger.ms" = 20 }
@@ -68,7 +68,12 @@ impl DeliveringSink for KafkaSink {
     }
 
     /// The producer (librdkafka starts connecting in the background) and topic.
-    fn service(&self, component: &str, _: &RequestConfig) -> Result<KafkaService, BuildError> {
+    fn service(
+        &self,
+        component: &str,
+        _: &RequestConfig,
+        _: Option<&ComponentMetrics>,
+    ) -> Result<KafkaService, BuildError> {
         KafkaService::new(
             self.client_config(),
             component.to_string(),
@@ -126,7 +131,7 @@ impl Messages {
         // consumers.
         let content_encoding = match encoding {
             Encoding::Pprof => "gzip",
-            Encoding::Json | Encoding::Collapsed => "identity",
+            Encoding::Json | Encoding::Collapsed | Encoding::OtlpProto => "identity",
         };
         Ok(parts
             .into_iter()

@@ -57,7 +57,7 @@ pub struct S3Sink {
     /// extension plus `.gz` when gzip-compressed.
     #[serde(default = "default_key")]
     pub key: String,
-    /// `json` (default), `collapsed` or `pprof` (see `sinks::encoding`).
+    /// `json` (default), `collapsed`, `pprof` or `otlp_proto` (see `sinks::encoding`).
     #[serde(default = "default_encoding")]
     pub encoding: Encoding,
     /// `none` (default) or `gzip`; gzip sets `Content-Encoding: gzip`.

@@ -7,7 +7,7 @@
 //! inputs = ["fold"]
 //! bucket = "profiles"
 //! key = "{service}/{date}/{host}/{window_start}.{ext}"   # the default
-//! encoding = "json"          # json | collapsed | pprof
+//! encoding = "json"          # json | collapsed | pprof | otlp_proto
 //! compression = "gzip"       # none | gzip (not with pprof, gzip already)
 //! endpoint = "http://127.0.0.1:9000"   # unset: AWS
 //! region = "us-east-1"
@@ -65,7 +65,12 @@ impl DeliveringSink for S3Sink {
         self.check()
     }
 
-    fn service(&self, _: &str, _: &RequestConfig) -> Result<S3Service, BuildError> {
+    fn service(
+        &self,
+        _: &str,
+        _: &RequestConfig,
+        _: Option<&ComponentMetrics>,
+    ) -> Result<S3Service, BuildError> {
         self.s3_service().map_err(BuildError)
     }
 
