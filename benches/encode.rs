@@ -4,7 +4,7 @@
 //! (kernel frames marked, samples counted): `pipelines/captures/host-sample.perf.txt`,
 //! or the file named by `PROFPIPE_BENCH_CAPTURE` (`scripts/measure-encodings.sh` can
 //! record one). Before benchmarking it prints a Markdown table of the bytes of one
-//! profile in json / collapsed / pprof, without and with gzip. The benchmarks
+//! profile in json / collapsed / pprof / otlp_proto, without and with gzip. The benchmarks
 //! (`encode/<encoding>/<compression>`) run `Encoder::parts` as a sink does, with
 //! throughput in bytes of folded text (`comm;frames count` lines) encoded;
 //! `encode/pprof/protobuf-only` and `encode/pprof/gzip-1` split a pprof encode's
@@ -72,7 +72,12 @@ fn folded_bytes(w: &CompleteWindow) -> usize {
         .sum()
 }
 
-const ENCODINGS: [Encoding; 3] = [Encoding::Json, Encoding::Collapsed, Encoding::Pprof];
+const ENCODINGS: [Encoding; 4] = [
+    Encoding::Json,
+    Encoding::Collapsed,
+    Encoding::Pprof,
+    Encoding::OtlpProto,
+];
 
 fn encoder(encoding: Encoding) -> Encoder {
     Encoder {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bytes per profile and encode throughput of the shared encodings (json, collapsed,
-# pprof; none and gzip) for one realistic window, through `benches/encode.rs`
+# pprof, otlp_proto; none and gzip) for one realistic window, through `benches/encode.rs`
 # (criterion; `Encoder::parts` as the sinks call it).
 #
 # The window: by default a fresh 10 s system-wide capture of this machine,
@@ -15,6 +15,9 @@
 #   MEASURE_SECONDS   recording length [10]
 #   MEASURE_DIR       where the capture is kept and reused [/tmp/profpipe-encodings]
 #   MEASURE_QUICK     1 = criterion --quick (a rough figure in seconds, not minutes)
+#   MEASURE_SIZES     1 = the size table only, from a debug build of the bench run
+#                     once as a test (sizes do not depend on the build; no release
+#                     build, no timing)
 # Prints the size table (Markdown) and criterion's time and throughput lines (not
 # its comparison with the previous run).
 set -euo pipefail
@@ -36,6 +39,13 @@ elif [ "$record" = 1 ] && command -v perf >/dev/null && [ "$(id -u)" -eq 0 ]; th
   capture="$work/capture.perf.txt"
 else
   echo "measure-encodings: using the bundled capture (MEASURE_RECORD=0, or no perf/root)" >&2
+fi
+
+if [ "${MEASURE_SIZES:-0}" = 1 ]; then
+  PROFPIPE_BENCH_CAPTURE=${capture:-} cargo test --quiet --bench encode 2>/dev/null \
+    | grep -E '^(encode:|\|)' \
+    || { echo "measure-encodings: bench failed" >&2; exit 1; }
+  exit 0
 fi
 
 args=(--noplot)

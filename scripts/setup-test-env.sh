@@ -13,6 +13,11 @@ RBSPY_VERSION=0.55.0
 PPROF_FORMAT_VERSION=2.3.2
 # Builds and runs the fuzz targets (fuzz/, scripts/fuzz.sh) on the stable toolchain.
 CARGO_FUZZ_VERSION=0.13.2
+# OpenTelemetry's generated Python classes (and the protobuf runtime they need): the
+# tests decode our OTLP profiles with them (scripts/check-otlp.py). 1.45.2's
+# profiles/v1development classes are built from opentelemetry-proto v1.10.0, the
+# release src/formats/otlp/proto.rs follows.
+OTEL_PROTO_PY_VERSION=1.45.2
 
 . "$(dirname "$0")/tools-lib.sh"
 
@@ -53,6 +58,16 @@ if ! installed py-spy "$PY_SPY_VERSION" || [ ! -x "$tools/bin/py-spy" ]; then
   mkdir -p "$tools/bin"
   ln -sf "$tools/py-spy/bin/py-spy" "$tools/bin/py-spy"
   stamp py-spy "$PY_SPY_VERSION"
+fi
+
+# opentelemetry-proto: an independent OTLP profiles decoder, kept apart from the
+# system's Python packages (scripts/check-otlp.py puts it on sys.path).
+if ! installed opentelemetry-proto "$OTEL_PROTO_PY_VERSION" || [ ! -d "$tools/otel-proto/opentelemetry/proto/profiles" ]; then
+  echo "setup: pip install opentelemetry-proto==$OTEL_PROTO_PY_VERSION"
+  rm -rf "$tools/otel-proto"
+  python3 -m pip install --quiet --target "$tools/otel-proto" "opentelemetry-proto==$OTEL_PROTO_PY_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages --target "$tools/otel-proto" "opentelemetry-proto==$OTEL_PROTO_PY_VERSION"
+  stamp opentelemetry-proto "$OTEL_PROTO_PY_VERSION"
 fi
 
 # rbspy: the Ruby profiler (about 5 minutes to build on two cores).

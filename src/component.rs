@@ -306,13 +306,126 @@ impl Kind<dyn SinkConfig> {
 /// Reads a component table into its config struct `C`, collecting every unknown
 /// field (not only the first) and the first type error with its path.
 pub fn parse_table<C: DeserializeOwned>(value: toml::Value) -> Result<C, Vec<FieldError>> {
-    let mut errors = Vec::new();
+    let (result, unknown) = parse_tracked::<C>(value);
+    finish_parse(result, unknown)
+}
+
+/// Reads the keys of `table` that the struct `C` has fields for into `C`, and
+/// hands back the other keys, untouched, for the next part of the table: how a
+/// table made of shared keys (a sink's `request`, its pending windows) and a
+/// component's own is read without `#[serde(flatten)]`, which would lose the paths
+/// (and so the `line:column`) of errors in the flattened part.
+pub fn peel<C: DeserializeOwned>(table: toml::Table) -> (Result<C, Vec<FieldError>>, toml::Table) {
+    let fields = struct_fields::<C>();
+    let (mine, rest): (toml::Table, toml::Table) = table
+        .into_iter()
+        .partition(|(k, _)| fields.contains(&k.as_str()));
+    (parse_table::<C>(toml::Value::Table(mine)), rest)
+}
+
+/// The field names of a struct that derives `Deserialize`, as serde hands them to
+/// `deserialize_struct`.
+pub fn struct_fields<C: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::value::Error;
+    use serde::de::{Error as _, Visitor};
+    struct Fields<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = fields;
+            Err(Error::custom("fields read"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+            enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = C::deserialize(Fields(&mut fields));
+    fields
+}
+
+/// Reads a table whose `tag` key names one variant of `T`, an enum whose variants
+/// are structs (serde's default, externally tagged representation), from the
+/// other keys: `{ target = "pyroscope", app_name = "web" }` is read as
+/// `{ pyroscope = { app_name = "web" } }`. serde checks each variant's fields
+/// (give the variant structs `deny_unknown_fields`), and errors keep their paths,
+/// which serde's internally tagged enums lose (they buffer the table).
+pub fn parse_tagged<T: DeserializeOwned>(
+    mut table: toml::Table,
+    tag: &str,
+) -> Result<T, Vec<FieldError>> {
+    let name = match table.remove(tag) {
+        Some(toml::Value::String(s)) => s,
+        Some(other) => {
+            return Err(vec![FieldError::new(
+                &[tag],
+                format!("must be a string, not {}", other.type_str()),
+            )])
+        }
+        None => return Err(vec![FieldError::new(&[], format!("missing field `{tag}`"))]),
+    };
+    let mut outer = toml::Table::new();
+    outer.insert(name.clone(), toml::Value::Table(table));
+    // Paths inside the variant come without it (serde_path_to_error names the
+    // variant in a segment `parse_table` leaves out).
+    parse_table::<T>(toml::Value::Table(outer)).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|mut e| {
+                if e.path.is_empty() {
+                    if e.message.starts_with("unknown variant `") {
+                        // "unknown variant `loki`, expected one of ...": the tag's value.
+                        e.path = vec![tag.to_string()];
+                    } else if let Some(field) = unknown_field_name(&e.message) {
+                        // serde names an unknown field in its message, not its path.
+                        e.path = vec![field];
+                    }
+                }
+                e
+            })
+            .collect()
+    })
+}
+
+/// `x` of serde's "unknown field `x`, expected ...".
+fn unknown_field_name(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split_once('`')?.0.to_string())
+}
+
+/// Deserializes `C`, tracking the path of a type error and collecting the paths of
+/// the fields `C` ignored.
+fn parse_tracked<C: DeserializeOwned>(
+    value: toml::Value,
+) -> (
+    Result<C, serde_path_to_error::Error<toml::de::Error>>,
+    Vec<Vec<String>>,
+) {
     let mut unknown: Vec<Vec<String>> = Vec::new();
     let result: Result<C, _> = {
         let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
         let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
         serde_path_to_error::deserialize(de)
     };
+    (result, unknown)
+}
+
+/// [`FieldError`]s of a parse: each unknown field, then the type error if any.
+fn finish_parse<C>(
+    result: Result<C, serde_path_to_error::Error<toml::de::Error>>,
+    unknown: Vec<Vec<String>>,
+) -> Result<C, Vec<FieldError>> {
+    let mut errors = Vec::new();
     for path in unknown {
         let name = path.last().cloned().unwrap_or_default();
         errors.push(FieldError {

@@ -6,7 +6,7 @@
 //! (see [`config`]).
 //!
 //! Layers, bottom up (a module imports only from its own layer or below):
-//! 1. plain types: [`units`], [`shutdown`], [`window_clock`], [`watermarks`],
+//! 1. plain types: [`units`], [`secret`], [`shutdown`], [`window_clock`], [`watermarks`],
 //!    [`event`], and the metrics registry [`telemetry`];
 //! 2. mechanisms: [`formats`], [`process`], [`state_dir`] (private, locked
 //!    directories), [`buffer`], and the window stores [`window`];
@@ -24,6 +24,7 @@ pub mod event;
 pub mod formats;
 pub mod process;
 pub mod registry;
+pub mod secret;
 pub mod shutdown;
 pub mod sinks;
 pub mod sources;

@@ -73,8 +73,8 @@ fn summary(config: &Config) -> String {
 
 /// Loads a fixture under the name `tests/data/config/NAME.toml`, so that the
 /// expected output does not depend on where the checkout is.
-fn render(name: &Path, text: &str) -> String {
-    match load_str(name, text, &registry()) {
+fn render(name: &Path, text: &str, registry: &profpipe::config::Registry) -> String {
+    match load_str(name, text, registry) {
         Ok(config) => summary(&config),
         Err(errors) => format!("{errors}\n"),
     }
@@ -82,22 +82,39 @@ fn render(name: &Path, text: &str) -> String {
 
 #[test]
 fn fixtures() {
+    check_fixtures(FIXTURES, &registry(), 10);
+}
+
+/// `tests/data/config/sinks/`: the real sinks' keys and messages, loaded with
+/// the agent's own registry (nothing is started: loading does no I/O).
+#[test]
+fn real_sink_fixtures() {
+    check_fixtures(SINK_FIXTURES, &profpipe::registry::registry(), 4);
+}
+
+const SINK_FIXTURES: &str = "tests/data/config/sinks";
+
+fn check_fixtures(fixtures: &str, registry: &profpipe::config::Registry, at_least: usize) {
     let bless = std::env::var_os("PROFPIPE_BLESS").is_some_and(|v| v == "1");
-    let dir = manifest_dir().join(FIXTURES);
+    let dir = manifest_dir().join(fixtures);
     let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
     names.sort();
-    assert!(names.len() >= 10, "fixtures missing from {}", dir.display());
+    assert!(
+        names.len() >= at_least,
+        "fixtures missing from {}",
+        dir.display()
+    );
 
     let mut failures = Vec::new();
     for path in &names {
         let file = path.file_name().unwrap();
-        let shown = Path::new(FIXTURES).join(file);
+        let shown = Path::new(fixtures).join(file);
         let text = std::fs::read_to_string(path).unwrap();
-        let actual = render(&shown, &text);
+        let actual = render(&shown, &text, registry);
         let out = path.with_extension("out");
         let shown_out = shown.with_extension("out");
         let Ok(expected) = std::fs::read_to_string(&out) else {

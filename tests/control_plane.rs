@@ -325,7 +325,7 @@ impl Setup {
             r#"
 [control]
 server = "{server}"
-token_file = "{d}/token"
+token = {{ file = "{d}/token" }}
 service = "checkout"
 interval = "{interval}"
 timeout = "1s"
@@ -511,7 +511,8 @@ fn commands_run_once_across_kill_9_and_hostile_replies_change_nothing() {
     );
     assert!(
         done.profiles_written,
-        "completion before the profile was written"
+        "completion before the profile was written: {}",
+        setup.log()
     );
     assert_eq!(done.body["hostname"], hb.body["hostname"]);
     wait::until("perf to exit", LONG, || agent.perf_children().is_empty());

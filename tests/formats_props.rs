@@ -159,7 +159,7 @@ proptest! {
             let labels = Profile::default().labels;
             store.update(window, &"a".into(), Default::default(), 0,
                 || StackCounts::new(false, max_unique),
-                |s, room| s.add_all(&labels, stacks, room));
+                |s, room| s.add_all(&labels, stacks.into(), room));
             prop_assert!(store.states().all(|s| s.len() <= max_unique));
             prop_assert!(store.bytes() <= max_bytes);
             prop_assert!(budget.in_use() <= budget.window_limit());

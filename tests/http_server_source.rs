@@ -13,7 +13,8 @@ use common::run;
 use profpipe::buffer::{BufferConfig, WhenFull};
 use profpipe::config::{AgentConfig, Config};
 use profpipe::formats::timestamp::file_stamp;
-use profpipe::sinks::file::{FileFormat, FileSinkConfig};
+use profpipe::sinks::file::{FileFormat, FileSink, FileSinkConfig};
+use profpipe::sinks::pending::PendingConfig;
 use profpipe::sources::http_server::{AuthConfig, HttpServerConfig};
 use profpipe::telemetry::Telemetry;
 use profpipe::topology::Outcome;
@@ -32,14 +33,18 @@ fn free_address() -> std::net::SocketAddr {
 
 fn folded_sink(dir: &Path) -> FileSinkConfig {
     FileSinkConfig {
-        path: dir.to_path_buf(),
-        formats: vec![FileFormat::Folded],
-        title: None,
-        sample_rate: 11,
-        retain_files: 100,
-        retain_bytes: ByteSize(1 << 30),
-        max_pending_stacks: 10_000,
-        max_pending_bytes: ByteSize::mib(8),
+        sink: FileSink {
+            path: dir.to_path_buf(),
+            formats: vec![FileFormat::Folded],
+            title: None,
+            sample_rate: 11,
+            retain_files: 100,
+            retain_bytes: ByteSize(1 << 30),
+        },
+        pending: PendingConfig {
+            max_pending_stacks: 10_000,
+            max_pending_bytes: ByteSize::mib(8),
+        },
     }
 }
 
@@ -244,8 +249,7 @@ async fn refusals_have_their_status_and_reason() {
     let gw = Gateway::start(
         HttpServerConfig {
             auth: Some(AuthConfig {
-                token_file: Some(token),
-                token_env: None,
+                token: profpipe::secret::Secret::File(token),
             }),
             max_body_size: ByteSize(1024),
             max_decompressed_size: ByteSize(4096),

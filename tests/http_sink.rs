@@ -113,7 +113,7 @@ async fn pyroscope_receives_every_window_as_profpipe_fold_folds_it() {
     let token = token.display().to_string();
     let r = round_trip(Personality::Pyroscope, Some("Bearer tok-123"), |url| {
         format!(
-            "target = \"pyroscope\"\nendpoint = {url:?}\napp_name = \"shop\"\nsample_rate = 199\nauth = {{ strategy = \"bearer\", token_file = {token:?} }}"
+            "target = \"pyroscope\"\nendpoint = {url:?}\napp_name = \"shop\"\nsample_rate = 199\nauth = {{ strategy = \"bearer\", token = {{ file = {token:?} }} }}"
         )
     })
     .await;
@@ -159,7 +159,7 @@ async fn generic_collapsed_gzip_arrives_whole() {
     std::env::set_var("PROFPIPE_TEST_BASIC_PW", "pw");
     let r = round_trip(Personality::Generic, Some("Basic dTpwdw=="), |url| {
         format!(
-            "target = \"generic\"\nendpoint = \"{url}/profiles\"\nencoding = \"collapsed\"\ncompression = \"gzip\"\nhealthcheck_url = \"{url}/health\"\nauth = {{ strategy = \"basic\", user = \"u\", password_env = \"PROFPIPE_TEST_BASIC_PW\" }}"
+            "target = \"generic\"\nendpoint = \"{url}/profiles\"\nencoding = \"collapsed\"\ncompression = \"gzip\"\nhealthcheck_url = \"{url}/health\"\nauth = {{ strategy = \"basic\", user = \"u\", password = {{ env = \"PROFPIPE_TEST_BASIC_PW\" }} }}"
         )
     })
     .await;
@@ -209,7 +209,7 @@ impl Harness {
                 profiler: "perf".into(),
                 extra: LabelSet::default().with("service", "shop").unwrap(),
             },
-            stacks,
+            stacks: stacks.into(),
         };
         self.tx.send(Event::Profile(profile)).await.unwrap();
         let w = Watermark {
@@ -525,7 +525,7 @@ async fn a_bad_credential_stops_the_agent_at_start() {
     let pyro = Receiver::start(Personality::Pyroscope, Some("Bearer right")).await;
     let text = perf_pipeline(
         dir.path(),
-        &format!("target = \"pyroscope\"\nendpoint = {:?}\nauth = {{ strategy = \"bearer\", token_env = \"PROFPIPE_TEST_BAD_KEY\" }}", pyro.url()),
+        &format!("target = \"pyroscope\"\nendpoint = {:?}\nauth = {{ strategy = \"bearer\", token = \"${{PROFPIPE_TEST_BAD_KEY}}\" }}", pyro.url()),
     );
     let (code, stderr) = run_binary(dir.path(), &text).await;
     assert_eq!(code, Some(1), "{stderr}");
@@ -740,4 +740,85 @@ async fn the_receiver_is_as_strict_as_the_servers() {
     );
     assert_eq!(pyro.accepted().len(), 1);
     assert_eq!(pyro.accepted()[0].query["name"], "app.cpu{env=prod}");
+}
+
+/// `target = "otlp"`: every window arrives as one `ExportProfilesServiceRequest`
+/// that OpenTelemetry's own classes decode (`scripts/check-otlp.py`) to the stacks
+/// `profpipe fold` prints; a 503 is retried; a partial success is delivered and
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_receives_every_window_as_opentelemetry_decodes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = common::split_capture(dir.path(), 4);
+    let r = Receiver::start(Personality::Otlp, None).await;
+    r.fail_next(1, 503);
+    r.partial_next(1, "one profile is\n  too old");
+    let t = Telemetry::new();
+    let sink = format!(
+        "target = \"otlp\"\nendpoint = {:?}\ncompression = \"gzip\"\nrequest = {{ concurrency = 1 }}",
+        r.url()
+    );
+    run_pipeline(&perf_pipeline(dir.path(), &sink), &t).await;
+
+    let accepted = r.accepted();
+    assert_eq!(accepted.len(), 4, "one request per window");
+    let bodies: Vec<std::path::PathBuf> = accepted
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            assert_eq!(a.path, "/v1development/profiles");
+            assert_eq!(a.headers["content-type"], "application/x-protobuf");
+            assert_eq!(a.headers["content-encoding"], "gzip");
+            let p = dir.path().join(format!("req{i}.otlp.pb"));
+            std::fs::write(&p, &a.body).unwrap();
+            p
+        })
+        .collect();
+    let mut got: Vec<Vec<(String, u64)>> = common::otlp::check_all(&bodies)
+        .into_iter()
+        .map(|v| {
+            let stacks = v["stacks"].as_object().unwrap();
+            sorted(
+                stacks
+                    .iter()
+                    .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+                    .collect(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut expected: Vec<Vec<(String, u64)>> = files.iter().map(|f| fold_cli(f)).collect();
+    expected.sort();
+    assert_eq!(got, expected);
+
+    let m = sink_metrics(&t);
+    assert_eq!(r.answered(503), 1);
+    assert_eq!(m.retried_count("http_503"), 1);
+    assert_eq!(m.error_count("otlp_partial_success"), 1);
+    assert_eq!(
+        m.sent_events(),
+        m.received_events(),
+        "a partial success is delivered"
+    );
+    assert_eq!(m.discarded_events(), 0);
+}
+
+/// OTLP/HTTP: a 400 is refused for good, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_refuses_a_bad_request_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    common::split_capture(dir.path(), 2);
+    let r = Receiver::start(Personality::Otlp, None).await;
+    r.fail_next(1, 400);
+    let t = Telemetry::new();
+    let sink = format!(
+        "target = \"otlp\"\nendpoint = {:?}\nrequest = {{ concurrency = 1 }}",
+        r.url()
+    );
+    run_pipeline(&perf_pipeline(dir.path(), &sink), &t).await;
+    assert_eq!(r.answered(400), 1);
+    assert_eq!(r.accepted().len(), 1, "the other window arrives");
+    let m = sink_metrics(&t);
+    assert_eq!(m.retried_count("http_400"), 0);
+    assert!(m.rejected_count("http_400") > 0);
 }

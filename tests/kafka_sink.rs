@@ -58,6 +58,23 @@ fn profile_counts(parts: &[Record]) -> BTreeMap<String, u64> {
                     *out.entry(frames.to_string()).or_default() += n.parse::<u64>().unwrap();
                 }
             }
+            "otlp_proto" => {
+                // Decoded by OpenTelemetry's own classes (scripts/check-otlp.py), as
+                // the Collector's Kafka receiver would take the message's bytes.
+                assert_eq!(r.header("content-type"), "application/x-protobuf");
+                let file = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(file.path(), &r.payload).unwrap();
+                let v = common::otlp::check(file.path());
+                if r.header("parts") != "1" {
+                    let a = &v["profile_attributes"];
+                    assert_eq!(a["profpipe.profile_id"], r.header("profile_id"));
+                    assert_eq!(a["profpipe.part"].to_string(), r.header("part"));
+                    assert_eq!(a["profpipe.parts"].to_string(), r.header("parts"));
+                }
+                for (frames, n) in v["stacks"].as_object().unwrap() {
+                    *out.entry(frames.clone()).or_default() += n.as_u64().unwrap();
+                }
+            }
             other => panic!("unexpected encoding {other}"),
         }
     }
@@ -75,6 +92,8 @@ fn a_pipeline_delivers_every_window_with_the_stacks_profpipe_fold_gives() {
         ("json_lz4", "p-json-lz4", "json", "lz4", 1_000_000),
         ("col_gzip", "p-col-gzip", "collapsed", "gzip", 6_144),
         ("col_none", "p-col-none", "collapsed", "none", 1_000_000),
+        ("otlp_zstd", "p-otlp-zstd", "otlp_proto", "zstd", 6_144),
+        ("otlp_none", "p-otlp-none", "otlp_proto", "none", 1_000_000),
     ];
     for (_, topic, ..) in &sinks {
         broker.create_topic(topic, 3);
@@ -238,7 +257,7 @@ format = "collapsed"
 [sinks.kafka]
 type = "kafka"
 inputs = ["files"]
-brokers = ["{broker}"]
+brokers = "{broker}"
 topic = "profiles"
 message_timeout = "90s"
 request = {{ concurrency = 2, timeout = "100s", retry_max_backoff = "2s" }}

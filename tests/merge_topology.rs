@@ -72,7 +72,7 @@ fn profile(source: &str, profiler: &str, window: Window, stacks: Vec<Stack>) -> 
             source: source.into(),
             profiler: profiler.into(),
         },
-        stacks,
+        stacks: stacks.into(),
     })
 }
 

@@ -189,7 +189,7 @@ impl SourceConfig for Paced {
                         source: id.clone(),
                         profiler: "perf".into(),
                     },
-                    stacks: stacks_of(i, n),
+                    stacks: stacks_of(i, n).into(),
                 };
                 if out.send(Event::Profile(p)).await.is_err() {
                     break;

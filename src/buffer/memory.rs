@@ -158,7 +158,7 @@ mod tests {
 
     fn profile(n: usize, batch: &Batch) -> Event {
         Event::Profile(Profile {
-            stacks: vec![Stack::new("x".repeat(n), 1)],
+            stacks: vec![Stack::new("x".repeat(n), 1)].into(),
             finalizers: batch.finalizers(),
             ..Default::default()
         })

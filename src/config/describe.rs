@@ -93,7 +93,7 @@ fn describe(
     }
 
     let place = locate::find(table, &path);
-    let mut text = message.to_string();
+    let mut text = serde_text::in_config_words(message);
     let mut missing = None;
     match said {
         Said::MissingField { name } => {

@@ -25,6 +25,59 @@ pub(super) fn clean_message(message: &str) -> &str {
     }
 }
 
+/// serde's words for types, in the config's: "expected u32" is "expected a whole
+/// number", "a sequence" is "a list", "a map" or "struct X" is "a table". The
+/// messages of a config's own types say what they expect themselves.
+pub(super) fn in_config_words(message: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        ("expected a sequence", "expected a list"),
+        ("expected a map", "expected a table"),
+        ("invalid type: sequence", "invalid type: list"),
+        ("invalid type: map", "invalid type: table"),
+        ("invalid type: floating point", "invalid type: number"),
+        ("invalid type: boolean", "invalid type: true/false"),
+        ("expected a boolean", "expected true or false"),
+    ];
+    let mut out = message.to_string();
+    for (serde, ours) in WORDS {
+        out = out.replace(serde, ours);
+    }
+    // "expected u32", "expected usize", "expected i64" ... and "expected struct X",
+    // "expected enum X", "expected f64" at the end of a message.
+    if let Some((head, tail)) = out.rsplit_once("expected ") {
+        let word = tail.split_whitespace().next().unwrap_or("");
+        let plain = match word {
+            "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => {
+                Some("a whole number (0 or more)".to_string())
+            }
+            "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => Some("a whole number".into()),
+            "f32" | "f64" => Some("a number".into()),
+            "struct" => Some("a table".into()),
+            "enum" => Some("one of its listed values".into()),
+            _ => None,
+        };
+        if let Some(plain) = plain {
+            let rest = if matches!(word, "struct" | "enum") {
+                // "struct SecretRef": the name goes too.
+                tail.split_whitespace()
+                    .skip(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            } else {
+                tail.split_whitespace()
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            out = format!(
+                "{head}expected {plain}{}{rest}",
+                if rest.is_empty() { "" } else { " " }
+            );
+        }
+    }
+    out
+}
+
 /// What serde's message says, for the three messages the loader acts on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Said {
@@ -77,6 +130,31 @@ mod tests {
 
     fn strings(s: &[&str]) -> Vec<String> {
         s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn rust_type_names_become_config_words() {
+        assert_eq!(
+            in_config_words("invalid type: string \"high\", expected u32"),
+            "invalid type: string \"high\", expected a whole number (0 or more)"
+        );
+        assert_eq!(
+            in_config_words("invalid type: string \"k:1\", expected a sequence"),
+            "invalid type: string \"k:1\", expected a list"
+        );
+        assert_eq!(
+            in_config_words("invalid type: string \"x\", expected struct SecretRef"),
+            "invalid type: string \"x\", expected a table"
+        );
+        assert_eq!(
+            in_config_words("invalid type: map, expected a string"),
+            "invalid type: table, expected a string"
+        );
+        assert_eq!(
+            in_config_words("invalid value: integer `-1`, expected i64"),
+            "invalid value: integer `-1`, expected a whole number"
+        );
+        assert_eq!(in_config_words("unknown field `x`"), "unknown field `x`");
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Client {
         let token = read_token(c)?;
         let mut auth =
             HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| ControlError::Token {
-                place: token_place(c),
+                place: "token".into(),
                 why: "it has characters a header cannot carry".into(),
             })?;
         auth.set_sensitive(true);
@@ -231,28 +231,13 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ControlError> {
     std::fs::read(path).map_err(|e| ControlError::Tls(format!("{}: {e}", path.display())))
 }
 
-fn token_place(c: &ControlConfig) -> String {
-    match (&c.token_file, &c.token_env) {
-        (Some(f), _) => format!("token_file {}", f.display()),
-        (None, Some(e)) => format!("token_env {e}"),
-        (None, None) => "nowhere (no token_file or token_env)".into(),
-    }
-}
-
-/// The token from its file (trailing newline trimmed) or variable; empty is an error.
+/// The token (from the config, its variable or its file); empty is an error.
 fn read_token(c: &ControlConfig) -> Result<String, ControlError> {
-    let err = |why: String| ControlError::Token {
-        place: token_place(c),
-        why,
-    };
-    let raw = match (&c.token_file, &c.token_env) {
-        (Some(f), _) => std::fs::read_to_string(f).map_err(|e| err(e.to_string()))?,
-        (None, Some(v)) => std::env::var(v).map_err(|e| err(e.to_string()))?,
-        (None, None) => return Err(err("not configured".into())),
-    };
-    let token = raw.trim_end_matches(['\n', '\r']).to_string();
-    if token.is_empty() {
-        return Err(err("it is empty".into()));
-    }
-    Ok(token)
+    c.token
+        .load()
+        .map(|t| t.expose().to_string())
+        .map_err(|e| ControlError::Token {
+            place: "token".into(),
+            why: e.to_string(),
+        })
 }

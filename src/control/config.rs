@@ -3,7 +3,7 @@
 //! ```toml
 //! [control]
 //! server = "https://studio.example.com"   # Performance Studio's base URL
-//! token_file = "/etc/profpipe/token"       # or token_env = "PROFPIPE_TOKEN"
+//! token = { file = "/etc/profpipe/token" } # or "${PROFPIPE_TOKEN}", or { env = "PROFPIPE_TOKEN" }
 //! service = "checkout"
 //! interval = "30s"
 //! tls = { ca_file = "/etc/profpipe/ca.pem", cert_file = "...", key_file = "..." }
@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::secret::Secret;
+
 use crate::units::{ByteSize, DurationStr};
 
 /// `[control]`: the heartbeat client's settings. Unknown fields are refused.
@@ -25,11 +27,10 @@ pub struct ControlConfig {
     /// Base URL of the control server (http or https), e.g.
     /// `https://studio.example.com`; `/api/metrics/heartbeat` is added.
     pub server: String,
-    /// File holding the bearer token (trailing newline trimmed). Read at start and
-    /// at each reload, never logged. Exactly one of `token_file` and `token_env`.
-    pub token_file: Option<PathBuf>,
-    /// Environment variable holding the bearer token.
-    pub token_env: Option<String>,
+    /// The bearer token, a [`Secret`] (`"${NAME}"`, `{ env = "NAME" }` or
+    /// `{ file = "/path" }`). Read at start and at each reload, never logged; it is
+    /// also the API key of the profile uploads to the server.
+    pub token: Secret,
     /// The service name sent with every heartbeat (`service_name`), and the
     /// Performance Studio service profiles are uploaded to.
     pub service: String,
@@ -89,14 +90,13 @@ impl ControlConfig {
                 "[control] server: `{}` is not http or https",
                 url.scheme()
             )),
-            Ok(url) if !url.username().is_empty() || url.password().is_some() => problems.push(
-                "[control] server: credentials in the URL are refused (use token_file)".into(),
-            ),
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => problems
+                .push("[control] server: credentials in the URL are refused (use `token`)".into()),
             Ok(_) => {}
             Err(e) => problems.push(format!("[control] server: not a URL: {e}")),
         }
-        if self.token_file.is_some() == self.token_env.is_some() {
-            problems.push("[control]: give exactly one of `token_file` and `token_env`".into());
+        if let Err(e) = self.token.check() {
+            problems.push(format!("[control] token: {e}"));
         }
         if self.service.trim().is_empty() {
             problems.push("[control] service: must not be empty".into());

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub enum ControlError {
     #[error("{0}")]
     Config(String),
-    #[error("cannot read the token from {place}: {why}")]
+    #[error("cannot read the {place}: {why}")]
     Token { place: String, why: String },
     #[error("tls: {0}")]
     Tls(String),

@@ -124,7 +124,7 @@ mod tests {
     const GOOD: &str = r#"
 [control]
 server = "http://127.0.0.1:9"
-token_env = "PATH"
+token = { env = "PATH" }
 service = "svc"
 interval = "200ms"
 
@@ -154,8 +154,8 @@ path = "/tmp/profpipe-control-test/profiles"
         let e = ControlFile::parse(Path::new("c.toml"), &typo).unwrap_err();
         assert!(e.to_string().contains("line 6"), "{e}");
 
-        let no_token = GOOD.replace("token_env = \"PATH\"", "");
+        let no_token = GOOD.replace("token = { env = \"PATH\" }", "");
         let e = ControlFile::parse(Path::new("c.toml"), &no_token).unwrap_err();
-        assert!(e.to_string().contains("token_file"), "{e}");
+        assert!(e.to_string().contains("token"), "{e}");
     }
 }

@@ -22,6 +22,7 @@ use toml::{Table, Value};
 use super::command::ProfilingRequest;
 use super::config::ControlConfig;
 use crate::config::{self, Config, Registry};
+use crate::secret::Secret;
 use crate::units::ByteSize;
 
 /// Which of the two pipelines a command runs in.
@@ -203,13 +204,17 @@ impl Template {
         s.insert("target".into(), "gprofiler".into());
         s.insert("endpoint".into(), Value::String(c.server.clone()));
         s.insert("service_name".into(), Value::String(c.service.clone()));
-        let mut key = Table::new();
-        match (&c.token_file, &c.token_env) {
-            (Some(f), _) => key.insert("file".into(), Value::String(f.display().to_string())),
-            (None, Some(e)) => key.insert("env".into(), Value::String(e.clone())),
-            (None, None) => None,
+        // The token as the key, where it comes from rather than its value where it
+        // can (the text of a planned config is kept in memory only, never logged).
+        let key = match &c.token {
+            Secret::Env(e) => Value::Table(Table::from_iter([("env".into(), e.clone().into())])),
+            Secret::File(f) => Value::Table(Table::from_iter([(
+                "file".into(),
+                f.display().to_string().into(),
+            )])),
+            Secret::Value(v) => Value::String(v.expose().to_string()),
         };
-        s.insert("api_key".into(), Value::Table(key));
+        s.insert("api_key".into(), key);
         if let Some(ca) = c.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
             let mut tls = Table::new();
             tls.insert("ca_file".into(), Value::String(ca.display().to_string()));
@@ -235,7 +240,7 @@ mod tests {
 
     fn template(sinks: Option<&str>) -> Template {
         let control: ControlConfig = toml::from_str(
-            "server = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\nservice = \"svc\"\n\
+            "server = \"http://127.0.0.1:1\"\ntoken = { env = \"T\" }\nservice = \"svc\"\n\
              [sources.perf]\nbinary = \"/usr/bin/perf\"\n",
         )
         .unwrap();

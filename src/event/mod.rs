@@ -14,6 +14,7 @@
 mod data_type;
 pub mod finalization;
 mod labels;
+mod stacks;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use bytes::Bytes;
 pub use data_type::{DataType, DataTypes};
 pub use finalization::{Batch, BatchReceiver, EventFinalizers, EventStatus};
 pub use labels::{check_name, LabelError, LabelSet, MAX_LABELS, RESERVED};
+pub use stacks::Stacks;
 
 /// The id of a component: the key of its table in the config (`[sources.ID]`).
 pub type ComponentId = Arc<str>;
@@ -93,7 +95,8 @@ impl Stack {
 pub struct Profile {
     pub window: Window,
     pub labels: Labels,
-    pub stacks: Vec<Stack>,
+    /// Shared with the copies sent to other consumers (see [`Stacks`]).
+    pub stacks: Stacks,
     /// Delivery tokens of everything merged into this profile.
     pub finalizers: EventFinalizers,
 }
@@ -103,7 +106,7 @@ impl Profile {
         Profile {
             window,
             labels,
-            stacks,
+            stacks: stacks.into(),
             finalizers: EventFinalizers::default(),
         }
     }

@@ -16,10 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
-use super::pending::{
-    run_windows, CompleteWindow, PendingLimits, WindowWriter, DEFAULT_MAX_PENDING_STACKS,
-};
-use crate::component::{BuildError, FieldError, SinkConfig, SinkContext, Task};
+use super::local::{self, Local, LocalSink, LocalWriter};
+use super::pending::CompleteWindow;
+use crate::component::{parse_table, BuildError, ComponentContext, FieldError, SinkContext, Task};
 use crate::event::EventStatus;
 use crate::event::Stack;
 use crate::formats::{collapsed, folded};
@@ -36,81 +35,58 @@ pub enum ConsoleFormat {
     Collapsed,
 }
 
-/// `[sinks.ID] type = "console"`.
+/// `[sinks.ID] type = "console"`: its own keys and the pending-window keys.
+pub type ConsoleSinkConfig = Local<ConsoleSink>;
+
+/// The console sink's own keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ConsoleSinkConfig {
+pub struct ConsoleSink {
     /// "folded" (default) or "collapsed".
     #[serde(default)]
     pub format: ConsoleFormat,
-    /// Most distinct stacks held for windows not yet complete; beyond it new stacks
-    /// are summed into one `[overflow]` stack per window.
-    #[serde(default = "default_max_pending_stacks")]
-    pub max_pending_stacks: usize,
-    /// Most bytes all pending windows hold together (charged to `[agent]
-    /// memory_limit`); beyond it new distinct stacks go to the `[overflow]` stack.
-    #[serde(default = "default_max_pending_bytes")]
-    pub max_pending_bytes: crate::units::ByteSize,
-}
-
-fn default_max_pending_bytes() -> crate::units::ByteSize {
-    crate::units::ByteSize(crate::window::DEFAULT_STORE_BYTES)
-}
-
-fn default_max_pending_stacks() -> usize {
-    DEFAULT_MAX_PENDING_STACKS
 }
 
 /// Where the console sink writes: standard output, or a buffer in tests.
 pub type ConsoleTarget = Arc<Mutex<dyn Write + Send>>;
 
-impl SinkConfig for ConsoleSinkConfig {
-    fn memory_bound(&self) -> u64 {
-        self.max_pending_bytes.get()
-    }
+impl LocalSink for ConsoleSink {
+    type Writer = ConsoleWriter;
 
-    fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
+    fn parse(table: toml::Table) -> Result<Self, Vec<FieldError>> {
+        parse_table(toml::Value::Table(table))
     }
 
     fn validate(&self) -> Vec<FieldError> {
-        let mut errors = Vec::new();
-        if self.max_pending_stacks == 0 {
-            errors.push(FieldError::new(
-                &["max_pending_stacks"],
-                "must be at least 1",
-            ));
-        }
-        errors
+        Vec::new()
     }
 
-    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
-        Ok(self.build_with_target(cx, Arc::new(Mutex::new(io::stdout()))))
+    fn writer(&self, cx: &ComponentContext) -> Result<ConsoleWriter, BuildError> {
+        Ok(self.writer_to(cx, Arc::new(Mutex::new(io::stdout()))))
+    }
+}
+
+impl ConsoleSink {
+    fn writer_to(&self, cx: &ComponentContext, target: ConsoleTarget) -> ConsoleWriter {
+        ConsoleWriter {
+            format: self.format,
+            target,
+            metrics: cx.metrics.clone(),
+            warned: false,
+        }
     }
 }
 
 impl ConsoleSinkConfig {
     /// The sink, writing to `target` instead of standard output.
     pub fn build_with_target(&self, cx: SinkContext, target: ConsoleTarget) -> Task {
-        let SinkContext { cx, input } = cx;
-        let limits = PendingLimits {
-            max_stacks: self.max_pending_stacks,
-            max_bytes: self.max_pending_bytes.get(),
-        };
-        let mut writer = ConsoleWriter {
-            format: self.format,
-            target,
-            metrics: cx.metrics.clone(),
-            warned: false,
-        };
-        Box::pin(async move {
-            run_windows(input, &cx, limits, &mut writer).await;
-            Ok(())
-        })
+        let writer = self.sink.writer_to(&cx.cx, target);
+        local::run(cx, self.pending, writer)
     }
 }
 
-struct ConsoleWriter {
+/// The console sink's writer.
+pub struct ConsoleWriter {
     format: ConsoleFormat,
     target: ConsoleTarget,
     metrics: ComponentMetrics,
@@ -146,7 +122,7 @@ impl ConsoleWriter {
     }
 }
 
-impl WindowWriter for ConsoleWriter {
+impl LocalWriter for ConsoleWriter {
     async fn write(&mut self, window: CompleteWindow) -> EventStatus {
         // Window stacks are sorted by frames, so equal frames are adjacent.
         let result = match self.render(&window) {
@@ -203,9 +179,11 @@ mod tests {
         let (tx, cx, metrics) = sink_context("console", "out", "h1", &["src"]);
         let buf = Shared::default();
         let config = ConsoleSinkConfig {
-            format,
-            max_pending_stacks: 100,
-            max_pending_bytes: crate::units::ByteSize::mib(1),
+            sink: ConsoleSink { format },
+            pending: crate::sinks::pending::PendingConfig {
+                max_pending_stacks: 100,
+                max_pending_bytes: crate::units::ByteSize::mib(1),
+            },
         };
         let task = tokio::spawn(config.build_with_target(cx, Arc::new(Mutex::new(buf.clone()))));
         for e in events {

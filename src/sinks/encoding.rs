@@ -1,10 +1,13 @@
 //! What a delivering sink sends for a window: the window in one of the shared
 //! encodings, cut into parts that each fit the destination's limits.
 //!
-//! `encoding = "json" | "collapsed" | "pprof"` means the same bytes in every sink:
+//! `encoding = "json" | "collapsed" | "pprof" | "otlp_proto"` means the same bytes
+//! in every sink:
 //! - `json`: [`crate::formats::profile_json`] (one document per part);
 //! - `collapsed`: gProfiler's collapsed text, its `# {json}` header first;
-//! - `pprof`: gzip-compressed `profile.proto` ([`crate::formats::pprof`]).
+//! - `pprof`: gzip-compressed `profile.proto` ([`crate::formats::pprof`]);
+//! - `otlp_proto`: an OpenTelemetry `ExportProfilesServiceRequest`
+//!   ([`crate::formats::otlp`]), named as the Collector's Kafka receiver names it.
 //!
 //! A destination takes at most so many bytes (Kafka's `message.max.bytes`,
 //! Performance Studio's 4 MiB) or stacks (Pyroscope's 16,000) per request. A window
@@ -21,7 +24,7 @@ use serde::Deserialize;
 use super::pending::CompleteWindow;
 use crate::event::{LabelSet, Stack, Window};
 use crate::formats::profile_json::{self, PartInfo};
-use crate::formats::{collapsed, pprof};
+use crate::formats::{collapsed, otlp, pprof};
 
 /// `encoding = ...` of a delivering sink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -30,6 +33,9 @@ pub enum Encoding {
     Json,
     Collapsed,
     Pprof,
+    /// OTLP profiles, the binary protobuf of one `ExportProfilesServiceRequest`.
+    #[serde(rename = "otlp_proto")]
+    OtlpProto,
 }
 
 impl Encoding {
@@ -39,6 +45,7 @@ impl Encoding {
             Encoding::Json => "json",
             Encoding::Collapsed => "col",
             Encoding::Pprof => "pb.gz",
+            Encoding::OtlpProto => "otlp.pb",
         }
     }
 
@@ -49,6 +56,7 @@ impl Encoding {
             Encoding::Collapsed => "text/plain; charset=utf-8",
             // pprof's own bytes are gzip; the type says what is inside.
             Encoding::Pprof => "application/vnd.google.protobuf",
+            Encoding::OtlpProto => otlp::CONTENT_TYPE,
         }
     }
 
@@ -57,6 +65,7 @@ impl Encoding {
             Encoding::Json => "json",
             Encoding::Collapsed => "collapsed",
             Encoding::Pprof => "pprof",
+            Encoding::OtlpProto => "otlp_proto",
         }
     }
 }
@@ -179,6 +188,14 @@ impl Encoder {
                 out
             }
             Encoding::Pprof => pprof::encode(&pprof::PprofInput {
+                window,
+                stacks,
+                labels,
+                host,
+                sample_rate_hz: self.sample_rate_hz,
+                part: Some(part),
+            }),
+            Encoding::OtlpProto => otlp::encode_request(&otlp::OtlpInput {
                 window,
                 stacks,
                 labels,
@@ -420,6 +437,44 @@ mod tests {
             .comment
             .iter()
             .all(|&i| !p.string_table[i as usize].starts_with("part=")));
+    }
+
+    #[test]
+    fn otlp_parts_are_whole_requests_that_together_hold_the_window_once() {
+        use crate::formats::otlp::proto::any_value::Value;
+        let w = window(3000);
+        let limits = PartLimits {
+            max_bytes: 30_000,
+            max_stacks: usize::MAX,
+        };
+        let parts = encoder(Encoding::OtlpProto)
+            .parts(&w, limits, |b| b)
+            .unwrap();
+        assert!(parts.len() > 2, "{} parts", parts.len());
+        let mut samples = 0;
+        let mut stacks = std::collections::BTreeSet::new();
+        for p in &parts {
+            assert!(p.bytes.len() <= limits.max_bytes);
+            let r = otlp::decode_request(&p.bytes).unwrap();
+            let d = r.dictionary.unwrap();
+            let prof = &r.resource_profiles[0].scope_profiles[0].profiles[0];
+            let part =
+                prof.attribute_indices
+                    .iter()
+                    .find_map(|&i| match otlp::attribute_value(&d, i) {
+                        Some(("profpipe.part", Value::IntValue(n))) => Some(*n),
+                        _ => None,
+                    });
+            assert_eq!(part, Some(p.index as i64));
+            for s in &prof.samples {
+                samples += s.values[0] as u64;
+                assert!(stacks.insert((p.index, s.stack_index)));
+            }
+            // Each part's dictionary holds only its own stacks (and the zero one).
+            assert_eq!(d.stack_table.len(), p.stacks + 1);
+        }
+        assert_eq!(parts.iter().map(|p| p.stacks).sum::<usize>(), 3000);
+        assert_eq!(samples, w.stacks.iter().map(|s| s.count).sum::<u64>());
     }
 
     #[test]

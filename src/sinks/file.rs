@@ -7,12 +7,12 @@
 //! inputs = ["fold"]
 //! path = "/var/lib/profpipe/profiles"
 //! formats = ["collapsed", "flamegraph", "pprof"]
-//! sample_rate = 11          # Hz of the profilers feeding it: pprof's period
+//! sample_rate = 11          # Hz of the profilers feeding it: pprof's and otlp's period
 //! retain_files = 100
 //! retain_bytes = "1GiB"
 //! ```
 //!
-//! For each window: `profile_<end>.col` / `.folded` / `.svg` / `.pb.gz`, `<end>` being the
+//! For each window: `profile_<end>.col` / `.folded` / `.svg` / `.pb.gz` / `.otlp.pb`, `<end>` being the
 //! window's end in ISO 8601 basic format (`20231203T163100.000Z`, no `:`); windows
 //! of another host than the agent's own (pushed to an `http_server` source) are
 //! `profile_<end>_<host>.<ext>`, so two hosts' windows with the same end never
@@ -33,15 +33,15 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::encoding::Encoding;
-use super::pending::{
-    run_windows, CompleteWindow, PendingLimits, WindowWriter, DEFAULT_MAX_PENDING_STACKS,
-};
-use crate::component::{BuildError, FieldError, SinkConfig, SinkContext, Task};
+use super::encoding::{profile_id, Encoding};
+use super::local::{Local, LocalSink, LocalWriter};
+use super::pending::CompleteWindow;
+use crate::component::{parse_table, BuildError, ComponentContext, FieldError};
 use crate::event::EventStatus;
 use crate::formats::flamegraph::{self, FlameGraphOptions};
+use crate::formats::profile_json::PartInfo;
 use crate::formats::timestamp::{file_stamp, iso8601};
-use crate::formats::{collapsed, folded, pprof};
+use crate::formats::{collapsed, folded, otlp, pprof};
 use crate::telemetry::ComponentMetrics;
 use crate::units::ByteSize;
 
@@ -57,6 +57,9 @@ pub enum FileFormat {
     Flamegraph,
     /// gzip-compressed `profile.proto` (`.pb.gz`), as `go tool pprof` reads it.
     Pprof,
+    /// OpenTelemetry profiles: one `ExportProfilesServiceRequest` (`.otlp.pb`), the
+    /// bytes an OTLP/HTTP exporter would POST.
+    Otlp,
 }
 
 impl FileFormat {
@@ -66,6 +69,7 @@ impl FileFormat {
             FileFormat::Collapsed => "col",
             FileFormat::Flamegraph => "svg",
             FileFormat::Pprof => Encoding::Pprof.extension(),
+            FileFormat::Otlp => Encoding::OtlpProto.extension(),
         }
     }
 
@@ -75,17 +79,22 @@ impl FileFormat {
             FileFormat::Collapsed => "collapsed",
             FileFormat::Flamegraph => "flamegraph",
             FileFormat::Pprof => "pprof",
+            FileFormat::Otlp => "otlp",
         }
     }
 }
 
-/// `[sinks.ID] type = "file"`.
+/// `[sinks.ID] type = "file"`: its own keys and the pending-window keys.
+pub type FileSinkConfig = Local<FileSink>;
+
+/// The file sink's own keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileSinkConfig {
+pub struct FileSink {
     /// Directory to write into. Created (mode 0700, parents too) if missing.
     pub path: PathBuf,
-    /// Formats written for each window: "folded", "collapsed", "flamegraph", "pprof".
+    /// Formats written for each window: "folded", "collapsed", "flamegraph", "pprof",
+    /// "otlp".
     #[serde(default = "default_formats")]
     pub formats: Vec<FileFormat>,
     /// Sampling frequency (Hz) of the profilers feeding this sink; pprof's `period`
@@ -103,18 +112,6 @@ pub struct FileSinkConfig {
     /// The newest file of each format is kept even when it alone is larger.
     #[serde(default = "default_retain_bytes")]
     pub retain_bytes: ByteSize,
-    /// Most distinct stacks held for windows not yet complete; beyond it new stacks
-    /// are summed into one `[overflow]` stack per window.
-    #[serde(default = "default_max_pending_stacks")]
-    pub max_pending_stacks: usize,
-    /// Most bytes all pending windows hold together (charged to `[agent]
-    /// memory_limit`); beyond it new distinct stacks go to the `[overflow]` stack.
-    #[serde(default = "default_max_pending_bytes")]
-    pub max_pending_bytes: crate::units::ByteSize,
-}
-
-fn default_max_pending_bytes() -> crate::units::ByteSize {
-    crate::units::ByteSize(crate::window::DEFAULT_STORE_BYTES)
 }
 
 fn default_formats() -> Vec<FileFormat> {
@@ -132,17 +129,12 @@ fn default_retain_files() -> usize {
 fn default_retain_bytes() -> ByteSize {
     ByteSize(1 << 30)
 }
-fn default_max_pending_stacks() -> usize {
-    DEFAULT_MAX_PENDING_STACKS
-}
 
-impl SinkConfig for FileSinkConfig {
-    fn memory_bound(&self) -> u64 {
-        self.max_pending_bytes.get()
-    }
+impl LocalSink for FileSink {
+    type Writer = FileWriter;
 
-    fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
+    fn parse(table: toml::Table) -> Result<Self, Vec<FieldError>> {
+        parse_table(toml::Value::Table(table))
     }
 
     fn validate(&self) -> Vec<FieldError> {
@@ -153,7 +145,7 @@ impl SinkConfig for FileSinkConfig {
         if self.formats.is_empty() {
             errors.push(FieldError::new(
                 &["formats"],
-                "must list at least one of \"folded\", \"collapsed\", \"flamegraph\", \"pprof\"",
+                "must list at least one of \"folded\", \"collapsed\", \"flamegraph\", \"pprof\", \"otlp\"",
             ));
         }
         let mut seen = HashSet::new();
@@ -179,16 +171,10 @@ impl SinkConfig for FileSinkConfig {
                 "must be at least 1 (the newest file is always kept)",
             ));
         }
-        if self.max_pending_stacks == 0 {
-            errors.push(FieldError::new(
-                &["max_pending_stacks"],
-                "must be at least 1",
-            ));
-        }
         errors
     }
 
-    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
+    fn writer(&self, cx: &ComponentContext) -> Result<FileWriter, BuildError> {
         create_dir(&self.path).map_err(|e| {
             BuildError(format!(
                 "cannot create output directory {}: {e}",
@@ -196,7 +182,6 @@ impl SinkConfig for FileSinkConfig {
             ))
         })?;
         remove_stale_temp_files(&self.path);
-        let SinkContext { cx, input } = cx;
         let title = self
             .title
             .clone()
@@ -210,20 +195,12 @@ impl SinkConfig for FileSinkConfig {
             retain_files: self.retain_files.max(1),
             retain_bytes: self.retain_bytes.get(),
         });
-        let limits = PendingLimits {
-            max_stacks: self.max_pending_stacks,
-            max_bytes: self.max_pending_bytes.get(),
-        };
-        Ok(Box::pin(async move {
-            let mut writer = FileWriter {
-                settings,
-                metrics: cx.metrics.clone(),
-                newest_end_ms: None,
-                warned: HashSet::new(),
-            };
-            run_windows(input, &cx, limits, &mut writer).await;
-            Ok(())
-        }))
+        Ok(FileWriter {
+            settings,
+            metrics: cx.metrics.clone(),
+            newest_end_ms: None,
+            warned: HashSet::new(),
+        })
     }
 }
 
@@ -284,7 +261,8 @@ struct Outcome {
     failures: Vec<Failure>,
 }
 
-struct FileWriter {
+/// The file sink's writer.
+pub struct FileWriter {
     settings: Arc<Settings>,
     metrics: ComponentMetrics,
     /// End of the newest window written: `last_profile.*` never moves back.
@@ -293,7 +271,7 @@ struct FileWriter {
     warned: HashSet<(String, io::ErrorKind)>,
 }
 
-impl WindowWriter for FileWriter {
+impl LocalWriter for FileWriter {
     /// Delivered once any format of the window is written (a failed format is
     /// counted and logged); Errored when none could be.
     async fn write(&mut self, window: CompleteWindow) -> EventStatus {
@@ -423,6 +401,24 @@ fn render(
             sample_rate_hz: s.sample_rate,
             part: None,
         })),
+        FileFormat::Otlp => {
+            // One part, with the window's stable id, so the profiles carry ids a
+            // consumer can recognise a re-written window by.
+            let profile_id = profile_id(&w.host, w.window, &w.labels);
+            let part = PartInfo {
+                profile_id: &profile_id,
+                index: 0,
+                count: 1,
+            };
+            out.write_all(&otlp::encode_request(&otlp::OtlpInput {
+                window: w.window,
+                stacks: &w.stacks,
+                labels: &w.labels,
+                host: &w.host,
+                sample_rate_hz: s.sample_rate,
+                part: Some(&part),
+            }))
+        }
     }
 }
 

@@ -3,11 +3,13 @@
 use crate::component::{Kind, SinkConfig};
 
 pub mod console;
+pub mod delivering;
 pub mod driver;
 pub mod encoding;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod local;
 pub mod pending;
 pub mod s3;
 pub mod template;
@@ -15,9 +17,9 @@ pub mod template;
 mod test_context;
 
 pub static KINDS: &[Kind<dyn SinkConfig>] = &[
-    Kind::sink::<console::ConsoleSinkConfig>("console"),
-    Kind::sink::<file::FileSinkConfig>("file"),
-    Kind::sink::<http::HttpSinkConfig>("http"),
-    Kind::sink::<s3::S3SinkConfig>("s3"),
-    Kind::sink::<kafka::KafkaSinkConfig>("kafka"),
+    local::kind::<console::ConsoleSink>("console"),
+    local::kind::<file::FileSink>("file"),
+    delivering::kind::<http::HttpSink>("http"),
+    delivering::kind::<s3::S3Sink>("s3"),
+    delivering::kind::<kafka::KafkaSink>("kafka"),
 ];

@@ -14,11 +14,14 @@
 
 use std::future::Future;
 
+use serde::Deserialize;
+
 use crate::buffer::Input;
-use crate::component::ComponentContext;
+use crate::component::{at_least_one, ComponentContext, FieldError};
 use crate::event::{
     Diagnostic, Event, EventFinalizers, EventStatus, LabelSet, Profile, Stack, Window,
 };
+use crate::units::ByteSize;
 use crate::window::{Done, Scope, StackCounts, StoreLimits, WindowState, WindowStore};
 
 pub use crate::window::OVERFLOW_FRAME;
@@ -39,6 +42,47 @@ pub struct PendingLimits {
     pub max_bytes: u64,
 }
 
+/// The keys every window-writing sink has for its pending windows:
+///
+/// ```toml
+/// max_pending_stacks = 1000000   # distinct stacks per window; more go to `[overflow]`
+/// max_pending_bytes = "64MiB"    # all pending windows together, charged to [agent] memory_limit
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct PendingConfig {
+    /// Most distinct stacks held per window not yet complete; beyond it new stacks
+    /// are summed into one `[overflow]` stack of that window.
+    pub max_pending_stacks: usize,
+    /// Most bytes all pending windows hold together (charged to `[agent]
+    /// memory_limit`).
+    pub max_pending_bytes: ByteSize,
+}
+
+impl Default for PendingConfig {
+    fn default() -> Self {
+        PendingConfig {
+            max_pending_stacks: DEFAULT_MAX_PENDING_STACKS,
+            max_pending_bytes: ByteSize(crate::window::DEFAULT_STORE_BYTES),
+        }
+    }
+}
+
+impl PendingConfig {
+    pub fn validate(&self) -> Vec<FieldError> {
+        at_least_one(&["max_pending_stacks"], self.max_pending_stacks)
+            .into_iter()
+            .collect()
+    }
+
+    pub fn limits(&self) -> PendingLimits {
+        PendingLimits {
+            max_stacks: self.max_pending_stacks,
+            max_bytes: self.max_pending_bytes.get(),
+        }
+    }
+}
+
 /// A complete window, ready to be written.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompleteWindow {
@@ -56,27 +100,17 @@ pub struct CompleteWindow {
     pub bytes: u64,
 }
 
-/// Where a sink puts complete windows.
-pub trait WindowWriter: Send {
-    /// Writes one window, counting `sent` or errors itself; failures must not end
-    /// the sink. The outcome resolves the delivery tokens of the window's events.
-    fn write(&mut self, window: CompleteWindow) -> impl Future<Output = EventStatus> + Send;
-
-    /// Hands a window and its delivery tokens over. The default writes it and
-    /// resolves the tokens with the outcome; a sink that delivers in the background
-    /// (through the [`Driver`](super::driver::Driver)) overrides this, passing the
-    /// tokens on with its requests, and returns once they are submitted: the wait
-    /// for a free request slot is the sink's backpressure.
-    fn deliver(
+/// What [`run_windows`] hands each complete window and its delivery tokens to: a
+/// local sink's writer (`sinks::local`) or the delivering sinks' spine
+/// (`sinks::delivering`), which passes the tokens on with its requests and returns
+/// once they are submitted (the wait for a free request slot is the sink's
+/// backpressure).
+pub(crate) trait HandleWindow: Send {
+    fn handle(
         &mut self,
         window: CompleteWindow,
         finalizers: EventFinalizers,
-    ) -> impl Future<Output = ()> + Send {
-        async move {
-            let status = self.write(window).await;
-            finalizers.resolve(status);
-        }
-    }
+    ) -> impl Future<Output = ()> + Send;
 }
 
 struct SinkWindow(StackCounts);
@@ -99,7 +133,7 @@ pub fn error_stack(d: &Diagnostic) -> Stack {
 }
 
 /// The receive loop of a window-writing sink (see the module documentation).
-pub async fn run_windows<W: WindowWriter>(
+pub(crate) async fn run_windows<W: HandleWindow>(
     mut input: Input,
     cx: &ComponentContext,
     limits: PendingLimits,
@@ -117,7 +151,7 @@ pub async fn run_windows<W: WindowWriter>(
         let profile = match event {
             Event::Profile(p) => p,
             Event::Diagnostic(d) if d.reason.is_some() && d.pid != 0 => Profile {
-                stacks: vec![error_stack(&d)],
+                stacks: vec![error_stack(&d)].into(),
                 window: d.window,
                 labels: d.labels,
                 finalizers: d.finalizers,
@@ -194,7 +228,7 @@ fn add(store: &mut WindowStore<SinkWindow>, max_stacks: usize, mut p: Profile) -
     )
 }
 
-async fn write<W: WindowWriter>(writer: &mut W, done: Done<SinkWindow>) {
+async fn write<W: HandleWindow>(writer: &mut W, done: Done<SinkWindow>) {
     let Done {
         window,
         source: host,
@@ -219,7 +253,7 @@ async fn write<W: WindowWriter>(writer: &mut W, done: Done<SinkWindow>) {
         events,
         bytes: event_bytes,
     };
-    writer.deliver(complete, finalizers).await;
+    writer.handle(complete, finalizers).await;
     // The window's bytes stay charged until it is handed over.
     drop(charge);
 }

@@ -217,7 +217,7 @@ impl Pending {
         self.bytes += p.size_bytes();
         match self.parts.iter_mut().find(|(l, _)| *l == p.labels) {
             Some((_, stacks)) => stacks.extend(p.stacks),
-            None => self.parts.push((p.labels, p.stacks)),
+            None => self.parts.push((p.labels, p.stacks.into_vec())),
         }
     }
 }

@@ -7,12 +7,14 @@
 //! to one overflow stack, so the window's total stays exact, and it is counted as
 //! overflowed.
 
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
 use super::store::{Room, WindowState};
-use crate::event::{Labels, Stack};
+use crate::event::{Labels, Stack, Stacks};
 
 /// The frame of the stack that absorbs stacks beyond the limit.
 pub const OVERFLOW_FRAME: &str = "[overflow]";
@@ -20,7 +22,58 @@ pub const OVERFLOW_FRAME: &str = "[overflow]";
 /// Map overhead per distinct stack, on top of the stack's own bytes.
 const ENTRY_OVERHEAD: usize = 16;
 
-type Key = (u32, Option<Arc<str>>, Box<str>);
+/// A distinct stack: pid (0 unless kept apart), container, frames.
+struct Key(u32, Option<Arc<str>>, Box<str>);
+
+/// A key seen without owning it, so a stack shared with other consumers is looked
+/// up without copying its frames (they are copied only when it is new here).
+trait KeyView {
+    fn view(&self) -> (u32, Option<&str>, &str);
+}
+
+impl KeyView for Key {
+    fn view(&self) -> (u32, Option<&str>, &str) {
+        (self.0, self.1.as_deref(), &self.2)
+    }
+}
+
+struct Borrowed<'a>(u32, Option<&'a str>, &'a str);
+
+impl KeyView for Borrowed<'_> {
+    fn view(&self) -> (u32, Option<&str>, &str) {
+        (self.0, self.1, self.2)
+    }
+}
+
+impl<'a> Borrow<dyn KeyView + 'a> for Key {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+// Owned and borrowed keys hash and compare by their view, so they agree.
+impl Hash for dyn KeyView + '_ {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.view().hash(h)
+    }
+}
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+impl Eq for dyn KeyView + '_ {}
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.view().hash(h)
+    }
+}
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.view() == other.view()
+    }
+}
+impl Eq for Key {}
 
 pub struct StackCounts {
     /// The labels of the profiles merged: those of the first, with the open set cut
@@ -53,8 +106,8 @@ impl StackCounts {
     pub fn add(&mut self, stack: Stack, room: &mut Room<'_>) -> bool {
         let pid = if self.keep_pid { stack.pid } else { 0 };
         let cost = stack.size_bytes() + ENTRY_OVERHEAD;
-        let key = (pid, stack.container, stack.frames);
-        if let Some(c) = self.counts.get_mut(&key) {
+        let key = Key(pid, stack.container, stack.frames);
+        if let Some(c) = self.counts.get_mut(&key as &dyn KeyView) {
             *c = c.saturating_add(stack.count);
             return true;
         }
@@ -69,17 +122,37 @@ impl StackCounts {
         }
     }
 
+    /// [`add`](Self::add) of a stack another consumer holds too: its frames are
+    /// copied only if it is new here.
+    fn add_shared(&mut self, stack: &Stack, room: &mut Room<'_>) -> bool {
+        let pid = if self.keep_pid { stack.pid } else { 0 };
+        let key = Borrowed(pid, stack.container.as_deref(), &stack.frames);
+        if let Some(c) = self.counts.get_mut(&key as &dyn KeyView) {
+            *c = c.saturating_add(stack.count);
+            return true;
+        }
+        self.add(stack.clone(), room)
+    }
+
     /// Merges a profile's stacks; returns how many went to the overflow stack.
-    pub fn add_all(&mut self, labels: &Labels, stacks: Vec<Stack>, room: &mut Room<'_>) -> u64 {
+    pub fn add_all(&mut self, labels: &Labels, stacks: Stacks, room: &mut Room<'_>) -> u64 {
         match &mut self.labels {
             None => self.labels = Some(labels.clone()),
             Some(l) if l.extra != labels.extra => l.extra = l.extra.common(&labels.extra),
             Some(_) => {}
         }
         let mut overflowed = 0;
-        for s in stacks {
-            if !self.add(s, room) {
-                overflowed += 1;
+        if stacks.is_shared() {
+            for s in stacks.iter() {
+                if !self.add_shared(s, room) {
+                    overflowed += 1;
+                }
+            }
+        } else {
+            for s in stacks.into_vec() {
+                if !self.add(s, room) {
+                    overflowed += 1;
+                }
             }
         }
         overflowed
@@ -100,7 +173,7 @@ impl StackCounts {
         let mut stacks: Vec<Stack> = self
             .counts
             .into_iter()
-            .map(|((pid, container, frames), count)| Stack {
+            .map(|(Key(pid, container, frames), count)| Stack {
                 pid,
                 container,
                 frames,
@@ -156,7 +229,7 @@ mod tests {
             Default::default(),
             0,
             || StackCounts::new(false, max_unique),
-            |s, room| s.add_all(&Labels::default(), stacks, room),
+            |s, room| s.add_all(&Labels::default(), stacks.into(), room),
         );
         let done = store.drain().pop().unwrap();
         (done.state.into_stacks(OVERFLOW_FRAME), over)

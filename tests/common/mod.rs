@@ -9,6 +9,8 @@
 //! - [`run`]: building, starting and running topologies.
 //! - [`receiver`]: a strict HTTP receiver answering as Pyroscope and Performance
 //!   Studio do, for the `http` sink.
+//! - [`otlp`]: decoding OTLP profiles with an independent decoder
+//!   (`scripts/check-otlp.py`, OpenTelemetry's generated Python classes).
 //! - [`proc`]: processes of the host: /proc reading, kill-on-drop children, waiting
 //!   for a process to exec or die, counting descriptors and zombies.
 //! - [`s3`]: a real S3 server (s3s-fs) on a free port, stoppable and restartable,
@@ -23,6 +25,7 @@
 pub mod collect;
 pub mod context;
 pub mod events;
+pub mod otlp;
 pub mod proc;
 pub mod receiver;
 pub mod run;

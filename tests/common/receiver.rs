@@ -44,6 +44,10 @@ pub enum Personality {
     Pyroscope,
     Studio,
     Generic,
+    /// An OTLP/HTTP receiver: `POST /v1development/profiles` of
+    /// `application/x-protobuf` (gzip decoded), kept as sent in `body`; answers
+    /// an empty 200, or a partial success when asked ([`Receiver::partial_next`]).
+    Otlp,
 }
 
 /// One accepted request.
@@ -62,6 +66,8 @@ pub struct Accepted {
     pub header: Value,
     /// Pyroscope: the parse stopped at a line over 64 KiB.
     pub scanner_stopped: bool,
+    /// OTLP: the request's bytes, decompressed.
+    pub body: Vec<u8>,
 }
 
 #[derive(Default)]
@@ -72,6 +78,8 @@ struct State {
     outage: Mutex<Option<(Instant, u16, Option<u64>)>>,
     scripted: Mutex<VecDeque<u16>>,
     next_gpid: AtomicU64,
+    /// OTLP: partial successes to answer, `(rejected_profiles, error_message)`.
+    partial: Mutex<VecDeque<(i64, String)>>,
 }
 
 pub struct Receiver {
@@ -175,6 +183,15 @@ impl Receiver {
             .extend(std::iter::repeat_n(status, n));
     }
 
+    /// OTLP: the next accepted request is answered with a partial success.
+    pub fn partial_next(&self, rejected_profiles: i64, message: &str) {
+        self.state
+            .partial
+            .lock()
+            .unwrap()
+            .push_back((rejected_profiles, message.to_string()));
+    }
+
     pub fn accepted(&self) -> Vec<Accepted> {
         self.state.accepted.lock().unwrap().clone()
     }
@@ -261,6 +278,7 @@ impl Receiver {
             Personality::Pyroscope => self.pyroscope(&path, &query, &headers, &body),
             Personality::Studio => self.studio(&path, &headers, &body),
             Personality::Generic => self.generic(&headers, &body),
+            Personality::Otlp => self.otlp(&path, &headers, &body),
         };
         match result {
             Ok((mut accepted, answer)) => {
@@ -269,6 +287,9 @@ impl Receiver {
                 accepted.headers = headers;
                 accepted.wire_bytes = body.len();
                 self.state.accepted.lock().unwrap().push(accepted);
+                if self.personality == Personality::Otlp {
+                    return self.otlp_answer();
+                }
                 reply(200, &answer)
             }
             Err((status, message)) => reply(
@@ -294,6 +315,57 @@ impl Receiver {
             }
             _ => reply(404, "not found"),
         }
+    }
+
+    /// `POST /v1development/profiles`: protobuf, maybe gzip; decoded by the test.
+    fn otlp(
+        &self,
+        path: &str,
+        headers: &HashMap<String, String>,
+        body: &[u8],
+    ) -> Result<(Accepted, String), (u16, String)> {
+        if path != "/v1development/profiles" {
+            return Err((404, format!("no signal at {path}")));
+        }
+        if headers.get("content-type").map(String::as_str) != Some("application/x-protobuf") {
+            return Err((415, "Content-Type must be application/x-protobuf".into()));
+        }
+        let body = match headers.get("content-encoding").map(String::as_str) {
+            Some("gzip") => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out)
+                    .map_err(|e| (400, format!("bad gzip: {e}")))?;
+                out
+            }
+            None => body.to_vec(),
+            Some(other) => return Err((415, format!("Content-Encoding {other}"))),
+        };
+        let mut a = Accepted::empty();
+        a.body = body;
+        Ok((a, String::new()))
+    }
+
+    /// An empty 200 (full success) or the next scripted partial success.
+    fn otlp_answer(&self) -> Response<Full<Bytes>> {
+        use profpipe::formats::otlp::proto::{
+            ExportProfilesPartialSuccess, ExportProfilesServiceResponse,
+        };
+        let body = match self.state.partial.lock().unwrap().pop_front() {
+            Some((rejected_profiles, error_message)) => {
+                prost::Message::encode_to_vec(&ExportProfilesServiceResponse {
+                    partial_success: Some(ExportProfilesPartialSuccess {
+                        rejected_profiles,
+                        error_message,
+                    }),
+                })
+            }
+            None => Vec::new(),
+        };
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/x-protobuf")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
     }
 
     fn authorized(&self, headers: &HashMap<String, String>) -> bool {
@@ -474,6 +546,7 @@ impl Accepted {
             gpid: Value::Null,
             header: Value::Null,
             scanner_stopped: false,
+            body: Vec::new(),
         }
     }
 }

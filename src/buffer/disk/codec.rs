@@ -157,7 +157,7 @@ pub fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
             Event::Profile(Profile {
                 window,
                 labels,
-                stacks,
+                stacks: stacks.into(),
                 finalizers: Default::default(),
             })
         }

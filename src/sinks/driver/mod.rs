@@ -221,7 +221,7 @@ impl<S: Service> Driver<S> {
 
     /// Waits up to `deadline` for the requests in flight; then stops retrying,
     /// resolves what remains `Errored` and reports it.
-    pub async fn flush(mut self, deadline: Duration) -> FlushReport {
+    pub async fn flush(&mut self, deadline: Duration) -> FlushReport {
         let mut tasks = std::mem::take(&mut self.tasks);
         let mut report = FlushReport::default();
         let timer = tokio::time::sleep(deadline);
@@ -242,6 +242,14 @@ impl<S: Service> Driver<S> {
             self.account(r, &mut report);
         }
         report
+    }
+
+    /// The service back, once [`flush`](Self::flush) has ended every request
+    /// (`None` if one still holds it).
+    pub fn into_service(self) -> Option<S> {
+        let shared = self.shared.clone();
+        drop(self);
+        Arc::into_inner(shared).map(|s| s.service)
     }
 
     /// Collects requests that ended, so the task set does not grow.

@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use crate::buffer::BoxFuture;
+use crate::telemetry::ComponentMetrics;
 
 /// Why an attempt did not deliver.
 ///
@@ -78,6 +79,16 @@ pub trait Service: Send + Sync + 'static {
     /// The default has nothing to check.
     fn healthcheck(&self) -> BoxFuture<'_, Result<(), DeliveryError>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// Called once at shutdown, after the driver's requests have ended, with what
+    /// is left of the shutdown timeout: a service that queues below the driver
+    /// (librdkafka's producer) delivers or counts what it still holds here.
+    fn close(self, _left: Duration, _metrics: &ComponentMetrics) -> BoxFuture<'static, ()>
+    where
+        Self: Sized,
+    {
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::buffer::EdgeSender;
+use crate::component::SinkConfig;
 use crate::component::{parse_sink, ComponentError};
 use crate::event::{Event, Labels, Profile, Stack, Watermark, Window};
 use crate::formats::collapsed::Layout;
@@ -14,7 +15,7 @@ const MIN: u64 = 60_000;
 const T0: u64 = 1_701_621_000_000;
 
 fn config(dir: &Path) -> FileSinkConfig {
-    FileSinkConfig {
+    let sink = FileSink {
         path: dir.to_path_buf(),
         formats: vec![
             FileFormat::Folded,
@@ -25,17 +26,21 @@ fn config(dir: &Path) -> FileSinkConfig {
         title: Some("test graph".into()),
         retain_files: 100,
         retain_bytes: ByteSize(1 << 30),
-        max_pending_stacks: 1000,
-        max_pending_bytes: ByteSize::mib(8),
+    };
+    FileSinkConfig {
+        sink,
+        pending: crate::sinks::pending::PendingConfig {
+            max_pending_stacks: 1000,
+            max_pending_bytes: ByteSize::mib(8),
+        },
     }
 }
 
 /// [`config`] writing only the folded format.
 fn folded_only(dir: &Path) -> FileSinkConfig {
-    FileSinkConfig {
-        formats: vec![FileFormat::Folded],
-        ..config(dir)
-    }
+    let mut c = config(dir);
+    c.formats = vec![FileFormat::Folded];
+    c
 }
 
 struct Harness {
@@ -375,7 +380,7 @@ async fn overflow_merges_new_stacks_and_keeps_totals() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let mut cfg = folded_only(&dir);
-    cfg.max_pending_stacks = 2;
+    cfg.pending.max_pending_stacks = 2;
     let h = Harness::start(&cfg, &["perf"]);
     let end = T0 + MIN;
     h.send(profile(

@@ -23,12 +23,121 @@
 
 use std::sync::Mutex;
 
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::Url;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::auth::sensitive;
+use super::config::FOUR_MIB;
+use super::service::{Answers, Body, HttpRequest, Probe};
+use super::target::{HttpTarget, Shape};
+use super::{header_value, join, oversized};
+use crate::component::FieldError;
 use crate::event::Window;
 use crate::formats::timestamp::iso8601;
+use crate::secret::Secret;
+use crate::sinks::delivering::Refused;
 use crate::sinks::encoding::{gzip, Encoder, Encoding, Oversized, PartLimits};
 use crate::sinks::pending::CompleteWindow;
+use crate::telemetry::ComponentMetrics;
+
+/// `target = "gprofiler"`'s keys.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GprofilerTarget {
+    /// The service's API key (`GPROFILER-API-KEY`): a secret (`"${NAME}"`,
+    /// `{ env = "NAME" }` or `{ file = "/path" }`).
+    pub api_key: Secret,
+    /// The service name; default the window's `service` label, else the host name.
+    #[serde(default)]
+    pub service_name: Option<String>,
+}
+
+const API_KEY: HeaderName = HeaderName::from_static("gprofiler-api-key");
+const SERVICE_HEADER: HeaderName = HeaderName::from_static("gprofiler-service-name");
+
+impl HttpTarget for GprofilerTarget {
+    fn validate(&self) -> Vec<FieldError> {
+        match self.api_key.check() {
+            Err(e) => vec![FieldError::new(&["api_key"], e)],
+            Ok(()) => Vec::new(),
+        }
+    }
+
+    fn default_max_request_bytes(&self) -> u64 {
+        FOUR_MIB
+    }
+
+    fn credentials(&self) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+        let key = self.api_key.load().map_err(|e| format!("api_key: {e}"))?;
+        let key = sensitive(key.expose()).map_err(|e| format!("api_key: {e}"))?;
+        Ok(vec![(API_KEY, key)])
+    }
+
+    /// What gProfiler checks at start; sent with the key, so a server that checks
+    /// it refuses a bad one now.
+    fn probe(&self, endpoint: &Url) -> Result<Option<Probe>, String> {
+        let mut headers = HeaderMap::new();
+        if let Some(s) = &self.service_name {
+            headers.insert(SERVICE_HEADER, header_value(s));
+        }
+        Ok(Some(Probe {
+            url: join(endpoint, "/api/v1/health_check"),
+            headers,
+        }))
+    }
+
+    fn shape(&self, endpoint: &Url, max_request_bytes: usize) -> Box<dyn Shape> {
+        Box::new(GprofilerShape {
+            url: join(endpoint, "/api/v2/profiles"),
+            service_name: self.service_name.clone(),
+            spawn_time: iso8601(crate::window_clock::now_ms()),
+            max_bytes: max_request_bytes,
+        })
+    }
+}
+
+struct GprofilerShape {
+    url: Url,
+    service_name: Option<String>,
+    spawn_time: String,
+    max_bytes: usize,
+}
+
+impl Shape for GprofilerShape {
+    fn requests(
+        &mut self,
+        w: &CompleteWindow,
+        _: &ComponentMetrics,
+    ) -> Result<Vec<HttpRequest>, Refused> {
+        let uploads = uploads(w, &self.spawn_time, self.max_bytes).map_err(oversized)?;
+        let service = self
+            .service_name
+            .as_deref()
+            .or_else(|| w.labels.get("service"))
+            .unwrap_or(&w.host);
+        let mut url = self.url.clone();
+        url.query_pairs_mut()
+            .append_pair("service", service)
+            .append_pair("hostname", &w.host)
+            .append_pair("timestamp", &timestamp(w.window))
+            .append_pair("version", env!("CARGO_PKG_VERSION"));
+        let mut headers = HeaderMap::new();
+        headers.insert(SERVICE_HEADER, header_value(service));
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(uploads
+            .into_iter()
+            .map(|u| HttpRequest {
+                url: url.clone(),
+                headers: headers.clone(),
+                body: Body::Gprofiler(u),
+                answers: Answers::Http,
+            })
+            .collect())
+    }
+}
 
 /// Room kept below the limit for the difference between the gpid measured with
 /// (`""`) and one the server gives later (an integer).

@@ -27,10 +27,158 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE};
 use reqwest::Url;
+use serde::Deserialize;
 
+use super::config::FOUR_MIB;
+use super::join;
+use super::service::{Answers, Body, HttpRequest, Probe};
+use super::target::{HttpTarget, Shape};
+use crate::component::{at_least_one, FieldError};
+use crate::formats::timestamp::iso8601;
+use crate::sinks::delivering::Refused;
 use crate::sinks::pending::CompleteWindow;
+use crate::telemetry::ComponentMetrics;
+use crate::units::DurationStr;
+
+/// Pyroscope's `max_profile_stacktrace_samples` default: more distinct stacks in
+/// one push are refused.
+pub const PYROSCOPE_MAX_STACKS: usize = 16_000;
+
+/// `target = "pyroscope"`'s keys.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PyroscopeTarget {
+    /// The application name (before `.cpu`); default the window's `service` label,
+    /// else "profpipe".
+    #[serde(default)]
+    pub app_name: Option<String>,
+    /// `sampleRate`, the profilers' frequency in Hz (Pyroscope turns each sample
+    /// into 1e9/sampleRate ns of CPU).
+    #[serde(default = "default_sample_rate")]
+    pub sample_rate: u32,
+    /// `spyName`.
+    #[serde(default = "default_spy_name")]
+    pub spy_name: String,
+    /// Windows that started longer ago than this are dropped (counted, reason
+    /// `too_old`) instead of sent: the server refuses them (`reject_older_than`,
+    /// default 1h).
+    #[serde(default = "default_ingestion_window")]
+    pub ingestion_window: DurationStr,
+    /// Most distinct stacks of one request (`max_profile_stacktrace_samples`).
+    #[serde(default = "default_max_request_stacks")]
+    pub max_request_stacks: usize,
+}
+
+fn default_sample_rate() -> u32 {
+    crate::sinks::encoding::DEFAULT_SAMPLE_RATE
+}
+fn default_spy_name() -> String {
+    "profpipe".into()
+}
+fn default_ingestion_window() -> DurationStr {
+    DurationStr::from_secs(3600)
+}
+fn default_max_request_stacks() -> usize {
+    PYROSCOPE_MAX_STACKS
+}
+
+impl HttpTarget for PyroscopeTarget {
+    fn validate(&self) -> Vec<FieldError> {
+        let mut errors: Vec<FieldError> = at_least_one(&["sample_rate"], self.sample_rate)
+            .into_iter()
+            .collect();
+        if self.ingestion_window.get().is_zero() {
+            errors.push(FieldError::new(
+                &["ingestion_window"],
+                "must be greater than zero",
+            ));
+        }
+        errors.extend(at_least_one(
+            &["max_request_stacks"],
+            self.max_request_stacks,
+        ));
+        if self.max_request_stacks > PYROSCOPE_MAX_STACKS {
+            errors.push(FieldError::new(
+                &["max_request_stacks"],
+                format!("Pyroscope refuses more than {PYROSCOPE_MAX_STACKS} stacks per push by default; raise it only if the server's max_profile_stacktrace_samples is raised too"),
+            ));
+        }
+        errors
+    }
+
+    fn default_max_request_bytes(&self) -> u64 {
+        FOUR_MIB
+    }
+
+    /// Pyroscope's readiness endpoint, behind the same auth as /ingest on gateways
+    /// such as Grafana Cloud's.
+    fn probe(&self, endpoint: &Url) -> Result<Option<Probe>, String> {
+        Ok(Some(Probe {
+            url: join(endpoint, "/ready"),
+            headers: HeaderMap::new(),
+        }))
+    }
+
+    fn shape(&self, endpoint: &Url, max_request_bytes: usize) -> Box<dyn Shape> {
+        Box::new(PyroscopeShape {
+            pyroscope: Pyroscope {
+                url: join(endpoint, "/ingest"),
+                app_name: self.app_name.clone(),
+                sample_rate: self.sample_rate,
+                spy_name: self.spy_name.clone(),
+                max_stacks: self.max_request_stacks,
+                max_bytes: max_request_bytes,
+            },
+            ingestion_window: self.ingestion_window.get(),
+        })
+    }
+}
+
+struct PyroscopeShape {
+    pyroscope: Pyroscope,
+    ingestion_window: Duration,
+}
+
+impl Shape for PyroscopeShape {
+    fn requests(
+        &mut self,
+        w: &CompleteWindow,
+        metrics: &ComponentMetrics,
+    ) -> Result<Vec<HttpRequest>, Refused> {
+        let now = crate::window_clock::now_ms();
+        let oldest = now.saturating_sub(self.ingestion_window.as_millis() as u64);
+        if w.window.start_ms < oldest {
+            return Err(Refused {
+                reason: "too_old",
+                message: format!(
+                    "the window starting {} is older than ingestion_window ({}), which the server refuses",
+                    iso8601(w.window.start_ms),
+                    humantime::format_duration(self.ingestion_window)
+                ),
+            });
+        }
+        let pushes = self.pyroscope.pushes(w);
+        metrics.dropped_stacks("truncated", pushes.truncated);
+        metrics.errors("label_limit", pushes.labels_dropped);
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        Ok(pushes
+            .requests
+            .into_iter()
+            .map(|(url, body)| HttpRequest {
+                url,
+                headers: headers.clone(),
+                body: Body::Bytes(Bytes::from(body)),
+                answers: Answers::Http,
+            })
+            .collect())
+    }
+}
 
 /// Longest folded line (without its newline) the server reads: Go's default
 /// `bufio.Scanner` buffer is 64 KiB, which must hold the line and its newline.

@@ -11,8 +11,10 @@
 //! | 1xx, 3xx (redirects are not followed: a POST must not turn into a GET) | rejected | `http_3xx` |
 //!
 //! Reasons are a fixed set, so metric labels stay bounded; the server's message
-//! (its first 512 bytes) goes to the log line, never to a label.
+//! goes to the log line as a short one-line excerpt (`formats::excerpt`: an HTML
+//! error page gives only its title), never to a label.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -22,14 +24,29 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::gprofiler::{Gpid, Upload};
 use crate::buffer::BoxFuture;
+use crate::formats::excerpt::excerpt;
 use crate::sinks::driver::{DeliveryError, Service};
+use crate::telemetry::ComponentMetrics;
 
-/// One request: where, which headers, what body.
+/// One request: where, which headers, what body, how its answer is read.
 #[derive(Debug)]
 pub struct HttpRequest {
     pub url: Url,
     pub headers: HeaderMap,
     pub body: Body,
+    pub answers: Answers,
+}
+
+/// How a request's answer is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Answers {
+    /// The table of the module documentation.
+    #[default]
+    Http,
+    /// OTLP/HTTP's rules: only 429, 502, 503 and 504 are retried, every other
+    /// failure is refused for good; a 2xx may carry a partial success, which is
+    /// counted (`otlp_partial_success`) and logged.
+    Otlp,
 }
 
 #[derive(Debug)]
@@ -49,6 +66,10 @@ pub struct Probe {
 
 pub struct HttpService {
     client: reqwest::Client,
+    /// Where partial successes are counted (none for a healthcheck's service).
+    metrics: Option<ComponentMetrics>,
+    /// A partial success was logged at WARN already.
+    warned_partial: AtomicBool,
     /// The credential headers, sent with every request and probe.
     auth: Vec<(HeaderName, HeaderValue)>,
     probe: Option<Probe>,
@@ -65,9 +86,43 @@ impl HttpService {
     ) -> Self {
         HttpService {
             client,
+            metrics: None,
+            warned_partial: AtomicBool::new(false),
             auth,
             probe,
             gpid,
+        }
+    }
+
+    /// Counts partial successes in `metrics`.
+    pub fn with_metrics(mut self, metrics: ComponentMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// An OTLP receiver took only part of a request: counted, logged (WARN once,
+    /// then DEBUG), not retried (it would refuse the same again).
+    fn partial_success(&self, answer: &[u8]) {
+        let Some((rejected, message)) = super::otlp::partial_success(answer) else {
+            return;
+        };
+        let component = self.metrics.as_ref().map_or("", |m| m.id());
+        if let Some(m) = &self.metrics {
+            m.errors("otlp_partial_success", rejected);
+        }
+        let message = excerpt(message.as_bytes()).unwrap_or_default();
+        if !self.warned_partial.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                component,
+                rejected_profiles = rejected,
+                "the OTLP receiver refused part of a request: {message} (further ones are counted in component_errors_total{{reason=\"otlp_partial_success\"}})"
+            );
+        } else {
+            tracing::debug!(
+                component,
+                rejected_profiles = rejected,
+                "partial success: {message}"
+            );
         }
     }
 
@@ -110,9 +165,15 @@ impl Service for HttpService {
             let (status, headers, answer) = self
                 .send(Method::POST, &req.url, &req.headers, Some(body))
                 .await?;
-            classify(status, &headers, &answer)?;
+            match req.answers {
+                Answers::Http => classify(status, &headers, &answer)?,
+                Answers::Otlp => classify_otlp(status, &headers, &answer)?,
+            }
             if let Body::Gprofiler(_) = req.body {
                 self.gpid.learn(&answer);
+            }
+            if req.answers == Answers::Otlp {
+                self.partial_success(&answer);
             }
             Ok(())
         })
@@ -178,7 +239,10 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<
         return Ok(());
     }
     let code = status.as_u16();
-    let message = format!("{status}: {}", excerpt(body));
+    let message = match excerpt(body) {
+        Some(e) => format!("{status}: {e}"),
+        None => status.to_string(),
+    };
     let retryable = |reason: &'static str| DeliveryError::Retryable {
         reason,
         message: message.clone(),
@@ -214,10 +278,21 @@ pub fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Result<
     })
 }
 
-/// The first 512 bytes of a server's answer, for the log.
-fn excerpt(body: &[u8]) -> String {
-    let end = body.len().min(512);
-    String::from_utf8_lossy(&body[..end]).trim().to_string()
+/// OTLP/HTTP's rules (specification, "OTLP/HTTP Response"): 429, 502, 503 and
+/// 504 are retryable (with `Retry-After`), every other non-2xx is not.
+pub fn classify_otlp(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), DeliveryError> {
+    match classify(status, headers, body) {
+        Err(DeliveryError::Retryable {
+            reason, message, ..
+        }) if !matches!(status.as_u16(), 429 | 502 | 503 | 504) => {
+            Err(DeliveryError::permanent(reason, message))
+        }
+        other => other,
+    }
 }
 
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`.
@@ -271,6 +346,31 @@ mod tests {
         }
         let e = classify(StatusCode::BAD_REQUEST, &none, b"not_in_ingestion_window").unwrap_err();
         assert!(e.to_string().contains("not_in_ingestion_window"), "{e}");
+        // A proxy's HTML page: its title, on one line.
+        let page = b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.25.3</center>\r\n</body>\r\n</html>\r\n";
+        let e = classify(StatusCode::BAD_GATEWAY, &none, page).unwrap_err();
+        assert_eq!(e.to_string(), "http_502: 502 Bad Gateway: 502 Bad Gateway");
+        let e = classify(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &none,
+            &[0x0a, 0x05, 0x08, 0x0e],
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), "http_503: 503 Service Unavailable");
+    }
+
+    #[test]
+    fn otlp_retries_only_what_otlp_http_says() {
+        let none = HeaderMap::new();
+        for code in [429, 502, 503, 504] {
+            let e = classify_otlp(StatusCode::from_u16(code).unwrap(), &none, b"").unwrap_err();
+            assert!(e.is_retryable(), "{code}");
+        }
+        for code in [400, 408, 413, 500, 501] {
+            let e = classify_otlp(StatusCode::from_u16(code).unwrap(), &none, b"").unwrap_err();
+            assert!(!e.is_retryable(), "{code}");
+        }
+        assert!(classify_otlp(StatusCode::OK, &none, b"").is_ok());
     }
 
     #[test]

@@ -9,9 +9,9 @@ use rdkafka::ClientConfig;
 use serde::Deserialize;
 
 use crate::component::{at_least_one, FieldError};
+use crate::sinks::delivering::Delivering;
 use crate::sinks::driver::RequestConfig;
 use crate::sinks::encoding::Encoding;
-use crate::sinks::pending::DEFAULT_MAX_PENDING_STACKS;
 use crate::sinks::template::Template;
 use crate::units::{ByteSize, DurationStr};
 
@@ -58,11 +58,18 @@ impl fmt::Display for OptionValue {
     }
 }
 
-/// `[sinks.ID] type = "kafka"`.
+/// `[sinks.ID] type = "kafka"`: the keys of its own (`request` and the pending
+/// windows are the spine's, see `sinks::delivering`).
+pub type KafkaSinkConfig = Delivering<KafkaSink>;
+
+/// The kafka sink's own keys.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct KafkaSinkConfig {
-    /// Bootstrap brokers, `host:port` each (`bootstrap.servers`).
+pub struct KafkaSink {
+    /// Bootstrap brokers, `host:port` each (`bootstrap.servers`): a list, or one
+    /// string of them separated by commas (`"k1:9092,k2:9092"`, as librdkafka
+    /// writes it).
+    #[serde(deserialize_with = "crate::units::deserialize_list")]
     pub brokers: Vec<String>,
     /// Topic every message goes to. It must exist (the healthcheck says so).
     pub topic: String,
@@ -70,7 +77,8 @@ pub struct KafkaSinkConfig {
     /// partition, so all parts of a profile land in one partition, in order.
     #[serde(default = "default_key")]
     pub key: String,
-    /// "json" (default), "collapsed" or "pprof".
+    /// "json" (default), "collapsed", "pprof" or "otlp_proto" (OpenTelemetry
+    /// profiles, as the Collector's Kafka receiver reads them).
     #[serde(default = "default_encoding")]
     pub encoding: Encoding,
     /// Kafka batch compression: "none", "gzip", "lz4", "zstd" (default).
@@ -97,17 +105,6 @@ pub struct KafkaSinkConfig {
     /// this table has keys for are refused here, so there is one place for each.
     #[serde(default)]
     pub librdkafka_options: BTreeMap<String, OptionValue>,
-    /// Concurrency, timeout and retries of requests (one request = one window).
-    #[serde(default)]
-    pub request: RequestConfig,
-    /// Most distinct stacks held for windows not yet complete; beyond it new stacks
-    /// are summed into one `[overflow]` stack per window.
-    #[serde(default = "default_max_pending_stacks")]
-    pub max_pending_stacks: usize,
-    /// Most bytes all pending windows hold together (charged to `[agent]
-    /// memory_limit`).
-    #[serde(default = "default_max_pending_bytes")]
-    pub max_pending_bytes: ByteSize,
 }
 
 fn default_key() -> String {
@@ -128,12 +125,6 @@ fn default_true() -> bool {
 }
 fn default_sample_rate() -> u32 {
     crate::sinks::encoding::DEFAULT_SAMPLE_RATE
-}
-fn default_max_pending_stacks() -> usize {
-    DEFAULT_MAX_PENDING_STACKS
-}
-fn default_max_pending_bytes() -> ByteSize {
-    ByteSize(crate::window::DEFAULT_STORE_BYTES)
 }
 
 /// librdkafka settings that have a key of their own in the table.
@@ -184,7 +175,7 @@ pub fn is_secret(key: &str) -> bool {
         || k == "ssl.key.password"
 }
 
-impl fmt::Debug for KafkaSinkConfig {
+impl fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let options: BTreeMap<&str, String> = self
             .librdkafka_options
@@ -198,7 +189,7 @@ impl fmt::Debug for KafkaSinkConfig {
                 (k.as_str(), shown)
             })
             .collect();
-        f.debug_struct("KafkaSinkConfig")
+        f.debug_struct("KafkaSink")
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
             .field("key", &self.key)
@@ -209,17 +200,14 @@ impl fmt::Debug for KafkaSinkConfig {
             .field("idempotence", &self.idempotence)
             .field("sample_rate", &self.sample_rate)
             .field("librdkafka_options", &options)
-            .field("request", &self.request)
-            .field("max_pending_stacks", &self.max_pending_stacks)
-            .field("max_pending_bytes", &self.max_pending_bytes)
             .finish()
     }
 }
 
-impl KafkaSinkConfig {
+impl KafkaSink {
     /// A config with the defaults, for tests and tools.
     pub fn new(brokers: Vec<String>, topic: impl Into<String>) -> Self {
-        KafkaSinkConfig {
+        KafkaSink {
             brokers,
             topic: topic.into(),
             key: default_key(),
@@ -230,13 +218,11 @@ impl KafkaSinkConfig {
             idempotence: true,
             sample_rate: default_sample_rate(),
             librdkafka_options: BTreeMap::new(),
-            request: RequestConfig::default(),
-            max_pending_stacks: default_max_pending_stacks(),
-            max_pending_bytes: default_max_pending_bytes(),
         }
     }
 
-    pub fn check(&self) -> Vec<FieldError> {
+    /// Checks the sink's own keys (`request` for the timeouts' order).
+    pub fn check(&self, request: &RequestConfig) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if self.brokers.is_empty() {
             errors.push(FieldError::new(
@@ -270,14 +256,14 @@ impl KafkaSinkConfig {
                 &["message_timeout"],
                 "must be greater than zero",
             ));
-        } else if mt >= self.request.timeout() {
+        } else if mt >= request.timeout() {
             // Else the driver would abandon an attempt whose messages librdkafka
             // still holds, and its retry would send them a second time.
             errors.push(FieldError::new(
                 &["message_timeout"],
                 format!(
                     "{} must be shorter than request.timeout ({})",
-                    self.message_timeout, self.request.timeout
+                    self.message_timeout, request.timeout
                 ),
             ));
         }
@@ -297,10 +283,6 @@ impl KafkaSinkConfig {
                     format!("cannot be set: {why}"),
                 ));
             }
-        }
-        errors.extend(self.request.validate());
-        if let Some(e) = at_least_one(&["max_pending_stacks"], self.max_pending_stacks) {
-            errors.push(e);
         }
         errors
     }
@@ -369,10 +351,10 @@ fn check_topic(t: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::component::parse_table;
+    use crate::component::SinkConfig;
 
     fn parse(text: &str) -> Result<KafkaSinkConfig, Vec<FieldError>> {
-        parse_table::<KafkaSinkConfig>(toml::from_str(text).unwrap())
+        KafkaSinkConfig::parse(toml::from_str(text).unwrap())
     }
 
     fn paths(errors: &[FieldError]) -> Vec<String> {
@@ -386,7 +368,7 @@ mod tests {
     #[test]
     fn defaults_and_their_librdkafka_settings() {
         let c = parse("brokers = [\"k1:9092\", \"k2:9092\"]\ntopic = \"profiles\"").unwrap();
-        assert!(c.check().is_empty(), "{:?}", c.check());
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
         assert_eq!(c.key, "{host}");
         assert_eq!(c.encoding, Encoding::Json);
         assert_eq!(c.compression, KafkaCompression::Zstd);
@@ -419,7 +401,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert!(c.check().is_empty());
+        assert!(c.validate().is_empty());
         let rd = c.client_config();
         assert_eq!(get(&rd, "compression.type").as_deref(), Some("lz4"));
         assert_eq!(get(&rd, "enable.idempotence").as_deref(), Some("false"));
@@ -442,7 +424,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let errors = c.check();
+        let errors = c.validate();
         assert_eq!(
             paths(&errors),
             [
@@ -469,7 +451,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            paths(&c.check()),
+            paths(&c.validate()),
             [
                 "brokers.0",
                 "brokers.1",
@@ -480,7 +462,7 @@ mod tests {
             ]
         );
         let c = parse("brokers = []\ntopic = \"\"").unwrap();
-        assert_eq!(paths(&c.check()), ["brokers", "topic"]);
+        assert_eq!(paths(&c.validate()), ["brokers", "topic"]);
         let e = parse("brokers = [\"k:1\"]\ntopic = \"t\"\ncompression = \"snappy\"")
             .err()
             .unwrap();

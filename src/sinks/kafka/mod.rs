@@ -5,10 +5,10 @@
 //! [sinks.kafka]
 //! type = "kafka"
 //! inputs = ["fold"]
-//! brokers = ["kafka-1:9092", "kafka-2:9092"]
+//! brokers = "kafka-1:9092,kafka-2:9092"   # or a list: ["kafka-1:9092", "kafka-2:9092"]
 //! topic = "profiles"
 //! key = "{host}"                 # a template over host and labels
-//! encoding = "json"              # json | collapsed | pprof
+//! encoding = "json"              # json | collapsed | pprof | otlp_proto
 //! compression = "zstd"           # none | gzip | lz4 | zstd (Kafka's batch codec)
 //! message_max_bytes = 1000000
 //! librdkafka_options = { "linger.ms" = 20 }
@@ -39,94 +39,68 @@ use std::time::Duration;
 
 use rdkafka::producer::Producer;
 
-use super::driver::{self, Driver};
+use super::delivering::{DeliveringSink, Refused, RequestBuilder};
+use super::driver::RequestConfig;
 use super::encoding::{Encoder, Encoding, PartLimits};
-use super::pending::{run_windows, CompleteWindow, PendingLimits, WindowWriter};
+use super::pending::CompleteWindow;
 use super::template::{Template, Values};
-use crate::component::{BuildError, FieldError, SinkConfig, SinkContext, Task};
-use crate::event::{EventFinalizers, EventStatus};
+use crate::buffer::BoxFuture;
+use crate::component::{parse_table, BuildError, FieldError};
 use crate::telemetry::ComponentMetrics;
 
-pub use config::{KafkaCompression, KafkaSinkConfig};
+pub use config::{KafkaCompression, KafkaSink, KafkaSinkConfig};
 use service::{KafkaRequest, KafkaService, Message};
 
 /// Bound of the healthcheck's metadata request; the agent's own bound of a
 /// healthcheck is 10 s, so this one answers first, with the broker's error.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(8);
 
-impl SinkConfig for KafkaSinkConfig {
-    fn memory_bound(&self) -> u64 {
-        self.max_pending_bytes.get()
+impl DeliveringSink for KafkaSink {
+    type Service = KafkaService;
+    type Builder = Messages;
+
+    fn parse(table: toml::Table) -> Result<Self, Vec<FieldError>> {
+        parse_table(toml::Value::Table(table))
     }
 
-    fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
+    fn validate(&self, request: &RequestConfig) -> Vec<FieldError> {
+        self.check(request)
     }
 
-    fn validate(&self) -> Vec<FieldError> {
-        self.check()
-    }
-
-    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
-        let key = Template::parse(&self.key).map_err(|e| BuildError(format!("key: {e}")))?;
-        let SinkContext { cx, input } = cx;
-        let service = self.service(cx.id.to_string())?;
-        let limits = PendingLimits {
-            max_stacks: self.max_pending_stacks,
-            max_bytes: self.max_pending_bytes.get(),
-        };
-        let writer = KafkaWriter {
-            driver: Driver::new(service, &self.request, cx.metrics.clone()),
-            messages: Messages {
-                encoder: Encoder {
-                    encoding: self.encoding,
-                    sample_rate_hz: self.sample_rate,
-                },
-                key,
-                part_limits: PartLimits {
-                    max_bytes: self.payload_limit(),
-                    max_stacks: usize::MAX,
-                },
-            },
-            metrics: cx.metrics.clone(),
-        };
-        Ok(Box::pin(async move {
-            let mut writer = writer;
-            run_windows(input, &cx, limits, &mut writer).await;
-            shutdown(writer, &cx.metrics, cx.shutdown_timeout).await;
-            Ok(())
-        }))
-    }
-
-    fn healthcheck(
-        &self,
-    ) -> Option<crate::buffer::BoxFuture<'static, Result<(), crate::component::Unhealthy>>> {
-        let service = self.service("healthcheck".into());
-        Some(Box::pin(async move {
-            let service = service.map_err(|e| e.0)?;
-            driver::healthcheck(&service, METADATA_TIMEOUT + Duration::from_secs(1))
-                .await
-                .map_err(|e| {
-                    let retryable = e.is_retryable();
-                    let (driver::DeliveryError::Retryable { message, .. }
-                    | driver::DeliveryError::Permanent { message, .. }) = e;
-                    crate::component::Unhealthy { message, retryable }
-                })
-        }))
-    }
-}
-
-impl KafkaSinkConfig {
     /// The producer (librdkafka starts connecting in the background) and topic.
-    fn service(&self, component: String) -> Result<KafkaService, BuildError> {
+    fn service(
+        &self,
+        component: &str,
+        _: &RequestConfig,
+        _: Option<&ComponentMetrics>,
+    ) -> Result<KafkaService, BuildError> {
         KafkaService::new(
             self.client_config(),
-            component,
+            component.to_string(),
             self.topic.clone(),
             self.brokers.join(","),
             METADATA_TIMEOUT,
         )
         .map_err(|e| BuildError(format!("cannot create the Kafka producer: {}", redact(&e))))
+    }
+
+    fn builder(&self, _: &ComponentMetrics) -> Result<Messages, BuildError> {
+        let key = Template::parse(&self.key).map_err(|e| BuildError(format!("key: {e}")))?;
+        Ok(Messages {
+            encoder: Encoder {
+                encoding: self.encoding,
+                sample_rate_hz: self.sample_rate,
+            },
+            key,
+            part_limits: PartLimits {
+                max_bytes: self.payload_limit(),
+                max_stacks: usize::MAX,
+            },
+        })
+    }
+
+    fn healthcheck_timeout(&self, _: &RequestConfig) -> Duration {
+        METADATA_TIMEOUT + Duration::from_secs(1)
     }
 }
 
@@ -141,15 +115,8 @@ fn redact(e: &rdkafka::error::KafkaError) -> String {
     }
 }
 
-/// Turns complete windows into requests for the driver.
-struct KafkaWriter {
-    driver: Driver<KafkaService>,
-    messages: Messages,
-    metrics: ComponentMetrics,
-}
-
-/// How a window becomes messages.
-struct Messages {
+/// How a window becomes messages: the kafka sink's request builder.
+pub struct Messages {
     encoder: Encoder,
     key: Template,
     part_limits: PartLimits,
@@ -164,7 +131,7 @@ impl Messages {
         // consumers.
         let content_encoding = match encoding {
             Encoding::Pprof => "gzip",
-            Encoding::Json | Encoding::Collapsed => "identity",
+            Encoding::Json | Encoding::Collapsed | Encoding::OtlpProto => "identity",
         };
         Ok(parts
             .into_iter()
@@ -195,60 +162,55 @@ impl Messages {
     }
 }
 
-impl WindowWriter for KafkaWriter {
-    /// Unused: [`deliver`](Self::deliver) hands windows to the driver.
-    async fn write(&mut self, _window: CompleteWindow) -> EventStatus {
-        unreachable!("the kafka sink overrides deliver")
-    }
+impl RequestBuilder for Messages {
+    type Request = KafkaRequest;
 
-    async fn deliver(&mut self, window: CompleteWindow, finalizers: EventFinalizers) {
-        let (events, bytes) = (window.events, window.bytes);
-        match self.messages.of(&window) {
-            Ok(messages) => {
-                let req = KafkaRequest::new(messages);
-                self.driver.submit(req, finalizers, events, bytes).await;
-            }
-            Err(e) => {
-                // One stack larger than a message: nothing can carry it. Refused
-                // for good, counted and logged, rather than truncated.
-                finalizers.resolve(EventStatus::Rejected);
-                self.metrics.rejected("stack_too_large", events);
-                tracing::warn!(
-                    component = self.metrics.id(),
-                    window_end_ms = window.window.end_ms,
-                    "window refused: {e}; raise message_max_bytes (and the broker's max.message.bytes)"
-                );
-            }
+    async fn build(&mut self, window: CompleteWindow) -> Result<Vec<KafkaRequest>, Refused> {
+        match self.of(&window) {
+            Ok(messages) => Ok(vec![KafkaRequest::new(messages)]),
+            // One stack larger than a message: nothing can carry it. Refused for
+            // good rather than truncated.
+            Err(e) => Err(Refused {
+                reason: "stack_too_large",
+                message: format!(
+                    "{e}; raise message_max_bytes (and the broker's max.message.bytes)"
+                ),
+            }),
         }
     }
 }
 
-/// Flushes the driver, then the producer, within `timeout` together; counts what
-/// the producer still held (dropping it purges that).
-async fn shutdown(writer: KafkaWriter, metrics: &ComponentMetrics, timeout: Duration) {
-    let started = tokio::time::Instant::now();
-    let (_, producer) = writer.driver.service().producer();
-    let report = writer.driver.flush(timeout).await;
-    report.warn_if_undelivered(metrics.id());
-    let left = timeout.saturating_sub(started.elapsed());
-    // `flush` blocks its thread while librdkafka sends, and so does dropping the
-    // producer (it purges and joins librdkafka's threads): both off the runtime.
-    let queued = tokio::task::spawn_blocking(move || {
-        let _ = producer.flush(left);
-        let queued = producer.in_flight_count().max(0) as u64;
-        drop(producer);
-        queued
+/// What librdkafka still holds once the driver is flushed: delivered within what
+/// is left of the shutdown timeout, else purged (when the producer is dropped)
+/// and counted (`component_errors_total{reason="purged_messages"}`).
+pub(super) fn close(
+    service: KafkaService,
+    left: Duration,
+    metrics: &ComponentMetrics,
+) -> BoxFuture<'static, ()> {
+    let metrics = metrics.clone();
+    Box::pin(async move {
+        // `flush` blocks its thread while librdkafka sends, and so does dropping the
+        // producer (it purges and joins librdkafka's threads): both off the runtime.
+        let queued = tokio::task::spawn_blocking(move || {
+            let (_, producer) = service.producer();
+            drop(service);
+            let _ = producer.flush(left);
+            let queued = producer.in_flight_count().max(0) as u64;
+            drop(producer);
+            queued
+        })
+        .await
+        .unwrap_or_default();
+        if queued > 0 {
+            metrics.errors("purged_messages", queued);
+            tracing::warn!(
+                component = metrics.id(),
+                messages = queued,
+                "messages still queued in the Kafka producer at the shutdown deadline are purged"
+            );
+        }
     })
-    .await
-    .unwrap_or_default();
-    if queued > 0 {
-        metrics.errors("purged_messages", queued);
-        tracing::warn!(
-            component = metrics.id(),
-            messages = queued,
-            "messages still queued in the Kafka producer at the shutdown deadline are purged"
-        );
-    }
 }
 
 #[cfg(test)]

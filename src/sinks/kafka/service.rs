@@ -21,6 +21,7 @@ use rdkafka::ClientConfig;
 
 use crate::buffer::BoxFuture;
 use crate::sinks::driver::{DeliveryError, Service};
+use crate::telemetry::ComponentMetrics;
 
 /// Forwards librdkafka's logs and errors to tracing at DEBUG: a broker that is
 /// down or restarting is a normal fleet condition, and the driver's retries and
@@ -170,6 +171,10 @@ fn is_fatal(e: &KafkaError) -> bool {
 
 impl Service for KafkaService {
     type Request = KafkaRequest;
+
+    fn close(self, left: Duration, metrics: &ComponentMetrics) -> BoxFuture<'static, ()> {
+        super::close(self, left, metrics)
+    }
 
     fn call<'a>(&'a self, req: &'a KafkaRequest) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {

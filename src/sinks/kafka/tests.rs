@@ -119,11 +119,11 @@ fn a_stack_larger_than_a_message_is_an_error_not_a_truncation() {
 fn the_sink_is_registered_and_refuses_what_it_cannot_do() {
     let kinds: Vec<&str> = crate::sinks::KINDS.iter().map(|k| k.name).collect();
     assert!(kinds.contains(&"kafka"));
-    let c = KafkaSinkConfig {
+    let c = KafkaSinkConfig::new(KafkaSink {
         message_timeout: crate::units::DurationStr::from_secs(30),
-        ..KafkaSinkConfig::new(vec!["127.0.0.1:9092".into()], "profiles")
-    };
-    let errors = c.validate();
+        ..KafkaSink::new(vec!["127.0.0.1:9092".into()], "profiles")
+    });
+    let errors = crate::component::SinkConfig::validate(&c);
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].message.contains("request.timeout"), "{errors:?}");
 }

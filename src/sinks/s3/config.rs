@@ -9,10 +9,10 @@ use object_store::{ClientOptions, RetryConfig};
 use serde::Deserialize;
 
 use super::service::{Multipart, S3Service};
-use crate::component::{at_least_one, FieldError};
-use crate::sinks::driver::RequestConfig;
+use crate::component::FieldError;
+use crate::secret::Secret;
+use crate::sinks::delivering::Delivering;
 use crate::sinks::encoding::{Compression, Encoding};
-use crate::sinks::pending::DEFAULT_MAX_PENDING_STACKS;
 use crate::sinks::template::Template;
 use crate::units::ByteSize;
 
@@ -43,38 +43,21 @@ const CREDENTIAL_ENV: &[&str] = &[
     "AWS_IMDSV1_FALLBACK",
 ];
 
-/// A credential: deserialized like a string, never shown by `Debug`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
+/// `[sinks.ID] type = "s3"`: its own keys and the spine's (see
+/// `sinks::delivering`).
+pub type S3SinkConfig = Delivering<S3Sink>;
 
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
-
-/// `[sinks.ID] type = "s3"`.
+/// The s3 sink's own keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct S3SinkConfig {
+pub struct S3Sink {
     /// The bucket objects are written to. It must exist (the healthcheck says so).
     pub bucket: String,
     /// Object key template (see `sinks::template`); `{ext}` is the encoding's
     /// extension plus `.gz` when gzip-compressed.
     #[serde(default = "default_key")]
     pub key: String,
-    /// `json` (default), `collapsed` or `pprof` (see `sinks::encoding`).
+    /// `json` (default), `collapsed`, `pprof` or `otlp_proto` (see `sinks::encoding`).
     #[serde(default = "default_encoding")]
     pub encoding: Encoding,
     /// `none` (default) or `gzip`; gzip sets `Content-Encoding: gzip`.
@@ -93,7 +76,8 @@ pub struct S3SinkConfig {
     /// without.
     #[serde(default)]
     pub force_path_style: Option<bool>,
-    /// Static credentials (use `${NAME}` to keep them out of the file). Unset: the
+    /// Static credentials, each a secret (`"${NAME}"`, `{ env = "NAME" }` or
+    /// `{ file = "/path" }`, see `crate::secret`). Unset: the
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` environment, else the AWS
     /// chain (web identity, container credentials, instance metadata).
     #[serde(default)]
@@ -111,17 +95,6 @@ pub struct S3SinkConfig {
     /// The profilers' sampling frequency, for pprof's period.
     #[serde(default = "default_sample_rate")]
     pub sample_rate: u32,
-    /// Concurrency, timeout and retries of uploads (see `sinks::driver`).
-    #[serde(default)]
-    pub request: RequestConfig,
-    /// Most distinct stacks held per pending window; beyond it they are summed
-    /// into one `[overflow]` stack.
-    #[serde(default = "default_max_pending_stacks")]
-    pub max_pending_stacks: usize,
-    /// Most bytes all pending windows hold together (charged to `[agent]
-    /// memory_limit`).
-    #[serde(default = "default_max_pending_bytes")]
-    pub max_pending_bytes: ByteSize,
 }
 
 fn default_key() -> String {
@@ -142,14 +115,8 @@ fn default_part_size() -> ByteSize {
 fn default_sample_rate() -> u32 {
     crate::sinks::encoding::DEFAULT_SAMPLE_RATE
 }
-fn default_max_pending_stacks() -> usize {
-    DEFAULT_MAX_PENDING_STACKS
-}
-fn default_max_pending_bytes() -> ByteSize {
-    ByteSize(crate::window::DEFAULT_STORE_BYTES)
-}
 
-impl S3SinkConfig {
+impl S3Sink {
     pub fn check(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if self.bucket.is_empty() {
@@ -220,11 +187,15 @@ impl S3SinkConfig {
         if self.sample_rate == 0 {
             errors.push(FieldError::new(&["sample_rate"], "must be at least 1"));
         }
-        errors.extend(at_least_one(
-            &["max_pending_stacks"],
-            self.max_pending_stacks,
-        ));
-        errors.extend(self.request.validate());
+        for (field, secret) in [
+            ("access_key_id", &self.access_key_id),
+            ("secret_access_key", &self.secret_access_key),
+            ("session_token", &self.session_token),
+        ] {
+            if let Some(Err(e)) = secret.as_ref().map(Secret::check) {
+                errors.push(FieldError::new(&[field], e));
+            }
+        }
         errors
     }
 
@@ -258,13 +229,14 @@ impl S3SinkConfig {
                 .with_endpoint(e.trim_end_matches('/'))
                 .with_allow_http(e.starts_with("http://"));
         }
+        let load = |field: &str, s: &Secret| s.load().map_err(|e| format!("{field}: {e}"));
         match (&self.access_key_id, &self.secret_access_key) {
             (Some(id), Some(secret)) => {
                 b = b
-                    .with_access_key_id(id.expose())
-                    .with_secret_access_key(secret.expose());
+                    .with_access_key_id(load("access_key_id", id)?.expose())
+                    .with_secret_access_key(load("secret_access_key", secret)?.expose());
                 if let Some(t) = &self.session_token {
-                    b = b.with_token(t.expose());
+                    b = b.with_token(load("session_token", t)?.expose());
                 }
             }
             _ => {
@@ -283,7 +255,7 @@ impl S3SinkConfig {
             .map_err(|e| format!("cannot configure the S3 client: {e}"))
     }
 
-    pub fn service(&self) -> Result<S3Service, String> {
+    pub fn s3_service(&self) -> Result<S3Service, String> {
         let client = self.client()?;
         Ok(S3Service::new(
             Arc::new(client),
@@ -305,7 +277,10 @@ mod tests {
     }
 
     fn paths(c: &S3SinkConfig) -> Vec<String> {
-        c.check().iter().map(|e| e.path.join(".")).collect()
+        crate::component::SinkConfig::validate(c)
+            .iter()
+            .map(|e| e.path.join("."))
+            .collect()
     }
 
     #[test]
@@ -317,7 +292,7 @@ mod tests {
         assert_eq!(c.region, "us-east-1");
         assert_eq!(c.multipart_threshold.get(), 8 << 20);
         assert!(!c.path_style());
-        assert!(c.check().is_empty());
+        assert!(paths(&c).is_empty());
         let c = parse(
             r#"bucket = "b"
 endpoint = "http://127.0.0.1:9000""#,
@@ -349,8 +324,8 @@ request = { concurrency = 0 }"#,
                 "secret_access_key",
                 "part_size",
                 "multipart_threshold",
-                "max_pending_stacks",
-                "request.concurrency"
+                "request.concurrency",
+                "max_pending_stacks"
             ]
         );
     }
@@ -367,7 +342,7 @@ secret_access_key = "verysecretvalue""#,
             !d.contains("verysecretvalue") && !d.contains("AKIDSHOWNOWHERE"),
             "{d}"
         );
-        assert!(d.contains("<redacted>"), "{d}");
+        assert!(d.contains("***"), "{d}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! inputs = ["fold"]
 //! bucket = "profiles"
 //! key = "{service}/{date}/{host}/{window_start}.{ext}"   # the default
-//! encoding = "json"          # json | collapsed | pprof
+//! encoding = "json"          # json | collapsed | pprof | otlp_proto
 //! compression = "gzip"       # none | gzip (not with pprof, gzip already)
 //! endpoint = "http://127.0.0.1:9000"   # unset: AWS
 //! region = "us-east-1"
@@ -38,43 +38,44 @@ use std::collections::{HashSet, VecDeque};
 
 use bytes::Bytes;
 
-pub use config::{S3SinkConfig, Secret, DEFAULT_KEY};
+pub use config::{S3Sink, S3SinkConfig, DEFAULT_KEY};
 pub use service::{classify, Multipart, S3Object, S3Service};
 
-use super::driver::{self, Driver};
+use super::delivering::{DeliveringSink, Refused, RequestBuilder};
+use super::driver::RequestConfig;
 use super::encoding::{Compression, Encoder, PartLimits};
-use super::pending::{run_windows, CompleteWindow, PendingLimits, WindowWriter};
+use super::pending::CompleteWindow;
 use super::template::{Template, Values};
-use crate::component::{BuildError, FieldError, SinkConfig, SinkContext, Task};
-use crate::event::{Batch, EventFinalizers, EventStatus};
+use crate::component::{parse_table, BuildError, FieldError};
 use crate::telemetry::ComponentMetrics;
 
 /// Keys remembered to avoid overwriting a window's object with a later one of the
 /// same key (at 1 window a minute per host, hours of a large gateway).
 pub const RECENT_KEYS: usize = 16_384;
 
-impl SinkConfig for S3SinkConfig {
-    fn memory_bound(&self) -> u64 {
-        self.max_pending_bytes.get()
+impl DeliveringSink for S3Sink {
+    type Service = S3Service;
+    type Builder = Objects;
+
+    fn parse(table: toml::Table) -> Result<Self, Vec<FieldError>> {
+        parse_table(toml::Value::Table(table))
     }
 
-    fn inputs(&self) -> crate::event::DataTypes {
-        crate::event::DataTypes::PROFILES_AND_DIAGNOSTICS
-    }
-
-    fn validate(&self) -> Vec<FieldError> {
+    fn validate(&self, _: &RequestConfig) -> Vec<FieldError> {
         self.check()
     }
 
-    fn build(&self, cx: SinkContext) -> Result<Task, BuildError> {
-        let service = self.service().map_err(BuildError)?;
-        let SinkContext { cx, input } = cx;
-        let limits = PendingLimits {
-            max_stacks: self.max_pending_stacks,
-            max_bytes: self.max_pending_bytes.get(),
-        };
-        let mut writer = S3Writer {
-            driver: Driver::new(service, &self.request, cx.metrics.clone()),
+    fn service(
+        &self,
+        _: &str,
+        _: &RequestConfig,
+        _: Option<&ComponentMetrics>,
+    ) -> Result<S3Service, BuildError> {
+        self.s3_service().map_err(BuildError)
+    }
+
+    fn builder(&self, _: &ComponentMetrics) -> Result<Objects, BuildError> {
+        Ok(Objects {
             format: Format {
                 encoder: Encoder {
                     encoding: self.encoding,
@@ -84,25 +85,7 @@ impl SinkConfig for S3SinkConfig {
                 template: self.template(),
             },
             recent: RecentKeys::default(),
-            metrics: cx.metrics.clone(),
-        };
-        Ok(Box::pin(async move {
-            run_windows(input, &cx, limits, &mut writer).await;
-            let report = writer.driver.flush(cx.shutdown_timeout).await;
-            report.warn_if_undelivered(&cx.id);
-            Ok(())
-        }))
-    }
-
-    fn healthcheck(
-        &self,
-    ) -> Option<crate::buffer::BoxFuture<'static, Result<(), crate::component::Unhealthy>>> {
-        let service = self.service();
-        let timeout = self.request.timeout();
-        Some(Box::pin(async move {
-            let service = service?;
-            Ok(driver::healthcheck(&service, timeout).await?)
-        }))
+        })
     }
 }
 
@@ -175,56 +158,32 @@ impl RecentKeys {
     }
 }
 
-struct S3Writer {
-    driver: Driver<S3Service>,
+/// The s3 sink's request builder: one object per window.
+pub struct Objects {
     format: Format,
     recent: RecentKeys,
-    metrics: ComponentMetrics,
 }
 
-impl S3Writer {
-    /// The window as an object, or `None` (counted, logged) when it cannot be one.
-    async fn object(&mut self, window: CompleteWindow) -> Option<S3Object> {
+impl RequestBuilder for Objects {
+    type Request = S3Object;
+
+    async fn build(&mut self, window: CompleteWindow) -> Result<Vec<S3Object>, Refused> {
         let format = self.format.clone();
-        let events = window.events;
         // Encoding and gzip of a large window take a while: not on the runtime.
-        let rendered = tokio::task::spawn_blocking(move || format.render(&window))
+        let (key, body) = tokio::task::spawn_blocking(move || format.render(&window))
             .await
-            .unwrap_or_else(|e| Err(format!("encoder task failed: {e}")));
-        let (key, body) = match rendered {
-            Ok(r) => r,
-            Err(e) => {
-                self.metrics.rejected("encode_failed", events);
-                tracing::error!(component = self.metrics.id(), "cannot encode a window: {e}");
-                return None;
-            }
-        };
+            .unwrap_or_else(|e| Err(format!("encoder task failed: {e}")))
+            .map_err(|message| Refused {
+                reason: "encode_failed",
+                message,
+            })?;
         let key = self.recent.unused(key, &self.format.ext());
-        Some(S3Object {
+        Ok(vec![S3Object {
             key: object_store::path::Path::from(key),
             body: Bytes::from(body),
             content_type: self.format.encoder.encoding.content_type(),
             content_encoding: self.format.compression.content_encoding(),
-        })
-    }
-}
-
-impl WindowWriter for S3Writer {
-    /// Through the driver like `deliver`, waiting for the outcome.
-    async fn write(&mut self, window: CompleteWindow) -> EventStatus {
-        let (batch, rx) = Batch::new();
-        self.deliver(window, batch.finalizers()).await;
-        drop(batch);
-        rx.wait().await
-    }
-
-    async fn deliver(&mut self, window: CompleteWindow, finalizers: EventFinalizers) {
-        let (events, bytes) = (window.events, window.bytes);
-        let Some(obj) = self.object(window).await else {
-            finalizers.resolve(EventStatus::Rejected);
-            return;
-        };
-        self.driver.submit(obj, finalizers, events, bytes).await;
+        }])
     }
 }
 

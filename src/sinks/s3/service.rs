@@ -215,11 +215,13 @@ pub fn classify(e: &object_store::Error) -> DeliveryError {
 
 /// The error and its sources, each level once: some of object_store's levels
 /// only say "Retry" and keep the status and S3's message in their source.
+/// S3's XML answers span lines: each level is made one line.
 fn chain_text(e: &(dyn StdError + 'static)) -> String {
-    let mut out = e.to_string();
+    let one_line = |t: String| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out = one_line(e.to_string());
     let mut source = e.source();
     while let Some(s) = source {
-        let text = s.to_string();
+        let text = one_line(s.to_string());
         if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);

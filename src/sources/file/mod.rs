@@ -320,7 +320,7 @@ impl Emitter {
                 finalizers,
                 window,
                 labels,
-                stacks,
+                stacks: stacks.into(),
             })
         })
         .await

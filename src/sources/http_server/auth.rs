@@ -1,6 +1,5 @@
-//! The optional bearer token: loaded once at build from a file or an environment
-//! variable (never from the config file or argv), compared in constant time, never
-//! printed.
+//! The optional bearer token: a [`Secret`](crate::secret::Secret), loaded once at
+//! build, compared in constant time, never printed.
 
 use std::fmt;
 
@@ -18,10 +17,8 @@ pub struct Token(Box<[u8]>);
 /// Why the token could not be loaded (a build error).
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    #[error("cannot read token_file {path}: {error}")]
-    File { path: String, error: std::io::Error },
-    #[error("environment variable {0} (token_env) is not set or not UTF-8")]
-    Env(String),
+    #[error("auth.token: {0}")]
+    Secret(#[from] crate::secret::SecretError),
     #[error("the token is empty")]
     Empty,
 }
@@ -34,15 +31,8 @@ impl fmt::Debug for Token {
 
 impl Token {
     pub fn load(config: &AuthConfig) -> Result<Token, TokenError> {
-        let text = match (&config.token_file, &config.token_env) {
-            (Some(path), _) => std::fs::read_to_string(path).map_err(|error| TokenError::File {
-                path: path.display().to_string(),
-                error,
-            })?,
-            (None, Some(var)) => std::env::var(var).map_err(|_| TokenError::Env(var.clone()))?,
-            (None, None) => return Err(TokenError::Empty),
-        };
-        Token::new(text.trim())
+        let text = config.token.load()?;
+        Token::new(text.expose().trim())
     }
 
     pub fn new(text: &str) -> Result<Token, TokenError> {
@@ -112,12 +102,13 @@ mod tests {
         let path = dir.path().join("token");
         std::fs::write(&path, "abc\n").unwrap();
         let config = AuthConfig {
-            token_file: Some(path.clone()),
-            token_env: None,
+            token: crate::secret::Secret::File(path.clone()),
         };
         let t = Token::load(&config).unwrap();
         assert!(t.allows(&headers(&[("authorization", "Bearer abc")])));
         std::fs::write(&path, " \n").unwrap();
         assert!(matches!(Token::load(&config), Err(TokenError::Empty)));
+        std::fs::write(&path, "").unwrap();
+        assert!(Token::load(&config).is_err());
     }
 }

@@ -1,10 +1,11 @@
 //! The `[sources.ID] type = "http_server"` table.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::secret::Secret;
 
 use crate::component::{at_least_one, FieldError};
 use crate::units::{ByteSize, DurationStr};
@@ -43,16 +44,14 @@ pub struct HttpServerConfig {
     pub auth: Option<AuthConfig>,
 }
 
-/// `auth = { token_file = "..." }` or `auth = { token_env = "..." }`: the bearer
-/// token pushes must carry (`Authorization: Bearer <token>`, or gProfiler's
-/// `GPROFILER-API-KEY` header). Never in the config file itself.
+/// `auth = { token = "${PUSH_TOKEN}" }` (or `token = { env = "..." }`, `token =
+/// { file = "..." }`): the bearer token pushes must carry (`Authorization: Bearer
+/// <token>`, or gProfiler's `GPROFILER-API-KEY` header).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// A file holding the token (surrounding whitespace is ignored).
-    pub token_file: Option<PathBuf>,
-    /// An environment variable holding the token.
-    pub token_env: Option<String>,
+    /// The token, a [`Secret`] (surrounding whitespace is ignored).
+    pub token: Secret,
 }
 
 impl Default for HttpServerConfig {
@@ -111,19 +110,8 @@ impl HttpServerConfig {
                 "must be at least 1s (Retry-After is in whole seconds)",
             ));
         }
-        if let Some(a) = &self.auth {
-            match (&a.token_file, &a.token_env) {
-                (Some(_), Some(_)) => e.push(FieldError::new(
-                    &["auth"],
-                    "set one of token_file and token_env, not both",
-                )),
-                (None, None) => e.push(FieldError::new(&["auth"], "set token_file or token_env")),
-                (None, Some(v)) if v.is_empty() => e.push(FieldError::new(
-                    &["auth", "token_env"],
-                    "must name an environment variable",
-                )),
-                _ => {}
-            }
+        if let Some(Err(why)) = self.auth.as_ref().map(|a| a.token.check()) {
+            e.push(FieldError::new(&["auth", "token"], why));
         }
         e
     }
@@ -149,8 +137,7 @@ mod tests {
             ack_timeout: DurationStr(Duration::ZERO),
             retry_after: DurationStr(Duration::from_millis(10)),
             auth: Some(AuthConfig {
-                token_file: Some("/t".into()),
-                token_env: Some("T".into()),
+                token: Secret::Env(String::new()),
             }),
             ..HttpServerConfig::default()
         };
@@ -162,22 +149,24 @@ mod tests {
                 "max_body_size",
                 "ack_timeout",
                 "retry_after",
-                "auth"
+                "auth.token"
             ]
         );
     }
 
     #[test]
-    fn a_token_written_in_the_config_is_refused() {
-        let table: toml::Value = toml::from_str(
-            "address = \"0.0.0.0:4040\"\nauth = { token = \"s3cret\" }\nmax_body_size = \"1MiB\"",
-        )
-        .unwrap();
+    fn the_token_is_a_secret_of_any_spelling() {
+        for token in [r#""${T}""#, r#"{ env = "T" }"#, r#"{ file = "/t" }"#] {
+            let table: toml::Value =
+                toml::from_str(&format!("auth = {{ token = {token} }}")).unwrap();
+            crate::component::parse_table::<HttpServerConfig>(table).unwrap();
+        }
+        let table: toml::Value = toml::from_str("auth = { token_file = \"/t\" }").unwrap();
         let errors = crate::component::parse_table::<HttpServerConfig>(table).unwrap_err();
-        let paths: Vec<String> = errors.iter().map(|e| e.path.join(".")).collect();
-        assert!(paths.contains(&"auth.token".to_string()), "{errors:?}");
+        assert!(errors[0].message.contains("token_file"), "{errors:?}");
         let ok: toml::Value =
-            toml::from_str("address = \"0.0.0.0:4040\"\nauth = { token_env = \"T\" }").unwrap();
+            toml::from_str("address = \"0.0.0.0:4040\"\nauth = { token = { env = \"T\" } }")
+                .unwrap();
         let c = crate::component::parse_table::<HttpServerConfig>(ok).unwrap();
         assert!(c.check().is_empty());
         assert_eq!(c.address.port(), 4040);

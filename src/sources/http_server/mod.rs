@@ -7,7 +7,7 @@
 //! [sources.gateway]
 //! type = "http_server"
 //! address = "0.0.0.0:4040"               # default 127.0.0.1:4040
-//! auth = { token_file = "/etc/profpipe/push-token" }
+//! auth = { token = { file = "/etc/profpipe/push-token" } }   # or "${PUSH_TOKEN}"
 //! ```
 //!
 //! A push is answered 2xx only once every sink it feeds confirmed delivery: the

@@ -63,7 +63,7 @@ impl Emitter {
                 finalizers: Default::default(),
                 window,
                 labels: self.labels.clone(),
-                stacks: batch,
+                stacks: batch.into(),
             }))
             .await?;
         }

@@ -182,7 +182,7 @@ impl Runner {
                 extra: target.labels.clone(),
                 ..self.labels.clone()
             },
-            stacks,
+            stacks: stacks.into(),
         });
         RunResult {
             profile,
