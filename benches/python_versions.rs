@@ -33,7 +33,9 @@ const PROGRAM: &str = "import sys, json, re, csv, email.parser, http.client, log
 fn bench(c: &mut Criterion) {
     let tools = std::env::var_os("PROFPIPE_TOOLS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/profpipe-tools"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/profpipe-tools")
+        });
     let mut child = Command::new("python3")
         .args(["-c", PROGRAM])
         .env("PYTHONPATH", tools.join("python-packages"))

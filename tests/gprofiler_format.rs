@@ -62,14 +62,47 @@ fn merged_window_in_gprofiler_collapsed_format() {
     // The files py-spy's frames name, as the process sees them.
     let root = tmp.path().join("root");
     let site = "srv/venv/lib/python3.11/site-packages";
-    write(&root, &format!("{site}/flask-3.0.3.dist-info/METADATA"), "Name: Flask\nVersion: 3.0.3\n");
-    write(&root, &format!("{site}/flask-3.0.3.dist-info/RECORD"), "flask/app.py,sha256=x,1\n");
+    write(
+        &root,
+        &format!("{site}/flask-3.0.3.dist-info/METADATA"),
+        "Name: Flask\nVersion: 3.0.3\n",
+    );
+    write(
+        &root,
+        &format!("{site}/flask-3.0.3.dist-info/RECORD"),
+        "flask/app.py,sha256=x,1\n",
+    );
     write(&root, &format!("{site}/flask/app.py"), "");
     write(&root, "usr/lib/python3.11/json/encoder.py", "");
     write(&root, "srv/app/app/wsgi.py", "");
     let proc = tmp.path().join("proc");
-    fake_proc(&proc, 10, &["/srv/venv/bin/gunicorn", "-w", "2", "app.wsgi:application", "--api-key", "s3cr3t"], "/srv/app");
-    fake_proc(&proc, 20, &["java", "-Xmx1g", "-Dpassword=s3cr3t", "-jar", "/opt/ledger.jar", "--token", "s3cr3t"], "/opt");
+    fake_proc(
+        &proc,
+        10,
+        &[
+            "/srv/venv/bin/gunicorn",
+            "-w",
+            "2",
+            "app.wsgi:application",
+            "--api-key",
+            "s3cr3t",
+        ],
+        "/srv/app",
+    );
+    fake_proc(
+        &proc,
+        20,
+        &[
+            "java",
+            "-Xmx1g",
+            "-Dpassword=s3cr3t",
+            "-jar",
+            "/opt/ledger.jar",
+            "--token",
+            "s3cr3t",
+        ],
+        "/opt",
+    );
 
     let mut py = vec![
         stack(10, None, "gunicorn: worke;<module> (/srv/app/app/wsgi.py:3)_[p];wsgi_app (/srv/venv/lib/python3.11/site-packages/flask/app.py:1498)_[p];encode (/usr/lib/python3.11/json/encoder.py:200)_[p]", 30),
@@ -78,12 +111,26 @@ fn merged_window_in_gprofiler_collapsed_format() {
     let v = PythonVersions::new(Limits::default());
     assert_eq!(v.tag_stacks_under(&root, Some("3.11.7"), &mut py), 3);
     let perf = vec![
-        stack(10, Some("web"), "gunicorn: worke;_PyEval_EvalFrameDefault;do_syscall_64_[k]", 8),
-        stack(20, Some("ledger"), "java;Interpreter;long Ledger.reconcile()_[j]", 5),
+        stack(
+            10,
+            Some("web"),
+            "gunicorn: worke;_PyEval_EvalFrameDefault;do_syscall_64_[k]",
+            8,
+        ),
+        stack(
+            20,
+            Some("ledger"),
+            "java;Interpreter;long Ledger.reconcile()_[j]",
+            5,
+        ),
         stack(30, None, "swapper;cpu_startup_entry_[k]", 7),
     ];
     let w = Window::new(1_700_000_000_000, 1_700_000_060_000);
-    let (parts, _) = merge_window(w, vec![(labels("perf"), perf), (labels("py-spy"), py)], vec![]);
+    let (parts, _) = merge_window(
+        w,
+        vec![(labels("perf"), perf), (labels("py-spy"), py)],
+        vec![],
+    );
     let mut ids = AppIds::new(&proc, 16);
     let mut lines = Vec::new();
     for (labels, stacks) in parts {
@@ -97,7 +144,10 @@ fn merged_window_in_gprofiler_collapsed_format() {
     }
     lines.sort();
     let got = lines.concat();
-    assert!(!got.contains("s3cr3t"), "a secret reached the profile:\n{got}");
+    assert!(
+        !got.contains("s3cr3t"),
+        "a secret reached the profile:\n{got}"
+    );
     // gProfiler's shape: index; container; comm; appid; frames count.
     let shape = regex::Regex::new(r"^0;[^;]*;[^;]+(;appid: [^;]+)?(;[^;]+)* \d+$").unwrap();
     for l in got.lines() {
@@ -105,8 +155,12 @@ fn merged_window_in_gprofiler_collapsed_format() {
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gprofiler/merged-appid.col");
     let bless = std::env::var_os("PROFPIPE_BLESS").is_some_and(|v| v == "1");
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{}: missing expected file (bless never creates one)", path.display()));
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{}: missing expected file (bless never creates one)",
+            path.display()
+        )
+    });
     if bless && want != got {
         std::fs::write(&path, &got).unwrap();
         eprintln!("blessed {}", path.display());

@@ -284,21 +284,33 @@ async fn rbspy_profiles_a_ruby_process_and_leaves_no_raw_files() {
 async fn py_spy_frames_carry_package_versions_and_the_appid() {
     let tools = std::env::var_os("PROFPIPE_TOOLS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/profpipe-tools"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/profpipe-tools")
+        });
     let packages = tools.join("python-packages");
     let Some(attrs_version) = std::fs::read_dir(&packages).ok().and_then(|d| {
         d.flatten().find_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            Some(name.strip_prefix("attrs-")?.strip_suffix(".dist-info")?.to_string())
+            Some(
+                name.strip_prefix("attrs-")?
+                    .strip_suffix(".dist-info")?
+                    .to_string(),
+            )
         })
     }) else {
-        panic!("attrs is not installed in {}: run scripts/setup-test-env.sh", packages.display());
+        panic!(
+            "attrs is not installed in {}: run scripts/setup-test-env.sh",
+            packages.display()
+        );
     };
     let version = std::process::Command::new(python())
         .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
         .output()
         .unwrap();
-    let python_version = String::from_utf8(version.stdout).unwrap().trim().to_string();
+    let python_version = String::from_utf8(version.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     let marker = "profpipe-test-py-versions";
     let script = programs().join("versions.py");
     let script = script.to_str().unwrap();
@@ -316,19 +328,33 @@ async fn py_spy_frames_carry_package_versions_and_the_appid() {
         stacks.iter().all(|(_, s)| s.starts_with(&appid)),
         "every stack starts with {appid}: {stacks:?}"
     );
-    assert!(!stacks.iter().any(|(_, s)| s.contains(marker)), "an argument after the script leaked");
+    assert!(
+        !stacks.iter().any(|(_, s)| s.contains(marker)),
+        "an argument after the script leaked"
+    );
     let package = frames_re(&format!(
         r"\(/\S+/attr/\S+\.py:\d+ \[attrs=={}\]\)_\[p\]",
         regex::escape(&attrs_version)
     ));
-    assert!(stacks.iter().any(|(_, s)| package.is_match(s)), "no attrs frame tagged: {stacks:?}");
+    assert!(
+        stacks.iter().any(|(_, s)| package.is_match(s)),
+        "no attrs frame tagged: {stacks:?}"
+    );
     let stdlib = frames_re(&format!(
         r"\(/\S+/python3\.\d+/json/\S+\.py:\d+ \[standard-library=={}\]\)_\[p\]",
         regex::escape(&python_version)
     ));
-    assert!(stacks.iter().any(|(_, s)| stdlib.is_match(s)), "no json frame tagged: {stacks:?}");
+    assert!(
+        stacks.iter().any(|(_, s)| stdlib.is_match(s)),
+        "no json frame tagged: {stacks:?}"
+    );
     // The script itself belongs to no distribution.
-    assert!(stacks.iter().any(|(_, s)| s.contains(&format!("({script}:"))), "{stacks:?}");
+    assert!(
+        stacks
+            .iter()
+            .any(|(_, s)| s.contains(&format!("({script}:"))),
+        "{stacks:?}"
+    );
 }
 
 fn frames_re(re: &str) -> regex::Regex {

@@ -369,12 +369,20 @@ mod tests {
 
     #[test]
     fn the_appid_frame_becomes_the_label_app() {
-        let stacks = vec![stack("python3;appid: python: x.py (/srv/x.py);main;work", 4, None, 9)];
+        let stacks = vec![stack(
+            "python3;appid: python: x.py (/srv/x.py);main;work",
+            4,
+            None,
+            9,
+        )];
         let labels = LabelSet::default();
         let p = decode(&encode(&input(&stacks, &labels, 11))).unwrap();
         assert_eq!(stacks_of(&p)["python3;main;work"], 4);
         let l = &p.sample[0].label;
-        assert_eq!((s(&p, l[0].key), s(&p, l[0].str)), ("app", "python: x.py (/srv/x.py)"));
+        assert_eq!(
+            (s(&p, l[0].key), s(&p, l[0].str)),
+            ("app", "python: x.py (/srv/x.py)")
+        );
         assert_eq!((s(&p, l[1].key), l[1].num), ("pid", 9));
     }
 

@@ -61,7 +61,9 @@ fn is_python_bin(p: &str) -> bool {
     if rest.is_empty() {
         return true;
     }
-    let (major, minor) = rest.split_once('.').map_or((rest, None), |(a, b)| (a, Some(b)));
+    let (major, minor) = rest
+        .split_once('.')
+        .map_or((rest, None), |(a, b)| (a, Some(b)));
     matches!(major, "2" | "3")
         && minor.is_none_or(|m| (1..=2).contains(&m.len()) && m.bytes().all(|b| b.is_ascii_digit()))
 }
@@ -164,7 +166,8 @@ fn server(c: &Cmdline<'_>, name: &str, flags_before_spec: &[&str]) -> Option<Str
         .skip(1)
         .find(|(i, a)| {
             let prev = &c.args[i - 1];
-            a.contains(':') && (!prev.starts_with('-') || flags_before_spec.contains(&prev.as_str()))
+            a.contains(':')
+                && (!prev.starts_with('-') || flags_before_spec.contains(&prev.as_str()))
         })
         .map_or("unknown app name", |(_, a)| a.as_str());
     Some(server_id(name, c, spec))
@@ -180,8 +183,8 @@ fn uwsgi(c: &Cmdline<'_>, read_file: &dyn Fn(&str) -> Option<String>) -> Option<
     if basename(c.args.first()?) != "uwsgi" {
         return None;
     }
-    if let Some(w) = option(c.args, "-w", false, false)
-        .or_else(|| option(c.args, "--wsgi-file", true, false))
+    if let Some(w) =
+        option(c.args, "-w", false, false).or_else(|| option(c.args, "--wsgi-file", true, false))
     {
         return Some(format!("uwsgi: {w} ({})", module_path(c, w)));
     }
@@ -223,10 +226,13 @@ fn celery(c: &Cmdline<'_>) -> Option<String> {
     if !runs(c.args, "celery") && !is_python_m(c.args, "celery") {
         return None;
     }
-    if let Some(app) = option(c.args, "-A", false, true).or_else(|| option(c.args, "--app", true, false)) {
+    if let Some(app) =
+        option(c.args, "-A", false, true).or_else(|| option(c.args, "--app", true, false))
+    {
         return Some(format!("celery: {app} ({})", module_path(c, app)));
     }
-    let queue = option(c.args, "-Q", false, true).or_else(|| option(c.args, "--queues", true, false))?;
+    let queue =
+        option(c.args, "-Q", false, true).or_else(|| option(c.args, "--queues", true, false))?;
     Some(format!("celery queue: {queue} ({})", c.cwd.unwrap_or("")))
 }
 
@@ -266,9 +272,9 @@ fn python(c: &Cmdline<'_>) -> Option<String> {
 fn script(c: &Cmdline<'_>, runtime: &str, exts: &[&str], label: &str) -> Option<String> {
     let name = basename(c.args.first()?);
     let matches = name == runtime
-        || name
-            .strip_prefix(runtime)
-            .is_some_and(|v| v.starts_with(|ch: char| ch.is_ascii_digit() || ch == '-' || ch == '.'));
+        || name.strip_prefix(runtime).is_some_and(|v| {
+            v.starts_with(|ch: char| ch.is_ascii_digit() || ch == '-' || ch == '.')
+        });
     if !matches {
         return None;
     }
@@ -360,7 +366,13 @@ mod tests {
 
     fn id_with(cmd: &str, read: &dyn Fn(&str) -> Option<String>) -> Option<String> {
         let args: Vec<String> = cmd.split(' ').map(String::from).collect();
-        app_id(&Cmdline { args: &args, cwd: Some("/srv/app") }, read)
+        app_id(
+            &Cmdline {
+                args: &args,
+                cwd: Some("/srv/app"),
+            },
+            read,
+        )
     }
 
     const SECRET: &str = "hunter2";
@@ -369,20 +381,35 @@ mod tests {
     fn no_secret(cmd: &str) -> Option<String> {
         let full = format!("{cmd} --password {SECRET} token={SECRET}");
         let r = id(&full);
-        assert!(!r.as_deref().unwrap_or("").contains(SECRET), "{full} -> {r:?}");
+        assert!(
+            !r.as_deref().unwrap_or("").contains(SECRET),
+            "{full} -> {r:?}"
+        );
         r
     }
 
     #[test]
     fn python_scripts_and_modules() {
-        assert_eq!(no_secret("python3 x.py").as_deref(), Some("python: x.py (/srv/app/x.py)"));
+        assert_eq!(
+            no_secret("python3 x.py").as_deref(),
+            Some("python: x.py (/srv/app/x.py)")
+        );
         assert_eq!(
             no_secret("/usr/bin/python3.11 -u -X dev ../tools/run.py").as_deref(),
             Some("python: ../tools/run.py (/srv/tools/run.py)")
         );
-        assert_eq!(no_secret("python /abs/x.py").as_deref(), Some("python: /abs/x.py (/abs/x.py)"));
-        assert_eq!(no_secret("python3 -m http.server").as_deref(), Some("python: -m http.server"));
-        assert_eq!(no_secret("python -m pyspark.daemon").as_deref(), Some("pyspark"));
+        assert_eq!(
+            no_secret("python /abs/x.py").as_deref(),
+            Some("python: /abs/x.py (/abs/x.py)")
+        );
+        assert_eq!(
+            no_secret("python3 -m http.server").as_deref(),
+            Some("python: -m http.server")
+        );
+        assert_eq!(
+            no_secret("python -m pyspark.daemon").as_deref(),
+            Some("pyspark")
+        );
         // A `-m` after the script is the script's own argument.
         assert_eq!(id("python3 tool -m x"), None);
         assert_eq!(id("python3 -c print(1)"), None);
@@ -399,55 +426,109 @@ mod tests {
             no_secret("python /venv/bin/gunicorn main:create_app(secret='hunter2')").as_deref(),
             Some("gunicorn: main:create_app (/srv/app/main.py)")
         );
-        let title = ["gunicorn: worker [site.wsgi:app]".to_string(), String::new()];
+        let title = [
+            "gunicorn: worker [site.wsgi:app]".to_string(),
+            String::new(),
+        ];
         assert_eq!(
-            app_id(&Cmdline { args: &title, cwd: Some("/srv/app") }, &|_| None).as_deref(),
+            app_id(
+                &Cmdline {
+                    args: &title,
+                    cwd: Some("/srv/app")
+                },
+                &|_| None
+            )
+            .as_deref(),
             Some("gunicorn: site.wsgi:app (/srv/app/site/wsgi.py)")
         );
         assert_eq!(
             no_secret("uvicorn --factory api:build --port 8000").as_deref(),
             Some("uvicorn: api:build (/srv/app/api.py)")
         );
-        assert_eq!(no_secret("uwsgi -w app.wsgi").as_deref(), Some("uwsgi: app.wsgi (/srv/app/app/wsgi.py)"));
-        let ini = |p: &str| (p == "/srv/app/conf/u.ini").then(|| "[uwsgi]\nmodule = svc.wsgi:app\n".to_string());
+        assert_eq!(
+            no_secret("uwsgi -w app.wsgi").as_deref(),
+            Some("uwsgi: app.wsgi (/srv/app/app/wsgi.py)")
+        );
+        let ini = |p: &str| {
+            (p == "/srv/app/conf/u.ini").then(|| "[uwsgi]\nmodule = svc.wsgi:app\n".to_string())
+        };
         assert_eq!(
             id_with("uwsgi --ini conf/u.ini", &ini).as_deref(),
             Some("uwsgi: conf/u.ini (/srv/app/svc/wsgi:app.py)")
         );
-        assert_eq!(id("uwsgi --ini other.ini").as_deref(), Some("uwsgi: other.ini"));
-        assert_eq!(id("uwsgi --http :80").as_deref(), Some("uwsgi: ini file / wsgi module not found"));
-        assert_eq!(no_secret("celery -A proj worker").as_deref(), Some("celery: proj (/srv/app/proj.py)"));
+        assert_eq!(
+            id("uwsgi --ini other.ini").as_deref(),
+            Some("uwsgi: other.ini")
+        );
+        assert_eq!(
+            id("uwsgi --http :80").as_deref(),
+            Some("uwsgi: ini file / wsgi module not found")
+        );
+        assert_eq!(
+            no_secret("celery -A proj worker").as_deref(),
+            Some("celery: proj (/srv/app/proj.py)")
+        );
         assert_eq!(
             no_secret("python3 -m celery --app=tasks.app worker").as_deref(),
             Some("celery: tasks.app (/srv/app/tasks/app.py)")
         );
-        assert_eq!(no_secret("celery worker -Q mail").as_deref(), Some("celery queue: mail (/srv/app)"));
+        assert_eq!(
+            no_secret("celery worker -Q mail").as_deref(),
+            Some("celery queue: mail (/srv/app)")
+        );
     }
 
     #[test]
     fn java_node_ruby() {
-        assert_eq!(no_secret("java -Xmx1g -Dkey=hunter2 -jar /opt/x.jar").as_deref(), Some("java: /opt/x.jar"));
         assert_eq!(
-            no_secret("/usr/lib/jvm/bin/java -cp a.jar:b.jar -XX:+PreserveFramePointer com.acme.Main").as_deref(),
+            no_secret("java -Xmx1g -Dkey=hunter2 -jar /opt/x.jar").as_deref(),
+            Some("java: /opt/x.jar")
+        );
+        assert_eq!(
+            no_secret(
+                "/usr/lib/jvm/bin/java -cp a.jar:b.jar -XX:+PreserveFramePointer com.acme.Main"
+            )
+            .as_deref(),
             Some("java: com.acme.Main")
         );
-        assert_eq!(no_secret("java --module-path m -m app/app.Main").as_deref(), Some("java: app/app.Main"));
+        assert_eq!(
+            no_secret("java --module-path m -m app/app.Main").as_deref(),
+            Some("java: app/app.Main")
+        );
         assert_eq!(
             no_secret("node --require ./otel.js --max-old-space-size=512 server.js").as_deref(),
             Some("nodejs: server.js (/srv/app/server.js)")
         );
-        assert_eq!(no_secret("node20 /opt/a/index.mjs").as_deref(), Some("nodejs: /opt/a/index.mjs (/opt/a/index.mjs)"));
+        assert_eq!(
+            no_secret("node20 /opt/a/index.mjs").as_deref(),
+            Some("nodejs: /opt/a/index.mjs (/opt/a/index.mjs)")
+        );
         assert_eq!(id("node -e x"), None);
-        assert_eq!(no_secret("ruby -rbundler/setup x.rb").as_deref(), Some("ruby: x.rb (/srv/app/x.rb)"));
+        assert_eq!(
+            no_secret("ruby -rbundler/setup x.rb").as_deref(),
+            Some("ruby: x.rb (/srv/app/x.rb)")
+        );
         assert_eq!(id("nodemon x.js"), None);
         assert_eq!(id("bash -c x"), None);
     }
 
     #[test]
     fn paths_are_normalized() {
-        let c = Cmdline { args: &[], cwd: Some("/a/b/") };
+        let c = Cmdline {
+            args: &[],
+            cwd: Some("/a/b/"),
+        };
         assert_eq!(absolute(&c, "../c/./d.py"), "/a/c/d.py");
-        assert_eq!(absolute(&Cmdline { args: &[], cwd: None }, "x.py"), "x.py");
+        assert_eq!(
+            absolute(
+                &Cmdline {
+                    args: &[],
+                    cwd: None
+                },
+                "x.py"
+            ),
+            "x.py"
+        );
     }
 
     #[test]

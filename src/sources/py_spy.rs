@@ -257,7 +257,9 @@ mod tests {
         );
         // Version tags need the files' paths.
         let c: PySpyConfig = parse("").unwrap();
-        assert!(args(&PySpy::from_config(&c)).join(" ").ends_with("--output /s/out --full-filenames"));
+        assert!(args(&PySpy::from_config(&c))
+            .join(" ")
+            .ends_with("--output /s/out --full-filenames"));
         let c: PySpyConfig = parse("gil = true\nfull_filenames = true\nidle = true").unwrap();
         assert!(args(&PySpy::from_config(&c))
             .join(" ")

@@ -33,7 +33,9 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
-use crate::component::{at_least_one, BuildError, FieldError, Task, TransformConfig, TransformContext};
+use crate::component::{
+    at_least_one, BuildError, FieldError, Task, TransformConfig, TransformContext,
+};
 use crate::event::{DataTypes, Event, Profile, APPID_PREFIX};
 use crate::process::app_id::{app_id, read_cmdline, Cmdline};
 use crate::process::BoundedMap;
@@ -75,7 +77,8 @@ impl TransformConfig for AppIdConfig {
                     if p.labels.host == cx.host {
                         let before = ids.evictions();
                         ids.add_frames(p);
-                        cx.metrics.cache_evictions("app_ids", ids.evictions() - before);
+                        cx.metrics
+                            .cache_evictions("app_ids", ids.evictions() - before);
                     }
                 }
                 if out.send(ev).await.is_err() {
@@ -110,9 +113,10 @@ impl AppIds {
     pub fn add_frames(&mut self, p: &mut Profile) {
         let mut frames: FxHashMap<u32, Option<Arc<str>>> = FxHashMap::default();
         for s in p.stacks.iter_mut().filter(|s| s.pid != 0) {
-            let frame = frames
-                .entry(s.pid)
-                .or_insert_with(|| self.lookup(s.pid).map(|id| format!("{APPID_PREFIX}{id}").into()));
+            let frame = frames.entry(s.pid).or_insert_with(|| {
+                self.lookup(s.pid)
+                    .map(|id| format!("{APPID_PREFIX}{id}").into())
+            });
             let Some(frame) = frame else { continue };
             let (comm, rest) = s.frames.split_once(';').unwrap_or((&s.frames, ""));
             if rest.starts_with(APPID_PREFIX) {
@@ -141,10 +145,18 @@ impl AppIds {
             let read = |path: &str| {
                 let f = std::fs::File::open(root.join(path.trim_start_matches('/'))).ok()?;
                 let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::Read::take(f, 64 << 10), &mut text).ok()?;
+                std::io::Read::read_to_string(&mut std::io::Read::take(f, 64 << 10), &mut text)
+                    .ok()?;
                 Some(text)
             };
-            app_id(&Cmdline { args: &args, cwd: cwd.as_deref() }, &read).map(Arc::from)
+            app_id(
+                &Cmdline {
+                    args: &args,
+                    cwd: cwd.as_deref(),
+                },
+                &read,
+            )
+            .map(Arc::from)
         });
         self.cache.insert((pid, start), id.clone());
         id
@@ -178,8 +190,14 @@ mod tests {
             Window::new(0, 1),
             Labels::default(),
             vec![
-                Stack { pid: me, ..Stack::new("t;main;work", 2) },
-                Stack { pid: 0, ..Stack::new("t;x", 1) },
+                Stack {
+                    pid: me,
+                    ..Stack::new("t;main;work", 2)
+                },
+                Stack {
+                    pid: 0,
+                    ..Stack::new("t;x", 1)
+                },
             ],
         );
         ids.add_frames(&mut p);
@@ -189,7 +207,11 @@ mod tests {
         assert_eq!(ids.lookup(child.id()), None);
         child.kill().unwrap();
         child.wait().unwrap();
-        assert_eq!(ids.lookup(child.id()), None, "a process that is gone has none");
+        assert_eq!(
+            ids.lookup(child.id()),
+            None,
+            "a process that is gone has none"
+        );
     }
 
     #[test]
@@ -198,17 +220,34 @@ mod tests {
         let proc = dir.path();
         let pd = proc.join("77");
         std::fs::create_dir_all(&pd).unwrap();
-        std::fs::write(pd.join("cmdline"), b"python3\0-u\0serve.py\0--token\0secret\0").unwrap();
-        std::fs::write(pd.join("stat"), "77 (python3) S 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0").unwrap();
+        std::fs::write(
+            pd.join("cmdline"),
+            b"python3\0-u\0serve.py\0--token\0secret\0",
+        )
+        .unwrap();
+        std::fs::write(
+            pd.join("stat"),
+            "77 (python3) S 1 77 77 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0",
+        )
+        .unwrap();
         std::os::unix::fs::symlink("/srv/app", pd.join("cwd")).unwrap();
         let mut ids = AppIds::new(proc, 1);
         let mut p = Profile::new(
             Window::new(0, 1),
             Labels::default(),
             vec![
-                Stack { pid: 77, ..Stack::new("python3;main (/srv/app/serve.py:3)_[p]", 2) },
-                Stack { pid: 77, ..Stack::new("python3", 1) },
-                Stack { pid: 77, ..Stack::new("python3;appid: python: old.py (/old.py);f", 1) },
+                Stack {
+                    pid: 77,
+                    ..Stack::new("python3;main (/srv/app/serve.py:3)_[p]", 2)
+                },
+                Stack {
+                    pid: 77,
+                    ..Stack::new("python3", 1)
+                },
+                Stack {
+                    pid: 77,
+                    ..Stack::new("python3;appid: python: old.py (/old.py);f", 1)
+                },
             ],
         );
         ids.add_frames(&mut p);
@@ -224,6 +263,10 @@ mod tests {
         assert!(!frames.iter().any(|f| f.contains("secret")));
         // Another process at the bound of one entry evicts the first.
         assert!(ids.lookup(78).is_none());
-        assert_eq!(ids.evictions(), 0, "a pid with no /proc entry is not cached");
+        assert_eq!(
+            ids.evictions(),
+            0,
+            "a pid with no /proc entry is not cached"
+        );
     }
 }

@@ -155,7 +155,11 @@ fn top_level(rel: &str) -> Option<&str> {
 fn read_dist_info(dir: &Path, info: &Path, name: &str) -> Option<Dist> {
     let tag = tag(&info.join("METADATA"), name.trim_end_matches(".dist-info"))?;
     let files = match read_capped(&info.join("RECORD")) {
-        Some(text) => text.lines().filter_map(record_path).map(normalize).collect(),
+        Some(text) => text
+            .lines()
+            .filter_map(record_path)
+            .map(normalize)
+            .collect(),
         None => top_level_txt(dir, info),
     };
     Some(Dist { tag, files })
@@ -180,7 +184,9 @@ fn read_egg_info(dir: &Path, info: &Path, name: &str) -> Option<Dist> {
                 for l in text.lines() {
                     let l = l.trim();
                     let l = l.strip_prefix("src/").unwrap_or(l);
-                    if let Some(top) = top_level(l).filter(|t| l.ends_with(".py") && !t.contains(' ')) {
+                    if let Some(top) =
+                        top_level(l).filter(|t| l.ends_with(".py") && !t.contains(' '))
+                    {
                         if seen.insert(top.to_string()) && dir.join(top).exists() {
                             files.push(top.into());
                         }
@@ -273,7 +279,11 @@ mod tests {
     fn dist_info_record_names_the_owner() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path();
-        write(dir, "attrs-24.2.0.dist-info/METADATA", "Metadata-Version: 2.3\nName: attrs\nVersion: 24.2.0\n\nName: not-this\n");
+        write(
+            dir,
+            "attrs-24.2.0.dist-info/METADATA",
+            "Metadata-Version: 2.3\nName: attrs\nVersion: 24.2.0\n\nName: not-this\n",
+        );
         write(
             dir,
             "attrs-24.2.0.dist-info/RECORD",
@@ -281,9 +291,18 @@ mod tests {
         );
         write(dir, "six-1.16.0.dist-info/RECORD", "six.py,sha256=z,1\n");
         let index = DirIndex::read(dir);
-        assert_eq!(index.owner("attr/_make.py").map(|t| &**t), Some("attrs==24.2.0"));
-        assert_eq!(index.owner("attrs/__init__.py").map(|t| &**t), Some("attrs==24.2.0"));
-        assert_eq!(index.owner("odd,name.py").map(|t| &**t), Some("attrs==24.2.0"));
+        assert_eq!(
+            index.owner("attr/_make.py").map(|t| &**t),
+            Some("attrs==24.2.0")
+        );
+        assert_eq!(
+            index.owner("attrs/__init__.py").map(|t| &**t),
+            Some("attrs==24.2.0")
+        );
+        assert_eq!(
+            index.owner("odd,name.py").map(|t| &**t),
+            Some("attrs==24.2.0")
+        );
         // No METADATA: the name and version come from the directory's name.
         assert_eq!(index.owner("six.py").map(|t| &**t), Some("six==1.16.0"));
         assert_eq!(index.owner("other/x.py"), None);
@@ -298,8 +317,14 @@ mod tests {
         write(dir, "google_a-1.0.dist-info/RECORD", "google/a/x.py,,\n");
         write(dir, "google_b-2.0.dist-info/RECORD", "google/b/y.py,,\n");
         let index = DirIndex::read(dir);
-        assert_eq!(index.owner("google/a/x.py").map(|t| &**t), Some("google_a==1.0"));
-        assert_eq!(index.owner("google/b/y.py").map(|t| &**t), Some("google_b==2.0"));
+        assert_eq!(
+            index.owner("google/a/x.py").map(|t| &**t),
+            Some("google_a==1.0")
+        );
+        assert_eq!(
+            index.owner("google/b/y.py").map(|t| &**t),
+            Some("google_b==2.0")
+        );
         assert_eq!(index.owner("google/c/z.py"), None);
     }
 
@@ -307,18 +332,50 @@ mod tests {
     fn egg_info_installed_files_top_level_and_sources() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path();
-        write(dir, "PyYAML-5.4.egg-info/PKG-INFO", "Name: PyYAML\nVersion: 5.4\n");
-        write(dir, "PyYAML-5.4.egg-info/installed-files.txt", "../yaml/__init__.py\nPKG-INFO\n");
-        write(dir, "legacy-0.3.egg-info/PKG-INFO", "Name: legacy\nVersion: 0.3\n");
-        write(dir, "legacy-0.3.egg-info/top_level.txt", "legacy\nlegacy_mod\n");
+        write(
+            dir,
+            "PyYAML-5.4.egg-info/PKG-INFO",
+            "Name: PyYAML\nVersion: 5.4\n",
+        );
+        write(
+            dir,
+            "PyYAML-5.4.egg-info/installed-files.txt",
+            "../yaml/__init__.py\nPKG-INFO\n",
+        );
+        write(
+            dir,
+            "legacy-0.3.egg-info/PKG-INFO",
+            "Name: legacy\nVersion: 0.3\n",
+        );
+        write(
+            dir,
+            "legacy-0.3.egg-info/top_level.txt",
+            "legacy\nlegacy_mod\n",
+        );
         fs::create_dir_all(dir.join("legacy")).unwrap();
-        write(dir, "src_only-1.1.egg-info/SOURCES.txt", "setup.py\nsrc/srconly/__init__.py\n");
+        write(
+            dir,
+            "src_only-1.1.egg-info/SOURCES.txt",
+            "setup.py\nsrc/srconly/__init__.py\n",
+        );
         fs::create_dir_all(dir.join("srconly")).unwrap();
         let index = DirIndex::read(dir);
-        assert_eq!(index.owner("yaml/__init__.py").map(|t| &**t), Some("PyYAML==5.4"));
-        assert_eq!(index.owner("legacy/core.py").map(|t| &**t), Some("legacy==0.3"));
-        assert_eq!(index.owner("legacy_mod.py").map(|t| &**t), Some("legacy==0.3"));
-        assert_eq!(index.owner("srconly/__init__.py").map(|t| &**t), Some("src_only==1.1"));
+        assert_eq!(
+            index.owner("yaml/__init__.py").map(|t| &**t),
+            Some("PyYAML==5.4")
+        );
+        assert_eq!(
+            index.owner("legacy/core.py").map(|t| &**t),
+            Some("legacy==0.3")
+        );
+        assert_eq!(
+            index.owner("legacy_mod.py").map(|t| &**t),
+            Some("legacy==0.3")
+        );
+        assert_eq!(
+            index.owner("srconly/__init__.py").map(|t| &**t),
+            Some("src_only==1.1")
+        );
         // setup.py is in SOURCES.txt but not installed here.
         assert_eq!(index.owner("setup.py"), None);
     }

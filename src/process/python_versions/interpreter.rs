@@ -46,7 +46,10 @@ pub fn from_elf(f: &File) -> io::Result<Option<String>> {
             link: u32_at(s, 40) as usize,
         })
     };
-    let Some(dynsym) = (0..shnum).filter_map(&section).find(|s| s.kind == SHT_DYNSYM) else {
+    let Some(dynsym) = (0..shnum)
+        .filter_map(&section)
+        .find(|s| s.kind == SHT_DYNSYM)
+    else {
         return Ok(None);
     };
     let Some(dynstr) = section(dynsym.link) else {
@@ -69,10 +72,7 @@ pub fn from_elf(f: &File) -> io::Result<Option<String>> {
             return Ok(None);
         };
         let value = u64_at(sym, 8);
-        let Some(offset) = value
-            .checked_sub(home.addr)
-            .map(|d| home.offset + d)
-        else {
+        let Some(offset) = value.checked_sub(home.addr).map(|d| home.offset + d) else {
             return Ok(None);
         };
         let mut hex = [0u8; 4];
@@ -156,7 +156,11 @@ mod tests {
     fn patchlevel_header() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("patchlevel.h");
-        std::fs::write(&p, "/* x */\n#define PY_MINOR_VERSION 9\n#define PY_VERSION      \"3.9.18\"\n").unwrap();
+        std::fs::write(
+            &p,
+            "/* x */\n#define PY_MINOR_VERSION 9\n#define PY_VERSION      \"3.9.18\"\n",
+        )
+        .unwrap();
         assert_eq!(from_patchlevel(&p).as_deref(), Some("3.9.18"));
         assert_eq!(from_patchlevel(&d.path().join("none.h")), None);
     }

@@ -100,7 +100,9 @@ pub struct PythonVersions {
 
 impl std::fmt::Debug for PythonVersions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PythonVersions").field("stats", &self.stats()).finish()
+        f.debug_struct("PythonVersions")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -286,7 +288,11 @@ impl PythonVersions {
             .flatten()
             .or_else(|| from_patchlevel(include))
             .map(Arc::from);
-        self.caches.lock().unwrap().interpreters.insert(id, v.clone());
+        self.caches
+            .lock()
+            .unwrap()
+            .interpreters
+            .insert(id, v.clone());
         v
     }
 }
@@ -317,13 +323,23 @@ impl Process {
         matches.then_some(version)
     }
 
-    fn find_interpreter(&self, v: &PythonVersions, stdlib_file: &str, xy: &str) -> Option<Arc<str>> {
+    fn find_interpreter(
+        &self,
+        v: &PythonVersions,
+        stdlib_file: &str,
+        xy: &str,
+    ) -> Option<Arc<str>> {
         let pid = self.pid?;
         // `<prefix>/lib/pythonX.Y/os.py` → `<prefix>/include/pythonX.Y/patchlevel.h`.
         let marker = format!("/lib/python{xy}/");
         let include = stdlib_file
             .find(&marker)
-            .map(|i| self.host_path(&format!("{}/include/python{xy}/patchlevel.h", &stdlib_file[..i])))
+            .map(|i| {
+                self.host_path(&format!(
+                    "{}/include/python{xy}/patchlevel.h",
+                    &stdlib_file[..i]
+                ))
+            })
             .unwrap_or_default();
         let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
         let libpython = maps.lines().find_map(|l| {
@@ -359,9 +375,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
         write(root, "usr/lib/python3.11/json/encoder.py", "");
-        write(root, "usr/lib/python3.11/site-packages/attrs-24.2.0.dist-info/RECORD", "attr/_make.py,,\n");
+        write(
+            root,
+            "usr/lib/python3.11/site-packages/attrs-24.2.0.dist-info/RECORD",
+            "attr/_make.py,,\n",
+        );
         write(root, "usr/lib/python3.11/site-packages/attr/_make.py", "");
-        write(root, "opt/tools/attrs-24.2.0.dist-info/RECORD", "attr/_make.py,,\n");
+        write(
+            root,
+            "opt/tools/attrs-24.2.0.dist-info/RECORD",
+            "attr/_make.py,,\n",
+        );
         write(root, "opt/tools/attr/_make.py", "");
         write(root, "app/x.py", "");
         let v = PythonVersions::new(Limits::default());
@@ -385,7 +409,10 @@ mod tests {
             assert_eq!(tag(&v, root, untouched), untouched);
         }
         let stats = v.stats();
-        assert!(stats.files >= 4 && stats.dirs >= 2 && stats.bytes > 0, "{stats:?}");
+        assert!(
+            stats.files >= 4 && stats.dirs >= 2 && stats.bytes > 0,
+            "{stats:?}"
+        );
     }
 
     #[test]
@@ -409,9 +436,19 @@ mod tests {
         // A distribution installed later: the directory's mtime changes, its files
         // are new, so their tags are read afresh.
         write(root, "lib/pkg/a.py", "");
-        assert_eq!(tag(&v, root, "p;f (/lib/pkg/a.py:1)"), "p;f (/lib/pkg/a.py:1)");
-        write(root, "lib/pkg-1.0.dist-info/RECORD", "pkg/a.py,,\npkg/b.py,,\n");
+        assert_eq!(
+            tag(&v, root, "p;f (/lib/pkg/a.py:1)"),
+            "p;f (/lib/pkg/a.py:1)"
+        );
+        write(
+            root,
+            "lib/pkg-1.0.dist-info/RECORD",
+            "pkg/a.py,,\npkg/b.py,,\n",
+        );
         write(root, "lib/pkg/b.py", "");
-        assert_eq!(tag(&v, root, "p;f (/lib/pkg/b.py:1)"), "p;f (/lib/pkg/b.py:1 [pkg==1.0])");
+        assert_eq!(
+            tag(&v, root, "p;f (/lib/pkg/b.py:1)"),
+            "p;f (/lib/pkg/b.py:1 [pkg==1.0])"
+        );
     }
 }

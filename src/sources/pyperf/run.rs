@@ -379,7 +379,7 @@ impl Runner {
             (stacks, reader)
         })
         .await
-            .map_err(|e| Stop::Failed(ComponentError::Other(format!("reader task: {e}"))))?;
+        .map_err(|e| Stop::Failed(ComponentError::Other(format!("reader task: {e}"))))?;
         reader.stats().report_since(&before, &self.cx.metrics);
         if let Some(v) = &self.versions {
             self.cx
