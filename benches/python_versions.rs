@@ -11,6 +11,9 @@
 //! - `python_versions/known_process`: the caches warm, what every later window of
 //!   that process (or a new process of the same installation) costs.
 //!
+//! - `app_id/new_process`: the `app_id` step's first look at a process (its
+//!   `/proc/PID/stat`, `cmdline` and `cwd`, the identifiers), with an empty cache.
+//!
 //! Before benchmarking it prints the caches' entries and approximate bytes.
 //!
 //! Run: `cargo bench --bench python_versions` (add `-- --quick` for a fast look).
@@ -21,6 +24,7 @@ use std::process::{Command, Stdio};
 use criterion::{criterion_group, criterion_main, Criterion};
 use profpipe::event::Stack;
 use profpipe::process::python_versions::{Limits, PythonVersions};
+use profpipe::transforms::app_id::AppIds;
 
 const PROGRAM: &str = "import sys, json, re, csv, email.parser, http.client, logging, argparse, \
     decimal, fractions, pathlib, xml.dom.minidom, urllib.request, sqlite3, asyncio, attr\n\
@@ -58,18 +62,22 @@ fn bench(c: &mut Criterion) {
             Stack::new(format!("python3;{}", frames.join(";")), 1)
         })
         .collect();
+    let rss_before = rss_kb();
     let v = PythonVersions::new(Limits::default());
     let mut s = stacks.clone();
     let tagged = v.tag_stacks(pid, &mut s);
     let st = v.stats();
     println!(
-        "{} files in {} stacks: {tagged} frames tagged; cache: {} files, {} dirs, {} interpreters, ~{} bytes",
+        "{} files in {} stacks: {tagged} frames tagged; cache: {} files, {} dirs, {} interpreters, ~{} bytes; \
+         RSS {} kB -> {} kB",
         files.len(),
         stacks.len(),
         st.files,
         st.dirs,
         st.interpreters,
-        st.bytes
+        st.bytes,
+        rss_before,
+        rss_kb()
     );
     let mut g = c.benchmark_group("python_versions");
     g.bench_function("new_process", |b| {
@@ -86,8 +94,21 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
+    c.bench_function("app_id/new_process", |b| {
+        b.iter(|| AppIds::new(std::path::Path::new("/proc"), 16).lookup(pid))
+    });
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// This process's resident set, from `/proc/self/status`.
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 criterion_group!(benches, bench);

@@ -75,7 +75,8 @@ pub struct PySpyConfig {
     pub discovery: DiscoveryConfig,
     /// Pass `--gil`: sample only the thread holding the GIL.
     pub gil: bool,
-    /// Pass `--full-filenames`: full paths instead of file names in frames.
+    /// Pass `--full-filenames`: full paths instead of file names in frames (always
+    /// passed while `python_versions` is on: a version tag needs the path).
     pub full_filenames: bool,
     /// Pass `--idle`: include samples of idle threads.
     pub idle: bool,

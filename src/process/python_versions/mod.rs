@@ -8,9 +8,9 @@
 //! - under a `/pythonX.Y/` directory and not under `site-packages`/`dist-packages`
 //!   (gProfiler's rule), it is the standard library: the tag is the version of the
 //!   process's interpreter (its mapped `libpython*.so`, else `/proc/PID/exe`), read
-//!   cheaply ([`interpreter`]) and only if its `X.Y` is the directory's;
+//!   cheaply (`interpreter.rs`) and only if its `X.Y` is the directory's;
 //! - under `.../site-packages/` or `.../dist-packages/`, that directory's
-//!   distributions ([`dist`]) say who owns it;
+//!   distributions (`dist.rs`) say who owns it;
 //! - anywhere else (a `pip install --target` directory on `PYTHONPATH`, a vendored
 //!   tree), each parent directory, nearest first and at most [`MAX_PARENTS`], is
 //!   asked the same way.
