@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use regex::Regex;
 use rustc_hash::FxHashMap;
 
 pub use dist::DirIndex;
@@ -94,8 +93,6 @@ pub struct PythonVersions {
     caches: Arc<Mutex<Caches>>,
     /// Evictions already reported by [`new_evictions`](Self::new_evictions).
     reported: Arc<AtomicU64>,
-    frame: Arc<Regex>,
-    stdlib: Arc<Regex>,
 }
 
 impl std::fmt::Debug for PythonVersions {
@@ -115,10 +112,6 @@ impl PythonVersions {
                 interpreters: BoundedMap::new(limits.interpreters),
             })),
             reported: Arc::new(AtomicU64::new(0)),
-            // gProfiler's `_module_name_in_stack`: `(path.py:N)`.
-            frame: Arc::new(Regex::new(r"\(([^)]+?\.py):(\d+)\)").unwrap()),
-            // gProfiler's `_STANDARD_LIB_PATTERN`.
-            stdlib: Arc::new(Regex::new(r"/python(\d)\.(\d\d?)/").unwrap()),
         }
     }
 
@@ -168,26 +161,22 @@ impl PythonVersions {
     fn tag_with(&self, process: &mut Process, stacks: &mut [Stack]) -> u64 {
         let mut tagged = 0;
         for s in stacks.iter_mut() {
-            if !s.frames.contains(".py:") {
-                continue;
-            }
             let mut out = String::new();
             let mut last = 0;
-            for caps in self.frame.captures_iter(&s.frames) {
-                let path = caps.get(1).unwrap().as_str();
+            for (path, close) in file_refs(&s.frames) {
+                let path = &s.frames[path];
                 if !path.starts_with('/') {
                     continue;
                 }
                 let Some(tag) = self.resolve(process, path) else {
                     continue;
                 };
-                let whole = caps.get(0).unwrap();
                 // `(path:N)` → `(path:N [tag])`: the tag goes before the `)`.
-                out.push_str(&s.frames[last..whole.end() - 1]);
+                out.push_str(&s.frames[last..close]);
                 out.push_str(" [");
                 out.push_str(&tag);
-                out.push_str("])");
-                last = whole.end();
+                out.push(']');
+                last = close;
                 tagged += 1;
             }
             if last > 0 {
@@ -216,7 +205,7 @@ impl PythonVersions {
         if let Some(t) = self.caches.lock().unwrap().files.get(&id) {
             return t.clone();
         }
-        let tag = match self.stdlib_version(path) {
+        let tag = match stdlib_version(path) {
             Some(xy) => process
                 .interpreter(self, path, &xy)
                 .map(|v| Arc::from(format!("standard-library=={v}"))),
@@ -224,16 +213,6 @@ impl PythonVersions {
         };
         self.caches.lock().unwrap().files.insert(id, tag.clone());
         tag
-    }
-
-    /// `X.Y` when `path` is in a standard library directory.
-    fn stdlib_version(&self, path: &str) -> Option<String> {
-        let c = self.stdlib.captures(path)?;
-        let rest = &path[c.get(0)?.end()..];
-        if rest.contains("site-packages") || rest.contains("dist-packages") {
-            return None;
-        }
-        Some(format!("{}.{}", &c[1], &c[2]))
     }
 
     /// The distribution that owns `path`: in its `site-packages` if it is under
@@ -295,6 +274,67 @@ impl PythonVersions {
             .insert(id, v.clone());
         v
     }
+}
+
+/// The `(path.py:N)` references of a stack, as gProfiler's
+/// `\((?P<filename>[^\)]+?\.py):\d+\)` finds them: each as the byte range of the
+/// path and the index of its closing `)`.
+///
+/// ```text
+/// python3;main (/srv/x.py:8)_[p];<module> (x.py:2)_[p]
+///               ^^^^^^^^^^  ^          ^^^^   ^
+/// ```
+fn file_refs(frames: &str) -> impl Iterator<Item = (std::ops::Range<usize>, usize)> + '_ {
+    let b = frames.as_bytes();
+    let mut from = 0;
+    std::iter::from_fn(move || loop {
+        let at = from + memchr::memmem::find(&b[from..], b".py:")?;
+        let digits = at + 4;
+        let end = digits
+            + b[digits..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+        let region = &frames[from..at];
+        from = at + 4;
+        if end == digits || b.get(end) != Some(&b')') {
+            continue;
+        }
+        // The path: from the first `(` after the last `)` (a path holds no `)`).
+        let after_close = region.rfind(')').map_or(0, |i| i + 1);
+        let Some(open) = region[after_close..].find('(') else {
+            continue;
+        };
+        let start = from - 4 - region.len() + after_close + open + 1;
+        if start == at {
+            continue; // `(.py:3)`: no file name
+        }
+        from = end + 1;
+        return Some((start..at + 3, end));
+    })
+}
+
+/// `X.Y` when `path` is in a standard library directory: under `/pythonX.Y/` and
+/// not then under `site-packages`/`dist-packages` (gProfiler's
+/// `_STANDARD_LIB_PATTERN`).
+fn stdlib_version(path: &str) -> Option<String> {
+    for (i, _) in path.match_indices("/python") {
+        let rest = &path[i + 7..];
+        let major = rest.bytes().next().filter(u8::is_ascii_digit)?;
+        let Some(minor_part) = rest[1..].strip_prefix('.') else {
+            continue;
+        };
+        let minor_len = minor_part.bytes().take_while(u8::is_ascii_digit).count();
+        if !(1..=2).contains(&minor_len) || minor_part.as_bytes().get(minor_len) != Some(&b'/') {
+            continue;
+        }
+        let after = &minor_part[minor_len..];
+        if after.contains("site-packages") || after.contains("dist-packages") {
+            return None;
+        }
+        return Some(format!("{}.{}", major as char, &minor_part[..minor_len]));
+    }
+    None
 }
 
 /// One process being tagged: where its files are, its interpreter's version (read
@@ -413,6 +453,46 @@ mod tests {
             stats.files >= 4 && stats.dirs >= 2 && stats.bytes > 0,
             "{stats:?}"
         );
+    }
+
+    #[test]
+    fn file_references_as_gprofiler_finds_them() {
+        let refs = |f: &str| -> Vec<(String, char)> {
+            file_refs(f)
+                .map(|(p, close)| (f[p].to_string(), f.as_bytes()[close] as char))
+                .collect()
+        };
+        assert_eq!(
+            refs("c;main (/srv/x.py:8)_[p];<module> (x.py:2);f (a) (/b.py:10)"),
+            [
+                ("/srv/x.py".into(), ')'),
+                ("x.py".into(), ')'),
+                ("/b.py".into(), ')')
+            ]
+        );
+        for none in [
+            "c;f (/x.py:)",
+            "c;f (/x.py:3",
+            "c;f /x.py:3)",
+            "c;f (.py:3)",
+            "c;f (/x.pyc:3)",
+        ] {
+            assert!(refs(none).is_empty(), "{none}");
+        }
+        assert_eq!(
+            stdlib_version("/usr/lib/python3.11/json/x.py").as_deref(),
+            Some("3.11")
+        );
+        assert_eq!(
+            stdlib_version("/opt/python2.7/os.py").as_deref(),
+            Some("2.7")
+        );
+        assert_eq!(
+            stdlib_version("/usr/lib/python3.11/site-packages/a.py"),
+            None
+        );
+        assert_eq!(stdlib_version("/usr/lib/python3/dist-packages/a.py"), None);
+        assert_eq!(stdlib_version("/srv/python3.x/a.py"), None);
     }
 
     #[test]
