@@ -338,12 +338,11 @@ pub fn read_cmdline(proc: &Path, pid: u32) -> Option<(Vec<String>, Option<String
     let f = std::fs::File::open(proc.join(format!("{pid}/cmdline"))).ok()?;
     let mut raw = Vec::new();
     f.take(64 << 10).read_to_end(&mut raw).ok()?;
-    let args: Vec<String> = raw
+    let mut args: Vec<String> = raw
         .split(|&b| b == 0)
         .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect::<Vec<_>>();
+        .collect();
     // The final NUL leaves one empty argument.
-    let mut args = args;
     if args.last().is_some_and(String::is_empty) {
         args.pop();
     }
