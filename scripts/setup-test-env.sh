@@ -8,6 +8,8 @@ set -euo pipefail
 # Pinned versions: a fresh machine runs exactly what the last green run ran.
 INFERNO_VERSION=0.12.8
 PY_SPY_VERSION=0.4.3
+# A small pure-Python distribution the version-tag test imports (tests/programs/versions.py).
+ATTRS_VERSION=24.2.0
 RBSPY_VERSION=0.55.0
 # A pure-JS pprof decoder: the tests check our pprof with a decoder that is not ours.
 PPROF_FORMAT_VERSION=2.3.2
@@ -68,6 +70,17 @@ if ! installed opentelemetry-proto "$OTEL_PROTO_PY_VERSION" || [ ! -d "$tools/ot
   python3 -m pip install --quiet --target "$tools/otel-proto" "opentelemetry-proto==$OTEL_PROTO_PY_VERSION" 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages --target "$tools/otel-proto" "opentelemetry-proto==$OTEL_PROTO_PY_VERSION"
   stamp opentelemetry-proto "$OTEL_PROTO_PY_VERSION"
+fi
+
+# attrs: installed with `pip --target` like py-spy, into a directory the test puts on
+# PYTHONPATH; its frames must show `[attrs==$ATTRS_VERSION]` (found through its
+# dist-info there).
+if ! installed attrs "$ATTRS_VERSION" || [ ! -d "$tools/python-packages/attrs-$ATTRS_VERSION.dist-info" ]; then
+  echo "setup: pip install attrs==$ATTRS_VERSION"
+  rm -rf "$tools/python-packages"
+  python3 -m pip install --quiet --target "$tools/python-packages" "attrs==$ATTRS_VERSION" 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages --target "$tools/python-packages" "attrs==$ATTRS_VERSION"
+  stamp attrs "$ATTRS_VERSION"
 fi
 
 # rbspy: the Ruby profiler (about 5 minutes to build on two cores).

@@ -157,6 +157,16 @@ fn default_pipeline_profiles_native_python_and_ruby_code() {
     assert!(py_line.contains("_[p]"), "{py_line}");
     let rb_line = frames_of("profpipe_rb_leaf", "ruby");
     assert!(rb_line.contains("_[rb]"), "{rb_line}");
+    // gProfiler's appid frame after the comm (the default pipeline's app_id step),
+    // with the script's absolute path, never the arguments after it.
+    let busy_py = repo().join("tests/programs/busy.py");
+    let appid = format!(";appid: python: {0} ({0});", busy_py.display());
+    assert!(py_line.contains(&appid), "{py_line}");
+    assert!(rb_line.contains(";appid: ruby: "), "{rb_line}");
+    assert!(
+        !py_line.contains(" 40)"),
+        "an argument after the script: {py_line}"
+    );
     for name in ["profpipe_hot_leaf", "profpipe_py_leaf", "profpipe_rb_leaf"] {
         assert!(svg.contains(name), "{name} not in the flame graph");
     }

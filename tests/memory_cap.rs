@@ -476,10 +476,16 @@ fn default_pipeline_bounds_fit_the_default_memory_limit() {
         stores / MIB,
         limit / MIB
     );
+    // Every edge has the default 8 MiB but the app_id step's and the sink's, which
+    // share one default's 8 MiB (2 + 6).
     assert_eq!(
         edges,
-        (c.transforms.len() + c.sinks.len()) as u64 * 8 * MIB,
-        "every edge of the default pipeline has the default 8 MiB"
+        (c.transforms.len() + c.sinks.len() - 1) as u64 * 8 * MIB,
+        "the default pipeline's edges: 8 MiB each, app_id and the sink sharing 8"
+    );
+    assert!(
+        edges <= limit / 2,
+        "edges {edges} exceed their half of {limit}: each would be scaled down at start"
     );
     assert!(
         edges + stores <= limit,

@@ -23,6 +23,7 @@ use profpipe::sources::py_spy::{PySpy, PySpyConfig};
 use profpipe::sources::rbspy::{RbSpy, RbSpyConfig};
 use profpipe::sources::runtime_runs::{resolve_binary, Runner, Target};
 use profpipe::telemetry::Telemetry;
+use profpipe::transforms::app_id::AppIdConfig;
 use profpipe::transforms::classify::{classify, ClassifyConfig, Level, Reason};
 use profpipe::units::{DurationStr, RegexStr};
 
@@ -102,18 +103,38 @@ async fn run_pipeline(
     source: Box<dyn profpipe::component::SourceConfig>,
     stop: impl Future<Output = ()>,
 ) -> Run {
+    run_pipeline_with(type_name, source, stop, false).await
+}
+
+/// [`run_pipeline`], with the `app_id` transform after classify when `app_id`.
+async fn run_pipeline_with(
+    type_name: &'static str,
+    source: Box<dyn profpipe::component::SourceConfig>,
+    stop: impl Future<Output = ()>,
+    app_id: bool,
+) -> Run {
     let state_dir = tempfile::tempdir().unwrap();
     let sink = Collect::new();
+    let mut transforms = vec![run::transform(
+        "classify",
+        "classify",
+        &["runtime"],
+        ClassifyConfig::default(),
+    )];
+    if app_id {
+        transforms.push(run::transform(
+            "appid",
+            "app_id",
+            &["classify"],
+            AppIdConfig::default(),
+        ));
+    }
+    let last = if app_id { "appid" } else { "classify" };
     let config = run::config(
         run::agent_with_state(state_dir.path()),
         vec![run::boxed_source("runtime", type_name, source)],
-        vec![run::transform(
-            "classify",
-            "classify",
-            &["runtime"],
-            ClassifyConfig::default(),
-        )],
-        vec![run::sink("collect", "collect", &["classify"], sink.clone())],
+        transforms,
+        vec![run::sink("collect", "collect", &[last], sink.clone())],
     );
     let telemetry = Telemetry::new();
     let running = run::start(&config, &telemetry);
@@ -184,10 +205,11 @@ async fn py_spy_profiles_a_python_process() {
             .all(|(_, s)| s.starts_with(&format!("{comm};"))),
         "{stacks:?}"
     );
-    // py-spy prints `name (file.py:line)`; every frame carries `_[p]`.
+    // py-spy prints `name (/path/file.py:line)` (full file names: the version tags
+    // need them); every frame carries `_[p]`.
     assert!(
         stacks.iter().any(|(_, s)| frames_re(
-            r"profpipe_py_mid \(busy\.py:\d+\)_\[p\];profpipe_py_leaf \(busy\.py:\d+\)_\[p\]"
+            r"profpipe_py_mid \(/\S*/busy\.py:\d+\)_\[p\];profpipe_py_leaf \(/\S*/busy\.py:\d+\)_\[p\]"
         )
         .is_match(s)),
         "{stacks:?}"
@@ -253,6 +275,86 @@ async fn rbspy_profiles_a_ruby_process_and_leaves_no_raw_files() {
         .all(|p| &*p.labels.profiler == "rbspy"));
     assert_eq!(run.watermarks().last(), Some(&Watermark::FINISHED));
     assert_eq!(count_raw(), raw_before, "rbspy left a raw recording behind");
+}
+
+/// gProfiler's version tags and appid frame from a real py-spy run: a process
+/// running code of attrs (installed at a pinned version by the setup script, found
+/// through PYTHONPATH and its dist-info there) and of the standard library.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn py_spy_frames_carry_package_versions_and_the_appid() {
+    let tools = std::env::var_os("PROFPIPE_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/profpipe-tools")
+        });
+    let packages = tools.join("python-packages");
+    let Some(attrs_version) = std::fs::read_dir(&packages).ok().and_then(|d| {
+        d.flatten().find_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            Some(
+                name.strip_prefix("attrs-")?
+                    .strip_suffix(".dist-info")?
+                    .to_string(),
+            )
+        })
+    }) else {
+        panic!(
+            "attrs is not installed in {}: run scripts/setup-test-env.sh",
+            packages.display()
+        );
+    };
+    let version = std::process::Command::new(python())
+        .args(["-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"])
+        .output()
+        .unwrap();
+    let python_version = String::from_utf8(version.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let marker = "profpipe-test-py-versions";
+    let script = programs().join("versions.py");
+    let script = script.to_str().unwrap();
+    let w = Workload::start(
+        &format!("env PYTHONPATH={} {}", packages.display(), python()),
+        &[script, "60", marker],
+    );
+    let comm = w.comm();
+    let run = run_pipeline_with("py_spy", Box::new(py_spy_source(marker, 1)), never(), true).await;
+    let stacks = run.stacks();
+    assert!(!stacks.is_empty(), "no stacks: {:?}", run.events);
+    // (A count-only sample is the stack `comm;appid: ...` alone.)
+    let appid = format!("{comm};appid: python: {script} ({script})");
+    assert!(
+        stacks.iter().all(|(_, s)| s.starts_with(&appid)),
+        "every stack starts with {appid}: {stacks:?}"
+    );
+    assert!(
+        !stacks.iter().any(|(_, s)| s.contains(marker)),
+        "an argument after the script leaked"
+    );
+    let package = frames_re(&format!(
+        r"\(/\S+/attr/\S+\.py:\d+ \[attrs=={}\]\)_\[p\]",
+        regex::escape(&attrs_version)
+    ));
+    assert!(
+        stacks.iter().any(|(_, s)| package.is_match(s)),
+        "no attrs frame tagged: {stacks:?}"
+    );
+    let stdlib = frames_re(&format!(
+        r"\(/\S+/python3\.\d+/json/\S+\.py:\d+ \[standard-library=={}\]\)_\[p\]",
+        regex::escape(&python_version)
+    ));
+    assert!(
+        stacks.iter().any(|(_, s)| stdlib.is_match(s)),
+        "no json frame tagged: {stacks:?}"
+    );
+    // The script itself belongs to no distribution.
+    assert!(
+        stacks
+            .iter()
+            .any(|(_, s)| s.contains(&format!("({script}:"))),
+        "{stacks:?}"
+    );
 }
 
 fn frames_re(re: &str) -> regex::Regex {

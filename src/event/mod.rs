@@ -58,6 +58,10 @@ pub struct Labels {
     pub extra: LabelSet,
 }
 
+/// The prefix of gProfiler's app id frame, the second frame of a stack:
+/// `python3;appid: python: x.py (/srv/x.py);main (/srv/x.py:3)_[p]`.
+pub const APPID_PREFIX: &str = "appid: ";
+
 /// One folded stack: frames root first, joined by `;`, the first frame being the
 /// process name (comm), as `inferno-collapse-perf` prints them; plus its count.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -80,6 +84,23 @@ impl Stack {
             frames: frames.into(),
             count,
         }
+    }
+
+    /// The process's app id, from gProfiler's `appid: X` frame right after the comm
+    /// (put there by the `app_id` transform, or read from a gProfiler file).
+    pub fn app(&self) -> Option<&str> {
+        let mut f = self.frames.split(';');
+        f.next();
+        f.next()?.strip_prefix(APPID_PREFIX)
+    }
+
+    /// The frames, root first, without the `appid:` frame: what encodings that
+    /// carry the app id as a label (json, pprof) list.
+    pub fn frames_without_app(&self) -> impl Iterator<Item = &str> {
+        let skip = usize::from(self.app().is_some());
+        let mut f = self.frames.split(';');
+        let comm = f.next();
+        comm.into_iter().chain(f.skip(skip))
     }
 
     /// Approximate bytes this stack holds in memory.

@@ -6,7 +6,9 @@
 //!   across the window (`comm`, `main`, `work`), ids 1, 2, 3 ...;
 //! - one `Sample` with `location_id = [work, main, comm]` (pprof lists the leaf
 //!   first) and `value = [7]`;
-//! - string labels `container` (when known) and a numeric label `pid` (when not 0).
+//! - string labels `container` (when known) and `app` (the process's app id, when
+//!   the stack has gProfiler's `appid:` frame, which is then not a location) and a
+//!   numeric label `pid` (when not 0).
 //!
 //! The profile: `sample_type = [samples/count]`, `period_type = cpu/nanoseconds`,
 //! `period = 1e9 / sample_rate_hz` (one sample stands for that much CPU time),
@@ -113,6 +115,7 @@ pub fn profile(input: &PprofInput<'_>) -> Profile {
     };
     let container_key = strings.get("container");
     let pid_key = strings.get("pid");
+    let app_key = strings.get("app");
 
     // Frame name -> its Location id, which is also its Function id.
     let mut frames: FxHashMap<&str, u64> =
@@ -123,7 +126,7 @@ pub fn profile(input: &PprofInput<'_>) -> Profile {
     for stack in stacks {
         let depth = stack.frames.split(';').count();
         let mut ids = Vec::with_capacity(depth);
-        for frame in stack.frames.split(';') {
+        for frame in stack.frames_without_app() {
             let id = match frames.get(frame) {
                 Some(&id) => id,
                 None => {
@@ -155,6 +158,13 @@ pub fn profile(input: &PprofInput<'_>) -> Profile {
             label.push(Label {
                 key: container_key,
                 str: strings.get(c),
+                ..Label::default()
+            });
+        }
+        if let Some(app) = stack.app() {
+            label.push(Label {
+                key: app_key,
+                str: strings.get(app),
                 ..Label::default()
             });
         }
@@ -355,6 +365,25 @@ mod tests {
         let n = |x: &str| p.string_table.iter().filter(|t| *t == x).count();
         assert_eq!((n("count"), n("host=web-1")), (1, 1));
         assert_eq!(stacks_of(&p)["count;host=web-1"], 2);
+    }
+
+    #[test]
+    fn the_appid_frame_becomes_the_label_app() {
+        let stacks = vec![stack(
+            "python3;appid: python: x.py (/srv/x.py);main;work",
+            4,
+            None,
+            9,
+        )];
+        let labels = LabelSet::default();
+        let p = decode(&encode(&input(&stacks, &labels, 11))).unwrap();
+        assert_eq!(stacks_of(&p)["python3;main;work"], 4);
+        let l = &p.sample[0].label;
+        assert_eq!(
+            (s(&p, l[0].key), s(&p, l[0].str)),
+            ("app", "python: x.py (/srv/x.py)")
+        );
+        assert_eq!((s(&p, l[1].key), l[1].num), ("pid", 9));
     }
 
     #[test]

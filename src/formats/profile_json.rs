@@ -8,11 +8,13 @@
 //!  "start":"2026-12-02T10:00:00.000Z","end":"2026-12-02T10:01:00.000Z",
 //!  "start_ms":1796205600000,"end_ms":1796205660000,
 //!  "samples":12,
-//!  "stacks":[{"frames":["python3","main","work"],"container":"api","count":12}]}
+//!  "stacks":[{"frames":["python3","main","work"],"container":"api",
+//!             "app":"python: x.py (/srv/x.py)","count":12}]}
 //! ```
 //!
 //! `frames` are root first, the first being the process name. `container` is
-//! omitted when unknown. `samples` is the sum of this part's counts; the parts of a
+//! omitted when unknown; `app`, the process's app id (gProfiler's `appid:` frame,
+//! which is then not among the frames), when there is none. `samples` is the sum of this part's counts; the parts of a
 //! profile share its `profile_id` and together hold every stack once.
 
 use std::io::{self, Write};
@@ -56,6 +58,8 @@ struct StackDoc<'a> {
     frames: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     container: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app: Option<&'a str>,
     count: u64,
 }
 
@@ -63,8 +67,9 @@ impl Serialize for StackList<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // Streamed: one stack's frame list at a time, not a copy of the window.
         s.collect_seq(self.0.iter().map(|st| StackDoc {
-            frames: st.frames.split(';').collect(),
+            frames: st.frames_without_app().collect(),
             container: st.container.as_deref().filter(|c| !c.is_empty()),
+            app: st.app(),
             count: st.count,
         }))
     }
@@ -105,7 +110,7 @@ mod tests {
         let labels = LabelSet::default().with("service", "checkout").unwrap();
         let mut s = Stack::new("python3;main;work", 12);
         s.container = Some("api".into());
-        let stacks = [s, Stack::new("perl;x", 1)];
+        let stacks = [s, Stack::new("perl;appid: java: x.jar;x", 1)];
         let part = PartInfo {
             profile_id: "abc",
             index: 1,
@@ -137,5 +142,9 @@ mod tests {
         );
         assert_eq!(v["stacks"][0]["container"], "api");
         assert!(v["stacks"][1].get("container").is_none());
+        // The appid frame is the label `app`, not a frame.
+        assert!(v["stacks"][0].get("app").is_none());
+        assert_eq!(v["stacks"][1]["app"], "java: x.jar");
+        assert_eq!(v["stacks"][1]["frames"], serde_json::json!(["perl", "x"]));
     }
 }

@@ -19,11 +19,14 @@
 //! let report = child.wait().await; // reaped, pipes closed
 //! ```
 
+pub mod app_id;
 mod backoff;
+mod bounded_map;
 mod child;
 pub mod discovery;
 pub mod embedded_python;
 mod metrics;
+pub mod python_versions;
 mod raw_child;
 mod reap;
 mod restart;
@@ -35,6 +38,7 @@ mod stderr_tail;
 mod supervisor;
 
 pub use backoff::{Backoff, BackoffState};
+pub use bounded_map::BoundedMap;
 pub use child::{Child, ChildStdout, ExitOutcome, ExitReport, SignalError};
 pub use discovery::{
     classify, container_id, pod_uid, select, skip_reason, Classification, Discovery,

@@ -12,6 +12,7 @@
 //! idle = false              # --idle: include idle threads
 //! full_filenames = false    # --full-filenames
 //! annotate = true           # append gProfiler's `_[p]` to every frame
+//! python_versions = true    # gProfiler's `[pkg==ver]` / `[standard-library==3.x.y]` tags
 //! discovery = { min_age = "10s", max_processes = 50 }
 //! ```
 //!
@@ -22,6 +23,12 @@
 //! skipped by discovery (`discovery.skip_embedded_python`, on by default): py-spy
 //! fails on them with "Failed to find python version". See [`super::runtime_runs`]
 //! for windows, concurrency, failures and shutdown.
+//!
+//! With `python_versions` (on by default, as gProfiler's `--python-versions`) py-spy
+//! runs with `--full-filenames` (as gProfiler always runs it: a version needs the
+//! file's path) and each frame's file gets its distribution's version or the
+//! standard library's: `main (/srv/x.py:8 [attrs==24.2.0])_[p]`; see
+//! [`crate::process::python_versions`].
 
 use std::ffi::OsString;
 use std::io::{self, BufRead};
@@ -35,7 +42,9 @@ use super::runtime_runs::{RunSettings, RuntimeProfiler};
 use crate::event::Stack;
 use crate::formats::line::{self, FormatStats};
 use crate::formats::py_spy_raw::{PySpyRawOptions, PySpyRawReader};
+use crate::process::python_versions::{Limits, PythonVersions};
 use crate::process::{DiscoveryConfig, Runtime};
+use crate::telemetry::ComponentMetrics;
 use crate::units::DurationStr;
 
 /// Highest sampling rate passed to py-spy (gProfiler's cap).
@@ -66,12 +75,17 @@ pub struct PySpyConfig {
     pub discovery: DiscoveryConfig,
     /// Pass `--gil`: sample only the thread holding the GIL.
     pub gil: bool,
-    /// Pass `--full-filenames`: full paths instead of file names in frames.
+    /// Pass `--full-filenames`: full paths instead of file names in frames (always
+    /// passed while `python_versions` is on: a version tag needs the path).
     pub full_filenames: bool,
     /// Pass `--idle`: include samples of idle threads.
     pub idle: bool,
     /// Append `_[p]` to every frame, as gProfiler marks Python frames.
     pub annotate: bool,
+    /// Tag each frame with the version of the distribution that owns its file
+    /// (`[attrs==24.2.0]`) or of the standard library (`[standard-library==3.11.7]`),
+    /// as gProfiler does. Implies `--full-filenames`.
+    pub python_versions: bool,
 }
 
 impl Default for PySpyConfig {
@@ -87,6 +101,7 @@ impl Default for PySpyConfig {
             full_filenames: false,
             idle: false,
             annotate: true,
+            python_versions: true,
         }
     }
 }
@@ -130,6 +145,9 @@ pub struct PySpy {
     pub full_filenames: bool,
     pub idle: bool,
     pub annotate: bool,
+    /// The version tagger, when `python_versions` is on (its caches live as long
+    /// as the source).
+    pub versions: Option<PythonVersions>,
 }
 
 impl PySpy {
@@ -137,9 +155,12 @@ impl PySpy {
         PySpy {
             rate: c.rate(),
             gil: c.gil,
-            full_filenames: c.full_filenames,
+            full_filenames: c.full_filenames || c.python_versions,
             idle: c.idle,
             annotate: c.annotate,
+            versions: c
+                .python_versions
+                .then(|| PythonVersions::new(Limits::default())),
         }
     }
 }
@@ -200,6 +221,13 @@ impl RuntimeProfiler for PySpy {
         line::read_stacks(reader, &mut parser, |s| stacks.push(s))?;
         Ok((stacks, parser.stats().clone()))
     }
+
+    fn finish(&self, pid: u32, stacks: &mut [Stack], metrics: &ComponentMetrics) {
+        if let Some(v) = &self.versions {
+            v.tag_stacks(pid, stacks);
+            metrics.cache_evictions("python_versions", v.new_evictions());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -221,13 +249,18 @@ mod tests {
 
     #[test]
     fn command_line_and_rate_cap() {
-        let c: PySpyConfig = parse("frequency = 99").unwrap();
+        let c: PySpyConfig = parse("frequency = 99\npython_versions = false").unwrap();
         assert_eq!(c.rate(), 50);
         let p = PySpy::from_config(&c);
         assert_eq!(
             args(&p).join(" "),
             "record --format raw --nonblocking --duration 7 --rate 50 --pid 42 --output /s/out"
         );
+        // Version tags need the files' paths.
+        let c: PySpyConfig = parse("").unwrap();
+        assert!(args(&PySpy::from_config(&c))
+            .join(" ")
+            .ends_with("--output /s/out --full-filenames"));
         let c: PySpyConfig = parse("gil = true\nfull_filenames = true\nidle = true").unwrap();
         assert!(args(&PySpy::from_config(&c))
             .join(" ")
@@ -241,7 +274,7 @@ mod tests {
         assert_eq!(c.max_concurrent, 16);
         assert_eq!(c.discovery.min_age.get(), Duration::from_secs(10));
         assert!(c.discovery.skip_embedded_python);
-        assert!(c.annotate && !c.is_finite());
+        assert!(c.annotate && c.python_versions && !c.is_finite());
         assert!(c.validate().is_empty());
         let errs = parse("nonsense = 1").unwrap_err();
         assert_eq!(errs[0].path, ["nonsense"]);

@@ -146,6 +146,22 @@ impl ComponentMetrics {
         self.families.late_events.get_or_create(&self.labels).get()
     }
 
+    /// Counts entries evicted from one of the component's bounded caches (`reason`
+    /// names the cache: `python_files`, `app_ids`, ...).
+    pub fn cache_evictions(&self, cache: &str, n: u64) {
+        if n > 0 {
+            let l = self.discard_labels(cache);
+            self.families.cache_evictions.get_or_create(&l).inc_by(n);
+        }
+    }
+
+    pub fn cache_eviction_count(&self, cache: &str) -> u64 {
+        self.families
+            .cache_evictions
+            .get_or_create(&self.discard_labels(cache))
+            .get()
+    }
+
     /// Counts stacks removed or merged inside events (not whole events).
     pub fn dropped_stacks(&self, reason: &str, n: u64) {
         if n > 0 {

@@ -44,6 +44,7 @@ pub(super) struct Families {
     pub(super) errors: Family<DiscardLabels, Counter>,
     pub(super) dropped_stacks: Family<DiscardLabels, Counter>,
     pub(super) late_events: Family<ComponentLabels, Counter>,
+    pub(super) cache_evictions: Family<DiscardLabels, Counter>,
     pub(super) profiler_errors: Family<ProfilerErrorLabels, Counter>,
     pub(super) buffer_bytes: Family<ComponentLabels, Gauge>,
     pub(super) buffer_max_bytes: Family<ComponentLabels, Gauge>,

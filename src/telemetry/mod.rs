@@ -52,6 +52,7 @@ impl Telemetry {
             errors: Family::default(),
             dropped_stacks: Family::default(),
             late_events: Family::default(),
+            cache_evictions: Family::default(),
             profiler_errors: Family::default(),
             buffer_bytes: Family::default(),
             buffer_max_bytes: Family::default(),
@@ -108,6 +109,11 @@ impl Telemetry {
             "component_late_events",
             "Events that arrived after their window was complete; written on their own, not lost",
             f.late_events.clone(),
+        );
+        registry.register(
+            "component_cache_evictions",
+            "Entries evicted from a component's bounded cache at its bound, by cache (reason)",
+            f.cache_evictions.clone(),
         );
         registry.register(
             "profiler_errors",

@@ -1,5 +1,6 @@
 //! Transforms: bounded stages between sources and sinks.
 
+pub mod app_id;
 pub mod classify;
 pub mod dedup;
 pub mod fold;
@@ -10,6 +11,7 @@ pub mod symbol_filter;
 use crate::component::{Kind, TransformConfig};
 
 pub static KINDS: &[Kind<dyn TransformConfig>] = &[
+    Kind::transform::<app_id::AppIdConfig>("app_id"),
     Kind::transform::<classify::ClassifyConfig>("classify"),
     Kind::transform::<dedup::DedupConfig>("dedup"),
     Kind::transform::<fold::FoldConfig>("fold"),

@@ -34,6 +34,9 @@ pub struct PyPerfSourceConfig {
     pub rotate_timeout: DurationStr,
     /// Delays between restarts of PyPerf after it exits or hangs.
     pub backoff: Backoff,
+    /// Tag frames that name a file (`name (/path/x.py:N)`) with its distribution's
+    /// version or the standard library's, as the `py_spy` source does.
+    pub python_versions: bool,
 }
 
 impl Default for PyPerfSourceConfig {
@@ -48,6 +51,7 @@ impl Default for PyPerfSourceConfig {
             symbols_map_size: 131_072,
             rotate_timeout: DurationStr::from_secs(5),
             backoff: Backoff::default(),
+            python_versions: true,
         }
     }
 }

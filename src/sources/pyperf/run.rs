@@ -13,6 +13,7 @@ use crate::buffer::OutputClosed;
 use crate::component::{ComponentContext, ComponentError, SourceContext};
 use crate::event::{RunEnd, Watermark, Window};
 use crate::formats::pyperf::PyPerfReader;
+use crate::process::python_versions::{Limits, PythonVersions};
 use crate::process::{ExitOutcome, ExitReport, SignalError, SpawnError};
 use crate::sources::live::binary::{self, Search};
 use crate::sources::live::emitter::Emitter;
@@ -116,6 +117,8 @@ struct Runner {
     throttle: RateLimited<Trouble>,
     /// False once the first spawn failed with NotFound: the source finishes.
     enabled: bool,
+    /// Python version tags, when `python_versions` is on.
+    versions: Option<PythonVersions>,
 }
 
 impl Runner {
@@ -129,6 +132,9 @@ impl Runner {
         let output_path = dir.join(OUTPUT_NAME);
         let spec = config.spec(&binary, &output_path);
         let pyperf = RotatingChild::new(&cx.supervisor, &config.backoff, spec);
+        let versions = config
+            .python_versions
+            .then(|| PythonVersions::new(Limits::default()));
         Runner {
             output_path,
             pyperf,
@@ -139,6 +145,7 @@ impl Runner {
             reader: Some(PyPerfReader::new()),
             throttle: RateLimited::new(LOG_INTERVAL),
             enabled: true,
+            versions,
         }
     }
 
@@ -358,10 +365,27 @@ impl Runner {
         }
         let reader = self.reader.take().unwrap_or_default();
         let before = reader.stats().clone();
-        let (stacks, reader) = tokio::task::spawn_blocking(move || read_outputs(&files, reader))
-            .await
-            .map_err(|e| Stop::Failed(ComponentError::Other(format!("reader task: {e}"))))?;
+        let versions = self.versions.clone();
+        let (stacks, reader) = tokio::task::spawn_blocking(move || {
+            let (mut stacks, reader) = read_outputs(&files, reader);
+            if let Some(v) = versions {
+                // Stacks come sorted by pid: tag each process's run of them.
+                for run in stacks.chunk_by_mut(|a, b| a.pid == b.pid) {
+                    if run[0].pid != 0 {
+                        v.tag_stacks(run[0].pid, run);
+                    }
+                }
+            }
+            (stacks, reader)
+        })
+        .await
+        .map_err(|e| Stop::Failed(ComponentError::Other(format!("reader task: {e}"))))?;
         reader.stats().report_since(&before, &self.cx.metrics);
+        if let Some(v) = &self.versions {
+            self.cx
+                .metrics
+                .cache_evictions("python_versions", v.new_evictions());
+        }
         self.reader = Some(reader);
         Ok(self.em.profiles(w, stacks, EMIT_BATCH).await?)
     }

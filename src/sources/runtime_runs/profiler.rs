@@ -11,6 +11,7 @@ use crate::event::Stack;
 use crate::formats::line::FormatStats;
 use crate::process::{DiscoveryConfig, Runtime};
 use crate::sources::live::binary::{self, Search};
+use crate::telemetry::ComponentMetrics;
 
 /// Added to a run's duration to get its deadline (gProfiler: duration + 10 s).
 pub const EXTRA_DEADLINE: Duration = Duration::from_secs(10);
@@ -36,6 +37,9 @@ pub trait RuntimeProfiler: Send + Sync + 'static {
         reader: &mut dyn BufRead,
         comm: &str,
     ) -> io::Result<(Vec<Stack>, FormatStats)>;
+    /// Rewrites the stacks read from a run against `pid`, on a blocking thread
+    /// (py-spy: Python version tags). Nothing by default.
+    fn finish(&self, _pid: u32, _stacks: &mut [Stack], _metrics: &ComponentMetrics) {}
 }
 
 /// The driver settings every such source has.

@@ -198,10 +198,13 @@ impl Runner {
         let profiler = self.profiler.clone();
         let path = output.to_path_buf();
         let comm = sanitize_comm(&target.comm);
+        let (pid, metrics) = (target.pid, self.metrics.clone());
         let read = tokio::task::spawn_blocking(move || {
             let result = std::fs::File::open(&path).and_then(|f| {
                 let mut reader = io::BufReader::with_capacity(64 * 1024, f);
-                profiler.read_output(&mut reader, &comm)
+                let (mut stacks, stats) = profiler.read_output(&mut reader, &comm)?;
+                profiler.finish(pid, &mut stacks, &metrics);
+                Ok((stacks, stats))
             });
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
