@@ -127,3 +127,24 @@ fn the_sink_is_registered_and_refuses_what_it_cannot_do() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].message.contains("request.timeout"), "{errors:?}");
 }
+
+#[test]
+fn an_otlp_proto_message_is_the_bare_request_the_collector_reads() {
+    let w = window(10);
+    let out = messages("{host}", Encoding::OtlpProto, 1 << 20)
+        .of(&w)
+        .unwrap();
+    assert_eq!(out.len(), 1);
+    let m = &out[0];
+    assert_eq!(header(m, "encoding"), "otlp_proto");
+    assert_eq!(header(m, "content-type"), "application/x-protobuf");
+    assert_eq!(header(m, "content-encoding"), "identity");
+    // No framing around the request: the payload decodes as it is.
+    let r = crate::formats::otlp::decode_request(&m.payload).unwrap();
+    let samples: i64 = r.resource_profiles[0].scope_profiles[0].profiles[0]
+        .samples
+        .iter()
+        .map(|s| s.values[0])
+        .sum();
+    assert_eq!(samples, 55);
+}
