@@ -326,6 +326,10 @@ impl WindowWriter for FileWriter {
         };
         for f in outcome.failures {
             self.metrics.errors(f.reason, 1);
+            if status == EventStatus::Errored {
+                self.metrics
+                    .note_delivery_error(&format!("{} failed: {}", f.stage, f.error));
+            }
             if self.warned.insert((f.stage.clone(), f.error.kind())) {
                 tracing::warn!(
                     component = self.metrics.id(),
