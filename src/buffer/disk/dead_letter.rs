@@ -132,13 +132,15 @@ impl DeadLetter {
         }
         self.scratch.clear();
         if self.file.is_none() {
+            // Append mode (so a failed write cut back never leaves a hole); an empty
+            // file left by a run that died before its magic is emptied.
             let f = OpenOptions::new()
                 .create(true)
-                .truncate(true)
                 .append(true)
                 .read(true)
                 .mode(0o600)
                 .open(&self.path)
+                .and_then(|f| f.set_len(0).map(|()| f))
                 .map_err(io(&self.path))?;
             self.file = Some(f);
             self.len = 0;

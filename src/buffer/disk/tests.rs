@@ -26,13 +26,12 @@ fn open(dir: &Path, max_bytes: u64) -> Queue {
     Queue::open(dir, max_bytes, metrics()).unwrap()
 }
 
-/// The model's dead-letter policy: few attempts, so that records do go there.
-const MODEL_ATTEMPTS: u32 = 2;
-
-fn open_for_model(dir: &Path, max_bytes: u64) -> Queue {
+/// The buffer as the model test opens it: few attempts before the dead-letter
+/// file, so that records do go there.
+fn open_for_model(dir: &Path, max_bytes: u64, max_attempts: u32) -> Queue {
     let mut q = open(dir, max_bytes);
     q.set_dead_letter(DeadLetterConfig {
-        max_attempts: MODEL_ATTEMPTS,
+        max_attempts,
         ..DeadLetterConfig::default()
     });
     q
@@ -111,9 +110,9 @@ impl Model {
     }
 }
 
-fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, max_bytes: u64, max_attempts: u32) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let mut q = Some(open_for_model(dir.path(), max_bytes));
+    let mut q = Some(open_for_model(dir.path(), max_bytes, max_attempts));
     let mut m = Model::default();
     let far = Instant::now() + Duration::from_secs(86_400);
     for op in ops {
@@ -162,7 +161,7 @@ fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
                 let mark = m.marks.get_mut(&seq).unwrap();
                 mark.1 += u32::from(status == EventStatus::Errored);
                 // Failed enough while others were delivered: dead-lettered.
-                let dead = mark.1 >= MODEL_ATTEMPTS && m.delivered > mark.0;
+                let dead = mark.1 >= max_attempts && m.delivered > mark.0;
                 if status == EventStatus::Errored && !dead {
                     m.errored.insert(seq);
                 } else {
@@ -188,12 +187,12 @@ fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
             Op::Tick => queue.tick().unwrap(),
             Op::Crash => {
                 q.take().unwrap().crash();
-                q = Some(open_for_model(dir.path(), max_bytes));
+                q = Some(open_for_model(dir.path(), max_bytes, max_attempts));
                 m.restart();
             }
             Op::Restart => {
                 drop(q.take());
-                q = Some(open_for_model(dir.path(), max_bytes));
+                q = Some(open_for_model(dir.path(), max_bytes, max_attempts));
                 m.restart();
             }
         }
@@ -238,9 +237,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_buffer_behaves_like_its_model(ops in prop::collection::vec(op(), 1..160)) {
+    fn the_buffer_behaves_like_its_model(
+        ops in prop::collection::vec(op(), 1..160),
+        max_attempts in 1u32..=2,
+    ) {
         // Small enough that segments rotate, get deleted, and the buffer fills.
-        run(ops, 1024 * 1024)?;
+        run(ops, 1024 * 1024, max_attempts)?;
     }
 }
 
