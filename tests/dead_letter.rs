@@ -165,10 +165,14 @@ request = {{ concurrency = 1, retry_initial_backoff = "100ms", retry_max_backoff
         append(&input, &format!("app;main;good_{i} 1\n"));
         tokio::time::sleep(Duration::from_millis(600)).await;
     }
-    until_async("every good window delivered", Duration::from_secs(60), || {
-        let got = delivered_stacks(&receiver);
-        (0..5).all(|i| got.contains(&format!("app;main;good_{i}")))
-    })
+    until_async(
+        "every good window delivered",
+        Duration::from_secs(60),
+        || {
+            let got = delivered_stacks(&receiver);
+            (0..5).all(|i| got.contains(&format!("app;main;good_{i}")))
+        },
+    )
     .await;
     let dead_letter = state.join("buffers/out/dead_letter");
     let counted = r#"profpipe_buffer_disk_dead_lettered_records_total{component_id="out",component_kind="sink",component_type="http"} 1"#;
@@ -208,7 +212,10 @@ request = {{ concurrency = 1, retry_initial_backoff = "100ms", retry_max_backoff
         warns[0]
     );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&dead_letter).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&dead_letter)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // `list` reads beside the running agent.
@@ -216,13 +223,19 @@ request = {{ concurrency = 1, retry_initial_backoff = "100ms", retry_max_backoff
     assert!(listed.status.success(), "{}", text(&listed));
     let listed = text(&listed);
     assert!(
-        listed.contains("sink `out`") && listed.contains("1 record(s)") && listed.contains("1 stacks"),
+        listed.contains("sink `out`")
+            && listed.contains("1 record(s)")
+            && listed.contains("1 stacks"),
         "{listed}"
     );
     // `replay` needs the buffer's lock, which the running agent holds.
     let refused = dead_letter_cli(&["replay", "out"], &config);
     assert!(!refused.status.success());
-    assert!(text(&refused).contains("stop it, replay"), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("stop it, replay"),
+        "{}",
+        text(&refused)
+    );
     assert!(dead_letter.exists(), "a refused replay changes nothing");
 
     assert!(agent.stop().success());
@@ -238,11 +251,15 @@ request = {{ concurrency = 1, retry_initial_backoff = "100ms", retry_max_backoff
     // The receiver takes it now; the next run delivers it.
     receiver.stop_refusing();
     let agent = Agent::start(&config, &log);
-    until_async("the replayed window delivered", Duration::from_secs(60), || {
-        delivered_stacks(&receiver)
-            .iter()
-            .any(|s| s == "app;main;poison_frame")
-    })
+    until_async(
+        "the replayed window delivered",
+        Duration::from_secs(60),
+        || {
+            delivered_stacks(&receiver)
+                .iter()
+                .any(|s| s == "app;main;poison_frame")
+        },
+    )
     .await;
     assert!(agent.stop().success());
     let after = dead_letter_cli(&["list", "out"], &config);

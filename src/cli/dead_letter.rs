@@ -64,7 +64,10 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 
 /// The disk-buffered sinks of `config` (only `only`, if given): id, buffer
 /// directory, buffer size.
-fn disk_buffers(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<(String, PathBuf, u64)>> {
+fn disk_buffers(
+    config: &Config,
+    only: Option<&str>,
+) -> anyhow::Result<Vec<(String, PathBuf, u64)>> {
     let all: Vec<(String, PathBuf, u64)> = config
         .sinks
         .iter()
@@ -84,7 +87,10 @@ fn disk_buffers(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<(Stri
     if config.sinks.iter().any(|s| &*s.id == name) {
         bail!("sink `{name}` has no disk buffer (buffer = {{ type = \"disk\", ... }}), so no dead-letter file; disk-buffered sinks: {}", listing(&names));
     }
-    bail!("no sink `{name}` in this config; disk-buffered sinks: {}", listing(&names));
+    bail!(
+        "no sink `{name}` in this config; disk-buffered sinks: {}",
+        listing(&names)
+    );
 }
 
 fn listing(names: &[&str]) -> String {
@@ -101,7 +107,10 @@ fn list(config: &Config, only: Option<&str>) -> anyhow::Result<ExitCode> {
         let Some(mut reader) = dead_letter::Reader::open(&dir)
             .with_context(|| format!("reading {}", file.display()))?
         else {
-            println!("sink `{id}`: no dead-lettered records ({} does not exist)", file.display());
+            println!(
+                "sink `{id}`: no dead-lettered records ({} does not exist)",
+                file.display()
+            );
             continue;
         };
         println!("sink `{id}`: {}", file.display());

@@ -17,8 +17,14 @@ use crate::units::ByteSize;
 
 /// Fields of [`BufferConfig`], for "did you mean" suggestions (serde does not list
 /// them when it ignores an unknown field). A test checks that they are accepted.
-pub(super) const BUFFER_FIELDS: &[&str] =
-    &["max_bytes", "when_full", "type", "sync", "sync_interval", "dead_letter"];
+pub(super) const BUFFER_FIELDS: &[&str] = &[
+    "max_bytes",
+    "when_full",
+    "type",
+    "sync",
+    "sync_interval",
+    "dead_letter",
+];
 
 /// `buffer.max_bytes` with the span of its value.
 pub(super) type SizeAt = (ByteSize, Range<usize>);

@@ -72,7 +72,8 @@ pub(super) struct DiskFamilies {
     /// The last delivery error each sink reported, by component id: the disk
     /// buffer quotes it when it gives a record up to its dead-letter file. One
     /// short string per sink.
-    pub(super) last_error: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    pub(super) last_error:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl DiskFamilies {

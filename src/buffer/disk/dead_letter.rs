@@ -312,10 +312,7 @@ pub enum ReplayError {
     #[error(transparent)]
     Open(#[from] OpenError),
     #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: io::Error,
-    },
+    Io { what: String, source: io::Error },
 }
 
 /// Writes the records of the dead-letter file in `dir` back into the disk buffer

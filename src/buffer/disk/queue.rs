@@ -634,8 +634,7 @@ impl Queue {
         let age = now
             .saturating_duration_since(f.first_out)
             .max(Duration::from_millis(now_ms().saturating_sub(f.written_ms)));
-        let failed_enough =
-            f.attempts >= policy.max_attempts || age >= policy.max_record_age.get();
+        let failed_enough = f.attempts >= policy.max_attempts || age >= policy.max_record_age.get();
         failed_enough && self.delivered > f.delivered_mark
     }
 

@@ -497,10 +497,17 @@ fn a_record_failing_while_others_are_delivered_is_dead_lettered_and_the_rest_flo
     assert!(q.due_retry(now + Duration::from_secs(86_400)).is_none());
     assert_eq!(m.dead_lettered_count(), 1);
     let file = dir.path().join(dead_letter::FILE);
-    assert_eq!(m.dead_letter_bytes(), std::fs::metadata(&file).unwrap().len());
+    assert_eq!(
+        m.dead_letter_bytes(),
+        std::fs::metadata(&file).unwrap().len()
+    );
     let (dead, _) = dead_letter::read_all(dir.path()).unwrap();
     assert_eq!(dead.len(), 1);
-    assert_eq!((dead[0].seq, &dead[0].payload), (0, &poison), "the payload exactly");
+    assert_eq!(
+        (dead[0].seq, &dead[0].payload),
+        (0, &poison),
+        "the payload exactly"
+    );
     // It survives a crash and is not replayed from the buffer.
     q.crash();
     let mut q = open(dir.path(), 1024 * 1024);
@@ -577,7 +584,12 @@ fn at_its_bound_the_dead_letter_file_drops_and_counts() {
     assert_eq!(m.dead_lettered_count(), 1);
     assert_eq!(m.dead_letter_dropped_count(), 1);
     assert_eq!(q.pointer(), 3, "both let go: the buffer never stalls");
-    assert!(std::fs::metadata(dir.path().join(dead_letter::FILE)).unwrap().len() <= bound);
+    assert!(
+        std::fs::metadata(dir.path().join(dead_letter::FILE))
+            .unwrap()
+            .len()
+            <= bound
+    );
 }
 
 #[test]
@@ -598,7 +610,11 @@ fn replay_puts_dead_letters_back_and_waits_for_the_buffers_lock() {
     // While the agent holds the buffer, replay is refused (after the lock's
     // patience) and changes nothing.
     let err = dead_letter::replay(dir.path(), 1024 * 1024, metrics()).unwrap_err();
-    assert!(err.to_string().contains("another profpipe process holds it"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("another profpipe process holds it"),
+        "{err}"
+    );
     assert_eq!(dead_letter::read_all(dir.path()).unwrap().0.len(), 1);
     drop(q);
     let done = dead_letter::replay(dir.path(), 1024 * 1024, metrics()).unwrap();
