@@ -102,8 +102,8 @@ impl DeadLetter {
         Ok(dl)
     }
 
-    /// Bytes of the file.
-    pub fn len(&self) -> u64 {
+    /// Bytes of the file (0 when it does not exist).
+    pub fn bytes(&self) -> u64 {
         self.len
     }
 
@@ -371,7 +371,7 @@ mod tests {
     fn records_read_back_exactly_and_the_bound_holds() {
         let dir = tempfile::tempdir().unwrap();
         let mut dl = DeadLetter::open(dir.path(), 200).unwrap();
-        assert_eq!(dl.len(), 0);
+        assert_eq!(dl.bytes(), 0);
         assert!(!dir.path().join(FILE).exists(), "created on first use only");
         dl.append(7, 1_000, b"first payload").unwrap();
         dl.append(9, 2_000, &[0u8, 255, 1]).unwrap();
@@ -380,10 +380,10 @@ mod tests {
             dl.append(10, 3_000, &too_big),
             Err(AppendError::Full { .. })
         ));
-        assert!(dl.len() <= 200);
+        assert!(dl.bytes() <= 200);
         assert_eq!(
             std::fs::metadata(dir.path().join(FILE)).unwrap().len(),
-            dl.len()
+            dl.bytes()
         );
         let (entries, damage) = read_all(dir.path()).unwrap();
         assert_eq!(damage, Damage::default());
@@ -432,7 +432,7 @@ mod tests {
         assert_eq!(read_all(dir.path()).unwrap().0.len(), 2);
         let dl = DeadLetter::open(dir.path(), 1 << 20).unwrap();
         let rec = HEADER_LEN as u64 + 10;
-        assert_eq!(dl.len(), MAGIC_LEN + 2 * rec);
+        assert_eq!(dl.bytes(), MAGIC_LEN + 2 * rec);
         // A flipped payload byte: that record is skipped and counted.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[MAGIC_LEN as usize + HEADER_LEN + 1] ^= 0x40;

@@ -244,7 +244,7 @@ impl Queue {
         let dead_letter_policy = DeadLetterConfig::default();
         let dead_letter = DeadLetter::open(dir, dead_letter_policy.max_bytes.get())
             .map_err(io_err("read the dead-letter file in", dir))?;
-        metrics.set_dead_letter_bytes(dead_letter.len());
+        metrics.set_dead_letter_bytes(dead_letter.bytes());
         let segment_bytes = segments.iter().map(|s| s.len).sum();
         let queue = Queue {
             dir: dir.to_path_buf(),
@@ -661,7 +661,7 @@ impl Queue {
         match self.dead_letter.append(seq, written_ms, &payload) {
             Ok(()) => {
                 self.metrics.dead_lettered();
-                self.metrics.set_dead_letter_bytes(self.dead_letter.len());
+                self.metrics.set_dead_letter_bytes(self.dead_letter.bytes());
                 if let Some(suppressed) = self.log.allow("dead_letter") {
                     tracing::warn!(
                         file = %self.dead_letter.path().display(),
