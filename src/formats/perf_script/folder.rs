@@ -3,7 +3,6 @@
 
 use std::mem;
 
-use memchr::memmem;
 use rustc_hash::FxHashMap;
 
 use super::frame;
@@ -61,22 +60,9 @@ pub struct PerfFolder {
     line_cache: LineCache,
     cached_ids: Vec<u32>,
     line_cache_bytes: usize,
-    /// `[pid, pname, frames root..leaf]` -> index of its weight in `weights`.
-    counts: FxHashMap<Box<[u32]>, u32>,
-    weights: Vec<u64>,
+    /// `[pid, pname, frames root..leaf]` -> weight.
+    counts: FxHashMap<Box<[u32]>, u64>,
     counts_key_bytes: usize,
-    /// Whole records: `[java, pid, pname, the stack lines as printed]` -> index in
-    /// `weights` (see [`PerfFolder::on_record_body`]). Most records of a capture
-    /// repeat one seen before, address for address: a hit counts the record with
-    /// one lookup instead of one per stack line.
-    record_cache: FxHashMap<Box<[u8]>, u32>,
-    record_cache_bytes: usize,
-    record_key: Vec<u8>,
-    /// Finds the empty line that ends a record.
-    record_end: memmem::Finder<'static>,
-    /// `end_record` calls so far, and the weight index it last counted to.
-    ends: u64,
-    last_counted: Option<u32>,
 
     // Reused buffers.
     key: Vec<u8>,
@@ -91,12 +77,6 @@ pub struct PerfFolder {
 /// Bytes of keys the stack-line caches may hold before they are cleared (their
 /// memory is about three times this with hash-table overhead).
 pub const LINE_CACHE_LIMIT_BYTES: usize = 2 << 20;
-
-/// Bytes of keys the record cache may hold before it is cleared.
-const RECORD_CACHE_LIMIT_BYTES: usize = 2 << 20;
-
-/// Records with more stack-line text than this are folded line by line, uncached.
-const RECORD_BODY_MAX: usize = 16 << 10;
 
 /// Stack-line text -> range of frame ids in `PerfFolder::cached_ids`.
 type LineCache = FxHashMap<Box<[u8]>, (u32, u32)>;
@@ -147,14 +127,7 @@ impl PerfFolder {
             cached_ids: Vec::new(),
             line_cache_bytes: 0,
             counts: FxHashMap::default(),
-            weights: Vec::new(),
             counts_key_bytes: 0,
-            record_cache: FxHashMap::default(),
-            record_cache_bytes: 0,
-            record_key: Vec::with_capacity(1024),
-            record_end: memmem::Finder::new(b"\n\n").into_owned(),
-            ends: 0,
-            last_counted: None,
             key: Vec::with_capacity(256),
             ids: Vec::with_capacity(128),
             frames: Vec::new(),
@@ -221,18 +194,13 @@ impl PerfFolder {
         // Checking the whole slice once is much cheaper than validating UTF-8 per line.
         let ascii = data.is_ascii();
         let mut start = 0;
-        while let Some(off) = memchr::memchr(b'\n', &data[start..]) {
-            let nl = start + off;
+        for nl in memchr::memchr_iter(b'\n', data) {
             let line = &data[start..nl];
             start = nl + 1;
             if ascii && line.len() <= MAX_LINE_BYTES && line.first() != Some(&b'#') {
                 // SAFETY: `data` is all ASCII, so every sub-slice is valid UTF-8.
                 let line = unsafe { std::str::from_utf8_unchecked(line) };
-                let record_starts = !self.in_event;
                 self.on_text_line(line);
-                if record_starts && self.in_event && !self.skip_record && self.stack.is_empty() {
-                    start += self.on_record_body(&data[start..]);
-                }
             } else {
                 self.on_line(line);
             }
@@ -276,8 +244,7 @@ impl PerfFolder {
     /// empty but keeps its options, event filter and interning).
     pub fn drain(&mut self) -> Vec<Folded> {
         let mut out: Vec<Folded> = Vec::with_capacity(self.counts.len());
-        for (key, index) in self.counts.drain() {
-            let count = self.weights[index as usize];
+        for (key, count) in self.counts.drain() {
             let ids = &key[1..];
             let mut stack = String::with_capacity(ids.len() * 24);
             self.names.join(ids, &mut stack);
@@ -289,7 +256,7 @@ impl PerfFolder {
                 count,
             });
         }
-        self.forget_weights();
+        self.counts_key_bytes = 0;
         out.sort_unstable_by(|a, b| (a.pid, &a.stack).cmp(&(b.pid, &b.stack)));
         // A `;` in a process name can make two id sequences spell the same stack.
         out.dedup_by(|later, kept| {
@@ -305,23 +272,10 @@ impl PerfFolder {
     /// Calls `f(stack, count)` for every aggregated stack (in no particular order;
     /// the same stack string may come twice) and empties the aggregation.
     pub(super) fn drain_into(&mut self, mut f: impl FnMut(&Names, &[u32], u64)) {
-        for (key, index) in self.counts.drain() {
-            f(&self.names, &key[1..], self.weights[index as usize]);
+        for (key, count) in self.counts.drain() {
+            f(&self.names, &key[1..], count);
         }
-        self.forget_weights();
-    }
-
-    /// After `counts` was drained: the weights, and the records cached as indexes
-    /// into them, go too.
-    fn forget_weights(&mut self) {
         self.counts_key_bytes = 0;
-        self.weights.clear();
-        self.clear_record_cache();
-    }
-
-    fn clear_record_cache(&mut self) {
-        self.record_cache = FxHashMap::default();
-        self.record_cache_bytes = 0;
     }
 
     /// Drops the interning caches, to bound memory in a long-running process. Only
@@ -334,7 +288,6 @@ impl PerfFolder {
             return false;
         }
         self.names = Names::default();
-        self.clear_record_cache();
         self.raw_cache = Default::default();
         self.line_cache = FxHashMap::default();
         self.cached_ids = Vec::new();
@@ -345,7 +298,6 @@ impl PerfFolder {
     /// Frees the stack-line caches (they only speed up parsing) while keeping what is
     /// aggregated, so a finished window costs only its stacks while it is drained.
     pub fn release_caches(&mut self) {
-        self.clear_record_cache();
         self.raw_cache = Default::default();
         self.line_cache = FxHashMap::default();
         self.cached_ids = Vec::new();
@@ -360,16 +312,11 @@ impl PerfFolder {
     /// Approximate heap bytes held (aggregation map + interning + carry-over), so
     /// callers can bound memory.
     pub fn memory_bytes(&self) -> usize {
-        const SLOT: usize = mem::size_of::<(Box<[u32]>, u32)>() + 1;
+        const SLOT: usize = mem::size_of::<(Box<[u32]>, u64)>() + 1;
         const NAME_SLOT: usize = mem::size_of::<(Box<str>, u32)>() + 1 + 16;
         const LINE_SLOT: usize = mem::size_of::<(Box<[u8]>, (u32, u32))>() + 1;
-        const RECORD_SLOT: usize = mem::size_of::<(Box<[u8]>, u32)>() + 1;
         self.counts.capacity() * SLOT
-            + self.weights.capacity() * 8
             + self.counts_key_bytes
-            + self.record_cache.capacity() * RECORD_SLOT
-            + self.record_cache_bytes
-            + self.record_key.capacity()
             + self.names.by_name.capacity() * NAME_SLOT
             + self.names.bytes
             + (self.line_cache.capacity()
@@ -607,103 +554,29 @@ impl PerfFolder {
 
     /// An empty line (or the end of input): count the record's stack, if any.
     fn end_record(&mut self) {
-        self.ends += 1;
         if !self.stack.is_empty() {
             self.ids.clear();
             self.ids.push(self.pid);
             self.ids.push(self.pname);
             self.ids.extend(self.stack.iter().rev());
-            let index = match self.counts.get(self.ids.as_slice()) {
-                Some(&index) => index,
-                None => {
-                    let index =
-                        u32::try_from(self.weights.len()).expect("fewer than 2^32 distinct stacks");
-                    self.weights.push(0);
-                    self.counts_key_bytes += self.ids.len() * 4;
-                    self.counts.insert(self.ids.as_slice().into(), index);
-                    index
-                }
+            let weight = if self.opts.count_samples {
+                1
+            } else {
+                self.period.unwrap_or(1)
             };
-            self.count(index);
-            self.last_counted = Some(index);
+            match self.counts.get_mut(self.ids.as_slice()) {
+                Some(c) => *c = c.saturating_add(weight),
+                None => {
+                    self.counts_key_bytes += self.ids.len() * 4;
+                    self.counts.insert(self.ids.as_slice().into(), weight);
+                }
+            }
+            self.stats.samples += 1;
         }
-        self.reset_record();
-    }
-
-    /// Adds the current record's weight to the stack at `index`.
-    fn count(&mut self, index: u32) {
-        let weight = if self.opts.count_samples {
-            1
-        } else {
-            self.period.unwrap_or(1)
-        };
-        let w = &mut self.weights[index as usize];
-        *w = w.saturating_add(weight);
-        self.stats.samples += 1;
-    }
-
-    fn reset_record(&mut self) {
         self.in_event = false;
         self.skip_record = false;
         self.stack.clear();
         self.period = None;
-    }
-
-    /// The stack lines of a record whose event line was just read, `rest` being
-    /// the (all-ASCII) input after that line. A record seen before with the same
-    /// process, pid and stack lines (addresses included) is counted with one
-    /// lookup; another is folded line by line, as [`PerfFolder::feed`] would, then
-    /// remembered if it was plain (no malformed or skipped line, ended by its empty
-    /// line). Returns the bytes consumed: up to and including the empty line, or 0
-    /// when the record does not end within `rest` (the caller goes on line by line).
-    ///
-    /// ```text
-    /// work 25591/25591 [000]   631.700683:     500250 cpu-clock:      <- already read
-    ///           15621d __strlen_avx2+0x1d (/usr/lib/x86_64-linux-gnu/libc.so.6)
-    ///             123d main+0x16d (/tmp/pp-bench-dl/work)
-    ///                                                               <- consumed too
-    /// ```
-    fn on_record_body(&mut self, rest: &[u8]) -> usize {
-        let Some(end) = self.record_end.find(rest) else {
-            return 0;
-        };
-        if end == 0 || end > RECORD_BODY_MAX || rest[0] == b'\n' {
-            return 0;
-        }
-        let body = &rest[..end];
-        self.record_key.clear();
-        self.record_key.push(u8::from(self.java));
-        self.record_key.extend_from_slice(&self.pid.to_le_bytes());
-        self.record_key.extend_from_slice(&self.pname.to_le_bytes());
-        self.record_key.extend_from_slice(body);
-        if let Some(&index) = self.record_cache.get(self.record_key.as_slice()) {
-            self.ends += 1;
-            self.count(index);
-            self.last_counted = Some(index);
-            self.reset_record();
-            return end + 2;
-        }
-        let (stats, ends) = (self.stats.clone(), self.ends);
-        for line in body.split(|&b| b == b'\n') {
-            if line.len() <= MAX_LINE_BYTES && line.first() != Some(&b'#') {
-                // SAFETY: `rest` is all ASCII (see the caller).
-                self.on_text_line(unsafe { std::str::from_utf8_unchecked(line) });
-            } else {
-                self.on_line(line);
-            }
-        }
-        let plain = self.stats == stats && self.ends == ends && self.in_event && !self.skip_record;
-        self.last_counted = None;
-        self.on_text_line("");
-        if let (true, Some(index)) = (plain, self.last_counted) {
-            if self.record_cache_bytes > RECORD_CACHE_LIMIT_BYTES {
-                self.clear_record_cache();
-            }
-            self.record_cache_bytes += self.record_key.len();
-            self.record_cache
-                .insert(self.record_key.as_slice().into(), index);
-        }
-        end + 2
     }
 }
 

@@ -313,21 +313,6 @@ proptest! {
         prop_assert_eq!(fold_split(&input, &opts, &cuts), fold_all(&input, &opts));
     }
 
-    /// Fed a byte at a time no record ever lies whole in one slice, so every one is
-    /// folded line by line: the record cache must give exactly that, stats included.
-    #[test]
-    fn records_counted_from_the_cache_match_line_by_line(input in capture(), pid in any::<bool>()) {
-        let opts = FoldOptions { include_pid: pid, key_by_pid: pid, include_addrs: true, ..FoldOptions::default() };
-        let mut doubled = input.clone();
-        doubled.extend_from_slice(&input);
-        let mut f = PerfFolder::new(opts.clone());
-        for b in &doubled {
-            f.feed(std::slice::from_ref(b));
-        }
-        f.finish();
-        prop_assert_eq!(fold_all(&doubled, &opts), (f.drain(), f.stats().clone()));
-    }
-
     #[test]
     fn threads_and_chunks_do_not_matter(input in capture(), threads in 2usize..5, chunk in 1usize..300) {
         let opts = FoldOptions { annotate_kernel: true, include_pid: true, ..FoldOptions::default() };
