@@ -1,5 +1,6 @@
 //! `buffer = { type = "memory" | "disk", max_bytes = "...", when_full = "block" | "drop_newest" }`
-//! and, for disk buffers, `sync = "always" | "interval"` and `sync_interval`.
+//! and, for disk buffers, `sync = "always" | "interval"`, `sync_interval` and
+//! `dead_letter = { max_attempts = 10, max_record_age = "1h", max_bytes = "64MiB" }`.
 
 use std::time::Duration;
 
@@ -57,6 +58,44 @@ pub struct BufferConfig {
     pub sync: SyncPolicy,
     /// Disk buffers with `sync = "interval"`: how often.
     pub sync_interval: DurationStr,
+    /// Disk buffers: when a record the sink keeps failing is given up to the
+    /// dead-letter file.
+    pub dead_letter: DeadLetterConfig,
+}
+
+/// `dead_letter = { ... }` of a disk buffer: a record whose delivery keeps ending
+/// `Errored` while the sink delivers others is moved to `<buffer dir>/dead_letter`
+/// and acknowledged, so it never holds the buffer's read position (see
+/// [`super::disk::dead_letter`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct DeadLetterConfig {
+    /// Outcomes `Errored` after which the record is moved (each one already the
+    /// end of the sink's own retries).
+    pub max_attempts: u32,
+    /// Age (since it was written) past which one more `Errored` moves the record.
+    pub max_record_age: DurationStr,
+    /// Most bytes of the dead-letter file; a record that does not fit is dropped
+    /// and counted.
+    pub max_bytes: ByteSize,
+}
+
+impl DeadLetterConfig {
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+    pub const DEFAULT_MAX_RECORD_AGE: Duration = Duration::from_secs(3600);
+    pub const DEFAULT_MAX_BYTES: ByteSize = ByteSize::mib(64);
+    /// The smallest file: a few records of a typical window.
+    pub const MIN_BYTES: ByteSize = ByteSize(64 * 1024);
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            max_record_age: DurationStr(Self::DEFAULT_MAX_RECORD_AGE),
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+        }
+    }
 }
 
 impl BufferConfig {
@@ -76,6 +115,7 @@ impl Default for BufferConfig {
             when_full: WhenFull::Block,
             sync: SyncPolicy::Interval,
             sync_interval: DurationStr(Self::DEFAULT_SYNC_INTERVAL),
+            dead_letter: DeadLetterConfig::default(),
         }
     }
 }

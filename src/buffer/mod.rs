@@ -23,7 +23,7 @@ mod output;
 mod relay;
 
 pub use budget::{MemoryBudget, MemoryGauges, Permit, WindowCharge};
-pub use config::{BufferConfig, BufferKind, SyncPolicy, WhenFull};
+pub use config::{BufferConfig, BufferKind, DeadLetterConfig, SyncPolicy, WhenFull};
 pub use ends::{BoxFuture, BufferReader, BufferWriter, Closed, EdgeSender, Input};
 pub use fanout::Fanout;
 pub use memory::edge;

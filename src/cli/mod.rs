@@ -1,5 +1,6 @@
 //! Command-line interface: `run`, `validate`, `fold`.
 
+pub mod dead_letter;
 pub mod fold;
 pub mod run;
 pub mod validate;
@@ -33,6 +34,10 @@ pub enum Command {
     /// Fold `perf script` output into stacks: a drop-in for inferno-collapse-perf and
     /// stackcollapse-perf.pl.
     Fold(fold::FoldArgs),
+    /// List or re-inject the records a sink's disk buffer gave up on (its
+    /// dead-letter file).
+    #[command(name = "dead-letter")]
+    DeadLetter(dead_letter::DeadLetterArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -41,6 +46,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Fold(args) => fold::run(args),
+        Command::DeadLetter(args) => dead_letter::run(args),
     }
 }
 

@@ -11,14 +11,20 @@ use super::locate;
 use super::report::Report;
 use super::retry::parse_all;
 use super::size::{size_field, Field};
-use crate::buffer::{BufferConfig, BufferKind};
+use crate::buffer::{BufferConfig, BufferKind, DeadLetterConfig};
 use crate::component::parse_table;
 use crate::units::ByteSize;
 
 /// Fields of [`BufferConfig`], for "did you mean" suggestions (serde does not list
 /// them when it ignores an unknown field). A test checks that they are accepted.
-pub(super) const BUFFER_FIELDS: &[&str] =
-    &["max_bytes", "when_full", "type", "sync", "sync_interval"];
+pub(super) const BUFFER_FIELDS: &[&str] = &[
+    "max_bytes",
+    "when_full",
+    "type",
+    "sync",
+    "sync_interval",
+    "dead_letter",
+];
 
 /// `buffer.max_bytes` with the span of its value.
 pub(super) type SizeAt = (ByteSize, Range<usize>);
@@ -126,8 +132,37 @@ fn check_kind(
                 format!("{ctx}: `buffer.sync_interval` must be greater than 0 (or use sync = \"always\")"),
             ));
         }
+        let dl = &buffer.dead_letter;
+        let at_dl = |field: &str| {
+            locate::find(
+                table,
+                &["buffer".into(), "dead_letter".into(), field.into()],
+            )
+            .value
+        };
+        if dl.max_attempts == 0 {
+            problems.push((
+                at_dl("max_attempts"),
+                format!("{ctx}: `buffer.dead_letter.max_attempts` must be at least 1"),
+            ));
+        }
+        if dl.max_record_age.get().is_zero() {
+            problems.push((
+                at_dl("max_record_age"),
+                format!("{ctx}: `buffer.dead_letter.max_record_age` must be greater than 0"),
+            ));
+        }
+        if dl.max_bytes < DeadLetterConfig::MIN_BYTES {
+            problems.push((
+                at_dl("max_bytes"),
+                format!(
+                    "{ctx}: `buffer.dead_letter.max_bytes` must be at least {}",
+                    DeadLetterConfig::MIN_BYTES
+                ),
+            ));
+        }
     } else {
-        for field in ["sync", "sync_interval"] {
+        for field in ["sync", "sync_interval", "dead_letter"] {
             if raw.get(field).is_some() {
                 problems.push((
                     at(field),

@@ -323,3 +323,48 @@ path = "/tmp/out"
         "{got:?}"
     );
 }
+
+#[test]
+fn dead_letter_keys_are_read_and_checked_with_their_place() {
+    let sink = |buffer: &str| {
+        format!("[sources.a]\ntype = \"file\"\npath = \"/x\"\n[sinks.b]\ntype = \"file\"\ninputs = [\"a\"]\npath = \"/p\"\nbuffer = {buffer}\n")
+    };
+    let ok = load(&sink(
+        r#"{ type = "disk", max_bytes = "1GiB", dead_letter = { max_attempts = 3, max_record_age = "30m", max_bytes = "1MiB" } }"#,
+    ))
+    .unwrap();
+    let dl = ok.sinks[0].buffer.dead_letter;
+    assert_eq!(dl.max_attempts, 3);
+    assert_eq!(dl.max_record_age, DurationStr::from_secs(1800));
+    assert_eq!(dl.max_bytes, ByteSize::mib(1));
+    let defaults = load(&sink(r#"{ type = "disk", max_bytes = "1GiB" }"#)).unwrap();
+    assert_eq!(
+        defaults.sinks[0].buffer.dead_letter,
+        crate::buffer::DeadLetterConfig::default()
+    );
+    assert_eq!(
+        errors(&sink(
+            r#"{ type = "disk", max_bytes = "1GiB", dead_letter = { max_attempts = 0, max_record_age = "0s", max_bytes = "1KiB" } }"#
+        )),
+        [
+            "8:78: sink `b`: `buffer.dead_letter.max_attempts` must be at least 1",
+            "8:98: sink `b`: `buffer.dead_letter.max_record_age` must be greater than 0",
+            "8:116: sink `b`: `buffer.dead_letter.max_bytes` must be at least 64.0 KiB",
+        ]
+    );
+    let e = errors(&sink(
+        r#"{ max_bytes = "1MiB", dead_letter = { max_attempts = 2 } }"#,
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("8:46: sink `b`: `buffer.dead_letter` is for disk buffers"),
+        "{e:?}"
+    );
+    let e = errors(&sink(
+        r#"{ type = "disk", max_bytes = "1GiB", dead_letter = { max_attempt = 2 } }"#,
+    ));
+    assert!(
+        e.len() == 1 && e[0].contains("unknown field `buffer.dead_letter.max_attempt`"),
+        "{e:?}"
+    );
+}

@@ -304,6 +304,10 @@ impl LocalWriter for FileWriter {
         };
         for f in outcome.failures {
             self.metrics.errors(f.reason, 1);
+            if status == EventStatus::Errored {
+                self.metrics
+                    .note_delivery_error(&format!("{} failed: {}", f.stage, f.error));
+            }
             if self.warned.insert((f.stage.clone(), f.error.kind())) {
                 tracing::warn!(
                     component = self.metrics.id(),

@@ -189,6 +189,25 @@ impl ComponentMetrics {
     }
 
     /// The counters of this component's disk buffer.
+    /// Remembers the last delivery error of this sink (the last only; cut to 300
+    /// bytes), for its disk buffer to quote when it dead-letters a record.
+    pub fn note_delivery_error(&self, message: &str) {
+        let mut end = message.len().min(300);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut map = self
+            .families
+            .disk
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.insert(
+            self.labels.component_id.to_string(),
+            message[..end].to_string(),
+        );
+    }
+
     pub fn disk_buffer(&self) -> super::DiskBufferMetrics {
         super::DiskBufferMetrics::new(&self.families.disk, self.labels.clone())
     }

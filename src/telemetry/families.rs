@@ -67,6 +67,14 @@ pub(super) struct DiskFamilies {
     pub(super) replayed: Family<ComponentLabels, Counter>,
     pub(super) redelivered: Family<ComponentLabels, Counter>,
     pub(super) corrupted: Family<DiscardLabels, Counter>,
+    pub(super) dead_lettered: Family<ComponentLabels, Counter>,
+    pub(super) dead_letter_dropped: Family<ComponentLabels, Counter>,
+    pub(super) dead_letter_bytes: Family<ComponentLabels, Gauge>,
+    /// The last delivery error each sink reported, by component id: the disk
+    /// buffer quotes it when it gives a record up to its dead-letter file. One
+    /// short string per sink.
+    pub(super) last_error:
+        std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 impl DiskFamilies {
@@ -105,6 +113,21 @@ impl DiskFamilies {
             "buffer_disk_records_corrupted",
             "Records that could not be read back, by reason (checksum, header, torn, missing, ...)",
             self.corrupted.clone(),
+        );
+        r.register(
+            "buffer_disk_dead_lettered_records",
+            "Records moved to the dead-letter file after failing max_attempts times (or past max_record_age) while others were delivered",
+            self.dead_lettered.clone(),
+        );
+        r.register(
+            "buffer_disk_dead_letter_dropped_records",
+            "Records that were due for the dead-letter file but did not fit in its max_bytes: dropped",
+            self.dead_letter_dropped.clone(),
+        );
+        r.register(
+            "buffer_disk_dead_letter_bytes",
+            "Bytes of the disk buffer's dead-letter file",
+            self.dead_letter_bytes.clone(),
         );
     }
 }

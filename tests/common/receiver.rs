@@ -77,6 +77,8 @@ struct State {
     answers: Mutex<BTreeMap<u16, u64>>,
     outage: Mutex<Option<(Instant, u16, Option<u64>)>>,
     scripted: Mutex<VecDeque<u16>>,
+    /// POSTs whose body contains this text answer this status.
+    refused: Mutex<Option<(String, u16)>>,
     next_gpid: AtomicU64,
     /// OTLP: partial successes to answer, `(rejected_profiles, error_message)`.
     partial: Mutex<VecDeque<(i64, String)>>,
@@ -192,6 +194,16 @@ impl Receiver {
             .push_back((rejected_profiles, message.to_string()));
     }
 
+    /// Every POST whose (uncompressed) body contains `needle` answers `status`,
+    /// until [`Receiver::stop_refusing`]: one record a sink can never deliver.
+    pub fn refuse_containing(&self, needle: &str, status: u16) {
+        *self.state.refused.lock().unwrap() = Some((needle.to_string(), status));
+    }
+
+    pub fn stop_refusing(&self) {
+        *self.state.refused.lock().unwrap() = None;
+    }
+
     pub fn accepted(&self) -> Vec<Accepted> {
         self.state.accepted.lock().unwrap().clone()
     }
@@ -273,6 +285,11 @@ impl Receiver {
         let body = collected.to_bytes();
         if body.len() > self.max_body {
             return reply(413, "request body too large");
+        }
+        if let Some((needle, status)) = &*self.state.refused.lock().unwrap() {
+            if memchr::memmem::find(&body, needle.as_bytes()).is_some() {
+                return reply(*status, "refused by the test");
+            }
         }
         let result = match self.personality {
             Personality::Pyroscope => self.pyroscope(&path, &query, &headers, &body),

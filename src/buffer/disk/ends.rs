@@ -76,7 +76,8 @@ pub fn open(
     budget: &MemoryBudget,
     metrics: ComponentMetrics,
 ) -> Result<(EdgeSender, Input), OpenError> {
-    let queue = Queue::open(dir, config.max_bytes.get(), metrics.disk_buffer())?;
+    let mut queue = Queue::open(dir, config.max_bytes.get(), metrics.disk_buffer())?;
+    queue.set_dead_letter(config.dead_letter);
     metrics.set_buffer_max_bytes(config.max_bytes.get());
     metrics.set_buffer_bytes(queue.disk_bytes());
     let shared = Arc::new(Shared {

@@ -22,8 +22,10 @@
 //!   failure can lose what was written in the last interval.
 //! - Records leave only when the sink reports them `Delivered` or `Rejected`;
 //!   `Errored` keeps them and hands them out again (after 10 s, doubling to 5
-//!   min), or at the next start. Segments are deleted whole once every record in
-//!   them is acknowledged.
+//!   min), or at the next start; one that keeps failing while others are
+//!   delivered goes to the dead-letter file and is acknowledged, so it never holds
+//!   the read position. Segments are deleted whole once every record in them is
+//!   acknowledged.
 //! - On start the buffer replays, in order, every record not acknowledged. A torn
 //!   last record is truncated and counted; a record failing its checksum is
 //!   skipped, counted and logged with its segment and offset; a damaged header
@@ -37,6 +39,7 @@
 //!   [`memory_reserve`] to `[agent] memory_limit`.
 
 pub mod codec;
+pub mod dead_letter;
 mod ends;
 #[cfg(any(test, fuzzing))]
 #[doc(hidden)]

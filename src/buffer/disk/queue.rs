@@ -20,9 +20,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::dead_letter::{self, DeadLetter};
 use super::ledger::{self, Ledger};
 use super::record::{frame, Header, HEADER_LEN, SEQ_LIMIT};
 use super::segment::{self, Segment, MAGIC, MAGIC_LEN};
+use crate::buffer::DeadLetterConfig;
 use crate::event::EventStatus;
 use crate::state_dir::{self, DirLock, LockError};
 use crate::telemetry::{DiskBufferMetrics, RateLimited};
@@ -98,6 +100,11 @@ struct Flight {
     written_ms: u64,
     attempts: u32,
     retry_at: Option<Instant>,
+    /// When this run first handed it out.
+    first_out: Instant,
+    /// [`Queue::delivered`] then: a record the sink fails while this grows is the
+    /// trouble, not the destination.
+    delivered_mark: u64,
 }
 
 /// See the module documentation.
@@ -134,6 +141,10 @@ pub struct Queue {
 
     in_flight: BTreeMap<u64, Flight>,
     retries: BTreeSet<(Instant, u64)>,
+    /// Records reported `Delivered` in this run.
+    delivered: u64,
+    dead_letter: DeadLetter,
+    dead_letter_policy: DeadLetterConfig,
     /// Acknowledged at or above the pointer.
     acked: BTreeSet<u64>,
 
@@ -236,6 +247,10 @@ impl Queue {
             f
         };
         let _ = std::fs::remove_file(dir.join(super::ledger::TMP));
+        let dead_letter_policy = DeadLetterConfig::default();
+        let dead_letter = DeadLetter::open(dir, dead_letter_policy.max_bytes.get())
+            .map_err(io_err("read the dead-letter file in", dir))?;
+        metrics.set_dead_letter_bytes(dead_letter.bytes());
         let segment_bytes = segments.iter().map(|s| s.len).sum();
         let queue = Queue {
             dir: dir.to_path_buf(),
@@ -258,6 +273,9 @@ impl Queue {
             torn_seq,
             in_flight: BTreeMap::new(),
             retries: BTreeSet::new(),
+            delivered: 0,
+            dead_letter,
+            dead_letter_policy,
             acked: recovered.acked,
             closed: false,
             crashed: false,
@@ -270,7 +288,15 @@ impl Queue {
         Ok(queue)
     }
 
-    /// Bytes on disk: segments and ledger.
+    /// When a record the sink keeps failing goes to the dead-letter file (the
+    /// defaults until this is called).
+    pub fn set_dead_letter(&mut self, policy: DeadLetterConfig) {
+        self.dead_letter.set_max_bytes(policy.max_bytes.get());
+        self.dead_letter_policy = policy;
+    }
+
+    /// Bytes on disk: segments and ledger (the dead-letter file is bounded on its
+    /// own).
     pub fn disk_bytes(&self) -> u64 {
         self.segment_bytes + self.ledger.len()
     }
@@ -444,6 +470,8 @@ impl Queue {
                     written_ms: header.written_ms,
                     attempts: 0,
                     retry_at: None,
+                    first_out: Instant::now(),
+                    delivered_mark: self.delivered,
                 },
             );
             if seq < self.replay_below {
@@ -538,6 +566,18 @@ impl Queue {
         }
     }
 
+    /// A record handed out before, read again from disk.
+    fn read_again(&self, segment: u64, offset: u64) -> Result<Vec<u8>, &'static str> {
+        self.segment_file(segment)
+            .and_then(|file| {
+                let mut b = [0u8; HEADER_LEN];
+                file.read_exact_at(&mut b, offset)?;
+                Header::decode(&b).ok_or_else(|| io::Error::other("damaged header"))
+            })
+            .map_err(|_| "read_error")
+            .and_then(|h| self.read_payload(segment, offset, &h))
+    }
+
     /// When the next errored record is due again.
     pub fn next_retry_at(&self) -> Option<Instant> {
         self.retries.first().map(|(at, _)| *at)
@@ -555,16 +595,7 @@ impl Queue {
             };
             f.retry_at = None;
             let (segment, offset) = (f.segment, f.offset);
-            let read = self
-                .segment_file(segment)
-                .and_then(|file| {
-                    let mut b = [0u8; HEADER_LEN];
-                    file.read_exact_at(&mut b, offset)?;
-                    Header::decode(&b).ok_or_else(|| io::Error::other("damaged header"))
-                })
-                .map_err(|_| "read_error")
-                .and_then(|h| self.read_payload(segment, offset, &h));
-            match read {
+            match self.read_again(segment, offset) {
                 Ok(payload) => {
                     self.metrics.redelivered();
                     return Some(Record { seq, payload });
@@ -581,7 +612,7 @@ impl Queue {
 
     /// What the sink said about record `seq`. `Delivered` and `Rejected` let it
     /// go; `Errored` keeps it and hands it out again later (or, once no writer is
-    /// left, at the next start).
+    /// left, at the next start), unless it is due for the dead-letter file.
     pub fn resolve(&mut self, seq: u64, status: EventStatus, now: Instant) -> io::Result<()> {
         let Some(f) = self.in_flight.get_mut(&seq) else {
             return Ok(());
@@ -589,6 +620,10 @@ impl Queue {
         if status == EventStatus::Errored {
             if !self.closed {
                 f.attempts += 1;
+                if self.give_up(seq, now) && self.move_to_dead_letter(seq, now) {
+                    return self.acknowledge(seq);
+                }
+                let f = self.in_flight.get_mut(&seq).unwrap();
                 let delay = RETRY_BASE
                     .saturating_mul(1 << (f.attempts - 1).min(16))
                     .min(RETRY_MAX);
@@ -598,6 +633,85 @@ impl Queue {
             }
             return Ok(());
         }
+        if status == EventStatus::Delivered {
+            self.delivered += 1;
+        }
+        self.acknowledge(seq)
+    }
+
+    /// Whether errored record `seq` (out) has failed long enough, while the sink
+    /// delivered others, to go to the dead-letter file.
+    fn give_up(&self, seq: u64, now: Instant) -> bool {
+        let (Some(f), policy) = (self.in_flight.get(&seq), &self.dead_letter_policy) else {
+            return false;
+        };
+        let age = now
+            .saturating_duration_since(f.first_out)
+            .max(Duration::from_millis(now_ms().saturating_sub(f.written_ms)));
+        let failed_enough = f.attempts >= policy.max_attempts || age >= policy.max_record_age.get();
+        failed_enough && self.delivered > f.delivered_mark
+    }
+
+    /// Writes errored record `seq` to the dead-letter file (or drops it, counted,
+    /// when the file is full). Returns whether it may be acknowledged: false when
+    /// the file cannot be written, and the record stays.
+    fn move_to_dead_letter(&mut self, seq: u64, now: Instant) -> bool {
+        let f = &self.in_flight[&seq];
+        let (segment, offset, written_ms, attempts) =
+            (f.segment, f.offset, f.written_ms, f.attempts);
+        let age = now.saturating_duration_since(f.first_out);
+        let payload = match self.read_again(segment, offset) {
+            Ok(p) => p,
+            Err(why) => {
+                // It was readable when first handed out: count it and let go.
+                self.metrics.corrupted(why, 1);
+                return true;
+            }
+        };
+        let last_error = self
+            .metrics
+            .last_delivery_error()
+            .unwrap_or_else(|| "none reported".into());
+        match self.dead_letter.append(seq, written_ms, &payload) {
+            Ok(()) => {
+                self.metrics.dead_lettered();
+                self.metrics.set_dead_letter_bytes(self.dead_letter.bytes());
+                if let Some(suppressed) = self.log.allow("dead_letter") {
+                    tracing::warn!(
+                        file = %self.dead_letter.path().display(),
+                        seq,
+                        attempts,
+                        suppressed,
+                        "disk buffer: a record failed {attempts} times over {} while others were delivered; moved to the dead-letter file (`profpipe dead-letter list`); last error: {last_error}",
+                        humantime::format_duration(Duration::from_secs(age.as_secs()))
+                    );
+                }
+                true
+            }
+            Err(e @ dead_letter::AppendError::Full { .. }) => {
+                self.metrics.dead_letter_dropped();
+                if let Some(suppressed) = self.log.allow("dead_letter_full") {
+                    tracing::warn!(
+                        seq,
+                        suppressed,
+                        "disk buffer: a record failed {attempts} times while others were delivered, and {e}: dropped; last error: {last_error}"
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                let message = format!("{e}; the record stays in the buffer");
+                self.trouble("dead_letter_write", &message);
+                false
+            }
+        }
+    }
+
+    /// Lets record `seq` go: the pointer moves, the ledger learns it.
+    fn acknowledge(&mut self, seq: u64) -> io::Result<()> {
+        let Some(f) = self.in_flight.get(&seq) else {
+            return Ok(());
+        };
         if let Some(at) = f.retry_at {
             self.retries.remove(&(at, seq));
         }

@@ -7,11 +7,14 @@ use std::time::Duration;
 use proptest::prelude::*;
 use tokio::time::Instant;
 
-use super::queue::{AppendError, Queue, LEDGER_MAX};
+use super::dead_letter;
+use super::queue::{now_ms, AppendError, Queue, LEDGER_MAX};
 use super::record::HEADER_LEN;
 use super::segment::{self, MAGIC_LEN};
+use crate::buffer::DeadLetterConfig;
 use crate::event::EventStatus;
 use crate::telemetry::{DiskBufferMetrics, Telemetry};
+use crate::units::{ByteSize, DurationStr};
 
 fn metrics() -> DiskBufferMetrics {
     Telemetry::new()
@@ -21,6 +24,17 @@ fn metrics() -> DiskBufferMetrics {
 
 fn open(dir: &Path, max_bytes: u64) -> Queue {
     Queue::open(dir, max_bytes, metrics()).unwrap()
+}
+
+/// The buffer as the model test opens it: few attempts before the dead-letter
+/// file, so that records do go there.
+fn open_for_model(dir: &Path, max_bytes: u64, max_attempts: u32) -> Queue {
+    let mut q = open(dir, max_bytes);
+    q.set_dead_letter(DeadLetterConfig {
+        max_attempts,
+        ..DeadLetterConfig::default()
+    });
+    q
 }
 
 fn payload(seq_hint: u64, len: usize) -> Vec<u8> {
@@ -59,10 +73,18 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// What the buffer must hold: every record written and not acknowledged.
+/// What the buffer must hold: every record written and not acknowledged; and what
+/// its dead-letter file must hold.
 #[derive(Default)]
 struct Model {
     written: BTreeMap<u64, Vec<u8>>,
+    /// Records moved to the dead-letter file, in the order they were moved.
+    dead: Vec<(u64, Vec<u8>)>,
+    /// Records delivered in this run.
+    delivered: u64,
+    /// Per record out or errored in this run: `delivered` when it was first
+    /// handed out, and its errored outcomes.
+    marks: BTreeMap<u64, (u64, u32)>,
     /// Handed out in this run, waiting for an outcome.
     out: BTreeSet<u64>,
     /// Reported errored in this run, waiting to be handed out again.
@@ -73,6 +95,8 @@ struct Model {
 
 impl Model {
     fn restart(&mut self) {
+        self.delivered = 0;
+        self.marks.clear();
         self.out.clear();
         self.errored.clear();
         self.read = None;
@@ -86,9 +110,9 @@ impl Model {
     }
 }
 
-fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
+fn run(ops: Vec<Op>, max_bytes: u64, max_attempts: u32) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let mut q = Some(open(dir.path(), max_bytes));
+    let mut q = Some(open_for_model(dir.path(), max_bytes, max_attempts));
     let mut m = Model::default();
     let far = Instant::now() + Duration::from_secs(86_400);
     for op in ops {
@@ -96,7 +120,7 @@ fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
         match op {
             Op::Write(n) => {
                 let p = payload(queue.next_seq(), n);
-                match queue.append(&p, 0) {
+                match queue.append(&p, now_ms()) {
                     Ok(seq) => {
                         prop_assert!(
                             m.written.keys().all(|s| *s < seq),
@@ -125,6 +149,7 @@ fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
                     prop_assert_eq!(&r.payload, &m.written[&r.seq]);
                     m.read = Some(r.seq);
                     m.out.insert(r.seq);
+                    m.marks.insert(r.seq, (m.delivered, 0));
                 }
             }
             Op::Resolve(i, status) => {
@@ -133,10 +158,19 @@ fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
                 };
                 queue.resolve(seq, status, Instant::now()).unwrap();
                 m.out.remove(&seq);
-                if status == EventStatus::Errored {
+                let mark = m.marks.get_mut(&seq).unwrap();
+                mark.1 += u32::from(status == EventStatus::Errored);
+                // Failed enough while others were delivered: dead-lettered.
+                let dead = mark.1 >= max_attempts && m.delivered > mark.0;
+                if status == EventStatus::Errored && !dead {
                     m.errored.insert(seq);
                 } else {
-                    m.written.remove(&seq);
+                    let p = m.written.remove(&seq).unwrap();
+                    m.marks.remove(&seq);
+                    m.delivered += u64::from(status == EventStatus::Delivered);
+                    if status == EventStatus::Errored {
+                        m.dead.push((seq, p));
+                    }
                 }
             }
             Op::Retry => {
@@ -153,12 +187,12 @@ fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
             Op::Tick => queue.tick().unwrap(),
             Op::Crash => {
                 q.take().unwrap().crash();
-                q = Some(open(dir.path(), max_bytes));
+                q = Some(open_for_model(dir.path(), max_bytes, max_attempts));
                 m.restart();
             }
             Op::Restart => {
                 drop(q.take());
-                q = Some(open(dir.path(), max_bytes));
+                q = Some(open_for_model(dir.path(), max_bytes, max_attempts));
                 m.restart();
             }
         }
@@ -180,14 +214,22 @@ fn run(ops: Vec<Op>, max_bytes: u64) -> Result<(), TestCaseError> {
         replayed.push(r.seq);
     }
     prop_assert_eq!(replayed, m.written.keys().copied().collect::<Vec<_>>());
+    // And the dead-letter file holds exactly the records that went there.
+    let (dead, damage) = dead_letter::read_all(dir.path()).unwrap();
+    prop_assert_eq!(damage, dead_letter::Damage::default());
+    let dead: Vec<(u64, Vec<u8>)> = dead.into_iter().map(|e| (e.seq, e.payload)).collect();
+    prop_assert_eq!(dead, m.dead);
     Ok(())
 }
 
-/// Bytes of the files in `dir`, as `du --apparent-size` counts them.
+/// Bytes of the buffer's files in `dir`, as `du --apparent-size` counts them (the
+/// dead-letter file has its own bound).
 fn disk_usage(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != dead_letter::FILE)
+        .map(|e| e.metadata().unwrap().len())
         .sum()
 }
 
@@ -195,9 +237,12 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn the_buffer_behaves_like_its_model(ops in prop::collection::vec(op(), 1..160)) {
+    fn the_buffer_behaves_like_its_model(
+        ops in prop::collection::vec(op(), 1..160),
+        max_attempts in 1u32..=2,
+    ) {
         // Small enough that segments rotate, get deleted, and the buffer fills.
-        run(ops, 1024 * 1024)?;
+        run(ops, 1024 * 1024, max_attempts)?;
     }
 }
 
@@ -325,7 +370,7 @@ fn acknowledged_records_are_not_replayed_even_out_of_order_and_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let mut q = open(dir.path(), 64 * 1024 * 1024);
     for i in 0..10 {
-        q.append(&payload(i, 10), 0).unwrap();
+        q.append(&payload(i, 10), now_ms()).unwrap();
     }
     assert_eq!(read_all(&mut q).len(), 10);
     let now = Instant::now();
@@ -400,6 +445,187 @@ fn files_are_private() {
         let p = e.unwrap().path();
         assert_eq!(mode(&p), 0o600, "{}", p.display());
     }
+}
+
+fn dead_letter_policy(max_attempts: u32, max_bytes: u64) -> DeadLetterConfig {
+    DeadLetterConfig {
+        max_attempts,
+        max_record_age: DurationStr::from_secs(3600),
+        max_bytes: ByteSize(max_bytes),
+    }
+}
+
+/// Hands out every record, then reports `outcomes` for them in order.
+fn hand_out_and_resolve(q: &mut Queue, outcomes: &[(u64, EventStatus)], now: Instant) {
+    for &(seq, status) in outcomes {
+        q.resolve(seq, status, now).unwrap();
+    }
+}
+
+#[test]
+fn a_record_failing_while_others_are_delivered_is_dead_lettered_and_the_rest_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let mut q = Queue::open(dir.path(), 1024 * 1024, m.clone()).unwrap();
+    q.set_dead_letter(dead_letter_policy(2, 1 << 20));
+    let poison = payload(0, 300);
+    q.append(&poison, now_ms()).unwrap();
+    for i in 1..4 {
+        q.append(&payload(i, 300), now_ms()).unwrap();
+    }
+    assert_eq!(read_all(&mut q), [0, 1, 2, 3]);
+    let now = Instant::now();
+    // One failure: kept, handed out again later.
+    hand_out_and_resolve(
+        &mut q,
+        &[(0, EventStatus::Errored), (1, EventStatus::Delivered)],
+        now,
+    );
+    let again = q.due_retry(now + Duration::from_secs(10)).unwrap();
+    assert_eq!((again.seq, &again.payload), (0, &poison));
+    // The second, while others were delivered: moved out, acknowledged.
+    hand_out_and_resolve(
+        &mut q,
+        &[
+            (2, EventStatus::Delivered),
+            (0, EventStatus::Errored),
+            (3, EventStatus::Delivered),
+        ],
+        now,
+    );
+    assert_eq!(q.pointer(), 4, "nothing holds the read position");
+    assert!(q.due_retry(now + Duration::from_secs(86_400)).is_none());
+    assert_eq!(m.dead_lettered_count(), 1);
+    let file = dir.path().join(dead_letter::FILE);
+    assert_eq!(
+        m.dead_letter_bytes(),
+        std::fs::metadata(&file).unwrap().len()
+    );
+    let (dead, _) = dead_letter::read_all(dir.path()).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].seq, &dead[0].payload),
+        (0, &poison),
+        "the payload exactly"
+    );
+    // It survives a crash and is not replayed from the buffer.
+    q.crash();
+    let mut q = open(dir.path(), 1024 * 1024);
+    assert!(read_all(&mut q).is_empty());
+    assert_eq!(dead_letter::read_all(dir.path()).unwrap().0, dead);
+}
+
+#[test]
+fn an_outage_never_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let mut q = Queue::open(dir.path(), 1024 * 1024, m.clone()).unwrap();
+    q.set_dead_letter(dead_letter_policy(1, 1 << 20));
+    for i in 0..3 {
+        q.append(&payload(i, 100), now_ms()).unwrap();
+    }
+    assert_eq!(read_all(&mut q), [0, 1, 2]);
+    // Hours of failures of every record, nothing delivered: all of them stay.
+    let mut now = Instant::now();
+    for _ in 0..10 {
+        for seq in 0..3 {
+            q.resolve(seq, EventStatus::Errored, now).unwrap();
+        }
+        now += Duration::from_secs(3600);
+        let back: Vec<u64> = std::iter::from_fn(|| q.due_retry(now).map(|r| r.seq)).collect();
+        assert_eq!(back, [0, 1, 2]);
+    }
+    assert_eq!(m.dead_lettered_count(), 0);
+    assert!(!dir.path().join(dead_letter::FILE).exists());
+}
+
+#[test]
+fn past_max_record_age_one_more_failure_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let mut q = Queue::open(dir.path(), 1024 * 1024, m.clone()).unwrap();
+    q.set_dead_letter(dead_letter_policy(100, 1 << 20));
+    for i in 0..2 {
+        q.append(&payload(i, 100), now_ms()).unwrap();
+    }
+    read_all(&mut q);
+    let now = Instant::now();
+    q.resolve(1, EventStatus::Delivered, now).unwrap();
+    q.resolve(0, EventStatus::Errored, now + Duration::from_secs(1800))
+        .unwrap();
+    assert_eq!(m.dead_lettered_count(), 0, "younger than max_record_age");
+    let r = q.due_retry(now + Duration::from_secs(3600)).unwrap();
+    q.resolve(r.seq, EventStatus::Errored, now + Duration::from_secs(3601))
+        .unwrap();
+    assert_eq!(m.dead_lettered_count(), 1);
+}
+
+#[test]
+fn at_its_bound_the_dead_letter_file_drops_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = metrics();
+    let mut q = Queue::open(dir.path(), 1024 * 1024, m.clone()).unwrap();
+    let bound = DeadLetterConfig::MIN_BYTES.get();
+    q.set_dead_letter(dead_letter_policy(1, bound));
+    for i in 0..3 {
+        q.append(&payload(i, 40_000), now_ms()).unwrap();
+    }
+    read_all(&mut q);
+    let now = Instant::now();
+    hand_out_and_resolve(
+        &mut q,
+        &[
+            (2, EventStatus::Delivered),
+            (0, EventStatus::Errored),
+            (1, EventStatus::Errored),
+        ],
+        now,
+    );
+    assert_eq!(m.dead_lettered_count(), 1);
+    assert_eq!(m.dead_letter_dropped_count(), 1);
+    assert_eq!(q.pointer(), 3, "both let go: the buffer never stalls");
+    assert!(
+        std::fs::metadata(dir.path().join(dead_letter::FILE))
+            .unwrap()
+            .len()
+            <= bound
+    );
+}
+
+#[test]
+fn replay_puts_dead_letters_back_and_waits_for_the_buffers_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = open(dir.path(), 1024 * 1024);
+    q.set_dead_letter(dead_letter_policy(1, 1 << 20));
+    let poison = payload(0, 500);
+    q.append(&poison, now_ms()).unwrap();
+    q.append(&payload(1, 500), now_ms()).unwrap();
+    read_all(&mut q);
+    let now = Instant::now();
+    hand_out_and_resolve(
+        &mut q,
+        &[(1, EventStatus::Delivered), (0, EventStatus::Errored)],
+        now,
+    );
+    // While the agent holds the buffer, replay is refused (after the lock's
+    // patience) and changes nothing.
+    let err = dead_letter::replay(dir.path(), 1024 * 1024, metrics()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("another profpipe process holds it"),
+        "{err}"
+    );
+    assert_eq!(dead_letter::read_all(dir.path()).unwrap().0.len(), 1);
+    drop(q);
+    let done = dead_letter::replay(dir.path(), 1024 * 1024, metrics()).unwrap();
+    assert_eq!((done.records, done.left), (1, 0));
+    assert!(!dir.path().join(dead_letter::FILE).exists());
+    // The next run hands it out again, as a new record with its payload intact.
+    let mut q = open(dir.path(), 1024 * 1024);
+    let r = q.next_record().unwrap();
+    assert!(r.seq >= 2);
+    assert_eq!(r.payload, poison);
+    assert!(q.next_record().is_none());
 }
 
 mod ends {
@@ -580,6 +806,41 @@ mod ends {
         again.take_finalizers().resolve(EventStatus::Delivered);
         drop(tx);
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_record_the_sink_keeps_failing_goes_to_the_dead_letter_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config(1 << 20, WhenFull::Block);
+        c.dead_letter.max_attempts = 2;
+        let (tx, mut rx, m) = buffer(dir.path(), c);
+        for i in 0..3 {
+            tx.send(profile(i, 10).0).await.unwrap();
+        }
+        let mut poison = rx.recv().await.unwrap();
+        assert_eq!(count_of(&poison), 1);
+        m.note_delivery_error("http_503: 503 Service Unavailable");
+        poison.take_finalizers().resolve(EventStatus::Errored);
+        for want in [2, 3] {
+            let mut e = rx.recv().await.unwrap();
+            assert_eq!(count_of(&e), want);
+            e.take_finalizers().resolve(EventStatus::Delivered);
+        }
+        let started = tokio::time::Instant::now();
+        let mut poison = rx.recv().await.unwrap();
+        assert_eq!(count_of(&poison), 1);
+        assert!(started.elapsed() >= std::time::Duration::from_secs(10));
+        poison.take_finalizers().resolve(EventStatus::Errored);
+        let later = tokio::time::timeout(std::time::Duration::from_secs(600), rx.recv()).await;
+        assert!(later.is_err(), "it is not handed out again");
+        drop(tx);
+        assert!(rx.recv().await.is_none());
+        assert_eq!(m.disk_buffer().dead_lettered_count(), 1);
+        drop(rx);
+        let (dead, _) = super::dead_letter::read_all(dir.path()).unwrap();
+        assert_eq!(dead.len(), 1);
+        let event = crate::buffer::disk::codec::decode(&dead[0].payload).unwrap();
+        assert_eq!(count_of(&event), 1);
     }
 
     /// A tmpfs of `size` mounted on a new directory; unmounted when dropped.

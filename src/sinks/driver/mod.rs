@@ -341,6 +341,7 @@ async fn run_request<S: Service>(
             message,
             retries,
         } => {
+            m.note_delivery_error(&message);
             finalizers.resolve(EventStatus::Errored);
             m.discarded_many("retries_exhausted", events, bytes);
             s.warn("retries_exhausted", reason, events, || {
