@@ -23,6 +23,7 @@ mod backoff;
 mod child;
 pub mod discovery;
 pub mod embedded_python;
+pub mod jvm_attach;
 mod metrics;
 mod raw_child;
 mod reap;

@@ -266,7 +266,8 @@ impl Emitter {
         let empty = data.is_empty();
         self.deliver(empty, finalizers, |finalizers, labels| {
             Event::PerfScript(PerfScriptChunk {
-                finalizers,
+                                process_labels: Default::default(),
+finalizers,
                 window,
                 labels,
                 data,
