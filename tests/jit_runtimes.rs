@@ -242,6 +242,22 @@ async fn java_and_node_are_named_labelled_and_refusals_are_quiet() {
     let fp = jvm(&["-XX:+PreserveFramePointer"], marker);
     let no_fp = jvm(&[], marker);
     let refusing = jvm(&["-XX:+DisableAttachMechanism"], marker);
+    // The same flag where the command line does not show it: SIGQUIT, no socket.
+    let refusing_env = {
+        let cp = classes();
+        Detached::start_ready(
+            "env",
+            &[
+                "JAVA_TOOL_OPTIONS=-XX:+DisableAttachMechanism",
+                "java",
+                "-cp",
+                cp.to_str().unwrap(),
+                "JitBusy",
+                "60",
+                marker,
+            ],
+        )
+    };
     let node_map = node(&["--perf-basic-prof"], marker);
     let node_plain = node(&[], marker);
 
@@ -279,20 +295,31 @@ async fn java_and_node_are_named_labelled_and_refusals_are_quiet() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(lines[0].contains("INFO"), "{lines:?}");
 
-    // DisableAttachMechanism: one attach_refused, counted, INFO; the JVM runs on.
-    let refused: Vec<_> = diagnostics(&run.events)
-        .into_iter()
-        .filter(|d| d.stderr.contains(&format!("pid {}", refusing.pid)))
-        .collect();
-    assert_eq!(refused.len(), 1, "{refused:?}");
-    assert_eq!(&*refused[0].labels.profiler, "jvm_attach");
-    assert!(refused[0].stderr.contains("attach refused"), "{refused:?}");
+    // DisableAttachMechanism: one attach_refused each, counted, INFO; the JVMs run on.
+    for (jvm, how) in [
+        (&refusing, "DisableAttachMechanism"),
+        (&refusing_env, "no attach socket appeared after SIGQUIT"),
+    ] {
+        let refused: Vec<_> = diagnostics(&run.events)
+            .into_iter()
+            .filter(|d| d.stderr.contains(&format!("pid {})", jvm.pid)))
+            .collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(&*refused[0].labels.profiler, "jvm_attach");
+        assert!(refused[0].stderr.contains("attach refused"), "{refused:?}");
+        assert!(refused[0].stderr.contains(how), "{refused:?}");
+        assert!(common::proc::stat(jvm.pid).is_some_and(|(s, _, _)| s != 'Z'));
+        assert!(!run.stacks_of(jvm.pid).is_empty());
+    }
     assert_eq!(
         run.telemetry.profiler_errors("jvm_attach", "attach_refused"),
-        1
+        2
     );
-    assert!(common::proc::stat(refusing.pid).is_some_and(|(s, _, _)| s != 'Z'));
-    assert!(!run.stacks_of(refusing.pid).is_empty());
+    let refused_lines: Vec<String> = log_lines()
+        .into_iter()
+        .filter(|l| l.contains("reason=\"attach_refused\"") || l.contains("reason=attach_refused"))
+        .collect();
+    assert!(!refused_lines.is_empty() && refused_lines.iter().all(|l| l.contains("INFO")), "{refused_lines:?}");
 
     // Node.js with its perf map: named `_[j]` JavaScript frames.
     let (named, _, total) = named_and_unresolved(&run, node_map.pid, "profpipeNode");

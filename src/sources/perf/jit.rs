@@ -191,11 +191,22 @@ impl Jit {
             if k.attaching.is_none() {
                 let (pid, start_ticks) = (p.pid, k.start_ticks);
                 let need_flags = k.frame_pointers.is_none();
+                // Said on its command line: refused without a SIGQUIT (which
+                // would print a thread dump in its output).
+                let disabled = has_flag(&p.cmdline, "-XX:+DisableAttachMechanism");
                 k.attaching = Some(tokio::spawn(async move {
                     // The wait for a permit counts against the window's budget,
                     // never against the attach's own timeout.
                     let _permit = permits.acquire_owned().await;
                     tokio::task::spawn_blocking(move || {
+                        if disabled {
+                            return Outcome {
+                                perf_map: Err(AttachError::Refused(
+                                    "started with -XX:+DisableAttachMechanism".into(),
+                                )),
+                                frame_pointers: None,
+                            };
+                        }
                         attach(pid, start_ticks, need_flags, timeout)
                     })
                     .await
@@ -311,6 +322,11 @@ fn tell(pid: u32, comm: &str, label: &str) {
     }
 }
 
+/// Whether `flag` is one of the command line's arguments.
+fn has_flag(cmdline: &str, flag: &str) -> bool {
+    cmdline.split(' ').any(|a| a == flag)
+}
+
 /// `-XX:+PreserveFramePointer` / `-XX:-PreserveFramePointer` on the command line
 /// (the last one counts); None when it does not say (VM.flags will).
 fn frame_pointers_from_cmdline(cmdline: &str) -> Option<bool> {
@@ -380,5 +396,10 @@ mod tests {
             Some(false)
         );
         assert_eq!(frame_pointers_from_cmdline("java -cp . Busy"), None);
+        assert!(has_flag(
+            "java -XX:+DisableAttachMechanism Busy",
+            "-XX:+DisableAttachMechanism"
+        ));
+        assert!(!has_flag("java -Dx=-XX:+DisableAttachMechanism Busy", "-XX:+DisableAttachMechanism"));
     }
 }
