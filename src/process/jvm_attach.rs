@@ -212,11 +212,7 @@ fn socket_ready(socket: &Path, target: &JvmTarget) -> Result<bool, AttachError> 
 
 /// Asks the JVM to start its attach listener: trigger file, SIGQUIT, wait for the
 /// socket. The trigger file is removed whatever happens.
-fn start_listener(
-    target: &JvmTarget,
-    socket: &Path,
-    deadline: Instant,
-) -> Result<(), AttachError> {
+fn start_listener(target: &JvmTarget, socket: &Path, deadline: Instant) -> Result<(), AttachError> {
     if !target.catches_sigquit {
         // Without HotSpot's handler SIGQUIT kills the process (-Xrs, or a JVM
         // still starting): never send it.

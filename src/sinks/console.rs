@@ -247,8 +247,8 @@ mod tests {
             profile(120_000, &[("z", None, 9)]),
             watermark(60_000),
             Event::PerfScript(crate::event::PerfScriptChunk {
-                                process_labels: Default::default(),
-finalizers: Default::default(),
+                process_labels: Default::default(),
+                finalizers: Default::default(),
                 window: Window::default(),
                 labels: Default::default(),
                 data: Default::default(),

@@ -123,7 +123,9 @@ impl Open {
                 fit = false;
                 continue;
             }
-            self.process_labels.entry(*pid).or_insert_with(|| set.clone());
+            self.process_labels
+                .entry(*pid)
+                .or_insert_with(|| set.clone());
         }
         fit
     }

@@ -128,8 +128,8 @@ pub fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
     }
     let event = match r.byte()? {
         PERF_SCRIPT => Event::PerfScript(PerfScriptChunk {
-                        process_labels: Default::default(),
-window: r.window()?,
+            process_labels: Default::default(),
+            window: r.window()?,
             labels: r.labels()?,
             data: Bytes::copy_from_slice(r.bytes()?),
             finalizers: Default::default(),
@@ -421,8 +421,8 @@ mod tests {
             )
                 .prop_map(|(window, labels, data)| Event::PerfScript(
                     PerfScriptChunk {
-                                                process_labels: Default::default(),
-window,
+                        process_labels: Default::default(),
+                        window,
                         labels,
                         data: data.into(),
                         finalizers: Default::default(),

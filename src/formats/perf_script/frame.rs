@@ -376,8 +376,22 @@ mod tests {
         let map = "/tmp/perf-14902.map";
         name_frames("long Busy.spin(long)", map, "1", true, &opts, &mut out);
         name_frames("Interpreter", map, "1", true, &opts, &mut out);
-        name_frames("LazyCompile:*spin /srv/app.js:3", "/tmp/perf-8.map", "1", false, &opts, &mut out);
-        name_frames("JavaCalls::call_helper", "/usr/lib/libjvm.so", "1", true, &opts, &mut out);
+        name_frames(
+            "LazyCompile:*spin /srv/app.js:3",
+            "/tmp/perf-8.map",
+            "1",
+            false,
+            &opts,
+            &mut out,
+        );
+        name_frames(
+            "JavaCalls::call_helper",
+            "/usr/lib/libjvm.so",
+            "1",
+            true,
+            &opts,
+            &mut out,
+        );
         assert_eq!(
             out,
             [

@@ -12,8 +12,8 @@ use bytes::Bytes;
 use crate::buffer::{Output, OutputClosed};
 use crate::component::ComponentContext;
 use crate::event::{
-    Diagnostic, Event, Labels, PerfScriptChunk, ProcessLabels, Profile, RunEnd, Stack,
-    Watermark, Window,
+    Diagnostic, Event, Labels, PerfScriptChunk, ProcessLabels, Profile, RunEnd, Stack, Watermark,
+    Window,
 };
 
 /// The labels of everything a source emits for `profiler` ("perf", "py-spy", ...).

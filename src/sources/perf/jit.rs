@@ -124,8 +124,16 @@ impl Jit {
         let scan = tokio::task::spawn_blocking(move || {
             let mut d = discovery.lock().unwrap_or_else(|e| e.into_inner());
             let all = d.scan();
-            let jvms = if java { d.select(&all, Runtime::Java) } else { Vec::new() };
-            let nodes = if node { d.select(&all, Runtime::Node) } else { Vec::new() };
+            let jvms = if java {
+                d.select(&all, Runtime::Java)
+            } else {
+                Vec::new()
+            };
+            let nodes = if node {
+                d.select(&all, Runtime::Node)
+            } else {
+                Vec::new()
+            };
             let nodes: Vec<(ProcessInfo, bool)> = nodes
                 .into_iter()
                 .map(|p| {
@@ -400,6 +408,9 @@ mod tests {
             "java -XX:+DisableAttachMechanism Busy",
             "-XX:+DisableAttachMechanism"
         ));
-        assert!(!has_flag("java -Dx=-XX:+DisableAttachMechanism Busy", "-XX:+DisableAttachMechanism"));
+        assert!(!has_flag(
+            "java -Dx=-XX:+DisableAttachMechanism Busy",
+            "-XX:+DisableAttachMechanism"
+        ));
     }
 }
