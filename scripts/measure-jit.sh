@@ -12,16 +12,21 @@
 #    the collapsed files of run 2.
 #
 #   bash scripts/measure-jit.sh            # DURATION=130
+#   PARTS=attach bash scripts/measure-jit.sh   # only 1 (no whole-host runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${DURATION:-130}
+parts=${PARTS:-attach host}
 target=${CARGO_TARGET_DIR:-target}
 bin=${PROFPIPE_BIN:-$target/release/profpipe}
 attach=${ATTACH_BIN:-$target/release/examples/jvm_attach}
 export PATH="${PROFPIPE_TOOLS:-$HOME/.cache/profpipe-tools}/bin:$PATH"
-[ -x "$bin" ] || cargo build --release --quiet
 [ -x "$attach" ] || cargo build --release --quiet --example jvm_attach
-bin=$(realpath "$bin"); attach=$(realpath "$attach")
+attach=$(realpath "$attach")
+if [[ $parts == *host* ]]; then
+  [ -x "$bin" ] || cargo build --release --quiet
+  bin=$(realpath "$bin")
+fi
 out=$(mktemp -d /tmp/profpipe-jit.XXXXXX)
 workers=()
 cleanup() { for p in "${workers[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -41,8 +46,10 @@ host_run() { # name
           printf "%.2f %.1f %.1f\n", (u + s) / secs * 100, m / 1024, u + s }' "$dir/time"
 }
 
-echo "== whole host, no JVM or Node.js (${duration}s)"
-read -r base_pct base_rss base_cpu < <(host_run baseline)
+if [[ $parts == *host* ]]; then
+  echo "== whole host, no JVM or Node.js (${duration}s)"
+  read -r base_pct base_rss base_cpu < <(host_run baseline)
+fi
 
 javac -d "$out/classes" tests/programs/JitBusy.java
 java -XX:+PreserveFramePointer -cp "$out/classes" JitBusy 100000 measure-jit >/dev/null 2>&1 &
@@ -86,6 +93,7 @@ measure() { # label, command...
 map_lines=$(wc -l < "/tmp/perf-$jvm.map")
 echo "perf map: $map_lines lines"
 
+[[ $parts == *host* ]] || exit 0
 echo "== whole host, one JVM + one Node.js (${duration}s)"
 read -r jit_pct jit_rss jit_cpu < <(host_run jit)
 {

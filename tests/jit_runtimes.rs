@@ -28,7 +28,7 @@ use profpipe::transforms::fold::FoldConfig;
 use profpipe::units::{DurationStr, RegexStr};
 
 /// One test at a time: each profiles the whole host.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Log lines of the agent (every test of this file), for the INFO checks.
 static LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -241,7 +241,7 @@ async fn java_and_node_are_named_labelled_and_refusals_are_quiet() {
     if !usable() {
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let marker = "profpipe-jit-host";
     let fp = jvm(&["-XX:+PreserveFramePointer"], marker);
     let no_fp = jvm(&[], marker);
@@ -443,7 +443,7 @@ async fn a_jvm_in_its_own_pid_and_mount_namespace_is_attached_and_named() {
         eprintln!("skipping: needs unshare");
         return;
     }
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let marker = "profpipe-jit-container";
     let jvm = ContainerJvm::start(marker);
     let ns_pid = jvm.ns_pid();

@@ -390,10 +390,10 @@ fn parse_reply(raw: &[u8]) -> Result<Reply, AttachError> {
 /// The identity fields of `/proc/PID/status`.
 ///
 /// ```text
-/// Uid:	1000	1000	1000	1000      <- real, effective, saved, fs
-/// Gid:	1000	1000	1000	1000
-/// NSpid:	17013	1                   <- host pid, then one per nested namespace
-/// SigCgt:	0000000181005ccf            <- bit 2 (SIGQUIT = 3)
+/// Uid: 1000 1000 1000 1000      <- real, effective, saved, fs
+/// Gid: 1000 1000 1000 1000
+/// NSpid: 17013 1                   <- host pid, then one per nested namespace
+/// SigCgt: 0000000181005ccf            <- bit 2 (SIGQUIT = 3)
 /// ```
 fn parse_status(pid: u32, status: &str) -> Option<JvmTarget> {
     let field = |name: &str| {

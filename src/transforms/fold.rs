@@ -310,8 +310,10 @@ mod tests {
 
     #[test]
     fn stacks_of_labelled_pids_leave_in_profiles_of_their_own() {
-        let mut base = Labels::default();
-        base.extra = LabelSet::default().with("service", "shop").unwrap();
+        let base = Labels {
+            extra: LabelSet::default().with("service", "shop").unwrap(),
+            ..Labels::default()
+        };
         let mut pl = FxHashMap::default();
         pl.insert(
             7,
