@@ -113,6 +113,18 @@ fn node(flags: &[&str], marker: &str) -> Detached {
     Detached::start_ready("node", &args)
 }
 
+/// Removes the perf maps of these host processes (killed after the test, their maps
+/// would stay in /tmp).
+struct RemoveMaps(Vec<u32>);
+
+impl Drop for RemoveMaps {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+        }
+    }
+}
+
 struct Run {
     events: Vec<Event>,
     telemetry: Telemetry,
@@ -264,6 +276,12 @@ async fn java_and_node_are_named_labelled_and_refusals_are_quiet() {
     };
     let node_map = node(&["--perf-basic-prof"], marker);
     let node_plain = node(&[], marker);
+    let _maps = RemoveMaps(
+        [&fp, &no_fp, &refusing, &refusing_env, &node_map, &node_plain]
+            .iter()
+            .map(|p| p.pid)
+            .collect(),
+    );
 
     let run = profile(marker, 8).await;
 

@@ -27,6 +27,7 @@
 //!   window);
 //! - a Node.js process without a perf map: label `node_perf_map = "false"`, one INFO.
 //!
+//! When a JVM that wrote its map in the host's /tmp has exited, the map is removed.
 //! A JVM that does not answer in time gets a `timeout` diagnostic; an attach still
 //! running when the window's budget is spent finishes in the background (it has its
 //! own deadline) and that JVM is skipped until it has.
@@ -69,6 +70,8 @@ pub(super) struct Prepared {
 /// How one attach ended.
 struct Outcome {
     perf_map: Result<(), AttachError>,
+    /// The JVM's pid in its namespace, once known.
+    ns_pid: Option<u32>,
     /// From `VM.flags`, when it was asked.
     frame_pointers: Option<bool>,
 }
@@ -86,6 +89,8 @@ struct Known {
     refused: bool,
     frame_pointers: Option<bool>,
     has_perf_map: bool,
+    /// It wrote `/tmp/perf-<pid>.map` in the host's /tmp at our request.
+    wrote_host_map: bool,
     /// Its INFO line was logged.
     told: bool,
 }
@@ -158,15 +163,34 @@ impl Jit {
         prepared
     }
 
-    /// Forgets processes discovery no longer selects (exited, or deselected).
+    /// Forgets processes discovery no longer selects (exited, or deselected), and
+    /// removes the perf maps JVMs that exited wrote in the host's /tmp at our
+    /// request (a JVM never removes its map; `jcmd` leaves them too), so a host
+    /// whose JVMs restart does not fill /tmp. Only when no process has that pid
+    /// any more: then nothing can be writing that file.
     fn forget_gone(&mut self, jvms: &[ProcessInfo], nodes: &[(ProcessInfo, bool)]) {
         let alive: HashMap<u32, u64> = jvms
             .iter()
             .chain(nodes.iter().map(|(p, _)| p))
             .map(|p| (p.pid, p.start_ticks))
             .collect();
-        self.known
-            .retain(|pid, k| alive.get(pid) == Some(&k.start_ticks));
+        let mut stale = Vec::new();
+        self.known.retain(|pid, k| {
+            let keep = alive.get(pid) == Some(&k.start_ticks);
+            if !keep && k.wrote_host_map {
+                stale.push(*pid);
+            }
+            keep
+        });
+        if !stale.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                for pid in stale {
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_file(format!("/tmp/perf-{pid}.map"));
+                    }
+                }
+            });
+        }
     }
 
     fn entry(&mut self, p: &ProcessInfo, runtime: Runtime) -> &mut Known {
@@ -178,6 +202,7 @@ impl Jit {
             refused: false,
             frame_pointers: None,
             has_perf_map: true,
+            wrote_host_map: false,
             told: false,
         })
     }
@@ -212,6 +237,7 @@ impl Jit {
                                 perf_map: Err(AttachError::Refused(
                                     "started with -XX:+DisableAttachMechanism".into(),
                                 )),
+                                ns_pid: None,
                                 frame_pointers: None,
                             };
                         }
@@ -250,6 +276,9 @@ impl Jit {
                 }
             };
             k.attaching = None;
+            if outcome.perf_map.is_ok() && outcome.ns_pid == Some(pid) {
+                k.wrote_host_map = true;
+            }
             if outcome.frame_pointers.is_some() {
                 k.frame_pointers = outcome.frame_pointers;
             }
@@ -352,12 +381,14 @@ fn attach(pid: u32, start_ticks: u64, need_flags: bool, timeout: Duration) -> Ou
         Ok(_) => {
             return Outcome {
                 perf_map: Err(AttachError::Gone),
+                ns_pid: None,
                 frame_pointers: None,
             }
         }
         Err(e) => {
             return Outcome {
                 perf_map: Err(e),
+                ns_pid: None,
                 frame_pointers: None,
             }
         }
@@ -372,6 +403,7 @@ fn attach(pid: u32, start_ticks: u64, need_flags: bool, timeout: Duration) -> Ou
     };
     Outcome {
         perf_map,
+        ns_pid: Some(target.ns_pid),
         frame_pointers,
     }
 }
