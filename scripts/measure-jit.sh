@@ -34,7 +34,8 @@ trap cleanup EXIT
 hz=$(getconf CLK_TCK)
 
 # The whole-host run: CPU % of one core (user+sys of the agent and its reaped
-# children over the wall time) and the agent's peak RSS.
+# children over the wall time) and the largest RSS of the agent or any child
+# (`time` reports the children's maximum: usually perf script's).
 host_run() { # name
   local dir=$out/$1
   mkdir -p "$dir"
@@ -97,7 +98,7 @@ echo "perf map: $map_lines lines"
 echo "== whole host, one JVM + one Node.js (${duration}s)"
 read -r jit_pct jit_rss jit_cpu < <(host_run jit)
 {
-  echo "| ${duration} s, default pipeline | agent + children CPU % of one core | CPU s | agent peak RSS MiB |"
+  echo "| ${duration} s, default pipeline | agent + children CPU % of one core | CPU s | largest RSS of the agent or a child MiB |"
   echo "|---|---|---|---|"
   echo "| no JVM or Node.js | $base_pct | $base_cpu | $base_rss |"
   echo "| + 1 busy JVM + 1 busy Node.js | $jit_pct | $jit_cpu | $jit_rss |"
