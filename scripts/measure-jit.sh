@@ -29,7 +29,12 @@ if [[ $parts == *host* ]]; then
 fi
 out=$(mktemp -d /tmp/profpipe-jit.XXXXXX)
 workers=()
-cleanup() { for p in "${workers[@]}"; do kill "$p" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${workers[@]}"; do
+    kill "$p" 2>/dev/null || true
+    rm -f "/tmp/perf-$p.map" # a JVM or Node.js never removes its map
+  done
+}
 trap cleanup EXIT
 hz=$(getconf CLK_TCK)
 

@@ -277,10 +277,17 @@ async fn java_and_node_are_named_labelled_and_refusals_are_quiet() {
     let node_map = node(&["--perf-basic-prof"], marker);
     let node_plain = node(&[], marker);
     let _maps = RemoveMaps(
-        [&fp, &no_fp, &refusing, &refusing_env, &node_map, &node_plain]
-            .iter()
-            .map(|p| p.pid)
-            .collect(),
+        [
+            &fp,
+            &no_fp,
+            &refusing,
+            &refusing_env,
+            &node_map,
+            &node_plain,
+        ]
+        .iter()
+        .map(|p| p.pid)
+        .collect(),
     );
 
     let run = profile(marker, 8).await;
