@@ -32,7 +32,7 @@
 //! running when the window's budget is spent finishes in the background (it has its
 //! own deadline) and that JVM is skipped until it has.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -146,12 +146,13 @@ impl Jit {
                     (p, map)
                 })
                 .collect();
-            (jvms, nodes)
+            let running: HashSet<(u32, u64)> = all.iter().map(|p| (p.pid, p.start_ticks)).collect();
+            (jvms, nodes, running)
         });
-        let Ok((jvms, nodes)) = scan.await else {
+        let Ok((jvms, nodes, running)) = scan.await else {
             return Prepared::default();
         };
-        self.forget_gone(&jvms, &nodes);
+        self.forget_gone(&jvms, &nodes, &running);
         let mut prepared = Prepared::default();
         for (p, has_map) in nodes {
             let k = self.entry(&p, Runtime::Node);
@@ -168,7 +169,15 @@ impl Jit {
     /// request (a JVM never removes its map; `jcmd` leaves them too), so a host
     /// whose JVMs restart does not fill /tmp. Only when no process has that pid
     /// any more: then nothing can be writing that file.
-    fn forget_gone(&mut self, jvms: &[ProcessInfo], nodes: &[(ProcessInfo, bool)]) {
+    ///
+    /// A JVM that refused is remembered while it runs, selected or not, so that
+    /// dropping out of `max_processes` and back never earns it another SIGQUIT.
+    fn forget_gone(
+        &mut self,
+        jvms: &[ProcessInfo],
+        nodes: &[(ProcessInfo, bool)],
+        running: &HashSet<(u32, u64)>,
+    ) {
         let alive: HashMap<u32, u64> = jvms
             .iter()
             .chain(nodes.iter().map(|(p, _)| p))
@@ -176,7 +185,8 @@ impl Jit {
             .collect();
         let mut stale = Vec::new();
         self.known.retain(|pid, k| {
-            let keep = alive.get(pid) == Some(&k.start_ticks);
+            let keep = alive.get(pid) == Some(&k.start_ticks)
+                || (k.refused && running.contains(&(*pid, k.start_ticks)));
             if !keep && k.wrote_host_map {
                 stale.push(*pid);
             }
