@@ -60,7 +60,8 @@ fi
 javac -d "$out/classes" tests/programs/JitBusy.java
 java -XX:+PreserveFramePointer -cp "$out/classes" JitBusy 100000 measure-jit >/dev/null 2>&1 &
 jvm=$!; workers+=("$jvm")
-node --perf-basic-prof tests/programs/busy.js 100000 measure-jit >/dev/null 2>&1 &
+# In $out: with --perf-basic-prof V8 also writes an isolate-*.log in its cwd.
+(cd "$out" && exec node --perf-basic-prof "$OLDPWD/tests/programs/busy.js" 100000 measure-jit) >/dev/null 2>&1 &
 workers+=($!)
 sleep 12 # past discovery's default min_age (10 s), and C2 has compiled the hot loop
 

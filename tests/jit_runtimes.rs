@@ -105,12 +105,14 @@ fn jvm(flags: &[&str], marker: &str) -> Detached {
     Detached::start_ready("java", &args)
 }
 
-/// `node [flags] busy.js 300 <marker>`, detached, hot when returned.
+/// `node [flags] busy.js 300 <marker>`, detached, hot when returned; run in the
+/// target's tmp dir, where `--perf-basic-prof` makes V8 write an `isolate-*.log`.
 fn node(flags: &[&str], marker: &str) -> Detached {
     let script = common::programs().join("busy.js");
-    let mut args: Vec<&str> = flags.to_vec();
+    let mut args: Vec<&str> = vec!["-C", env!("CARGO_TARGET_TMPDIR"), "node"];
+    args.extend_from_slice(flags);
     args.extend([script.to_str().unwrap(), "300", marker]);
-    Detached::start_ready("node", &args)
+    Detached::start_ready("env", &args)
 }
 
 /// Removes the perf maps of these host processes (killed after the test, their maps
