@@ -30,6 +30,11 @@ command -v ruby >/dev/null 2>&1 || need_apt+=(ruby)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 [ -x /usr/bin/time ] || need_apt+=(time)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# The JVM of tests/jit_runtimes.rs: JDK 17 or later has Compiler.perfmap. Pinned to
+# its major version, Debian 12's default JDK (the archive drops superseded point
+# releases, so an exact one would not install for long).
+command -v javac >/dev/null 2>&1 || need_apt+=(openjdk-17-jdk-headless)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 # rdkafka builds its bundled librdkafka with cmake against these.
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 for pkg in libcurl4-openssl-dev libsasl2-dev libssl-dev zlib1g-dev libzstd-dev; do

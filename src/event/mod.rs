@@ -143,18 +143,31 @@ impl Profile {
     }
 }
 
+/// Labels of single processes, added to the labels of those pids' stacks only (the
+/// perf source's `java_frame_pointers = "false"`, `node_perf_map = "false"`):
+/// `(pid, labels)` pairs. Shared by every chunk of a window.
+pub type ProcessLabels = Arc<[(u32, LabelSet)]>;
+
+/// Bytes counted per entry of a [`ProcessLabels`].
+const PROCESS_LABELS_ENTRY_BYTES: usize = 64;
+
 /// Raw `perf script` output, cut so that it holds whole sample records only.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PerfScriptChunk {
     pub window: Window,
     pub labels: Labels,
     pub data: Bytes,
+    /// Labels for the stacks of some pids of this text (usually none).
+    pub process_labels: ProcessLabels,
     pub finalizers: EventFinalizers,
 }
 
 impl PerfScriptChunk {
     pub fn size_bytes(&self) -> usize {
-        EVENT_OVERHEAD_BYTES + self.data.len() + self.finalizers.size_bytes()
+        EVENT_OVERHEAD_BYTES
+            + self.data.len()
+            + self.process_labels.len() * PROCESS_LABELS_ENTRY_BYTES
+            + self.finalizers.size_bytes()
     }
 }
 

@@ -6,7 +6,11 @@
 //! SIGTERM then SIGKILL to the group, reaps it and closes its pipes, and caps how
 //! many run at once. [`Restarter`] restarts long-running children with [`Backoff`].
 //!
-//! [`Discovery`] scans `/proc` for processes worth profiling (Python, Ruby),
+//! [`jvm_attach`] speaks HotSpot's dynamic attach protocol in-process (no child): it
+//! makes a JVM write its perf map.
+//!
+//! [`Discovery`] scans `/proc` for processes worth profiling (Python, Ruby, JVMs,
+//! Node.js),
 //! recognises embedded Python (Envoy, Bazel-built tools) and [`select`] applies the
 //! rules: minimum age, the agent's own tree, allow/deny lists and a busiest-first cap.
 //!
@@ -25,6 +29,7 @@ mod bounded_map;
 mod child;
 pub mod discovery;
 pub mod embedded_python;
+pub mod jvm_attach;
 mod metrics;
 pub mod python_versions;
 mod raw_child;

@@ -225,6 +225,7 @@ mod tests {
             profile(120_000, &[("z", None, 9)]),
             watermark(60_000),
             Event::PerfScript(crate::event::PerfScriptChunk {
+                process_labels: Default::default(),
                 finalizers: Default::default(),
                 window: Window::default(),
                 labels: Default::default(),

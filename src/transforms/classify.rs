@@ -37,6 +37,7 @@ pub enum Reason {
     NoSamples,
     DroppedTraces,
     UnsupportedEvent,
+    AttachRefused,
     Unknown,
 }
 
@@ -48,7 +49,7 @@ pub enum Level {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::ProcessExited,
         Reason::NoSuchProcess,
         Reason::PermissionDenied,
@@ -59,6 +60,7 @@ impl Reason {
         Reason::NoSamples,
         Reason::DroppedTraces,
         Reason::UnsupportedEvent,
+        Reason::AttachRefused,
         Reason::Unknown,
     ];
 
@@ -74,6 +76,7 @@ impl Reason {
             Reason::NoSamples => "no_samples",
             Reason::DroppedTraces => "dropped_traces",
             Reason::UnsupportedEvent => "unsupported_event",
+            Reason::AttachRefused => "attach_refused",
             Reason::Unknown => "unknown",
         }
     }
@@ -87,7 +90,8 @@ impl Reason {
             | Reason::EmbeddedPython
             | Reason::DeletedLibrary
             | Reason::NoSamples
-            | Reason::DroppedTraces => Level::Info,
+            | Reason::DroppedTraces
+            | Reason::AttachRefused => Level::Info,
             Reason::PermissionDenied
             | Reason::ProfilerCrashed
             | Reason::Timeout
@@ -115,6 +119,11 @@ impl Reason {
             Reason::NoSamples => "the profiler collected no samples",
             Reason::DroppedTraces => "the profiler dropped traces",
             Reason::UnsupportedEvent => "the perf event is not supported on this machine",
+            Reason::AttachRefused => {
+                "the JVM refused the attach that makes it write its perf map \
+                 (-XX:+DisableAttachMechanism, -Xrs, another user namespace, no writable /tmp, \
+                 or a JDK older than 17): its JIT frames stay unnamed; it is not asked again"
+            }
             Reason::Unknown => "the profiler failed for an unrecognised reason",
         }
     }
@@ -145,6 +154,9 @@ pub fn classify(d: &Diagnostic) -> Reason {
             };
         }
         _ => {}
+    }
+    if has("attach refused") {
+        return Reason::AttachRefused;
     }
     if has("failed to iterate over elf symbols") && has("(deleted)") {
         return Reason::DeletedLibrary;
@@ -341,6 +353,8 @@ mod tests {
             (diag("perf", RunEnd::SpawnFailed("No such file or directory".into()), "", None), Unknown),
             (diag("py-spy", RunEnd::Exited(2), "something odd", Some(true)), Unknown),
             (diag("py-spy", RunEnd::Exited(2), "something odd", Some(false)), ProcessExited),
+            (diag("jvm_attach", RunEnd::Exited(1), "jvm attach refused: no attach socket appeared after SIGQUIT (pid 7)", None), AttachRefused),
+            (diag("jvm_attach", RunEnd::Exited(1), "jvm attach refused: cannot create the attach trigger file: Permission denied (os error 13)", None), AttachRefused),
         ];
         for (d, want) in cases {
             assert_eq!(classify(&d), want, "{d:?}");
@@ -351,6 +365,7 @@ mod tests {
     fn normal_fleet_events_are_info() {
         assert_eq!(Reason::ProcessExited.level(), Level::Info);
         assert_eq!(Reason::EmbeddedPython.level(), Level::Info);
+        assert_eq!(Reason::AttachRefused.level(), Level::Info);
         assert_eq!(Reason::ProfilerCrashed.level(), Level::Warn);
     }
 

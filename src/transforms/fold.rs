@@ -16,17 +16,27 @@
 //! profile of its window (sinks merge partial profiles, so counts stay exact),
 //! counted as `component_errors_total{reason="early_flush"}`. Profiles and
 //! diagnostics pass through unchanged.
+//!
+//! A chunk may carry labels of single processes (the perf source's
+//! `java_frame_pointers = "false"`): the stacks of those pids leave in profiles of
+//! their own whose labels add them; at most [`MAX_PROCESS_LABELS`] pids per window
+//! (more are counted as `component_errors_total{reason="process_labels"}`).
 
 use std::collections::HashSet;
+
+use rustc_hash::FxHashMap;
 
 use serde::Deserialize;
 
 use crate::component::{BuildError, Task, TransformConfig, TransformContext};
-use crate::event::{Event, EventFinalizers, Labels, Stack, Window};
+use crate::event::{Event, EventFinalizers, LabelSet, Labels, ProcessLabels, Stack, Window};
 use crate::formats::perf_script::{FoldOptions, FoldStats, Folded, PerfFolder};
 use crate::telemetry::ComponentMetrics;
 use crate::units::ByteSize;
-use crate::window::{profile_batches, send_all, send_each, Done, WindowState};
+use crate::window::{attach_finalizers, push_batches, send_all, send_each, Done, WindowState};
+
+/// Most pids with labels of their own kept per window.
+pub const MAX_PROCESS_LABELS: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,11 +107,33 @@ impl FoldConfig {
 struct Open {
     labels: Labels,
     folder: PerfFolder,
+    /// Labels of single pids, from the chunks' process labels.
+    process_labels: FxHashMap<u32, LabelSet>,
+}
+
+impl Open {
+    /// Takes a chunk's process labels (the first labels of a pid win); false if
+    /// some did not fit under [`MAX_PROCESS_LABELS`].
+    fn add_process_labels(&mut self, labels: &ProcessLabels) -> bool {
+        let mut fit = true;
+        for (pid, set) in labels.iter() {
+            if self.process_labels.len() >= MAX_PROCESS_LABELS
+                && !self.process_labels.contains_key(pid)
+            {
+                fit = false;
+                continue;
+            }
+            self.process_labels
+                .entry(*pid)
+                .or_insert_with(|| set.clone());
+        }
+        fit
+    }
 }
 
 impl WindowState for Open {
     fn size_bytes(&self) -> usize {
-        self.folder.memory_bytes()
+        self.folder.memory_bytes() + self.process_labels.len() * 64
     }
 }
 
@@ -137,6 +169,7 @@ impl TransformConfig for FoldConfig {
                         let bytes = chunk.size_bytes();
                         let finalizers = chunk.finalizers.take();
                         let labels = &chunk.labels;
+                        let mut fit = true;
                         open.update(
                             chunk.window,
                             &labels.source,
@@ -145,10 +178,17 @@ impl TransformConfig for FoldConfig {
                             || Open {
                                 labels: labels.clone(),
                                 folder: PerfFolder::new(opts.clone()),
+                                process_labels: FxHashMap::default(),
                             },
-                            // Folding is CPU work; keep it off the async worker's queue.
-                            |o, _| tokio::task::block_in_place(|| o.folder.feed(&chunk.data)),
+                            |o, _| {
+                                fit = o.add_process_labels(&chunk.process_labels);
+                                // Folding is CPU work; keep it off the async worker's queue.
+                                tokio::task::block_in_place(|| o.folder.feed(&chunk.data))
+                            },
                         );
+                        if !fit {
+                            cx.metrics.errors("process_labels", 1);
+                        }
                         let mut evs = Vec::new();
                         while open.over_limit() {
                             let Some(done) = open.take_largest() else {
@@ -214,20 +254,112 @@ fn finish(
     let folded = o.folder.drain();
     // Free the folder's tables before building events from its stacks.
     drop(o.folder);
-    profile_events(window, o.labels, folded, finalizers)
+    profile_events(window, o.labels, &o.process_labels, folded, finalizers)
 }
 
+/// The window's stacks as profiles: those of pids with labels of their own apart,
+/// under the window's labels plus theirs.
 fn profile_events(
     window: Window,
     labels: Labels,
+    process_labels: &FxHashMap<u32, LabelSet>,
     folded: Vec<Folded>,
     finalizers: EventFinalizers,
 ) -> Vec<Event> {
-    let stacks = folded.into_iter().map(|f| Stack {
-        pid: f.pid,
-        container: None,
-        frames: f.stack.into_boxed_str(),
-        count: f.count,
-    });
-    profile_batches(window, &labels, stacks, finalizers)
+    let mut plain = Vec::with_capacity(folded.len());
+    let mut apart: FxHashMap<&LabelSet, Vec<Stack>> = FxHashMap::default();
+    for f in folded {
+        let stack = Stack {
+            pid: f.pid,
+            container: None,
+            frames: f.stack.into_boxed_str(),
+            count: f.count,
+        };
+        match process_labels.get(&f.pid) {
+            Some(set) => apart.entry(set).or_default().push(stack),
+            None => plain.push(stack),
+        }
+    }
+    let mut events = Vec::new();
+    push_batches(window, &labels, plain, &mut events);
+    for (set, stacks) in apart {
+        let mut own = labels.clone();
+        for (name, value) in set.iter() {
+            // Past the label bound the stacks keep the window's labels.
+            if let Ok(extra) = own.extra.with(name, value) {
+                own.extra = extra;
+            }
+        }
+        push_batches(window, &own, stacks, &mut events);
+    }
+    attach_finalizers(&mut events, finalizers);
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folded(pid: u32, stack: &str) -> Folded {
+        Folded {
+            pid,
+            stack: stack.into(),
+            count: 1,
+        }
+    }
+
+    #[test]
+    fn stacks_of_labelled_pids_leave_in_profiles_of_their_own() {
+        let base = Labels {
+            extra: LabelSet::default().with("service", "shop").unwrap(),
+            ..Labels::default()
+        };
+        let mut pl = FxHashMap::default();
+        pl.insert(
+            7,
+            LabelSet::default()
+                .with("java_frame_pointers", "false")
+                .unwrap(),
+        );
+        let events = profile_events(
+            Window::new(0, 1),
+            base,
+            &pl,
+            vec![folded(7, "java;long Busy.spin_[j]"), folded(8, "sh;main")],
+            EventFinalizers::default(),
+        );
+        let profiles: Vec<_> = events
+            .iter()
+            .map(|e| match e {
+                Event::Profile(p) => p,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(profiles.len(), 2);
+        assert_eq!(profiles[0].stacks[0].pid, 8);
+        assert_eq!(profiles[0].labels.extra.get("java_frame_pointers"), None);
+        assert_eq!(profiles[1].stacks[0].pid, 7);
+        assert_eq!(
+            profiles[1].labels.extra.get("java_frame_pointers"),
+            Some("false")
+        );
+        assert_eq!(profiles[1].labels.extra.get("service"), Some("shop"));
+    }
+
+    #[test]
+    fn process_labels_are_bounded() {
+        let mut o = Open {
+            labels: Labels::default(),
+            folder: PerfFolder::new(FoldOptions::default()),
+            process_labels: FxHashMap::default(),
+        };
+        let set = LabelSet::default().with("node_perf_map", "false").unwrap();
+        let many: ProcessLabels = (0..MAX_PROCESS_LABELS as u32 + 1)
+            .map(|pid| (pid, set.clone()))
+            .collect();
+        assert!(!o.add_process_labels(&many));
+        assert_eq!(o.process_labels.len(), MAX_PROCESS_LABELS);
+        // A pid already held still fits.
+        assert!(o.add_process_labels(&many[..1].iter().cloned().collect()));
+    }
 }

@@ -56,6 +56,8 @@ pub enum DecodeError {
 pub fn encode(event: &Event, out: &mut Vec<u8>) {
     out.push(VERSION);
     match event {
+        // A chunk's process labels are not kept: disk buffers sit in front of
+        // sinks, and no sink takes perf script text to fold.
         Event::PerfScript(c) => {
             out.push(PERF_SCRIPT);
             put_window(out, c.window);
@@ -126,6 +128,7 @@ pub fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
     }
     let event = match r.byte()? {
         PERF_SCRIPT => Event::PerfScript(PerfScriptChunk {
+            process_labels: Default::default(),
             window: r.window()?,
             labels: r.labels()?,
             data: Bytes::copy_from_slice(r.bytes()?),
@@ -423,6 +426,7 @@ mod tests {
             )
                 .prop_map(|(window, labels, data)| Event::PerfScript(
                     PerfScriptChunk {
+                        process_labels: Default::default(),
                         window,
                         labels,
                         data: data.into(),

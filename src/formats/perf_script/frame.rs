@@ -49,8 +49,8 @@ pub(super) fn name_frames(
             }
         } else if opts.annotate_kernel && is_kernel_module(module) {
             frame.push_str("_[k]");
-        } else if opts.annotate_jit && is_jit_module(module) && !frame.contains("_[j]") {
-            frame.push_str("_[j]");
+        } else if opts.annotate_jit && is_jit_module(module) && !frame.contains(JIT_SUFFIX) {
+            frame.push_str(JIT_SUFFIX);
         }
         out.push(frame);
     }
@@ -146,6 +146,7 @@ fn tidy_java(frame: &mut String) {
 /// such as `/usr/lib/debug/boot/vmlinux-5.4.14-cloudflare-2020.1.11`.
 pub(super) fn is_kernel_module(module: &str) -> bool {
     module != "[unknown]"
+        && !is_jit_module(module)
         && (module.starts_with('[') || module.ends_with(".ko") || is_vmlinux(module))
 }
 
@@ -159,10 +160,33 @@ fn is_vmlinux(module: &str) -> bool {
     }
 }
 
-/// JIT code: a `perf-PID.map` symbol file or a jitdump `jitted-PID-N.so`.
-fn is_jit_module(module: &str) -> bool {
+/// The suffix of JIT frames: gProfiler's Java frames and inferno's `--jit`.
+pub const JIT_SUFFIX: &str = "_[j]";
+
+/// Whether frames of `module` are JIT code and get [`JIT_SUFFIX`] (with
+/// `annotate_jit`): the one place this is decided, for `perf script` text and for
+/// anything else that names perf's frames.
+///
+/// ```text
+///     7feb68ec7dbe long Busy.spin(long)+0x19e (/tmp/perf-14902.map)  <- a JVM's compiled method
+///     7feb6894132f Interpreter+0x7af (/tmp/perf-14902.map)           <- its interpreter
+///     7feb68938cc9 StubRoutines (1)+0xc9 (/tmp/perf-14902.map)       <- its call stub
+///     3a1c2f LazyCompile:*spin /srv/app.js:3 (/tmp/perf-88.map)       <- Node.js
+///     7f12 [unknown] ([JIT] tid 88)                                  <- newer perf's name
+///     1 foo (/root/.debug/jit/java-jit-x/jitted-88-12.so)            <- a jitdump
+///     8282d2 JavaCalls::call_helper+0x302 (.../libjvm.so)            <- not JIT: the VM's C++
+/// ```
+///
+/// Everything a JVM or Node.js puts in its perf map is JIT-generated code: compiled
+/// and inlined methods (a HotSpot map has no inline frames: an inlined method is part
+/// of its caller's code), the template interpreter and stubs; so all of them are
+/// `_[j]`, as gProfiler's Java profiler (async-profiler with `ann`) marks its Java
+/// frames. The VM's own C++ frames in `libjvm.so` carry no suffix there either.
+/// Unresolved frames of a map (`[unknown]`) are JIT code too and are marked alike.
+pub fn is_jit_module(module: &str) -> bool {
     (module.starts_with("/tmp/perf-") && module.ends_with(".map"))
         || (module.contains("/jitted-") && module.ends_with(".so"))
+        || module.starts_with("[JIT] tid ")
 }
 
 /// Length of the legacy Rust symbol hash suffix, `h` and 16 hex digits.
@@ -278,10 +302,15 @@ mod tests {
             "/boot/vmlinux-5.4.14-cloudflare-2020.1.11"
         ));
         assert!(!is_kernel_module("[unknown]"));
+        assert!(!is_kernel_module("[JIT] tid 4242"));
         assert!(!is_kernel_module("/boot/vmlinux-5.4)"));
         assert!(is_jit_module("/tmp/perf-123.map"));
         assert!(is_jit_module("/root/.debug/jit/x/jitted-1-2.so"));
+        assert!(is_jit_module("[JIT] tid 4242"));
         assert!(!is_jit_module("/usr/lib/libc.so"));
+        assert!(!is_jit_module(
+            "/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"
+        ));
     }
 
     #[test]
@@ -342,5 +371,35 @@ mod tests {
         );
         name_frames("schedule", "[kernel.kallsyms]", "1", false, &opts, &mut out);
         assert_eq!(out, ["foo/Bar:::a_[j]", "foo/Baz:::b_[i]", "schedule_[k]"]);
+        // What a HotSpot map (Compiler.perfmap) and Node.js name, as perf prints them.
+        out.clear();
+        let map = "/tmp/perf-14902.map";
+        name_frames("long Busy.spin(long)", map, "1", true, &opts, &mut out);
+        name_frames("Interpreter", map, "1", true, &opts, &mut out);
+        name_frames(
+            "LazyCompile:*spin /srv/app.js:3",
+            "/tmp/perf-8.map",
+            "1",
+            false,
+            &opts,
+            &mut out,
+        );
+        name_frames(
+            "JavaCalls::call_helper",
+            "/usr/lib/libjvm.so",
+            "1",
+            true,
+            &opts,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            [
+                "long Busy.spin_[j]",
+                "Interpreter_[j]",
+                "LazyCompile:*spin /srv/app.js:3_[j]",
+                "JavaCalls::call_helper"
+            ]
+        );
     }
 }

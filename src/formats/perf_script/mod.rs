@@ -32,6 +32,7 @@ mod parallel;
 mod tests;
 
 pub use folder::{PerfFolder, LINE_CACHE_LIMIT_BYTES};
+pub use frame::{is_jit_module, JIT_SUFFIX};
 pub use options::{FoldOptions, MAX_LINE_BYTES, MAX_STACK_FRAMES};
 pub use output::{FoldStats, Folded};
 pub use parallel::{fold_to_writer, fold_to_writer_chunked, DEFAULT_CHUNK_BYTES};

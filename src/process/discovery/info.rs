@@ -13,6 +13,10 @@ use super::kubernetes::PodInfo;
 pub enum Runtime {
     Python,
     Ruby,
+    /// A HotSpot JVM (maps `libjvm.so`, not OpenJ9's `libj9vm`).
+    Java,
+    /// Node.js (its executable is `node` or `nodejs`, or it maps `libnode.so`).
+    Node,
 }
 
 impl Runtime {
@@ -20,6 +24,8 @@ impl Runtime {
         match self {
             Runtime::Python => "python",
             Runtime::Ruby => "ruby",
+            Runtime::Java => "java",
+            Runtime::Node => "node",
         }
     }
 }

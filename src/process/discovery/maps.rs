@@ -11,6 +11,9 @@
 //! Only the pathname matters. The patterns are gProfiler's:
 //! - Python: `(^.+/(lib)?python[^/]*$)|(^.+/site-packages/.+?$)|(^.+/dist-packages/.+?$)`
 //! - Ruby: `^.+/(lib)?ruby[^/]*$` (the `ruby` binary or `libruby`)
+//! - Java (HotSpot): a `/libjvm.so`, unless an OpenJ9 `libj9vm` is mapped too
+//!   (OpenJ9 has another attach mechanism, and answers SIGQUIT with a javacore);
+//! - Node.js: the `node`/`nodejs` executable or a `libnode.so`.
 //!
 //! The first runtime whose pattern matches, in maps order (the exe is mapped first),
 //! is the process's runtime. The classifier says when more lines cannot change the
@@ -31,9 +34,12 @@ pub const PYTHON_MAPS_PATTERN: &str =
     r"(^.+/(lib)?python[^/]*$)|(^.+/site-packages/.+?$)|(^.+/dist-packages/.+?$)";
 /// Mapped paths of a Ruby interpreter or library.
 pub const RUBY_MAPS_PATTERN: &str = r"^.+/(lib)?ruby[^/]*$";
+/// Mapped paths of a Node.js executable or library.
+pub const NODE_MAPS_PATTERN: &str = r"^.+/(node|nodejs|libnode\.so[^/]*)$";
 
 static PYTHON: LazyLock<Regex> = LazyLock::new(|| Regex::new(PYTHON_MAPS_PATTERN).expect("valid"));
 static RUBY: LazyLock<Regex> = LazyLock::new(|| Regex::new(RUBY_MAPS_PATTERN).expect("valid"));
+static NODE: LazyLock<Regex> = LazyLock::new(|| Regex::new(NODE_MAPS_PATTERN).expect("valid"));
 
 /// What the maps say about a process.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,6 +55,8 @@ pub(crate) struct MapsClassifier {
     runtime: Option<Runtime>,
     evidence: EmbeddedEvidence,
     last_path: Vec<u8>,
+    /// An OpenJ9 VM library was seen: not a HotSpot JVM.
+    openj9: bool,
 }
 
 impl MapsClassifier {
@@ -58,6 +66,7 @@ impl MapsClassifier {
             runtime: None,
             evidence: EmbeddedEvidence::default(),
             last_path: Vec::new(),
+            openj9: false,
         }
     }
 
@@ -77,7 +86,14 @@ impl MapsClassifier {
                 self.runtime = Some(Runtime::Python);
             } else if RUBY.is_match(path) {
                 self.runtime = Some(Runtime::Ruby);
+            } else if path.ends_with(b"/libjvm.so") {
+                self.runtime = Some(Runtime::Java);
+            } else if NODE.is_match(path) {
+                self.runtime = Some(Runtime::Node);
             }
+        }
+        if memchr::memmem::find(path, b"libj9vm").is_some() {
+            self.openj9 = true;
         }
         if !self.interpreter_by_name {
             self.evidence.observe(path);
@@ -87,7 +103,9 @@ impl MapsClassifier {
 
     fn decided(&self) -> bool {
         match self.runtime {
-            Some(Runtime::Ruby) => true,
+            Some(Runtime::Ruby) | Some(Runtime::Node) => true,
+            // Read on: an OpenJ9 library may follow.
+            Some(Runtime::Java) => false,
             Some(Runtime::Python) => self.interpreter_by_name || self.evidence.marker,
             None => false,
         }
@@ -95,8 +113,12 @@ impl MapsClassifier {
 
     pub(crate) fn finish(&self) -> Classification {
         let python = self.runtime == Some(Runtime::Python);
+        let runtime = match self.runtime {
+            Some(Runtime::Java) if self.openj9 => None,
+            r => r,
+        };
         Classification {
-            runtime: self.runtime,
+            runtime,
             embedded_python: python && !self.interpreter_by_name && self.evidence.is_embedded(),
         }
     }
@@ -301,6 +323,31 @@ mod tests {
             classify(Some("/opt/app/bin/puma-server"), "puma", &m).runtime,
             Some(Runtime::Ruby)
         );
+    }
+
+    #[test]
+    fn hotspot_and_node_but_not_openj9() {
+        let jdk = "/usr/lib/jvm/java-17-openjdk-amd64";
+        let m = maps(&[
+            &format!("{jdk}/bin/java"),
+            &format!("{jdk}/lib/server/libjvm.so"),
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        ]);
+        let java = classify(Some(&format!("{jdk}/bin/java")), "java Busy", &m);
+        assert_eq!(java.runtime, Some(Runtime::Java));
+        let m = maps(&[
+            "/opt/ibm/java/bin/java",
+            "/opt/ibm/java/lib/server/libjvm.so",
+            "/opt/ibm/java/lib/default/libj9vm29.so",
+        ]);
+        assert_eq!(classify(None, "java X", &m).runtime, None);
+        let m = maps(&["/usr/bin/node", "/usr/lib/x86_64-linux-gnu/libc.so.6"]);
+        assert_eq!(
+            classify(Some("/usr/bin/node"), "node app.js", &m).runtime,
+            Some(Runtime::Node)
+        );
+        let m = maps(&["/usr/bin/nodemon-helper"]);
+        assert_eq!(classify(None, "x", &m).runtime, None);
     }
 
     #[test]

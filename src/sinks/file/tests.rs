@@ -467,6 +467,7 @@ async fn write_failures_are_counted_and_do_not_stop_the_sink() {
     h.send(lost).await;
     h.send(watermark("perf", T0 + MIN)).await;
     h.send(Event::PerfScript(crate::event::PerfScriptChunk {
+        process_labels: Default::default(),
         finalizers: Default::default(),
         window: Window::default(),
         labels: Labels::default(),

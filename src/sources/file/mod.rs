@@ -266,6 +266,7 @@ impl Emitter {
         let empty = data.is_empty();
         self.deliver(empty, finalizers, |finalizers, labels| {
             Event::PerfScript(PerfScriptChunk {
+                process_labels: Default::default(),
                 finalizers,
                 window,
                 labels,

@@ -12,7 +12,8 @@ use bytes::Bytes;
 use crate::buffer::{Output, OutputClosed};
 use crate::component::ComponentContext;
 use crate::event::{
-    Diagnostic, Event, Labels, PerfScriptChunk, Profile, RunEnd, Stack, Watermark, Window,
+    Diagnostic, Event, Labels, PerfScriptChunk, ProcessLabels, Profile, RunEnd, Stack, Watermark,
+    Window,
 };
 
 /// The labels of everything a source emits for `profiler` ("perf", "py-spy", ...).
@@ -70,8 +71,14 @@ impl Emitter {
         Ok(())
     }
 
-    /// A piece of `perf script` text of `window`; nothing when it is empty.
-    pub async fn chunk(&mut self, window: Window, data: Bytes) -> Result<(), OutputClosed> {
+    /// A piece of `perf script` text of `window`, with the labels of some of its
+    /// processes; nothing when it is empty.
+    pub async fn chunk(
+        &mut self,
+        window: Window,
+        data: Bytes,
+        process_labels: ProcessLabels,
+    ) -> Result<(), OutputClosed> {
         if data.is_empty() {
             return Ok(());
         }
@@ -80,6 +87,7 @@ impl Emitter {
             window,
             labels: self.labels.clone(),
             data,
+            process_labels,
         };
         self.send(Event::PerfScript(chunk)).await
     }
@@ -101,6 +109,32 @@ impl Emitter {
             comm: None,
             end,
             stderr: Arc::from(stderr),
+            target_alive: None,
+        };
+        self.send(Event::Diagnostic(d)).await
+    }
+
+    /// A problem of another profiler than the source's own (`profiler`), about the
+    /// process `comm`; pid 0, so that it is counted and logged but marks no stack.
+    pub async fn side_diagnostic(
+        &mut self,
+        window: Window,
+        profiler: &str,
+        comm: &str,
+        end: RunEnd,
+        text: String,
+    ) -> Result<(), OutputClosed> {
+        let mut labels = self.labels.clone();
+        labels.profiler = profiler.into();
+        let d = Diagnostic {
+            reason: None,
+            finalizers: Default::default(),
+            window,
+            labels,
+            pid: 0,
+            comm: Some(comm.into()),
+            end,
+            stderr: Arc::from(text),
             target_alive: None,
         };
         self.send(Event::Diagnostic(d)).await

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use crate::process::Backoff;
+use crate::process::{Backoff, DiscoveryConfig};
 use crate::units::{ByteSize, DurationStr};
 
 /// Largest DWARF stack dump perf accepts (`u16::MAX` rounded down to 8 bytes).
@@ -64,7 +64,47 @@ pub struct PerfSourceConfig {
     pub extra_args: Vec<String>,
     /// Delays between restarts of a `perf record` that died.
     pub backoff: Backoff,
+    /// Naming the JIT frames of JVMs and Node.js processes (see `jit.rs`).
+    pub jit: JitConfig,
+    /// Which JVMs and Node.js processes `jit` looks at (`min_age`, allow/deny
+    /// lists, `max_processes` per runtime).
+    pub discovery: DiscoveryConfig,
 }
+
+/// `jit = { ... }` of the perf source.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JitConfig {
+    /// Before each window is symbolized, ask every discovered JVM to write its perf
+    /// map (HotSpot's attach protocol, `Compiler.perfmap`).
+    pub java: bool,
+    /// Check that every discovered Node.js process writes a perf map; label and
+    /// report (once) those that do not.
+    pub node: bool,
+    /// Longest one attach may take, every step included (trigger, SIGQUIT, socket,
+    /// command, answer).
+    pub attach_timeout: DurationStr,
+    /// Longest the attaches of a window may hold its `perf script`; attaches still
+    /// running then finish in the background and are not started again meanwhile.
+    pub window_budget: DurationStr,
+    /// Attaches running at once.
+    pub max_concurrent: usize,
+}
+
+impl Default for JitConfig {
+    fn default() -> Self {
+        JitConfig {
+            java: true,
+            node: true,
+            attach_timeout: DurationStr::from_secs(3),
+            window_budget: DurationStr::from_secs(5),
+            max_concurrent: 4,
+        }
+    }
+}
+
+/// Most attaches at once (`jit.max_concurrent`).
+pub const MAX_CONCURRENT_ATTACHES: usize = 64;
 
 impl Default for PerfSourceConfig {
     fn default() -> Self {
@@ -83,6 +123,8 @@ impl Default for PerfSourceConfig {
             binary: "perf".into(),
             extra_args: Vec::new(),
             backoff: Backoff::default(),
+            jit: JitConfig::default(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }

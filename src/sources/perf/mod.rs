@@ -9,13 +9,17 @@
 //! restart_rss = "200MiB"     # restart perf when its RSS passes this
 //! restart_after = "600s"     # ... or when it has run this long
 //! max_data_bytes = "512MiB"  # ... or when its current perf.data passes this
+//! jit = { java = true, node = true, attach_timeout = "3s", window_budget = "5s", max_concurrent = 4 }
+//! discovery = { min_age = "10s" }   # which JVMs and Node.js processes `jit` looks at
 //! ```
 //!
 //! One long-running `perf record -a --switch-output=signal` writes into the source's
 //! scratch directory. At the end of every window the source sends it SIGUSR2, waits
 //! for the rotated `perf.data.<timestamp>`, runs `perf script -F +pid --no-inline` on
 //! it under a deadline, streams the text on in whole-record chunks (for `fold`),
-//! deletes the file and sends the window's watermark.
+//! deletes the file and sends the window's watermark. Before `perf script`, every
+//! JVM discovery finds is asked to write its perf map, and Node.js processes are
+//! checked for theirs, so that JIT frames are named ([`jit`]).
 //!
 //! What gProfiler got wrong, and what this source does instead
 //! (`context/gprofiler-facts.md` §2):
@@ -47,6 +51,7 @@
 
 mod config;
 mod events;
+mod jit;
 mod recorder;
 mod rotation;
 mod script;
@@ -58,7 +63,10 @@ use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task
 use crate::window_clock::override_fields;
 
 use config::OWNED_ARGS;
-pub use config::{CallGraph, PerfSourceConfig, MAX_DWARF_FREQUENCY, MAX_DWARF_STACK_SIZE};
+pub use config::{
+    CallGraph, JitConfig, PerfSourceConfig, MAX_CONCURRENT_ATTACHES, MAX_DWARF_FREQUENCY,
+    MAX_DWARF_STACK_SIZE,
+};
 
 impl SourceConfig for PerfSourceConfig {
     fn outputs(&self) -> crate::event::DataTypes {
@@ -163,6 +171,29 @@ impl SourceConfig for PerfSourceConfig {
         if let Err(msg) = self.backoff.validate() {
             e.push(FieldError::new(&["backoff"], msg));
         }
+        for (field, d) in [
+            ("attach_timeout", self.jit.attach_timeout),
+            ("window_budget", self.jit.window_budget),
+        ] {
+            if d.get().is_zero() {
+                e.push(FieldError::new(
+                    &["jit", field],
+                    format!("jit.{field} must be positive"),
+                ));
+            }
+        }
+        if self.jit.max_concurrent == 0 || self.jit.max_concurrent > MAX_CONCURRENT_ATTACHES {
+            e.push(FieldError::new(
+                &["jit", "max_concurrent"],
+                format!("jit.max_concurrent must be between 1 and {MAX_CONCURRENT_ATTACHES}"),
+            ));
+        }
+        if self.discovery.max_processes == 0 {
+            e.push(FieldError::new(
+                &["discovery", "max_processes"],
+                "discovery.max_processes must be at least 1",
+            ));
+        }
         e
     }
 
@@ -199,6 +230,8 @@ mod tests {
         assert_eq!(c.restart_rss, ByteSize::mib(200));
         assert_eq!(c.restart_after.get(), Duration::from_secs(600));
         assert!(c.validate().is_empty());
+        assert!(c.jit.java && c.jit.node);
+        assert!(parse("jit = { jav = true }").is_err());
         let d = parse("call_graph = \"dwarf\"").unwrap();
         assert_eq!(d.mmap_pages(), 257);
         assert_eq!(d.call_graph_args(), ["--call-graph", "dwarf,8192"]);
@@ -209,7 +242,8 @@ mod tests {
         assert!(parse("frequncy = 11").is_err());
         let c = parse(
             "frequency = 499\ncall_graph = \"dwarf\"\ndwarf_stack_size = 70000\nevents = []\n\
-             max_windows = 0\nextra_args = [\"-o\", \"/tmp/x\", \"--switch-output=1s\"]",
+             max_windows = 0\nextra_args = [\"-o\", \"/tmp/x\", \"--switch-output=1s\"]\n\
+             jit = { attach_timeout = \"0s\", max_concurrent = 0 }",
         )
         .unwrap();
         let paths: Vec<String> = c.validate().into_iter().map(|e| e.path.join(".")).collect();
@@ -221,7 +255,9 @@ mod tests {
                 "dwarf_stack_size",
                 "events",
                 "extra_args.0",
-                "extra_args.2"
+                "extra_args.2",
+                "jit.attach_timeout",
+                "jit.max_concurrent"
             ]
         );
     }

@@ -6,7 +6,8 @@
 //!         remove stale perf.data* from the scratch dir
 //!         discover an event ─ none works → WARN + Diagnostic, FINISHED
 //!         start perf record (the recorder task)
-//! window: SIGUSR2 → wait ≤5 s for perf.data.<ts> → perf script → chunks → delete file
+//! window: SIGUSR2 → wait ≤5 s for perf.data.<ts> → JVMs write their perf maps (≤
+//!         jit.window_budget) → perf script → chunks → delete file
 //!         → diagnostics of the window → Watermark(window end)
 //! end:    (shutdown or the last of max_windows) stop perf → script its last file
 //!         → Watermark(FINISHED)
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::buffer::OutputClosed;
 use crate::component::{ComponentError, SourceContext};
-use crate::event::{ComponentId, RunEnd, Watermark, Window};
+use crate::event::{ComponentId, ProcessLabels, RunEnd, Watermark, Window};
 use crate::process::{SpawnError, Spec, Stdout, Supervisor};
 use crate::sources::live::binary::{self, Search};
 use crate::sources::live::emitter::Emitter;
@@ -26,6 +27,7 @@ use crate::window_clock::{Tick, WindowClock};
 
 use super::config::PerfSourceConfig;
 use super::events::{self, run_end, Discovered};
+use super::jit::{Jit, JVM_ATTACH};
 use super::recorder::{self, RecorderHandle, Settings};
 use super::rotation;
 use super::script::Script;
@@ -42,12 +44,18 @@ pub async fn run(
 ) -> Result<(), ComponentError> {
     let SourceContext { cx, out } = cx;
     let mut em = Emitter::new(out, &cx, "perf");
+    let jit = Jit::new(
+        config.jit.clone(),
+        config.discovery.clone(),
+        cx.metrics.clone(),
+    );
     let mut task = PerfTask {
         config,
         scratch,
         supervisor: cx.supervisor.clone(),
         metrics: cx.metrics.clone(),
         binary: String::new(),
+        jit,
     };
     let mut shutdown = cx.shutdown.clone();
     // Whatever happens, the scratch directory is left empty and FINISHED is sent
@@ -65,6 +73,8 @@ struct PerfTask {
     metrics: ComponentMetrics,
     /// The resolved perf program.
     binary: String,
+    /// Perf maps of JVMs, labels of JIT runtimes.
+    jit: Jit,
 }
 
 impl PerfTask {
@@ -173,7 +183,13 @@ impl PerfTask {
                     self.metrics.errors("rotation_timeout", 1);
                 }
             }
-            self.deliver(em, window).await?;
+            // Before perf script reads them: the JVMs' perf maps of now.
+            let jit = self.jit.prepare().await;
+            self.deliver(em, window, &jit.process_labels).await?;
+            for p in jit.problems {
+                em.side_diagnostic(window, JVM_ATTACH, &p.comm, p.end, p.text)
+                    .await?;
+            }
             while let Ok(f) = recorder.failures.try_recv() {
                 em.diagnostic(window, f.end, f.stderr).await?;
             }
@@ -206,9 +222,14 @@ impl PerfTask {
     }
 
     /// Scripts every rotated file into chunks of `window`, deleting each at once.
-    async fn deliver(&mut self, em: &mut Emitter, window: Window) -> Result<(), OutputClosed> {
+    async fn deliver(
+        &mut self,
+        em: &mut Emitter,
+        window: Window,
+        process_labels: &ProcessLabels,
+    ) -> Result<(), OutputClosed> {
         for file in rotation::rotated(&self.scratch) {
-            let r = self.script(em, window, &file).await;
+            let r = self.script(em, window, &file, process_labels).await;
             rotation::remove(&file);
             r?;
         }
@@ -220,6 +241,7 @@ impl PerfTask {
         em: &mut Emitter,
         window: Window,
         file: &Path,
+        process_labels: &ProcessLabels,
     ) -> Result<(), OutputClosed> {
         let started = Instant::now();
         let data_bytes = std::fs::metadata(file).map_or(0, |m| m.len());
@@ -235,7 +257,7 @@ impl PerfTask {
             }
         };
         while let Some(piece) = script.next().await {
-            em.chunk(window, piece).await?;
+            em.chunk(window, piece, process_labels.clone()).await?;
         }
         let text_bytes = script.bytes;
         let report = script.finish().await;
