@@ -12,13 +12,14 @@
 use libfuzzer_sys::fuzz_target;
 use profpipe::buffer::disk::fuzzing::{recover, DiskFile};
 
+fn take<'a>(d: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (a, b) = (d.get(..n)?, d.get(n..)?);
+    *d = b;
+    Some(a)
+}
+
 fn files(mut data: &[u8]) -> (Vec<DiskFile<'_>>, &[u8]) {
     let mut out = Vec::new();
-    let take = |d: &mut &[u8], n: usize| -> Option<&[u8]> {
-        let (a, b) = (d.get(..n)?, d.get(n..)?);
-        *d = b;
-        Some(a)
-    };
     while out.len() < 8 {
         let rest = data;
         let Some(&[kind]) = take(&mut data, 1) else {

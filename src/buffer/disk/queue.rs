@@ -225,11 +225,12 @@ impl Queue {
         // segment readers refuse others), so none can overflow.
         let next_seq = [
             last_seq.map_or(0, |s| s + 1),
-            // A last segment that is not appended to (not ours, or full) keeps its
-            // name: the new one is named past it, even if its records say less.
-            segments
-                .back()
-                .map_or(0, |s| s.first_seq + u64::from(!(writable && room))),
+            // A last segment that is not appended to (not ours, or full) or holds
+            // records keeps its name: the next one is named past it, even if its
+            // records (damaged) say less.
+            segments.back().map_or(0, |s| {
+                s.first_seq + u64::from(!(writable && room) || s.len > MAGIC_LEN)
+            }),
             recovered.next_seq,
             recovered.acked_through,
             recovered.acked.last().map_or(0, |s| s + 1),

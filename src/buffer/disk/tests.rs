@@ -991,6 +991,7 @@ fn recovery_keeps_its_promises_on_damaged_directories() {
     };
     let (a, b, c) = (seg(&[0, 1, 2]), seg(&[3, u64::MAX]), seg(&[5, 6]));
     let highest = seg(&[SEQ_LIMIT - 2]);
+    let below_its_name = seg(&[0]);
     // Records numbered below the full segment's name: the new segment must not
     // take that name (it did: the buffer failed to open, "File exists").
     let mut full = seg(&[]);
@@ -1012,6 +1013,9 @@ fn recovery_keeps_its_promises_on_damaged_directories() {
         ],
         vec![DiskFile::Segment(SEQ_LIMIT - 2, &highest)],
         vec![DiskFile::Segment(100, &full)],
+        // Found by fuzzing: a segment named above its only record; once drained, the
+        // fresh segment took the same name ("File exists" at every tick).
+        vec![DiskFile::Segment(1, &below_its_name)],
     ];
     for (i, files) in cases.iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
