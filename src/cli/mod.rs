@@ -2,6 +2,7 @@
 
 pub mod fold;
 pub mod run;
+pub mod sampler;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -33,6 +34,9 @@ pub enum Command {
     /// Fold `perf script` output into stacks: a drop-in for inferno-collapse-perf and
     /// stackcollapse-perf.pl.
     Fold(fold::FoldArgs),
+    /// The runtime sampler child the py_spy and rbspy sources start (internal).
+    #[command(hide = true)]
+    Sampler(sampler::SamplerArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -41,6 +45,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Fold(args) => fold::run(args),
+        Command::Sampler(args) => sampler::run(args),
     }
 }
 
