@@ -12,6 +12,8 @@
 #   MODE=attached|per_window          how the runtime sources sample
 #   SKIP_IDLE=1                       skip_idle_targets = true
 #   IDLE_TARGETS=1                    targets sleep instead of spinning
+#   NO_PERF=1                         the runtime sources only (no perf, no fold)
+#   WINDOW=60s                        the sources' window
 #
 # Targets spin at nice 19 (so the agent, at nice 0, is not starved by them on a
 # small machine); discovery takes processes older than 10 s, so they start 12 s
@@ -69,7 +71,32 @@ config() {
   local extra="mode = \"$mode\""
   [ -n "${SKIP_IDLE:-}" ] && extra="$extra
 skip_idle_targets = true"
-  sed -e "s|state_dir = \"/var/lib/profpipe\"|state_dir = \"$out/state\"|" \
+  if [ -n "${NO_PERF:-}" ]; then
+    cat > "$out/agent.toml" <<TOML
+[agent]
+state_dir = "$out/state"
+[sources.python]
+type = "py_spy"
+frequency = 11
+window = "${WINDOW:-60s}"
+$extra
+[sources.ruby]
+type = "rbspy"
+frequency = 11
+window = "${WINDOW:-60s}"
+$extra
+[transforms.classify]
+type = "classify"
+inputs = ["python", "ruby"]
+[sinks.local]
+type = "file"
+inputs = ["classify"]
+path = "$out/profiles"
+formats = ["collapsed"]
+TOML
+    return
+  fi
+  sed -e "s|window = \"60s\"|window = \"${WINDOW:-60s}\"|" -e "s|state_dir = \"/var/lib/profpipe\"|state_dir = \"$out/state\"|" \
       -e "s|path = \"profiles\"|path = \"$out/profiles\"|" \
       -e "s|^type = \"py_spy\"|type = \"py_spy\"\n$extra|" \
       -e "s|^type = \"rbspy\"|type = \"rbspy\"\n$extra|" \
@@ -110,7 +137,7 @@ row() { # python ruby seconds
     "$((rss_kb / 1024))" "$((child_kb / 1024))"
 }
 
-echo "mode=$mode skip_idle=${SKIP_IDLE:-0} idle_targets=${IDLE_TARGETS:-0} $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "mode=$mode skip_idle=${SKIP_IDLE:-0} idle_targets=${IDLE_TARGETS:-0} no_perf=${NO_PERF:-0} $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo '| python | ruby | seconds | agent tree CPU-s | share of one core | agent peak RSS MB | largest child RSS MB |'
 echo '|---|---|---|---|---|---|---|'
 if [ $# -gt 0 ]; then

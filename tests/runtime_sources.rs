@@ -508,6 +508,16 @@ fn sampler_children(rate: u32) -> Vec<u32> {
         .collect()
 }
 
+/// User + system CPU time of `pid` in clock ticks (0 once it is gone).
+fn cpu_ticks(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // After the comm: state is field 0, utime 11, stime 12.
+    num(11) + num(12)
+}
+
 /// The frames of `stacks` lines (`comm;f1;f2 count`), comm and count removed, with
 /// each stack's share of the samples.
 fn shares(stacks: &[(u32, String)]) -> std::collections::HashMap<String, f64> {
@@ -548,11 +558,12 @@ async fn the_library_sampler_and_the_py_spy_cli_give_the_same_frames() {
                 .unwrap()
         })
     };
+    // Two windows: the first may be short of samples while the child attaches.
     let run = run_pipeline(
         "py_spy",
         Box::new(PySpyConfig {
             frequency: 46,
-            ..py_spy_source(marker, 1)
+            ..py_spy_source(marker, 2)
         }),
         never(),
     )
@@ -594,9 +605,7 @@ async fn one_sampler_child_for_every_target_and_window() {
     let rate = 47;
     let source = PySpyConfig {
         frequency: rate,
-        window: DurationStr(Duration::from_secs(2)),
-        max_windows: Some(4),
-        ..py_spy_source(marker, 4)
+        ..py_spy_source(marker, 3)
     };
     // Every process this test's pipeline starts, seen every 50 ms while it runs.
     let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
@@ -629,10 +638,11 @@ async fn one_sampler_child_for_every_target_and_window() {
     assert_eq!(seen.len(), 1, "3 targets x 4 windows started: {seen:?}");
     assert!(seen.iter().all(|s| s.starts_with("sampler ")), "{seen:?}");
     let marks = run.watermarks();
-    assert_eq!(marks.len(), 5, "{marks:?}");
-    // Every target, in every full window after the first.
+    assert_eq!(marks.last(), Some(&Watermark::FINISHED), "{marks:?}");
+    assert!(marks.len() >= 3, "{marks:?}");
+    // Every target, in the windows after the first.
     for t in &targets {
-        for end in &marks[1..4] {
+        for end in &marks[1..marks.len() - 1] {
             assert!(
                 run.profiles().iter().any(|p| p.window.end_ms == *end
                     && p.stacks.iter().any(|s| s.pid == t.pid && s.frames.contains("profpipe_py_leaf"))),
@@ -704,11 +714,21 @@ async fn attached_a_target_exiting_mid_window_is_classified_and_keeps_its_stacks
     let rate = 44;
     let source = PySpyConfig {
         frequency: rate,
+        max_windows: Some(2),
         ..py_spy_windows_of(marker, 6)
     };
     let ender = async {
-        common::wait::until_some_async("the sampler child", Duration::from_secs(10), || {
-            sampler_children(rate).first().copied()
+        let child =
+            common::wait::until_some_async("the sampler child", Duration::from_secs(10), || {
+                sampler_children(rate).first().copied()
+            })
+            .await;
+        // Nothing outside the child shows that it attached (py-spy does not stop
+        // the target): let it use half a second of CPU (attaching and sampling), or
+        // run 5 s on a machine too busy for that, before the target ends.
+        let started = std::time::Instant::now();
+        common::wait::until_async("the sampler child at work", Duration::from_secs(10), || {
+            cpu_ticks(child) >= 50 || started.elapsed() > Duration::from_secs(5)
         })
         .await;
         w.end_soon();

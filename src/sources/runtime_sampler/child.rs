@@ -9,7 +9,7 @@
 //! closes (the agent stopped or died) the child exits; `PR_SET_PDEATHSIG` from the
 //! supervisor covers an agent killed outright.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
 use std::time::{Duration, Instant};
@@ -118,11 +118,11 @@ pub fn run(kind: Kind, opts: Options) -> io::Result<()> {
     std::thread::Builder::new()
         .name("sampler-stdin".into())
         .spawn(move || read_control(io::stdin().lock(), ctl_tx))?;
+    let mut out = protocol_out()?;
     let (out_tx, out_rx) = mpsc::sync_channel::<Vec<u8>>(OUT_QUEUE);
     std::thread::Builder::new()
         .name("sampler-stdout".into())
         .spawn(move || {
-            let mut out = io::stdout().lock();
             for buf in out_rx {
                 if out.write_all(&buf).and_then(|()| out.flush()).is_err() {
                     // The agent closed the pipe: nobody to sample for.
@@ -157,13 +157,29 @@ pub fn run(kind: Kind, opts: Options) -> io::Result<()> {
     }
 }
 
+/// The pipe to the agent, moved off fd 1, which then points at stderr: a library
+/// that prints to stdout can then not corrupt the protocol.
+fn protocol_out() -> io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: dup/dup2 on our own descriptors; the new fd is owned by the File.
+    unsafe {
+        let fd = libc::dup(1);
+        if fd < 0 || libc::dup2(2, 1) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        Ok(std::fs::File::from_raw_fd(fd))
+    }
+}
+
 /// Parses control lines until EOF; a bad line is reported on stderr (the agent keeps
 /// its tail) and skipped.
 fn read_control(mut input: impl BufRead, tx: mpsc::SyncSender<Control>) {
     let mut line = Vec::new();
     loop {
         line.clear();
-        match (&mut input)
+        match input
+            .by_ref()
             .take(MAX_CONTROL_LINE as u64 + 1)
             .read_until(b'\n', &mut line)
         {

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -32,8 +32,8 @@ use crate::component::{ComponentError, SourceContext};
 use crate::event::{Diagnostic, Event, Labels, Profile, RunEnd, Watermark, Window};
 use crate::formats::line::FormatStats;
 use crate::process::{
-    Backoff, Child, ChildStdin, ChildStdout, Discovery, ExitOutcome, ExitReport, Restarter,
-    SpawnError, Spec, Stdout,
+    Backoff, Child, ChildStdin, ChildStdout, Discovery, ExitOutcome, ExitReport, ProcessInfo,
+    Restarter, SpawnError, Spec, Stdout,
 };
 use crate::sources::live::binary;
 use crate::sources::live::emitter::{self, Emitter};
@@ -84,11 +84,12 @@ pub fn resolve_self(configured: &str) -> Option<PathBuf> {
         return Some(exe);
     }
     let dir = exe.parent()?;
-    [Some(dir), dir.parent()]
+    let found = [Some(dir), dir.parent()]
         .into_iter()
         .flatten()
         .map(|d| d.join("profpipe"))
-        .find(|p| binary::find(p, binary::Search::PathThenTools).is_some())
+        .find(|p| binary::find(p, binary::Search::PathThenTools).is_some());
+    found
 }
 
 /// One target's stacks in one window.
@@ -172,7 +173,7 @@ pub async fn drive(
         return Ok(());
     };
     let spec = Spec::new(&binary)
-        .arg("sampler")
+        .args(["--log", "warn", "sampler"])
         .arg(sampler.kind.arg())
         .args(sampler.options.to_args())
         .stdout(Stdout::Piped)
@@ -202,10 +203,13 @@ pub async fn drive(
         Restarter::new(&cx.supervisor, &Backoff::default()),
         spec.clone(),
     ));
-    let mut current = match clock.current() {
-        Some(w) => Some(d.open_window(w).await),
-        None => None,
-    };
+    // Discovery runs beside the loop: on a loaded host a /proc scan can take longer
+    // than a window, and the clock must not wait for it.
+    let mut discovering: Option<tokio::task::JoinHandle<Vec<ProcessInfo>>> = None;
+    let mut current = clock.current().map(WindowAcc::new);
+    if current.is_some() {
+        discovering = Some(d.discover());
+    }
     let mut next_flush = Instant::now() + flush_every;
     let mut downstream_closed = false;
 
@@ -234,9 +238,9 @@ pub async fn drive(
                     }
                     downstream_closed |= d.abandon_closing(&mut out, None).await;
                 } else if let Some(w) = clock.current() {
-                    current = Some(d.open_window(w).await);
-                    if let Some(s) = session.as_mut() {
-                        d.send_targets(s).await;
+                    current = Some(WindowAcc::new(w));
+                    if discovering.is_none() {
+                        discovering = Some(d.discover());
                     }
                 }
                 if session.is_none() {
@@ -320,6 +324,13 @@ pub async fn drive(
                     }
                 }
             }
+            procs = join_discovery(&mut discovering) => {
+                discovering = None;
+                d.set_targets(procs);
+                if let Some(s) = session.as_mut() {
+                    d.send_targets(s).await;
+                }
+            }
             _ = tokio::time::sleep_until(next_flush) => {
                 if let Some(s) = session.as_mut() {
                     d.flush(s).await;
@@ -336,6 +347,9 @@ pub async fn drive(
         drop(s.stdin);
         let _ = s.child.terminate().await;
     }
+    if let Some(h) = discovering {
+        h.abort();
+    }
     if !downstream_closed {
         let _ = out.watermark(Watermark::FINISHED).await;
     }
@@ -347,6 +361,15 @@ fn start(mut r: Restarter, spec: Spec) -> Starting {
         let started = r.start(spec).await;
         (r, started)
     })
+}
+
+async fn join_discovery(
+    h: &mut Option<tokio::task::JoinHandle<Vec<ProcessInfo>>>,
+) -> Vec<ProcessInfo> {
+    match h.as_mut() {
+        Some(h) => h.await.unwrap_or_default(),
+        None => std::future::pending().await,
+    }
 }
 
 async fn poll_starting(s: &mut Option<Starting>) -> (Restarter, Result<Child, SpawnError>) {
@@ -439,12 +462,12 @@ struct Driver {
 }
 
 impl Driver {
-    /// Discovers the window's targets.
-    async fn open_window(&mut self, window: Window) -> WindowAcc {
+    /// Scans `/proc` for the window's targets, on a blocking thread.
+    fn discover(&self) -> tokio::task::JoinHandle<Vec<ProcessInfo>> {
         let discovery = self.discovery.clone();
         let runtime = self.profiler.runtime();
         let skip_idle = self.skip_idle;
-        let procs = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut d = discovery.lock().unwrap_or_else(|e| e.into_inner());
             let procs = d.scan();
             let mut selected = d.select(&procs, runtime);
@@ -453,14 +476,15 @@ impl Driver {
             }
             selected
         })
-        .await
-        .unwrap_or_default();
+    }
+
+    /// The targets discovery selected, from now on.
+    fn set_targets(&mut self, procs: Vec<ProcessInfo>) {
         let targets: Vec<Target> = procs.iter().map(Target::from).collect();
         tracing::debug!(
             profiler = self.profiler.name(),
-            window_start_ms = window.start_ms,
             targets = targets.len(),
-            "profiling window"
+            "sampling targets"
         );
         let previous = std::mem::take(&mut self.wanted);
         self.wanted = targets.iter().map(id_of).collect();
@@ -469,7 +493,6 @@ impl Driver {
         for t in targets {
             self.known.insert(id_of(&t), t);
         }
-        WindowAcc::new(window)
     }
 
     async fn send_targets(&self, s: &mut Session) {
@@ -543,7 +566,7 @@ impl Driver {
         out: &mut Emitter,
     ) -> bool {
         let lost = Some((end, report.stderr_tail.clone()));
-        let mut closed = self.abandon_closing(out, lost.clone()).await;
+        let closed = self.abandon_closing(out, lost.clone()).await;
         if let Some(acc) = current.as_mut() {
             for id in self.wanted.clone() {
                 if let Some(t) = acc_entry(acc, &self.known, id) {
@@ -613,7 +636,7 @@ impl Driver {
                     pid: t.target.pid,
                     comm: Some(t.target.comm.clone()),
                     end,
-                    stderr,
+                    stderr: stderr.into(),
                     target_alive,
                 });
                 if out.send(ev).await.is_err() {
@@ -680,11 +703,13 @@ fn add(style: FrameStyle, metrics: &ComponentMetrics, acc: Option<&mut TargetAcc
     if t.errors > 0 {
         metrics.errors("sampler_sample_failed", t.errors);
     }
+    let attach_failed = t.attach_error.is_some();
     if let Some(e) = t.attach_error {
         let alive = crate::sources::runtime_runs::target_alive(&acc.target);
         acc.diagnostics.push((RunEnd::Exited(1), e, Some(alive)));
     }
-    if t.ended {
+    // A process gone before the attach has said so in its attach error.
+    if t.ended && !attach_failed {
         acc.diagnostics
             .push((RunEnd::Exited(0), TARGET_EXITED.into(), Some(false)));
     }

@@ -20,8 +20,9 @@ use super::stacks::TargetStacks;
 
 /// Failed samples in a row, with the process alive, after which it is attached again.
 pub const REATTACH_AFTER_ERRORS: u32 = 20;
-/// Attempts of one attach (py-spy waits 20 ms between them; its CLI makes 20).
-const ATTACH_RETRIES: u64 = 5;
+/// Attempts of one attach, 20 ms apart: as many as the CLI makes, so a process
+/// still starting is classified as it was.
+const ATTACH_RETRIES: u64 = 20;
 
 struct Target {
     stacks: TargetStacks,
