@@ -275,13 +275,16 @@ pub(crate) struct ReaperContext {
 /// called inside the runtime.
 pub(crate) fn start(mut raw: RawChild, cx: ReaperContext) -> Child {
     let pid = raw.proc.pid();
-    let stdin = raw.stdin.take().and_then(|fd| match pipe::Sender::from_owned_fd(fd) {
-        Ok(tx) => Some(tx),
-        Err(e) => {
-            tracing::warn!(pid, error = %e, "cannot write the child's stdin");
-            None
-        }
-    });
+    let stdin = raw
+        .stdin
+        .take()
+        .and_then(|fd| match pipe::Sender::from_owned_fd(fd) {
+            Ok(tx) => Some(tx),
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "cannot write the child's stdin");
+                None
+            }
+        });
     let stdout = receiver(raw.stdout.take(), pid, "stdout");
     let stderr = receiver(raw.stderr.take(), pid, "stderr");
     let (cancel_tx, cancel_rx) = oneshot::channel();

@@ -10,8 +10,8 @@ use crate::component::{at_least_one, FieldError};
 use crate::event::Stack;
 use crate::formats::line::FormatStats;
 use crate::process::{DiscoveryConfig, Runtime};
-use crate::sources::runtime_sampler::{FrameStyle, Kind, Options};
 use crate::sources::live::binary::{self, Search};
+use crate::sources::runtime_sampler::{FrameStyle, Kind, Options};
 
 /// Added to a run's duration to get its deadline (gProfiler: duration + 10 s).
 pub const EXTRA_DEADLINE: Duration = Duration::from_secs(10);

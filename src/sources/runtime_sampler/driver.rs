@@ -529,7 +529,8 @@ impl Driver {
         out: &mut Emitter,
     ) -> bool {
         if batch.dropped > 0 {
-            self.metrics.dropped_stacks("sampler_pipe_full", batch.dropped);
+            self.metrics
+                .dropped_stacks("sampler_pipe_full", batch.dropped);
         }
         let n = batch.batch;
         let Driver {
@@ -581,11 +582,7 @@ impl Driver {
 
     /// Emits every closing window without waiting for its batch; with `lost`, each
     /// of its targets gets that diagnostic.
-    async fn abandon_closing(
-        &mut self,
-        out: &mut Emitter,
-        lost: Option<(RunEnd, String)>,
-    ) -> bool {
+    async fn abandon_closing(&mut self, out: &mut Emitter, lost: Option<(RunEnd, String)>) -> bool {
         let mut closed = false;
         while let Some(mut c) = self.closing.pop_front() {
             if let Some((end, tail)) = &lost {
@@ -627,7 +624,12 @@ impl Driver {
                 }
             }
             for (end, stderr, target_alive) in t.diagnostics {
-                tracing::debug!(profiler = self.profiler.name(), pid = t.target.pid, ?end, "sampling did not simply succeed");
+                tracing::debug!(
+                    profiler = self.profiler.name(),
+                    pid = t.target.pid,
+                    ?end,
+                    "sampling did not simply succeed"
+                );
                 let ev = Event::Diagnostic(Diagnostic {
                     reason: None,
                     finalizers: Default::default(),

@@ -5,7 +5,8 @@
 //!
 //! A target is attached again when its executable changes (exec) or after
 //! [`REATTACH_AFTER_ERRORS`] failed samples in a row while it is alive; a failed
-//! attach is retried at the next targets message (once per window).
+//! attach is retried at the next targets message (once per window). At most one
+//! attach runs per sampling tick, so many new targets never stall the loop.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,8 +108,13 @@ impl PythonEngine {
                     } else {
                         Vec::new()
                     };
-                    t.stacks
-                        .add(trace.thread_id, trace.thread_name, !trace.active, frames, keep);
+                    t.stacks.add(
+                        trace.thread_id,
+                        trace.thread_name,
+                        !trace.active,
+                        frames,
+                        keep,
+                    );
                 }
             }
             Err(_) if !alive(id) => {
@@ -181,9 +187,13 @@ impl Engine for PythonEngine {
             return self.next;
         }
         let ids: Vec<TargetId> = self.targets.keys().copied().collect();
+        // One attach per tick: an attach can take up to ATTACH_RETRIES × 20 ms, and
+        // many at once would hold up sampling and the answers to flushes.
+        let mut may_attach = true;
         for id in ids {
             let mut t = self.targets.remove(&id).expect("listed");
-            if t.attach_due && !t.ended {
+            if t.attach_due && !t.ended && may_attach {
+                may_attach = false;
                 self.attach(id, &mut t);
             }
             Self::sample(&self.opts, id, &mut t);

@@ -193,8 +193,13 @@ impl Engine for RubyEngine {
                 .collect();
             // rbspy knows whether a thread is on a CPU only with `on_cpu`, and then
             // returns no off-CPU samples: every sample it returns is kept, as its CLI does.
-            t.stacks
-                .add(trace.thread_id.unwrap_or(0) as u64, None, false, frames, true);
+            t.stacks.add(
+                trace.thread_id.unwrap_or(0) as u64,
+                None,
+                false,
+                frames,
+                true,
+            );
         }
         for (id, t) in self.targets.iter_mut() {
             let Some(r) = t.running.as_ref() else {
