@@ -146,11 +146,12 @@ if [ $# -gt 0 ]; then
 fi
 points=${POINTS:-0:0 4:0 16:0 48:0 16:4}
 secs=${SECONDS_PER_POINT:-130}
-fit=""
 for p in $points; do
-  row "${p%:*}" "${p#*:}" "$secs"
-  fit="$fit $(( ${p%:*} + ${p#*:} )):$share"
+  row "${p%:*}" "${p#*:}" "$secs" > "$out/row.md"
+  cat "$out/row.md"
+  cat "$out/row.md" >> "$out/rows.md"
 done
-echo "$fit" | tr ' ' '\n' | awk -F: 'NF == 2 { n++; x += $1; y += $2; xx += $1 * $1; xy += $1 * $2 }
+# Least squares over the rows printed: share (column 6) against targets (2 + 3).
+awk -F'|' 'NF > 7 { t = $2 + $3; s = $6 + 0; n++; x += t; y += s; xx += t * t; xy += t * s }
   END { if (n > 1 && n * xx != x * x) { b = (n * xy - x * y) / (n * xx - x * x); a = (y - b * x) / n;
-        printf "fit: share = %.3f%% + %.4f%% per target\n", a, b } }'
+        printf "fit: share = %.3f%% + %.4f%% per target\n", a, b } }' "$out/rows.md"
