@@ -115,19 +115,18 @@ impl WindowAcc {
     }
 
     fn entry(&mut self, id: TargetId, known: &HashMap<TargetId, Target>) -> Option<&mut TargetAcc> {
-        if !self.targets.contains_key(&id) {
-            let target = known.get(&id)?.clone();
-            self.targets.insert(
-                id,
-                TargetAcc {
+        match self.targets.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let target = known.get(&id)?.clone();
+                Some(e.insert(TargetAcc {
                     target,
                     folded: FxHashMap::default(),
                     overflow: 0,
                     diagnostics: Vec::new(),
-                },
-            );
+                }))
+            }
         }
-        self.targets.get_mut(&id)
     }
 }
 
