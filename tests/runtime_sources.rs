@@ -1,5 +1,7 @@
 //! The `py_spy` and `rbspy` sources against real profilers and real Python and Ruby
-//! processes (`tests/programs/busy.{py,rb}`).
+//! processes (`tests/programs/busy.{py,rb}`), in both modes: the default long-lived
+//! sampler child (py-spy and rbspy as libraries) and one CLI run per process per
+//! window (`mode = "per_window"`, for the tests about CLI runs).
 //!
 //! Workloads are started detached (re-parented to init), as on a real host: the
 //! agent never profiles its own descendants. Every test gives its workload a marker
@@ -21,7 +23,7 @@ use profpipe::event::{Event, Profile, RunEnd, Watermark, Window};
 use profpipe::process::DiscoveryConfig;
 use profpipe::sources::py_spy::{PySpy, PySpyConfig};
 use profpipe::sources::rbspy::{RbSpy, RbSpyConfig};
-use profpipe::sources::runtime_runs::{resolve_binary, Runner, Target};
+use profpipe::sources::runtime_runs::{resolve_binary, Mode, Runner, RuntimeProfiler, Target};
 use profpipe::telemetry::Telemetry;
 use profpipe::transforms::app_id::AppIdConfig;
 use profpipe::transforms::classify::{classify, ClassifyConfig, Level, Reason};
@@ -177,6 +179,15 @@ fn py_spy_windows_of(marker: &str, secs: u64) -> PySpyConfig {
     PySpyConfig {
         window: DurationStr(Duration::from_secs(secs)),
         ..py_spy_source(marker, 1)
+    }
+}
+
+/// `source` with one py-spy CLI run per process per window: for the tests about
+/// those runs (finding, crashing or missing the `py-spy` child).
+fn per_window(source: PySpyConfig) -> PySpyConfig {
+    PySpyConfig {
+        mode: Mode::PerWindow,
+        ..source
     }
 }
 
@@ -368,7 +379,7 @@ async fn a_target_exiting_mid_window_is_classified_and_keeps_its_stacks() {
     // The target ends a second after py-spy has started on it: mid-run (a 6 s window
     // gives runs of 3 s), with samples taken, however long the pipeline took to get
     // there.
-    let source = py_spy_windows_of(marker, 6);
+    let source = per_window(py_spy_windows_of(marker, 6));
     let target = w.pid;
     let ender = async {
         find_py_spy_child(target).await;
@@ -508,7 +519,12 @@ async fn a_crashed_py_spy_is_classified_and_the_next_window_is_profiled() {
         .await
         .unwrap();
     });
-    let run = run_pipeline("py_spy", Box::new(py_spy_source(marker, 2)), never()).await;
+    let run = run_pipeline(
+        "py_spy",
+        Box::new(per_window(py_spy_source(marker, 2))),
+        never(),
+    )
+    .await;
     killer.await.unwrap();
     assert_eq!(
         run.telemetry.profiler_errors("py-spy", "profiler_crashed"),
@@ -540,10 +556,10 @@ async fn a_crashed_py_spy_is_classified_and_the_next_window_is_profiled() {
 async fn shutdown_stops_running_profilers_and_finishes() {
     let marker = "profpipe-test-py-shutdown";
     let w = busy_py(marker);
-    let source = PySpyConfig {
+    let source = per_window(PySpyConfig {
         max_windows: None,
         ..py_spy_windows_of(marker, 60)
-    };
+    });
     let started = std::time::Instant::now();
     // Stop while a profiler runs.
     let target = w.pid;
@@ -570,13 +586,320 @@ async fn shutdown_stops_running_profilers_and_finishes() {
 
 #[tokio::test]
 async fn a_missing_profiler_finishes_cleanly() {
-    let source = PySpyConfig {
+    let source = per_window(PySpyConfig {
         binary: "/nonexistent/bin/py-spy".into(),
         ..py_spy_source("profpipe-test-none", 1)
-    };
+    });
     let started = std::time::Instant::now();
     let run = run_pipeline("py_spy", Box::new(source), never()).await;
     assert_eq!(run.watermarks(), vec![Watermark::FINISHED]);
     assert!(run.profiles().is_empty());
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+// ---- The long-lived sampler child (the default `mode = "attached"`) ----
+
+/// This test process's sampler children sampling at `rate` (each test uses a rate of
+/// its own: the tests of this file run in parallel in one process, and all their
+/// children are children of it).
+fn sampler_children(rate: u32) -> Vec<u32> {
+    let want = format!("\0sampler\0python\0--rate\0{rate}\0");
+    common::proc::children_named(std::process::id(), "profpipe")
+        .into_iter()
+        .filter(|&pid| common::proc::cmdline(pid).contains(&want))
+        .collect()
+}
+
+/// Returns once the sampler child `pid` has its targets and samples them. Nothing
+/// outside the child shows that it attached (py-spy does not stop the target): it
+/// has used half a second of CPU (attaching and sampling), or run 5 s on a machine
+/// too busy for that.
+async fn at_work(pid: u32) {
+    let started = std::time::Instant::now();
+    common::wait::until_async("the sampler child at work", Duration::from_secs(10), || {
+        cpu_ticks(pid) >= 50 || started.elapsed() > Duration::from_secs(5)
+    })
+    .await;
+}
+
+/// User + system CPU time of `pid` in clock ticks (0 once it is gone).
+fn cpu_ticks(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // After the comm: state is field 0, utime 11, stime 12.
+    num(11) + num(12)
+}
+
+/// The frames of `stacks` lines (`comm;f1;f2 count`), comm and count removed, with
+/// each stack's share of the samples.
+fn shares(stacks: &[(u32, String)]) -> std::collections::HashMap<String, f64> {
+    let mut counts = std::collections::HashMap::<String, u64>::new();
+    for (_, line) in stacks {
+        let (frames, count) = line.rsplit_once(' ').unwrap();
+        let frames = frames.split_once(';').map_or("", |(_, f)| f).to_string();
+        *counts.entry(frames).or_default() += count.parse::<u64>().unwrap();
+    }
+    let total: u64 = counts.values().sum();
+    counts
+        .into_iter()
+        .map(|(k, v)| (k, v as f64 / total.max(1) as f64))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_sampler_and_the_py_spy_cli_give_the_same_frames() {
+    let marker = "profpipe-test-py-same-frames";
+    let w = busy_py(marker);
+    let comm = w.comm();
+    // The CLI, as the per-window mode runs it, on the same process at the same time.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("cli.raw");
+    let cli = {
+        let (out, pid) = (out.clone(), w.pid);
+        tokio::task::spawn_blocking(move || {
+            let args = PySpy::from_config(&PySpyConfig {
+                frequency: 50,
+                ..PySpyConfig::default()
+            })
+            .args(pid, 3, &out);
+            std::process::Command::new(py_spy())
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap()
+        })
+    };
+    // Two windows: the first may be short of samples while the child attaches.
+    let run = run_pipeline(
+        "py_spy",
+        Box::new(PySpyConfig {
+            frequency: 46,
+            ..py_spy_source(marker, 2)
+        }),
+        never(),
+    )
+    .await;
+    assert!(cli.await.unwrap().success());
+    let text = std::fs::read(&out).unwrap();
+    let (cli_stacks, stats) = PySpy::from_config(&PySpyConfig::default())
+        .read_output(&mut &text[..], &comm)
+        .unwrap();
+    assert_eq!(stats.bad_lines, 0);
+    let cli_lines: Vec<(u32, String)> = cli_stacks
+        .iter()
+        .map(|s| (w.pid, format!("{} {}", s.frames, s.count)))
+        .collect();
+    let lib_lines = run.stacks();
+    assert!(!lib_lines.is_empty(), "{:?}", run.events);
+    assert!(lib_lines
+        .iter()
+        .all(|(pid, s)| *pid == w.pid && s.starts_with(&format!("{comm};"))));
+    // Every stack that holds a quarter of one side's samples is on the other side,
+    // frame for frame (names, files, line numbers, `_[p]`).
+    let (cli, lib) = (shares(&cli_lines), shares(&lib_lines));
+    for (a, b, what) in [(&cli, &lib, "CLI"), (&lib, &cli, "library")] {
+        let heavy: Vec<&String> = a
+            .iter()
+            .filter(|(_, s)| **s >= 0.25)
+            .map(|(k, _)| k)
+            .collect();
+        assert!(!heavy.is_empty(), "{what}: {a:?}");
+        for stack in heavy {
+            assert!(
+                b.contains_key(stack),
+                "the {what}'s stack {stack:?} is missing on the other side:\nCLI {cli:?}\nlibrary {lib:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sampler_child_for_every_target_and_window() {
+    let marker = "profpipe-test-py-one-child";
+    let targets: Vec<Workload> = (0..3).map(|_| busy_py(marker)).collect();
+    let rate = 47;
+    let source = PySpyConfig {
+        frequency: rate,
+        ..py_spy_source(marker, 3)
+    };
+    // Every process this test's pipeline starts, seen every 50 ms while it runs.
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = {
+        let seen = seen.clone();
+        let pids: Vec<u32> = targets.iter().map(|t| t.pid).collect();
+        tokio::spawn(async move {
+            loop {
+                for pid in sampler_children(rate) {
+                    seen.lock().unwrap().insert(format!("sampler {pid}"));
+                }
+                for pid in common::proc::children_named(std::process::id(), "py-spy") {
+                    let cmd = common::proc::cmdline(pid);
+                    if pids.iter().any(|t| cmd.contains(&format!("--pid\0{t}\0"))) {
+                        seen.lock().unwrap().insert(format!("py-spy {pid}"));
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    _ = &mut stop_rx => return,
+                }
+            }
+        })
+    };
+    let run = run_pipeline("py_spy", Box::new(source), never()).await;
+    let _ = stop_tx.send(());
+    watcher.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "3 targets x 4 windows started: {seen:?}");
+    assert!(seen.iter().all(|s| s.starts_with("sampler ")), "{seen:?}");
+    let marks = run.watermarks();
+    assert_eq!(marks.last(), Some(&Watermark::FINISHED), "{marks:?}");
+    assert!(marks.len() >= 3, "{marks:?}");
+    // Every target, in the windows after the first.
+    for t in &targets {
+        for end in &marks[1..marks.len() - 1] {
+            assert!(
+                run.profiles().iter().any(|p| p.window.end_ms == *end
+                    && p.stacks
+                        .iter()
+                        .any(|s| s.pid == t.pid && s.frames.contains("profpipe_py_leaf"))),
+                "no stacks of {} in the window ending at {end}: {:?}",
+                t.pid,
+                run.events
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sampler_child_is_restarted_and_its_targets_stay_profiled() {
+    let marker = "profpipe-test-py-kill-sampler";
+    let w = busy_py(marker);
+    let rate = 45;
+    let source = PySpyConfig {
+        frequency: rate,
+        window: DurationStr(Duration::from_secs(3)),
+        ..py_spy_source(marker, 4)
+    };
+    let killer = tokio::spawn(async move {
+        let child =
+            common::wait::until_some_async("the sampler child", Duration::from_secs(10), || {
+                sampler_children(rate).first().copied()
+            })
+            .await;
+        at_work(child).await;
+        let killed_at = profpipe::window_clock::now_ms();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // Another one takes its place.
+        let next =
+            common::wait::until_some_async("a new sampler child", Duration::from_secs(10), || {
+                sampler_children(rate).into_iter().find(|&p| p != child)
+            })
+            .await;
+        (child, next, killed_at)
+    });
+    let run = run_pipeline("py_spy", Box::new(source), never()).await;
+    let (killed, next, killed_at) = killer.await.unwrap();
+    assert_ne!(killed, next);
+    // Windows that started after the kill have the target's stacks.
+    let after: Vec<_> = run
+        .profiles()
+        .into_iter()
+        .filter(|p| p.window.start_ms > killed_at)
+        .flat_map(|p| p.stacks.iter())
+        .filter(|s| s.pid == w.pid && s.frames.contains("profpipe_py_leaf"))
+        .collect();
+    assert!(!after.is_empty(), "{:?}", run.events);
+    // The loss is a diagnostic of the window it hit, counted by classify (SIGKILL
+    // with nothing on stderr: `unknown`).
+    assert!(
+        run.telemetry.profiler_errors("py-spy", "unknown") >= 1,
+        "{:?}",
+        run.events
+    );
+    assert_eq!(run.watermarks().last(), Some(&Watermark::FINISHED));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attached_a_target_exiting_mid_window_is_classified_and_keeps_its_stacks() {
+    let marker = "profpipe-test-py-attached-exits";
+    let w = busy_py(marker);
+    let rate = 44;
+    let source = PySpyConfig {
+        frequency: rate,
+        max_windows: Some(2),
+        ..py_spy_windows_of(marker, 6)
+    };
+    let ender = async {
+        let child =
+            common::wait::until_some_async("the sampler child", Duration::from_secs(10), || {
+                sampler_children(rate).first().copied()
+            })
+            .await;
+        at_work(child).await;
+        w.end_soon();
+    };
+    let (run, ()) = tokio::join!(run_pipeline("py_spy", Box::new(source), never()), ender);
+    assert_eq!(
+        run.telemetry.profiler_errors("py-spy", "process_exited"),
+        1,
+        "{:?}",
+        run.events
+    );
+    let stacks = run.stacks();
+    assert!(stacks.iter().any(|(_, s)| s.contains("profpipe_py_leaf")));
+    assert_eq!(run.watermarks().last(), Some(&Watermark::FINISHED));
+}
+
+/// `kill -9` of the agent: its sampler child dies with it (`PR_SET_PDEATHSIG`).
+#[test]
+fn a_killed_agent_leaves_no_sampler_child() {
+    let marker = "profpipe-test-py-agent-killed";
+    let w = busy_py(marker);
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::run::write_config(
+        dir.path(),
+        "agent.toml",
+        &format!(
+            "[agent]\nstate_dir = {:?}\n\
+             [sources.python]\ntype = \"py_spy\"\nwindow = \"2s\"\n\
+             discovery = {{ min_age = \"0s\", allow_cmdline = [\"{marker}\"] }}\n\
+             [sinks.out]\ntype = \"file\"\ninputs = [\"python\"]\npath = {:?}\n",
+            dir.path().join("state"),
+            dir.path().join("profiles"),
+        ),
+    );
+    let mut agent = common::run::profpipe()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sampler =
+        common::wait::until_some("the agent's sampler child", Duration::from_secs(20), || {
+            common::proc::children_named(agent.id(), "profpipe")
+                .into_iter()
+                .find(|&p| common::proc::cmdline(p).contains("\0sampler\0python\0"))
+        });
+    let handle = PidFd::open(sampler).unwrap();
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(
+        handle.wait_exit(Duration::from_secs(10)),
+        "the sampler child {sampler} outlived its agent"
+    );
+    drop(w);
 }

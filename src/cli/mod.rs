@@ -3,6 +3,7 @@
 pub mod dead_letter;
 pub mod fold;
 pub mod run;
+pub mod sampler;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -38,6 +39,9 @@ pub enum Command {
     /// dead-letter file).
     #[command(name = "dead-letter")]
     DeadLetter(dead_letter::DeadLetterArgs),
+    /// The runtime sampler child the py_spy and rbspy sources start (internal).
+    #[command(hide = true)]
+    Sampler(sampler::SamplerArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -47,6 +51,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Fold(args) => fold::run(args),
         Command::DeadLetter(args) => dead_letter::run(args),
+        Command::Sampler(args) => sampler::run(args),
     }
 }
 

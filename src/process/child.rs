@@ -28,6 +28,8 @@ use super::stderr_tail::StderrTail;
 
 /// The read end of a piped stdout.
 pub type ChildStdout = pipe::Receiver;
+/// The write end of a piped stdin.
+pub type ChildStdin = pipe::Sender;
 
 /// Bytes read from stderr per read call.
 const STDERR_CHUNK: usize = 16 * 1024;
@@ -115,6 +117,7 @@ pub struct Child {
     pid: u32,
     program: String,
     proc: Arc<ChildProc>,
+    stdin: Option<ChildStdin>,
     stdout: Option<ChildStdout>,
     cancel: Option<oneshot::Sender<()>>,
     report: oneshot::Receiver<ExitReport>,
@@ -134,6 +137,18 @@ impl Child {
     /// from the handle, so it cannot outlive the child's handle.
     pub fn stdout(&mut self) -> Option<&mut ChildStdout> {
         self.stdout.as_mut()
+    }
+
+    /// The piped stdin ([`Spec::stdin_piped`](super::Spec::stdin_piped)), taken once:
+    /// the caller owns it, and dropping it closes the child's stdin.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
+    /// The piped stdout, taken once, for a reader of its own (a task that outlives
+    /// a `select!` loop); the caller must then read it to its end.
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.stdout.take()
     }
 
     /// Sends `sig` to the child process itself (e.g. SIGUSR2 to make PyPerf or perf
@@ -260,6 +275,16 @@ pub(crate) struct ReaperContext {
 /// called inside the runtime.
 pub(crate) fn start(mut raw: RawChild, cx: ReaperContext) -> Child {
     let pid = raw.proc.pid();
+    let stdin = raw
+        .stdin
+        .take()
+        .and_then(|fd| match pipe::Sender::from_owned_fd(fd) {
+            Ok(tx) => Some(tx),
+            Err(e) => {
+                tracing::warn!(pid, error = %e, "cannot write the child's stdin");
+                None
+            }
+        });
     let stdout = receiver(raw.stdout.take(), pid, "stdout");
     let stderr = receiver(raw.stderr.take(), pid, "stderr");
     let (cancel_tx, cancel_rx) = oneshot::channel();
@@ -268,6 +293,7 @@ pub(crate) fn start(mut raw: RawChild, cx: ReaperContext) -> Child {
         pid,
         program: cx.label.clone(),
         proc: raw.proc.clone(),
+        stdin,
         stdout,
         cancel: Some(cancel_tx),
         report: report_rx,

@@ -44,7 +44,7 @@ mod supervisor;
 
 pub use backoff::{Backoff, BackoffState};
 pub use bounded_map::BoundedMap;
-pub use child::{Child, ChildStdout, ExitOutcome, ExitReport, SignalError};
+pub use child::{Child, ChildStdin, ChildStdout, ExitOutcome, ExitReport, SignalError};
 pub use discovery::{
     classify, container_id, pod_uid, select, skip_reason, Classification, Discovery,
     DiscoveryConfig, PodInfo, ProcessInfo, Rules, Runtime,

@@ -14,6 +14,7 @@ use super::slot::LiveSlot;
 pub(crate) struct RawChild {
     pub(crate) proc: Arc<ChildProc>,
     pub(crate) pidfd: Option<OwnedFd>,
+    pub(crate) stdin: Option<OwnedFd>,
     pub(crate) stdout: Option<OwnedFd>,
     pub(crate) stderr: Option<OwnedFd>,
     pub(crate) started: Instant,
@@ -27,6 +28,7 @@ impl Drop for RawChild {
             return;
         }
         // Close our pipe ends first: the child must not block writing to them.
+        self.stdin = None;
         self.stdout = None;
         self.stderr = None;
         self.pidfd = None;

@@ -134,7 +134,11 @@ fn spawn_now(spec: Spec, slot: LiveSlot, opts: SpawnOptions) -> Result<RawChild,
         }
         cmd.current_dir(dir);
     }
-    cmd.stdin(Stdio::null());
+    cmd.stdin(if spec.stdin_piped {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     cmd.stderr(Stdio::piped());
     cmd.stdout(match &spec.stdout {
         Stdout::Null => Stdio::null(),
@@ -165,6 +169,7 @@ fn spawn_now(spec: Spec, slot: LiveSlot, opts: SpawnOptions) -> Result<RawChild,
     let mut child = cmd.spawn().map_err(|e| SpawnError::from_io(program, e))?;
     let started = Instant::now();
     let pid = child.id();
+    let stdin = child.stdin.take().map(OwnedFd::from);
     let stdout = child.stdout.take().map(OwnedFd::from);
     let stderr = child.stderr.take().map(OwnedFd::from);
     // std's Child neither kills nor waits on drop: from here ChildProc owns the PID.
@@ -173,6 +178,7 @@ fn spawn_now(spec: Spec, slot: LiveSlot, opts: SpawnOptions) -> Result<RawChild,
         proc: Arc::new(ChildProc::new(pid)),
         // The child is unreaped, so its PID cannot have been reused yet.
         pidfd: pidfd_open(pid),
+        stdin,
         stdout,
         stderr,
         started,

@@ -5,8 +5,9 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Where the child's stdout goes. Stdin is always `/dev/null`; stderr is always
-/// captured by the supervisor into a bounded tail.
+/// Where the child's stdout goes. Stdin is `/dev/null` unless
+/// [`Spec::stdin_piped`] asks for a pipe; stderr is always captured by the
+/// supervisor into a bounded tail.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Stdout {
     /// Discarded (`/dev/null`).
@@ -38,6 +39,7 @@ pub struct Spec {
     pub(crate) deadline: Option<Duration>,
     pub(crate) kill_grace: Option<Duration>,
     pub(crate) stdout: Stdout,
+    pub(crate) stdin_piped: bool,
     pub(crate) label: String,
 }
 
@@ -59,6 +61,7 @@ impl Spec {
             deadline: None,
             kill_grace: None,
             stdout: Stdout::Null,
+            stdin_piped: false,
             label,
         }
     }
@@ -122,6 +125,14 @@ impl Spec {
 
     pub fn stdout(mut self, stdout: Stdout) -> Spec {
         self.stdout = stdout;
+        self
+    }
+
+    /// Gives the child a pipe as stdin, written through [`Child::take_stdin`](super::Child::take_stdin):
+    /// a long-lived child the agent sends commands to.
+    /// Closing it is the child's cue to exit.
+    pub fn stdin_piped(mut self) -> Spec {
+        self.stdin_piped = true;
         self
     }
 

@@ -9,6 +9,7 @@ pub mod pyperf;
 pub mod rbspy;
 pub mod runtime_config;
 pub mod runtime_runs;
+pub mod runtime_sampler;
 
 use crate::component::{Kind, SourceConfig};
 

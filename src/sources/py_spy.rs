@@ -14,9 +14,15 @@
 //! annotate = true           # append gProfiler's `_[p]` to every frame
 //! python_versions = true    # gProfiler's `[pkg==ver]` / `[standard-library==3.x.y]` tags
 //! discovery = { min_age = "10s", max_processes = 50 }
+//! mode = "attached"         # or "per_window": one py-spy CLI run per process per window
+//! skip_idle_targets = false # attached: skip processes that used no CPU last window
+//! sampler_binary = ""       # attached: profpipe's binary for the sampler child (found by itself)
 //! ```
 //!
-//! Each run is `py-spy record --format raw --nonblocking --duration D --rate R
+//! By default (`mode = "attached"`) one long-lived sampler child samples every
+//! selected process through py-spy's library (see [`super::runtime_sampler`]);
+//! `binary` and `max_concurrent` then do not apply. With `mode = "per_window"`
+//! each run is `py-spy record --format raw --nonblocking --duration D --rate R
 //! --pid P --output F [--gil] [--full-filenames] [--idle]`; its lines
 //! (`main (app.py:8);work (app.py:3) 41`) become `comm;main (app.py:8)_[p];work
 //! (app.py:3)_[p]`. Processes that merely embed Python (Envoy, Bazel tools) are
@@ -38,7 +44,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::runtime_config::RuntimeSourceConfig;
-use super::runtime_runs::{RunSettings, RuntimeProfiler};
+use super::runtime_runs::{Mode, RunSettings, RuntimeProfiler};
+use super::runtime_sampler::{FrameStyle, Kind, Options};
 use crate::event::Stack;
 use crate::formats::line::{self, FormatStats};
 use crate::formats::py_spy_raw::{PySpyRawOptions, PySpyRawReader};
@@ -86,6 +93,15 @@ pub struct PySpyConfig {
     /// (`[attrs==24.2.0]`) or of the standard library (`[standard-library==3.11.7]`),
     /// as gProfiler does. Implies `--full-filenames`.
     pub python_versions: bool,
+    /// `attached` (one long-lived sampler child for every process) or `per_window`
+    /// (one py-spy CLI run per process per window).
+    pub mode: Mode,
+    /// Attached mode: do not sample processes that used no CPU since the previous
+    /// window (their perf stacks stay native).
+    pub skip_idle_targets: bool,
+    /// Attached mode: profpipe's binary to run as the sampler child; empty finds
+    /// the running one.
+    pub sampler_binary: String,
 }
 
 impl Default for PySpyConfig {
@@ -102,6 +118,9 @@ impl Default for PySpyConfig {
             idle: false,
             annotate: true,
             python_versions: true,
+            mode: Mode::default(),
+            skip_idle_targets: false,
+            sampler_binary: String::new(),
         }
     }
 }
@@ -125,6 +144,9 @@ impl RuntimeSourceConfig for PySpyConfig {
             max_concurrent: self.max_concurrent,
             discovery: self.discovery.clone(),
             binary: self.binary.clone(),
+            mode: self.mode,
+            sampler_binary: self.sampler_binary.clone(),
+            skip_idle_targets: self.skip_idle_targets,
         }
     }
 
@@ -206,6 +228,17 @@ impl RuntimeProfiler for PySpy {
             }
         }
         a
+    }
+
+    fn sampler(&self) -> (Kind, Options, FrameStyle) {
+        let options = Options {
+            rate: self.rate,
+            idle: self.idle,
+            gil: self.gil,
+            full_filenames: self.full_filenames,
+            ..Options::default()
+        };
+        (Kind::Python, options, FrameStyle::PySpy)
     }
 
     fn read_output(

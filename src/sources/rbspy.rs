@@ -11,9 +11,15 @@
 //! on_cpu = false            # --on-cpu: only samples while the process is on CPU
 //! annotate = true           # append gProfiler's `_[rb]` to every frame
 //! discovery = { min_age = "10s" }
+//! mode = "attached"         # or "per_window": one rbspy CLI run per process per window
+//! skip_idle_targets = false # attached: skip processes that used no CPU last window
+//! sampler_binary = ""       # attached: profpipe's binary for the sampler child (found by itself)
 //! ```
 //!
-//! Each run is `rbspy record --pid P --duration D --rate R --format collapsed
+//! By default (`mode = "attached"`) one long-lived sampler child samples every
+//! selected process through rbspy's library (see [`super::runtime_sampler`]);
+//! `binary` and `max_concurrent` then do not apply. With `mode = "per_window"`
+//! each run is `rbspy record --pid P --duration D --rate R --format collapsed
 //! --file F --raw-file /dev/null --silent --nonblocking [--on-cpu]`. Without
 //! `--raw-file`, rbspy keeps a gzipped copy of every recording in
 //! `~/.cache/rbspy/`, a disk leak on a host profiled every minute; `/dev/null`
@@ -29,7 +35,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::runtime_config::RuntimeSourceConfig;
-use super::runtime_runs::{decorate_frames, RunSettings, RuntimeProfiler};
+use super::runtime_runs::{decorate_frames, Mode, RunSettings, RuntimeProfiler};
+use super::runtime_sampler::{FrameStyle, Kind, Options};
 use crate::event::Stack;
 use crate::formats::folded::FoldedReader;
 use crate::formats::line::{self, FormatStats};
@@ -67,6 +74,15 @@ pub struct RbSpyConfig {
     pub on_cpu: bool,
     /// Append `_[rb]` to every frame, as gProfiler marks Ruby frames.
     pub annotate: bool,
+    /// `attached` (one long-lived sampler child for every process) or `per_window`
+    /// (one rbspy CLI run per process per window).
+    pub mode: Mode,
+    /// Attached mode: do not sample processes that used no CPU since the previous
+    /// window (their perf stacks stay native).
+    pub skip_idle_targets: bool,
+    /// Attached mode: profpipe's binary to run as the sampler child; empty finds
+    /// the running one.
+    pub sampler_binary: String,
 }
 
 impl Default for RbSpyConfig {
@@ -80,6 +96,9 @@ impl Default for RbSpyConfig {
             discovery: DiscoveryConfig::default(),
             on_cpu: false,
             annotate: true,
+            mode: Mode::default(),
+            skip_idle_targets: false,
+            sampler_binary: String::new(),
         }
     }
 }
@@ -103,6 +122,9 @@ impl RuntimeSourceConfig for RbSpyConfig {
             max_concurrent: self.max_concurrent,
             discovery: self.discovery.clone(),
             binary: self.binary.clone(),
+            mode: self.mode,
+            sampler_binary: self.sampler_binary.clone(),
+            skip_idle_targets: self.skip_idle_targets,
         }
     }
 
@@ -170,6 +192,15 @@ impl RuntimeProfiler for RbSpy {
             a.push("--on-cpu".into());
         }
         a
+    }
+
+    fn sampler(&self) -> (Kind, Options, FrameStyle) {
+        let options = Options {
+            rate: self.rate,
+            on_cpu: self.on_cpu,
+            ..Options::default()
+        };
+        (Kind::Ruby, options, FrameStyle::RbSpy)
     }
 
     fn read_output(

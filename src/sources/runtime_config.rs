@@ -10,7 +10,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::runtime_runs::{self, RunSettings, RuntimeProfiler};
+use super::runtime_runs::{self, Mode, RunSettings, RuntimeProfiler};
+use super::runtime_sampler::{self, SamplerSettings};
 use crate::component::{BuildError, FieldError, SourceConfig, SourceContext, Task};
 use crate::units::DurationStr;
 
@@ -45,10 +46,22 @@ impl<C: RuntimeSourceConfig> SourceConfig for C {
     }
 
     fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
-        Ok(Box::pin(runtime_runs::drive(
-            self.profiler(),
-            self.settings(),
-            cx,
-        )))
+        let settings = self.settings();
+        let profiler = self.profiler();
+        Ok(match settings.mode {
+            Mode::PerWindow => Box::pin(runtime_runs::drive(profiler, settings, cx)),
+            Mode::Attached => {
+                let (kind, mut options, style) = profiler.sampler();
+                options.max_targets = settings.discovery.max_processes;
+                let sampler = SamplerSettings {
+                    kind,
+                    style,
+                    options,
+                    skip_idle_targets: settings.skip_idle_targets,
+                    binary: settings.sampler_binary.clone(),
+                };
+                Box::pin(runtime_sampler::drive(profiler, settings, sampler, cx))
+            }
+        })
     }
 }

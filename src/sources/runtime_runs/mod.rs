@@ -41,9 +41,9 @@ mod target;
 mod windows;
 
 pub use profiler::{
-    resolve_binary, validate, RunSettings, RuntimeProfiler, EXTRA_DEADLINE, MAX_WINDOWS_IN_FLIGHT,
-    TOOLS_DIR,
+    resolve_binary, validate, Mode, RunSettings, RuntimeProfiler, EXTRA_DEADLINE,
+    MAX_WINDOWS_IN_FLIGHT, TOOLS_DIR,
 };
-pub use runner::{decorate_frames, RunResult, Runner};
+pub use runner::{decorate_frames, sanitize_comm, RunResult, Runner};
 pub use target::{target_alive, Target};
 pub use windows::drive;

@@ -12,6 +12,7 @@ use crate::formats::line::FormatStats;
 use crate::process::{DiscoveryConfig, Runtime};
 use crate::sources::live::binary::{self, Search};
 use crate::telemetry::ComponentMetrics;
+use crate::sources::runtime_sampler::{FrameStyle, Kind, Options};
 
 /// Added to a run's duration to get its deadline (gProfiler: duration + 10 s).
 pub const EXTRA_DEADLINE: Duration = Duration::from_secs(10);
@@ -31,6 +32,9 @@ pub trait RuntimeProfiler: Send + Sync + 'static {
     fn install_hint(&self) -> &'static str;
     /// The arguments of one run of `duration_secs` against `pid`, writing `output`.
     fn args(&self, pid: u32, duration_secs: u64, output: &Path) -> Vec<OsString>;
+    /// The sampler child that replaces per-window runs (`mode = "attached"`): which
+    /// runtime, its options, and how the CLI prints its frames.
+    fn sampler(&self) -> (Kind, Options, FrameStyle);
     /// Reads an output file into stacks whose first frame is `comm`.
     fn read_output(
         &self,
@@ -51,6 +55,23 @@ pub struct RunSettings {
     pub discovery: DiscoveryConfig,
     /// A path, or a name looked up with [`resolve_binary`].
     pub binary: String,
+    pub mode: Mode,
+    /// profpipe's own binary for the sampler child; empty: found by itself.
+    pub sampler_binary: String,
+    /// Attached mode: skip targets that used no CPU since the previous window.
+    pub skip_idle_targets: bool,
+}
+
+/// How a runtime source samples.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// One long-lived sampler child (profpipe's own binary, py-spy / rbspy as
+    /// libraries) for every target: attached once, streamed to the agent.
+    #[default]
+    Attached,
+    /// One `py-spy` / `rbspy` CLI process per target per window (the `binary`).
+    PerWindow,
 }
 
 /// Checks every such source makes (no I/O).

@@ -262,7 +262,7 @@ impl Runner {
 }
 
 /// A comm may hold any byte but `/` and NUL; a `;` would split it into two frames.
-fn sanitize_comm(comm: &str) -> String {
+pub fn sanitize_comm(comm: &str) -> String {
     comm.replace([';', '\n', '\r'], "_")
 }
 
