@@ -4,6 +4,7 @@ pub mod collapsed;
 pub mod flamegraph;
 pub mod folded;
 pub mod line;
+pub mod perf_data;
 pub mod perf_script;
 pub mod pprof;
 pub mod profile_json;

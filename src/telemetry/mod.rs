@@ -11,6 +11,7 @@
 
 mod component_metrics;
 mod disk_buffer;
+mod symbol_cache;
 mod families;
 mod process;
 mod rate_limited;
@@ -23,6 +24,7 @@ use prometheus_client::registry::Registry;
 
 pub use component_metrics::{ComponentMetrics, RequestMetrics};
 pub use disk_buffer::DiskBufferMetrics;
+pub use symbol_cache::{SymbolCacheFigures, SymbolCacheMetrics};
 use families::{request_duration_histogram, Families};
 pub use families::{ComponentLabels, DiscardLabels, ProfilerErrorLabels};
 pub use rate_limited::RateLimited;
@@ -62,6 +64,7 @@ impl Telemetry {
             requests_in_flight: Family::default(),
             process: process::ProcessGauges::default(),
             disk: Default::default(),
+            symbols: Default::default(),
             registry: Mutex::new(Registry::default()),
         };
         registry.register(
@@ -150,6 +153,7 @@ impl Telemetry {
             f.requests_in_flight.clone(),
         );
         f.disk.register(&mut registry);
+        f.symbols.register(&mut registry);
         f.process.register(&mut registry);
         *f.registry.lock().unwrap() = registry;
         Telemetry { inner: Arc::new(f) }

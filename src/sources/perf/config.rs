@@ -55,8 +55,12 @@ pub struct PerfSourceConfig {
     /// Restart perf when its current data file passes this size (a window that
     /// records more than this is cut into several files; all are delivered).
     pub max_data_bytes: ByteSize,
-    /// Longest one `perf script` run may take; it is killed past it.
+    /// Longest one `perf script` run may take; it is killed past it (only with
+    /// `call_graph = "dwarf"`: frame-pointer data is read in-process).
     pub script_timeout: DurationStr,
+    /// Most bytes of symbol tables (ELF files, JIT perf maps) kept between windows
+    /// by the in-process reader; past it the least recently used are dropped.
+    pub symbol_cache: ByteSize,
     /// The perf program: a name looked up in `PATH`, or a path.
     pub binary: String,
     /// More arguments for `perf record`, added after the source's own (not `-o` or
@@ -80,6 +84,7 @@ impl Default for PerfSourceConfig {
             restart_after: DurationStr::from_secs(600),
             max_data_bytes: ByteSize::mib(512),
             script_timeout: DurationStr::from_secs(60),
+            symbol_cache: ByteSize::mib(128),
             binary: "perf".into(),
             extra_args: Vec::new(),
             backoff: Backoff::default(),

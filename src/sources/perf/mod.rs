@@ -9,13 +9,17 @@
 //! restart_rss = "200MiB"     # restart perf when its RSS passes this
 //! restart_after = "600s"     # ... or when it has run this long
 //! max_data_bytes = "512MiB"  # ... or when its current perf.data passes this
+//! symbol_cache = "128MiB"    # symbol tables kept between windows
 //! ```
 //!
 //! One long-running `perf record -a --switch-output=signal` writes into the source's
 //! scratch directory. At the end of every window the source sends it SIGUSR2, waits
-//! for the rotated `perf.data.<timestamp>`, runs `perf script -F +pid --no-inline` on
-//! it under a deadline, streams the text on in whole-record chunks (for `fold`),
-//! deletes the file and sends the window's watermark.
+//! for the rotated `perf.data.<timestamp>`, reads it in-process
+//! ([`crate::formats::perf_data`]: the `perf script -F +pid --no-inline` text, with
+//! symbol caches that live as long as the source), streams the text on in
+//! whole-record chunks (for `fold`), deletes the file and sends the window's
+//! watermark. With `call_graph = "dwarf"` the file goes through `perf script` under a
+//! deadline instead (unwinding DWARF stacks in-process is not worth it yet).
 //!
 //! What gProfiler got wrong, and what this source does instead
 //! (`context/gprofiler-facts.md` §2):
@@ -140,6 +144,7 @@ impl SourceConfig for PerfSourceConfig {
         for (field, b) in [
             ("restart_rss", self.restart_rss),
             ("max_data_bytes", self.max_data_bytes),
+            ("symbol_cache", self.symbol_cache),
         ] {
             if b.get() < 1024 * 1024 {
                 e.push(FieldError::new(

@@ -1,0 +1,116 @@
+//! perf.data read in this process: the sampler stays upstream `perf record`, the
+//! `perf script` step does not.
+//!
+//! [`Converter`] reads a perf.data file (the file layout `PERFILE2` with a 104-byte
+//! header, or the pipe layout `perf record -o -` writes, with a 16-byte one),
+//! rebuilds perf's view of processes from its records ([`process`]), symbolizes the
+//! samples' frames with caches that outlive the file ([`symbols`]) and writes the
+//! text `perf script -F +pid --no-inline` prints, so the one folder
+//! ([`crate::formats::perf_script`]) folds both paths with the same rules.
+//!
+//! What it cannot reproduce exactly is listed in the README ("Known differences from
+//! `perf script`").
+
+mod convert;
+pub mod process;
+pub mod symbols;
+mod text_reader;
+
+pub use convert::{ConvertStats, Converter, PIECE_BYTES};
+pub use symbols::{CacheStats, Symbolizer, SymbolizerLimits};
+pub use text_reader::TextReader;
+
+/// The magic both layouts start with (`PERFILE2`, little-endian).
+pub const MAGIC: &[u8; 8] = b"PERFILE2";
+
+/// The two perf.data layouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// A seekable file with sections (`perf record -o FILE`).
+    File,
+    /// A stream (`perf record -o -`): header, then attributes and records inline.
+    Pipe,
+}
+
+/// Which layout `head` (the first 16 bytes or more) starts, if any: the magic, then
+/// the header size, 16 for a pipe and larger for a file.
+pub fn detect(head: &[u8]) -> Option<Layout> {
+    if head.len() < 16 || &head[..8] != MAGIC {
+        return None;
+    }
+    let size = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
+    Some(if size == 16 {
+        Layout::Pipe
+    } else {
+        Layout::File
+    })
+}
+
+/// Why a perf.data input could not be read at all (damage after the header only
+/// ends the input early, see [`ConvertStats::truncated`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PerfDataError {
+    #[error("not a perf.data file (no PERFILE2 magic)")]
+    NotPerfData,
+    #[error("cannot read the perf.data header: {0}")]
+    Header(String),
+    #[error("cannot read the perf.data input: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The number of sample records in a perf.data file (no symbols read), e.g. to
+/// check that an event works.
+pub fn count_samples(path: &std::path::Path) -> Result<u64, PerfDataError> {
+    use std::io::{Read, Seek};
+    let mut f = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut head = [0u8; 16];
+    f.read_exact(&mut head).map_err(|_| PerfDataError::NotPerfData)?;
+    let layout = detect(&head).ok_or(PerfDataError::NotPerfData)?;
+    f.seek(std::io::SeekFrom::Start(0))?;
+    let reader = match layout {
+        Layout::File => linux_perf_data::PerfFileReader::parse_file(f),
+        Layout::Pipe => linux_perf_data::PerfFileReader::parse_pipe(f),
+    }
+    .map_err(|e| PerfDataError::Header(e.to_string()))?;
+    let linux_perf_data::PerfFileReader {
+        mut perf_file,
+        mut record_iter,
+    } = reader;
+    let mut n = 0;
+    while let Ok(Some(r)) = record_iter.next_record(&mut perf_file) {
+        if let linux_perf_data::PerfFileRecord::EventRecord { record, .. } = r {
+            if record.record_type == linux_perf_data::linux_perf_event_reader::RecordType::SAMPLE {
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_both_layouts() {
+        let mut h = b"PERFILE2".to_vec();
+        h.extend_from_slice(&16u64.to_le_bytes());
+        assert_eq!(detect(&h), Some(Layout::Pipe));
+        h[8..16].copy_from_slice(&104u64.to_le_bytes());
+        assert_eq!(detect(&h), Some(Layout::File));
+        assert_eq!(detect(b"PERFILE2"), None);
+        assert_eq!(detect(b"perf 1/1 1.0: 1 cpu-clock:\n"), None);
+    }
+
+    #[test]
+    fn garbage_is_not_perf_data() {
+        let mut c = Converter::new(Symbolizer::default());
+        let r = c.convert(std::io::Cursor::new(b"hello world, not perf data".to_vec()), &mut |_| true);
+        assert!(matches!(r, Err(PerfDataError::NotPerfData)));
+        let mut bad = b"PERFILE2".to_vec();
+        bad.extend_from_slice(&104u64.to_le_bytes());
+        bad.extend_from_slice(&[0xff; 40]);
+        let r = c.convert(std::io::Cursor::new(bad), &mut |_| true);
+        assert!(r.is_err());
+    }
+}
