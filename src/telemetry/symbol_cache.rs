@@ -1,5 +1,6 @@
 //! The metrics of an in-process symbolizer's caches (the perf source's):
-//! `profpipe_symbol_cache_bytes`, `profpipe_symbol_cache_files`,
+//! `profpipe_symbol_cache_bytes`, `profpipe_symbol_cache_kernel_bytes`,
+//! `profpipe_symbol_cache_files`,
 //! `profpipe_symbol_cache_perf_maps` and the totals
 //! `profpipe_symbol_cache_{hits,misses,evictions,load_failures}_total`.
 
@@ -13,6 +14,7 @@ use super::families::ComponentLabels;
 #[derive(Default)]
 pub(super) struct SymbolFamilies {
     bytes: Family<ComponentLabels, Gauge>,
+    kernel_bytes: Family<ComponentLabels, Gauge>,
     files: Family<ComponentLabels, Gauge>,
     perf_maps: Family<ComponentLabels, Gauge>,
     hits: Family<ComponentLabels, Counter>,
@@ -27,6 +29,11 @@ impl SymbolFamilies {
             "symbol_cache_bytes",
             "Bytes of symbol tables held between windows (bounded by the source's symbol_cache)",
             self.bytes.clone(),
+        );
+        r.register(
+            "symbol_cache_kernel_bytes",
+            "Bytes of kernel symbols, read once from /proc/kallsyms",
+            self.kernel_bytes.clone(),
         );
         r.register(
             "symbol_cache_files",
@@ -65,6 +72,7 @@ impl SymbolFamilies {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SymbolCacheFigures {
     pub bytes: u64,
+    pub kernel_bytes: u64,
     pub files: u64,
     pub perf_maps: u64,
     pub hits: u64,
@@ -76,6 +84,7 @@ pub struct SymbolCacheFigures {
 /// One component's symbol cache metrics.
 pub struct SymbolCacheMetrics {
     bytes: Gauge,
+    kernel_bytes: Gauge,
     files: Gauge,
     perf_maps: Gauge,
     hits: Counter,
@@ -88,6 +97,7 @@ impl SymbolCacheMetrics {
     pub(super) fn new(f: &SymbolFamilies, labels: &ComponentLabels) -> Self {
         SymbolCacheMetrics {
             bytes: f.bytes.get_or_create_owned(labels),
+            kernel_bytes: f.kernel_bytes.get_or_create_owned(labels),
             files: f.files.get_or_create_owned(labels),
             perf_maps: f.perf_maps.get_or_create_owned(labels),
             hits: f.hits.get_or_create_owned(labels),
@@ -101,6 +111,7 @@ impl SymbolCacheMetrics {
     pub fn report(&self, f: &SymbolCacheFigures) {
         let gauge = |v: u64| v.min(i64::MAX as u64) as i64;
         self.bytes.set(gauge(f.bytes));
+        self.kernel_bytes.set(gauge(f.kernel_bytes));
         self.files.set(gauge(f.files));
         self.perf_maps.set(gauge(f.perf_maps));
         for (c, v) in [

@@ -119,12 +119,20 @@ impl Converter {
         let mut magic = [0u8; 16];
         input.read_exact(&mut magic).map_err(|_| PerfDataError::NotPerfData)?;
         let layout = super::detect(&magic).ok_or(PerfDataError::NotPerfData)?;
+        if layout == Layout::File {
+            super::check_file_header(&mut input)?;
+        }
         input.seek(std::io::SeekFrom::Start(0))?;
-        let reader = match layout {
+        // The parser trusts sizes it reads; damage it still trips on is an error of
+        // this file, not of the agent.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match layout {
             Layout::File => PerfFileReader::parse_file(input),
             Layout::Pipe => PerfFileReader::parse_pipe(input),
-        }
-        .map_err(|e| PerfDataError::Header(e.to_string()))?;
+        }));
+        let reader = match parsed {
+            Ok(r) => r.map_err(|e| PerfDataError::Header(e.to_string()))?,
+            Err(_) => return Err(PerfDataError::Header("malformed header".into())),
+        };
         self.symbolizer.begin();
         let mut run = Run::new(self.max_stack);
         let PerfFileReader {
@@ -137,29 +145,38 @@ impl Converter {
             .enumerate()
             .map(|(i, a)| event_name(a.name(), i))
             .collect();
-        loop {
-            let record = match record_iter.next_record(&mut perf_file) {
-                Ok(Some(r)) => r,
-                Ok(None) => break,
-                Err(_) => {
-                    run.stats.truncated = true;
-                    break;
-                }
-            };
-            let PerfFileRecord::EventRecord { attr_index, record } = record else {
-                continue;
-            };
-            let parsed = match record.parse() {
-                Ok(p) => p,
-                Err(_) => {
-                    run.stats.bad_records += 1;
+        let symbolizer = &mut self.symbolizer;
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            loop {
+                let record = match record_iter.next_record(&mut perf_file) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return true,
+                    Err(_) => {
+                        run.stats.truncated = true;
+                        return true;
+                    }
+                };
+                let PerfFileRecord::EventRecord { attr_index, record } = record else {
                     continue;
+                };
+                let parsed = match record.parse() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        run.stats.bad_records += 1;
+                        continue;
+                    }
+                };
+                run.record(attr_index, parsed);
+                if run.batch.frames.len() >= BATCH_FRAMES && !run.flush(symbolizer, out) {
+                    return false;
                 }
-            };
-            run.record(attr_index, parsed);
-            if run.batch.frames.len() >= BATCH_FRAMES && !run.flush(&mut self.symbolizer, out) {
-                return Ok(run.stats);
             }
+        }));
+        match read {
+            Ok(true) => {}
+            Ok(false) => return Ok(run.stats),
+            // The parser tripped on damage: what was read before is kept.
+            Err(_) => run.stats.truncated = true,
         }
         run.flush(&mut self.symbolizer, out);
         if !run.text.is_empty() {
@@ -252,8 +269,15 @@ impl Run {
 
     fn sample(&mut self, attr_index: usize, s: &SampleRecord<'_>) {
         self.stats.samples += 1;
-        let pid = s.pid.unwrap_or(-1).max(0) as u32;
-        let tid = s.tid.unwrap_or(-1).max(0) as u32;
+        // A sample without a task (pid -1: a task caught while it exits) has no
+        // thread for perf to print; `perf script` leaves it out, and so does this.
+        let (Some(pid), Some(tid)) = (s.pid, s.tid) else {
+            return;
+        };
+        if pid < 0 || tid < 0 {
+            return;
+        }
+        let (pid, tid) = (pid as u32, tid as u32);
         let start = self.batch.frames.len() as u32;
         match &s.callchain {
             Some(chain) => {
@@ -341,12 +365,10 @@ impl Run {
             let (start, len) = (p.frames.0 as usize, p.frames.1 as usize);
             write_header(&mut self.text, p, &self.events);
             for &f in &batch.frames[start..start + len] {
-                let ip = match self.frame_keys[f as usize] {
-                    FrameKey::User { ip, .. } | FrameKey::Kernel { ip } | FrameKey::Unknown { ip } => ip,
-                };
-                let text = self.frame_text[f as usize].as_deref().unwrap_or("[unknown] ([unknown])");
-                use std::io::Write;
-                let _ = writeln!(self.text, "\t{ip:16x} {text}");
+                let text = self.frame_text[f as usize].as_deref().unwrap_or("0 [unknown] ([unknown])");
+                self.text.push(b'\t');
+                self.text.extend_from_slice(text.as_bytes());
+                self.text.push(b'\n');
             }
             self.text.push(b'\n');
             if len > 0 {
@@ -395,16 +417,16 @@ impl Run {
                         None => Some(KERNEL_DSO),
                     };
                     let text = match (map, sym.kallsyms().find(ip)) {
-                        (None, _) => "[unknown] ([unknown])".to_string(),
+                        (None, _) => format!("{ip:x} [unknown] ([unknown])"),
                         (Some(_), Some((name, module, start))) => {
-                            format!("{}+0x{:x} ({module})", clean(name), ip - start)
+                            format!("{ip:x} {}+0x{:x} ({module})", clean(name), ip - start)
                         }
-                        (Some(map), None) => format!("[unknown] ({map})"),
+                        (Some(map), None) => format!("{ip:x} [unknown] ({map})"),
                     };
                     self.frame_text[f as usize] = Some(text.into());
                 }
-                FrameKey::Unknown { .. } => {
-                    self.frame_text[f as usize] = Some("[unknown] ([unknown])".into());
+                FrameKey::Unknown { ip } => {
+                    self.frame_text[f as usize] = Some(format!("{ip:x} [unknown] ([unknown])").into());
                 }
             }
         }
@@ -414,12 +436,16 @@ impl Run {
                 MapKind::File(key) => (sym.file(key, &candidates(&m)), m.pgoff.wrapping_sub(m.start)),
                 MapKind::PerfMap => (sym.perf_map(m.pid), 0),
                 MapKind::Vdso => (sym.vdso(), m.pgoff.wrapping_sub(m.start)),
-                MapKind::Special => (None, 0),
+                MapKind::Special => (None, m.pgoff.wrapping_sub(m.start)),
             };
+            // The folder splits a frame line at its last space: a module with spaces
+            // (`/lib/x.so (deleted)`) would not survive, so the suffix goes.
+            let module = m.module.strip_suffix(" (deleted)").unwrap_or(&m.module);
             for f in frames {
                 let FrameKey::User { ip, .. } = self.frame_keys[f as usize] else {
                     continue;
                 };
+                // perf prints user addresses relative to their map (`map_ip`).
                 let addr = ip.wrapping_add(base);
                 let text = match table.as_ref().and_then(|t| t.find(addr)) {
                     Some(s) => {
@@ -428,9 +454,9 @@ impl Run {
                         } else {
                             sym.demangle(&s.name)
                         };
-                        format!("{}+0x{:x} ({})", clean(name), addr - s.start, m.module)
+                        format!("{addr:x} {}+0x{:x} ({})", clean(name), addr - s.start, module)
                     }
-                    None => format!("[unknown] ({})", m.module),
+                    None => format!("{addr:x} [unknown] ({module})"),
                 };
                 self.frame_text[f as usize] = Some(text.into());
             }

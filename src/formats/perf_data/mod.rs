@@ -58,6 +58,48 @@ pub enum PerfDataError {
     Io(#[from] std::io::Error),
 }
 
+/// Checks that the sections a file-layout header names lie within the file, so the
+/// parser never allocates or seeks by a damaged size.
+///
+/// ```text
+/// 0   magic "PERFILE2"     8   header size        16  attr size
+/// 24  attrs {offset,size}  40  data {offset,size} 56  event types {offset,size}
+/// 72  feature bits (256)   — the feature table (16 bytes per set bit) follows the data
+/// ```
+pub(crate) fn check_file_header<R: std::io::Read + std::io::Seek>(
+    input: &mut R,
+) -> Result<(), PerfDataError> {
+    use std::io::SeekFrom;
+    let damaged = |what: &str| PerfDataError::Header(format!("damaged header: {what}"));
+    let len = input.seek(SeekFrom::End(0))?;
+    input.seek(SeekFrom::Start(0))?;
+    let mut h = [0u8; 104];
+    input.read_exact(&mut h).map_err(|_| damaged("shorter than its header"))?;
+    let word = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+    let within = |offset: u64, size: u64| offset.checked_add(size).is_some_and(|end| end <= len);
+    for (name, at) in [("attributes", 24), ("data", 40), ("event types", 56)] {
+        if !within(word(at), word(at + 8)) {
+            return Err(damaged(&format!("the {name} section lies beyond the end of the file")));
+        }
+    }
+    let features: u64 = h[72..104].iter().map(|b| u64::from(b.count_ones())).sum();
+    let table = word(40) + word(48);
+    if !within(table, features * 16) {
+        return Err(damaged("the feature table lies beyond the end of the file"));
+    }
+    input.seek(SeekFrom::Start(table))?;
+    for _ in 0..features {
+        let mut e = [0u8; 16];
+        input.read_exact(&mut e)?;
+        let offset = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+        let size = u64::from_le_bytes(e[8..].try_into().expect("8 bytes"));
+        if !within(offset, size) {
+            return Err(damaged("a feature section lies beyond the end of the file"));
+        }
+    }
+    Ok(())
+}
+
 /// The number of sample records in a perf.data file (no symbols read), e.g. to
 /// check that an event works.
 pub fn count_samples(path: &std::path::Path) -> Result<u64, PerfDataError> {
@@ -66,6 +108,9 @@ pub fn count_samples(path: &std::path::Path) -> Result<u64, PerfDataError> {
     let mut head = [0u8; 16];
     f.read_exact(&mut head).map_err(|_| PerfDataError::NotPerfData)?;
     let layout = detect(&head).ok_or(PerfDataError::NotPerfData)?;
+    if layout == Layout::File {
+        check_file_header(&mut f)?;
+    }
     f.seek(std::io::SeekFrom::Start(0))?;
     let reader = match layout {
         Layout::File => linux_perf_data::PerfFileReader::parse_file(f),

@@ -273,6 +273,7 @@ impl PerfTask {
         self.converter = Some(converter);
         self.metrics.symbol_cache().report(&SymbolCacheFigures {
             bytes: cache.bytes,
+            kernel_bytes: cache.kernel_bytes,
             files: cache.files,
             perf_maps: cache.perf_maps,
             hits: cache.hits,

@@ -62,6 +62,25 @@ fn like_libiberty(mut s: String) -> String {
     if !s.contains(")") {
         return s;
     }
+    // A function type inside template arguments: libiberty writes `R (A)`.
+    if s.contains("(") {
+        let mut spaced = String::with_capacity(s.len() + 8);
+        let mut depth = 0i32;
+        let mut prev = ' ';
+        for c in s.chars() {
+            match c {
+                '<' => depth += 1,
+                '>' => depth -= 1,
+                '(' if depth > 0 && (prev.is_alphanumeric() || matches!(prev, '>' | '*' | '&')) => {
+                    spaced.push(' ')
+                }
+                _ => {}
+            }
+            spaced.push(c);
+            prev = c;
+        }
+        s = spaced;
+    }
     let mut out = String::with_capacity(s.len());
     let mut rest = s.as_str();
     'scan: while let Some(open) = rest.find('(') {
@@ -126,6 +145,10 @@ mod tests {
         assert_eq!(
             like_libiberty("f<int_hash<unsigned int, (unsigned int)0, (int)-1>, (bool)1>".into()),
             "f<int_hash<unsigned int, 0u, -1>, true>"
+        );
+        assert_eq!(
+            like_libiberty("std::function<std::unique_ptr<M>(llvm::StringRef)>::x".into()),
+            "std::function<std::unique_ptr<M> (llvm::StringRef)>::x"
         );
         assert_eq!(
             like_libiberty("A::f<int const&, > const".into()),

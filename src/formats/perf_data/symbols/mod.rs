@@ -59,8 +59,11 @@ pub struct CacheStats {
     pub files: u64,
     /// JIT perf maps held.
     pub perf_maps: u64,
-    /// Bytes of the tables held (ELF files, perf maps, kallsyms and the vDSO).
+    /// Bytes of the ELF and perf map tables held (what the limit bounds).
     pub bytes: u64,
+    /// Bytes of the kernel's symbols (read once, not bounded by the limit: one
+    /// table of the size of `/proc/kallsyms`).
+    pub kernel_bytes: u64,
     /// Lookups of a file's table that found it cached / had to read it.
     pub hits: u64,
     pub misses: u64,
@@ -135,7 +138,8 @@ impl Symbolizer {
         CacheStats {
             files: self.files.len() as u64,
             perf_maps: self.perf_maps.len() as u64,
-            bytes: (self.bytes + kernel) as u64,
+            bytes: self.bytes as u64,
+            kernel_bytes: kernel as u64,
             ..self.stats.clone()
         }
     }
