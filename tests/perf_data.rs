@@ -140,7 +140,7 @@ fn kernel_system_wide_capture_agrees_with_perf_script() {
     record(
         &data,
         &["-a"],
-        &["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=3000000"],
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=1000000"],
     );
     let ours = assert_equivalent(&data, &["--kernel", "--pid"]);
     assert!(

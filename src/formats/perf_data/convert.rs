@@ -519,3 +519,113 @@ fn event_name(name: Option<&str>, index: usize) -> Box<str> {
 fn string(raw: &RawData<'_>) -> String {
     String::from_utf8_lossy(&raw.as_slice()).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::MetadataExt;
+    use std::process::{Command, Stdio};
+
+    use super::*;
+    use crate::formats::perf_data::symbols::SymbolizerLimits;
+
+    /// A shared library with one exported function, stripped to `.dynsym` only.
+    fn stripped_library(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+        let src = dir.join("x.c");
+        std::fs::write(
+            &src,
+            "int profpipe_exported(int x) { int s = 0; for (int i = 0; i < x; i++) s += i * x; return s; }\n",
+        )
+        .unwrap();
+        let lib = dir.join("libx.so");
+        let built = Command::new("cc")
+            .args(["-O1", "-shared", "-fPIC", "-o"])
+            .arg(&lib)
+            .arg(&src)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new("strip").arg(&lib).status().is_ok_and(|s| s.success());
+        if !built {
+            eprintln!("skipping: needs cc and strip");
+            return None;
+        }
+        Some(lib)
+    }
+
+    /// The file offset of `name` in a `.dynsym`, read with the system's `nm -D`.
+    fn dynsym_offset(lib: &std::path::Path, name: &str) -> u64 {
+        let out = Command::new("nm").arg("-D").arg(lib).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.ends_with(name)).expect("symbol in nm -D");
+        // In a small -shared library the text segment's vaddr equals its offset.
+        u64::from_str_radix(line.split(' ').next().unwrap(), 16).unwrap()
+    }
+
+    #[test]
+    fn dynsym_only_library_is_symbolized() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(lib) = stripped_library(dir.path()) else { return };
+        let data = std::fs::read(&lib).unwrap();
+        assert!(!super::super::symbols::elf::info(&data).unwrap().has_symtab);
+        let off = dynsym_offset(&lib, "profpipe_exported");
+        let mut s = Symbolizer::default();
+        s.begin();
+        let m = std::fs::metadata(&lib).unwrap();
+        let key = FileKey::Inode { dev: m.dev(), ino: m.ino() };
+        let t = s.file(&key, &[lib.clone()]).expect("a table from .dynsym");
+        assert_eq!(t.find(off + 2).unwrap().name.as_ref(), "profpipe_exported");
+        // A second lookup is served from the cache.
+        s.file(&key, &[lib]).unwrap();
+        assert_eq!((s.stats().hits, s.stats().misses), (1, 1));
+    }
+
+    #[test]
+    fn deleted_library_is_read_through_map_files_while_its_process_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some(lib) = stripped_library(dir.path()) else { return };
+        let off = dynsym_offset(&lib, "profpipe_exported");
+        // A process that maps the library, says so, and waits for its stdin to close.
+        let script = format!(
+            "import ctypes, sys; ctypes.CDLL({:?}); print('loaded', flush=True); sys.stdin.read()",
+            lib.to_str().unwrap()
+        );
+        let Ok(mut child) = Command::new("python3")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+        else {
+            eprintln!("skipping: needs python3");
+            return;
+        };
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "loaded");
+        let m = std::fs::metadata(&lib).unwrap();
+        let key = FileKey::Inode { dev: m.dev(), ino: m.ino() };
+        std::fs::remove_file(&lib).unwrap();
+        let pid = child.id();
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let exec = maps
+            .lines()
+            .find(|l| l.contains("libx.so (deleted)") && l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+            .expect("the deleted library's executable mapping");
+        let mut f = exec.split_whitespace();
+        let (range, pgoff) = (f.next().unwrap(), f.nth(1).unwrap());
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let pgoff = u64::from_str_radix(pgoff, 16).unwrap();
+        let path = format!("{} (deleted)", lib.display());
+        let mapping = Mapping::new(pid, start, end - start, pgoff, &path, Some(key.clone()));
+        assert_eq!(&*mapping.module, path.as_str());
+        let mut s = Symbolizer::new(SymbolizerLimits::default());
+        s.begin();
+        let t = s.file(&key, &candidates(&mapping)).expect("read through map_files");
+        assert_eq!(t.find(off).unwrap().name.as_ref(), "profpipe_exported");
+        drop(child.stdin.take());
+        let _ = child.wait();
+        // Once the process is gone, there is nothing to read: the frame stays unknown.
+        assert!(candidates(&mapping).is_empty());
+    }
+}
