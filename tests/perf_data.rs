@@ -78,7 +78,11 @@ fn profpipe_fold(flags: &[&str], input: &Path) -> HashMap<String, u64> {
         .arg(input)
         .output()
         .expect("profpipe fold");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     parse(&out.stdout)
 }
 
@@ -106,8 +110,17 @@ fn assert_equivalent(data: &Path, flags: &[&str]) -> HashMap<String, u64> {
         .iter()
         .map(|(k, v)| (*v).min(theirs.get(k).copied().unwrap_or(0)))
         .sum();
-    assert!(total(&theirs) > 0, "perf script found no samples in {}", data.display());
-    assert_eq!(total(&ours), total(&theirs), "totals differ for {} {flags:?}", data.display());
+    assert!(
+        total(&theirs) > 0,
+        "perf script found no samples in {}",
+        data.display()
+    );
+    assert_eq!(
+        total(&ours),
+        total(&theirs),
+        "totals differ for {} {flags:?}",
+        data.display()
+    );
     let share = same as f64 / total(&theirs) as f64;
     if share < 0.99 {
         let mut diff: Vec<_> = ours
@@ -140,11 +153,18 @@ fn kernel_system_wide_capture_agrees_with_perf_script() {
     record(
         &data,
         &["-a"],
-        &["dd", "if=/dev/zero", "of=/dev/null", "bs=1", "count=1000000"],
+        &[
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=1",
+            "count=1000000",
+        ],
     );
     let ours = assert_equivalent(&data, &["--kernel", "--pid"]);
     assert!(
-        ours.keys().any(|s| s.starts_with("dd-") && s.contains("_[k]")),
+        ours.keys()
+            .any(|s| s.starts_with("dd-") && s.contains("_[k]")),
         "no kernel frame of dd"
     );
     assert_equivalent(&data, &["--all", "--tid", "--addrs"]);
@@ -161,7 +181,10 @@ fn c_program_agrees_and_names_its_frames() {
     let data = dir.path().join("c.data");
     record(&data, &[], &[hot.to_str().unwrap(), "2"]);
     let ours = assert_equivalent(&data, &["--pid"]);
-    assert!(any_stack(&ours, "main;profpipe_hot_mid;profpipe_hot_leaf"), "{ours:?}");
+    assert!(
+        any_stack(&ours, "main;profpipe_hot_mid;profpipe_hot_leaf"),
+        "{ours:?}"
+    );
 }
 
 #[test]
@@ -218,10 +241,15 @@ fn node_jit_frames_from_the_perf_map_agree() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("js.data");
     let js = common::programs().join("jit.js");
-    record(&data, &[], &["node", "--perf-basic-prof", js.to_str().unwrap(), "2"]);
+    record(
+        &data,
+        &[],
+        &["node", "--perf-basic-prof", js.to_str().unwrap(), "2"],
+    );
     let ours = assert_equivalent(&data, &["--jit"]);
     assert!(
-        ours.keys().any(|s| s.contains("profpipeJsFib") && s.contains("_[j]")),
+        ours.keys()
+            .any(|s| s.contains("profpipeJsFib") && s.contains("_[j]")),
         "no JIT frame named from the perf map: {:?}",
         ours.keys().take(10).collect::<Vec<_>>()
     );
@@ -279,7 +307,10 @@ fn damaged_perf_data_is_a_clear_error_not_a_panic() {
 fn perf_children_started(t: &Telemetry) -> u64 {
     t.render()
         .lines()
-        .filter(|l| l.starts_with("profpipe_process_children_started_total") && l.contains("program=\"perf\""))
+        .filter(|l| {
+            l.starts_with("profpipe_process_children_started_total")
+                && l.contains("program=\"perf\"")
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
 }
@@ -302,7 +333,12 @@ async fn live_perf_pipeline_starts_no_perf_script() {
     let config = run::config(
         run::agent_with_state(state.path()),
         vec![run::source("cpu", "perf", source)],
-        vec![run::transform("fold", "fold", &["cpu"], FoldConfig::default())],
+        vec![run::transform(
+            "fold",
+            "fold",
+            &["cpu"],
+            FoldConfig::default(),
+        )],
         vec![run::sink("collect", "collect", &["fold"], seen.clone())],
     );
     let tmp = tempfile::tempdir().unwrap();
@@ -333,13 +369,19 @@ async fn live_perf_pipeline_starts_no_perf_script() {
     );
     // Three windows, one perf record and nothing else: a `perf script` per window
     // would make it four.
-    assert_eq!(perf_children_started(&telemetry), 1, "{}", telemetry.render());
+    assert_eq!(
+        perf_children_started(&telemetry),
+        1,
+        "{}",
+        telemetry.render()
+    );
     let rendered = telemetry.render();
     let cache_line = rendered
         .lines()
-        .find(|l| l.starts_with("profpipe_symbol_cache_bytes{") && l.contains("component_id=\"cpu\""))
+        .find(|l| {
+            l.starts_with("profpipe_symbol_cache_bytes{") && l.contains("component_id=\"cpu\"")
+        })
         .unwrap_or_else(|| panic!("no symbol cache gauge: {rendered}"));
     let bytes: u64 = cache_line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(bytes > 0 && bytes <= 64 << 20, "{cache_line}");
 }
-

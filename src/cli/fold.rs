@@ -127,7 +127,10 @@ pub fn run(args: FoldArgs) -> anyhow::Result<ExitCode> {
             eprintln!("profpipe fold: warning: the perf.data file ends early (truncated?); the samples before were folded");
         }
         if c.bad_records > 0 {
-            eprintln!("profpipe fold: warning: skipped {} perf.data records that could not be decoded", c.bad_records);
+            eprintln!(
+                "profpipe fold: warning: skipped {} perf.data records that could not be decoded",
+                c.bad_records
+            );
         }
     }
 

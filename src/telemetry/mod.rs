@@ -11,11 +11,11 @@
 
 mod component_metrics;
 mod disk_buffer;
-mod symbol_cache;
 mod families;
 mod process;
 mod rate_limited;
 pub mod server;
+mod symbol_cache;
 
 use std::sync::{Arc, Mutex};
 
@@ -24,10 +24,10 @@ use prometheus_client::registry::Registry;
 
 pub use component_metrics::{ComponentMetrics, RequestMetrics};
 pub use disk_buffer::DiskBufferMetrics;
-pub use symbol_cache::{SymbolCacheFigures, SymbolCacheMetrics};
 use families::{request_duration_histogram, Families};
 pub use families::{ComponentLabels, DiscardLabels, ProfilerErrorLabels};
 pub use rate_limited::RateLimited;
+pub use symbol_cache::{SymbolCacheFigures, SymbolCacheMetrics};
 
 /// All metric families of one agent. Cheap to clone.
 #[derive(Clone)]

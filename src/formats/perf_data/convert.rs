@@ -117,7 +117,9 @@ impl Converter {
         out: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<ConvertStats, PerfDataError> {
         let mut magic = [0u8; 16];
-        input.read_exact(&mut magic).map_err(|_| PerfDataError::NotPerfData)?;
+        input
+            .read_exact(&mut magic)
+            .map_err(|_| PerfDataError::NotPerfData)?;
         let layout = super::detect(&magic).ok_or(PerfDataError::NotPerfData)?;
         if layout == Layout::File {
             super::check_file_header(&mut input)?;
@@ -146,30 +148,28 @@ impl Converter {
             .map(|(i, a)| event_name(a.name(), i))
             .collect();
         let symbolizer = &mut self.symbolizer;
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            loop {
-                let record = match record_iter.next_record(&mut perf_file) {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return true,
-                    Err(_) => {
-                        run.stats.truncated = true;
-                        return true;
-                    }
-                };
-                let PerfFileRecord::EventRecord { attr_index, record } = record else {
-                    continue;
-                };
-                let parsed = match record.parse() {
-                    Ok(p) => p,
-                    Err(_) => {
-                        run.stats.bad_records += 1;
-                        continue;
-                    }
-                };
-                run.record(attr_index, parsed);
-                if run.batch.frames.len() >= BATCH_FRAMES && !run.flush(symbolizer, out) {
-                    return false;
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
+            let record = match record_iter.next_record(&mut perf_file) {
+                Ok(Some(r)) => r,
+                Ok(None) => return true,
+                Err(_) => {
+                    run.stats.truncated = true;
+                    return true;
                 }
+            };
+            let PerfFileRecord::EventRecord { attr_index, record } = record else {
+                continue;
+            };
+            let parsed = match record.parse() {
+                Ok(p) => p,
+                Err(_) => {
+                    run.stats.bad_records += 1;
+                    continue;
+                }
+            };
+            run.record(attr_index, parsed);
+            if run.batch.frames.len() >= BATCH_FRAMES && !run.flush(symbolizer, out) {
+                return false;
             }
         }));
         match read {
@@ -230,7 +230,15 @@ impl Run {
             }
             EventRecord::Mmap(m) => {
                 let path = string(&m.path);
-                self.mmap(m.pid, m.address, m.length, m.page_offset, &path, None, m.cpu_mode);
+                self.mmap(
+                    m.pid,
+                    m.address,
+                    m.length,
+                    m.page_offset,
+                    &path,
+                    None,
+                    m.cpu_mode,
+                );
             }
             EventRecord::Mmap2(m) => {
                 let path = string(&m.path);
@@ -241,7 +249,15 @@ impl Run {
                     },
                     Mmap2FileId::BuildId(b) => FileKey::BuildId(b.clone().into_boxed_slice()),
                 };
-                self.mmap(m.pid, m.address, m.length, m.page_offset, &path, Some(key), m.cpu_mode);
+                self.mmap(
+                    m.pid,
+                    m.address,
+                    m.length,
+                    m.page_offset,
+                    &path,
+                    Some(key),
+                    m.cpu_mode,
+                );
             }
             EventRecord::Lost(l) => self.stats.lost_samples += l.count,
             _ => {}
@@ -365,7 +381,9 @@ impl Run {
             let (start, len) = (p.frames.0 as usize, p.frames.1 as usize);
             write_header(&mut self.text, p, &self.events);
             for &f in &batch.frames[start..start + len] {
-                let text = self.frame_text[f as usize].as_deref().unwrap_or("0 [unknown] ([unknown])");
+                let text = self.frame_text[f as usize]
+                    .as_deref()
+                    .unwrap_or("0 [unknown] ([unknown])");
                 self.text.push(b'\t');
                 self.text.extend_from_slice(text.as_bytes());
                 self.text.push(b'\n');
@@ -426,14 +444,18 @@ impl Run {
                     self.frame_text[f as usize] = Some(text.into());
                 }
                 FrameKey::Unknown { ip } => {
-                    self.frame_text[f as usize] = Some(format!("{ip:x} [unknown] ([unknown])").into());
+                    self.frame_text[f as usize] =
+                        Some(format!("{ip:x} [unknown] ([unknown])").into());
                 }
             }
         }
         for (map, frames) in by_map {
             let m = self.mappings[map as usize].clone();
             let (table, base) = match &m.kind {
-                MapKind::File(key) => (sym.file(key, &candidates(&m)), m.pgoff.wrapping_sub(m.start)),
+                MapKind::File(key) => (
+                    sym.file(key, &candidates(&m)),
+                    m.pgoff.wrapping_sub(m.start),
+                ),
                 MapKind::PerfMap => (sym.perf_map(m.pid), 0),
                 MapKind::Vdso => (sym.vdso(), m.pgoff.wrapping_sub(m.start)),
                 MapKind::Special => (None, m.pgoff.wrapping_sub(m.start)),
@@ -454,7 +476,12 @@ impl Run {
                         } else {
                             sym.demangle(&s.name)
                         };
-                        format!("{addr:x} {}+0x{:x} ({})", clean(name), addr - s.start, module)
+                        format!(
+                            "{addr:x} {}+0x{:x} ({})",
+                            clean(name),
+                            addr - s.start,
+                            module
+                        )
                     }
                     None => format!("{addr:x} [unknown] ({module})"),
                 };
@@ -501,7 +528,14 @@ fn write_header(text: &mut Vec<u8>, p: &Pending, events: &[Box<str>]) {
     use std::io::Write;
     let event = events.get(p.event as usize).map_or("event", |e| e);
     let (secs, nanos) = (p.time / 1_000_000_000, p.time % 1_000_000_000);
-    let _ = write!(text, "{} {}/{} {secs}.{:06}: ", p.thread, p.pid, p.tid, nanos / 1000);
+    let _ = write!(
+        text,
+        "{} {}/{} {secs}.{:06}: ",
+        p.thread,
+        p.pid,
+        p.tid,
+        nanos / 1000
+    );
     if let Some(period) = p.period {
         let _ = write!(text, "{period} ");
     }
@@ -544,7 +578,10 @@ mod tests {
             .arg(&src)
             .status()
             .is_ok_and(|s| s.success())
-            && Command::new("strip").arg(&lib).status().is_ok_and(|s| s.success());
+            && Command::new("strip")
+                .arg(&lib)
+                .status()
+                .is_ok_and(|s| s.success());
         if !built {
             eprintln!("skipping: needs cc and strip");
             return None;
@@ -556,7 +593,10 @@ mod tests {
     fn dynsym_offset(lib: &std::path::Path, name: &str) -> u64 {
         let out = Command::new("nm").arg("-D").arg(lib).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        let line = text.lines().find(|l| l.ends_with(name)).expect("symbol in nm -D");
+        let line = text
+            .lines()
+            .find(|l| l.ends_with(name))
+            .expect("symbol in nm -D");
         // In a small -shared library the text segment's vaddr equals its offset.
         u64::from_str_radix(line.split(' ').next().unwrap(), 16).unwrap()
     }
@@ -564,14 +604,19 @@ mod tests {
     #[test]
     fn dynsym_only_library_is_symbolized() {
         let dir = tempfile::tempdir().unwrap();
-        let Some(lib) = stripped_library(dir.path()) else { return };
+        let Some(lib) = stripped_library(dir.path()) else {
+            return;
+        };
         let data = std::fs::read(&lib).unwrap();
         assert!(!super::super::symbols::elf::info(&data).unwrap().has_symtab);
         let off = dynsym_offset(&lib, "profpipe_exported");
         let mut s = Symbolizer::default();
         s.begin();
         let m = std::fs::metadata(&lib).unwrap();
-        let key = FileKey::Inode { dev: m.dev(), ino: m.ino() };
+        let key = FileKey::Inode {
+            dev: m.dev(),
+            ino: m.ino(),
+        };
         let t = s.file(&key, &[lib.clone()]).expect("a table from .dynsym");
         assert_eq!(t.find(off + 2).unwrap().name.as_ref(), "profpipe_exported");
         // A second lookup is served from the cache.
@@ -582,7 +627,9 @@ mod tests {
     #[test]
     fn deleted_library_is_read_through_map_files_while_its_process_lives() {
         let dir = tempfile::tempdir().unwrap();
-        let Some(lib) = stripped_library(dir.path()) else { return };
+        let Some(lib) = stripped_library(dir.path()) else {
+            return;
+        };
         let off = dynsym_offset(&lib, "profpipe_exported");
         // A process that maps the library, says so, and waits for its stdin to close.
         let script = format!(
@@ -599,16 +646,24 @@ mod tests {
             return;
         };
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         assert_eq!(line.trim(), "loaded");
         let m = std::fs::metadata(&lib).unwrap();
-        let key = FileKey::Inode { dev: m.dev(), ino: m.ino() };
+        let key = FileKey::Inode {
+            dev: m.dev(),
+            ino: m.ino(),
+        };
         std::fs::remove_file(&lib).unwrap();
         let pid = child.id();
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
         let exec = maps
             .lines()
-            .find(|l| l.contains("libx.so (deleted)") && l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+            .find(|l| {
+                l.contains("libx.so (deleted)")
+                    && l.split_whitespace().nth(1).is_some_and(|p| p.contains('x'))
+            })
             .expect("the deleted library's executable mapping");
         let mut f = exec.split_whitespace();
         let (range, pgoff) = (f.next().unwrap(), f.nth(1).unwrap());
@@ -621,7 +676,9 @@ mod tests {
         assert_eq!(&*mapping.module, path.as_str());
         let mut s = Symbolizer::new(SymbolizerLimits::default());
         s.begin();
-        let t = s.file(&key, &candidates(&mapping)).expect("read through map_files");
+        let t = s
+            .file(&key, &candidates(&mapping))
+            .expect("read through map_files");
         assert_eq!(t.find(off).unwrap().name.as_ref(), "profpipe_exported");
         drop(child.stdin.take());
         let _ = child.wait();

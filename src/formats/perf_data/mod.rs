@@ -74,12 +74,16 @@ pub(crate) fn check_file_header<R: std::io::Read + std::io::Seek>(
     let len = input.seek(SeekFrom::End(0))?;
     input.seek(SeekFrom::Start(0))?;
     let mut h = [0u8; 104];
-    input.read_exact(&mut h).map_err(|_| damaged("shorter than its header"))?;
+    input
+        .read_exact(&mut h)
+        .map_err(|_| damaged("shorter than its header"))?;
     let word = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
     let within = |offset: u64, size: u64| offset.checked_add(size).is_some_and(|end| end <= len);
     for (name, at) in [("attributes", 24), ("data", 40), ("event types", 56)] {
         if !within(word(at), word(at + 8)) {
-            return Err(damaged(&format!("the {name} section lies beyond the end of the file")));
+            return Err(damaged(&format!(
+                "the {name} section lies beyond the end of the file"
+            )));
         }
     }
     let features: u64 = h[72..104].iter().map(|b| u64::from(b.count_ones())).sum();
@@ -106,7 +110,8 @@ pub fn count_samples(path: &std::path::Path) -> Result<u64, PerfDataError> {
     use std::io::{Read, Seek};
     let mut f = std::io::BufReader::new(std::fs::File::open(path)?);
     let mut head = [0u8; 16];
-    f.read_exact(&mut head).map_err(|_| PerfDataError::NotPerfData)?;
+    f.read_exact(&mut head)
+        .map_err(|_| PerfDataError::NotPerfData)?;
     let layout = detect(&head).ok_or(PerfDataError::NotPerfData)?;
     if layout == Layout::File {
         check_file_header(&mut f)?;
@@ -150,7 +155,10 @@ mod tests {
     #[test]
     fn garbage_is_not_perf_data() {
         let mut c = Converter::new(Symbolizer::default());
-        let r = c.convert(std::io::Cursor::new(b"hello world, not perf data".to_vec()), &mut |_| true);
+        let r = c.convert(
+            std::io::Cursor::new(b"hello world, not perf data".to_vec()),
+            &mut |_| true,
+        );
         assert!(matches!(r, Err(PerfDataError::NotPerfData)));
         let mut bad = b"PERFILE2".to_vec();
         bad.extend_from_slice(&104u64.to_le_bytes());

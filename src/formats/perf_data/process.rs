@@ -49,10 +49,16 @@ pub struct Mapping {
 
 impl Mapping {
     /// `path` as the record gives it, classified as perf's `map__new` does.
-    pub fn new(pid: u32, start: u64, len: u64, pgoff: u64, path: &str, file: Option<FileKey>) -> Mapping {
-        let anon = path == "//anon"
-            || path.starts_with("/dev/zero")
-            || path.starts_with("/anon_hugepage");
+    pub fn new(
+        pid: u32,
+        start: u64,
+        len: u64,
+        pgoff: u64,
+        path: &str,
+        file: Option<FileKey>,
+    ) -> Mapping {
+        let anon =
+            path == "//anon" || path.starts_with("/dev/zero") || path.starts_with("/anon_hugepage");
         let no_dso = path.starts_with("[stack") || path.starts_with("/SYSV") || path == "[heap]";
         let (kind, module): (MapKind, Arc<str>) = if anon || no_dso {
             (MapKind::PerfMap, format!("/tmp/perf-{pid}.map").into())
@@ -102,10 +108,12 @@ impl Maps {
         for s in overlapping {
             let old = self.by_start.remove(&s).expect("present");
             if old.start < m.start {
-                self.by_start.insert(old.start, Arc::new(cut(&old, old.start, m.start)));
+                self.by_start
+                    .insert(old.start, Arc::new(cut(&old, old.start, m.start)));
             }
             if old.end > m.end {
-                self.by_start.insert(m.end, Arc::new(cut(&old, m.end, old.end)));
+                self.by_start
+                    .insert(m.end, Arc::new(cut(&old, m.end, old.end)));
             }
         }
         self.by_start.insert(m.start, Arc::new(m));
@@ -182,7 +190,11 @@ impl Machine {
             let stem = base.split(".ko").next().unwrap_or(base);
             format!("[{}]", stem.replace('-', "_")).into()
         };
-        let end = if len == 0 { u64::MAX } else { start.saturating_add(len) };
+        let end = if len == 0 {
+            u64::MAX
+        } else {
+            start.saturating_add(len)
+        };
         self.kernel_maps.push((start, end, name));
     }
 
@@ -233,7 +245,10 @@ mod tests {
         assert_eq!(&*maps.find(0x1fff).unwrap().path, "/a");
         assert_eq!(&*maps.find(0x2000).unwrap().path, "/b");
         let tail = maps.find(0x3000).unwrap();
-        assert_eq!((&*tail.path, tail.start, tail.pgoff), ("/a", 0x3000, 0x2000));
+        assert_eq!(
+            (&*tail.path, tail.start, tail.pgoff),
+            ("/a", 0x3000, 0x2000)
+        );
         assert!(maps.find(0x5000).is_none());
         assert!(maps.find(0xfff).is_none());
         // A mapping covering everything replaces everything.
@@ -272,10 +287,20 @@ mod tests {
     fn kernel_maps_and_module_names() {
         let mut m = Machine::default();
         m.kernel_mmap(0xffffffff81000000, 0x1000000, "[kernel.kallsyms]_text");
-        m.kernel_mmap(0xffffffffc0000000, 0x1000, "/lib/modules/6.1/kernel/nf-nat.ko.xz");
+        m.kernel_mmap(
+            0xffffffffc0000000,
+            0x1000,
+            "/lib/modules/6.1/kernel/nf-nat.ko.xz",
+        );
         assert_eq!(m.kernel_start(), Some(0xffffffff81000000));
-        assert_eq!(m.kernel_map(0xffffffff81000010).map(|n| &**n), Some("[kernel.kallsyms]"));
-        assert_eq!(m.kernel_map(0xffffffffc0000010).map(|n| &**n), Some("[nf_nat]"));
+        assert_eq!(
+            m.kernel_map(0xffffffff81000010).map(|n| &**n),
+            Some("[kernel.kallsyms]")
+        );
+        assert_eq!(
+            m.kernel_map(0xffffffffc0000010).map(|n| &**n),
+            Some("[nf_nat]")
+        );
         assert_eq!(m.kernel_map(0xffffffff82000000), None);
     }
 }

@@ -129,9 +129,7 @@ impl Default for FileSourceConfig {
 impl SourceConfig for FileSourceConfig {
     fn outputs(&self) -> crate::event::DataTypes {
         match self.format {
-            InputFormat::PerfScript | InputFormat::PerfData => {
-                crate::event::DataTypes::PERF_SCRIPT
-            }
+            InputFormat::PerfScript | InputFormat::PerfData => crate::event::DataTypes::PERF_SCRIPT,
             _ => crate::event::DataTypes::PROFILE,
         }
     }
@@ -492,7 +490,11 @@ impl Reader {
         });
         let mut sent = Ok(());
         while let Some(piece) = rx.recv().await {
-            if let Err(e) = self.emitter.perf(window, piece, EventFinalizers::default()).await {
+            if let Err(e) = self
+                .emitter
+                .perf(window, piece, EventFinalizers::default())
+                .await
+            {
                 sent = Err(e);
                 break;
             }
@@ -505,7 +507,8 @@ impl Reader {
         sent?;
         match result {
             Ok(stats) => {
-                self.metrics.errors("perf_data_bad_records", stats.bad_records);
+                self.metrics
+                    .errors("perf_data_bad_records", stats.bad_records);
                 if stats.truncated {
                     tracing::warn!(path = %path, "perf.data file ends early (truncated?); the samples before were read");
                     self.metrics.errors("perf_data_truncated", 1);

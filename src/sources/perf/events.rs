@@ -107,9 +107,10 @@ async fn try_event(
         });
     }
     let path = file.to_path_buf();
-    let counted = tokio::task::spawn_blocking(move || crate::formats::perf_data::count_samples(&path))
-        .await
-        .unwrap_or(Ok(0));
+    let counted =
+        tokio::task::spawn_blocking(move || crate::formats::perf_data::count_samples(&path))
+            .await
+            .unwrap_or(Ok(0));
     match counted {
         Ok(samples) if samples > 0 => Ok(samples),
         Ok(_) => Err(Trial::Failed {

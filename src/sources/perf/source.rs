@@ -292,7 +292,8 @@ impl PerfTask {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "perf data read"
                 );
-                self.metrics.errors("perf_data_bad_records", stats.bad_records);
+                self.metrics
+                    .errors("perf_data_bad_records", stats.bad_records);
                 if stats.truncated {
                     self.metrics.errors("perf_data_truncated", 1);
                 }

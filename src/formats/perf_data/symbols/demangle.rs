@@ -10,7 +10,16 @@ pub fn demangle(name: &str) -> Cow<'_, str> {
     let (base, _) = name.split_once('.').unwrap_or((name, ""));
     if base.starts_with("_R") || is_rust_legacy(base) {
         if let Ok(d) = rustc_demangle::try_demangle(base) {
-            return Cow::Owned(format!("{d:#}"));
+            let mut out = format!("{d:#}");
+            // A legacy path element that starts with an escape keeps the `_` put in
+            // front of it here (`::_{{closure}}`, `::_<impl …>`); perf drops it.
+            if base.starts_with("_ZN") && out.contains("_") {
+                out = out.replace("::_{", "::{").replace("::_<", "::<");
+                if let Some(rest) = out.strip_prefix("_<") {
+                    out = format!("<{rest}");
+                }
+            }
+            return Cow::Owned(out);
         }
         if base.starts_with("_R") {
             return Cow::Borrowed(name);
@@ -125,7 +134,9 @@ fn is_rust_legacy(name: &str) -> bool {
         && b.len() > 24
         && b.ends_with(b"E")
         && &b[b.len() - 20..b.len() - 17] == b"17h"
-        && b[b.len() - 17..b.len() - 1].iter().all(u8::is_ascii_hexdigit)
+        && b[b.len() - 17..b.len() - 1]
+            .iter()
+            .all(u8::is_ascii_hexdigit)
 }
 
 #[cfg(test)]
@@ -140,7 +151,10 @@ mod tests {
             demangle("_ZN3std2rt10lang_start28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE"),
             "std::rt::lang_start::{{closure}}"
         );
-        assert_eq!(demangle("_RNvNtCsjrHSEGnQ3l9_3std2rt19lang_start_internal"), "std::rt::lang_start_internal");
+        assert_eq!(
+            demangle("_RNvNtCsjrHSEGnQ3l9_3std2rt19lang_start_internal"),
+            "std::rt::lang_start_internal"
+        );
         assert_eq!(demangle("_Znot a symbol"), "_Znot a symbol");
         assert_eq!(
             like_libiberty("f<int_hash<unsigned int, (unsigned int)0, (int)-1>, (bool)1>".into()),
@@ -153,6 +167,10 @@ mod tests {
         assert_eq!(
             like_libiberty("A::f<int const&, > const".into()),
             "A::f<int const&>"
+        );
+        assert_eq!(
+            demangle("_ZN4core4iter8adapters10take_while5check28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE"),
+            "core::iter::adapters::take_while::check::{{closure}}"
         );
         assert_eq!(
             demangle("_RNvNtCsjrHSEGnQ3l9_3std2rt19lang_start_internal.warm"),

@@ -56,8 +56,7 @@ fn info_of<E: FileHeader<Endian = Endianness>>(data: &[u8]) -> Result<ElfInfo, E
     for s in sections.iter() {
         if let Ok(Some(mut notes)) = s.notes(endian, data) {
             while let Ok(Some(note)) = notes.next() {
-                if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID
-                {
+                if note.name() == elf::ELF_NOTE_GNU && note.n_type(endian) == elf::NT_GNU_BUILD_ID {
                     build_id = Some(note.desc().to_vec());
                 }
             }
@@ -105,6 +104,20 @@ fn load_of<E: FileHeader<Endian = Endianness>>(
     if table.is_empty() {
         table = sections.symbols(sendian, symbols, elf::SHT_DYNSYM)?;
     }
+    // Per section: whether its name holds `text`, its address and file offset.
+    let section_info: Vec<(bool, u64, u64)> = sections
+        .iter()
+        .map(|sec| {
+            let text = sections
+                .section_name(sendian, sec)
+                .is_ok_and(|n| memchr::memmem::find(n, b"text").is_some());
+            (
+                text,
+                sec.sh_addr(sendian).into(),
+                sec.sh_offset(sendian).into(),
+            )
+        })
+        .collect();
     let mut raw = Vec::new();
     for sym in table.iter() {
         let shndx = sym.st_shndx(sendian);
@@ -112,18 +125,20 @@ fn load_of<E: FileHeader<Endian = Endianness>>(
         let label = sym.st_type() == elf::STT_NOTYPE
             && shndx != elf::SHN_ABS
             && !matches!(sym.st_visibility(), elf::STV_HIDDEN | elf::STV_INTERNAL);
-        if !label && !matches!(sym.st_type(), elf::STT_FUNC | elf::STT_GNU_IFUNC | elf::STT_OBJECT) {
+        if !label
+            && !matches!(
+                sym.st_type(),
+                elf::STT_FUNC | elf::STT_GNU_IFUNC | elf::STT_OBJECT
+            )
+        {
             continue;
         }
         if sym.st_name(sendian) == 0 || shndx == elf::SHN_UNDEF || shndx >= elf::SHN_LORESERVE {
             continue;
         }
-        let Ok(section) = sections.section(object::SectionIndex(shndx.into())) else {
+        let Some(&(is_text, sh_addr, sh_offset)) = section_info.get(usize::from(shndx)) else {
             continue;
         };
-        let is_text = sections
-            .section_name(sendian, section)
-            .is_ok_and(|n| memchr::memmem::find(n, b"text").is_some());
         if !is_text {
             continue;
         }
@@ -137,11 +152,7 @@ fn load_of<E: FileHeader<Endian = Endianness>>(
             .find(|&&(vaddr, memsz, _)| value >= vaddr && value < vaddr + memsz)
         {
             Some(&(vaddr, _, offset)) => value - vaddr + offset,
-            None => {
-                let addr: u64 = section.sh_addr(sendian).into();
-                let off: u64 = section.sh_offset(sendian).into();
-                value.wrapping_sub(addr).wrapping_add(off)
-            }
+            None => value.wrapping_sub(sh_addr).wrapping_add(sh_offset),
         };
         let bind = match sym.st_bind() {
             elf::STB_WEAK => Binding::Weak,

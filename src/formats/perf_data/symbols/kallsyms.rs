@@ -103,10 +103,16 @@ mod tests {
         );
         // r (read-only data) is dropped; _stext wins over startup_64 (global).
         assert_eq!(k.len(), 6);
-        assert_eq!(k.find(0xffffffff81000010), Some(("_stext", KERNEL_DSO, 0xffffffff81000000)));
+        assert_eq!(
+            k.find(0xffffffff81000010),
+            Some(("_stext", KERNEL_DSO, 0xffffffff81000000))
+        );
         assert_eq!(k.find(0xffffffff81000250).map(|s| s.0), Some("do_one"));
         assert_eq!(k.find(0xffffffff81000300).map(|s| s.0), Some("weak_fn"));
-        assert_eq!(k.find(0xffffffffc0001010).map(|s| (s.0, s.1)), Some(("m_fn", "[nf_nat]")));
+        assert_eq!(
+            k.find(0xffffffffc0001010).map(|s| (s.0, s.1)),
+            Some(("m_fn", "[nf_nat]"))
+        );
         // Between the kernel's last symbol (plus its page) and the first module: unknown.
         assert_eq!(k.find(0xffffffff81000500).map(|s| s.0), Some("_etext"));
         assert_eq!(k.find(0xffffffff90000000), None);

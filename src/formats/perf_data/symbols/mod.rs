@@ -192,7 +192,10 @@ impl Symbolizer {
             }
             p.checked = generation;
             let meta = std::fs::metadata(&p.path).ok();
-            let (len, mtime) = (meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()));
+            let (len, mtime) = (
+                meta.as_ref().map_or(0, |m| m.len()),
+                meta.and_then(|m| m.modified().ok()),
+            );
             if len == p.len && mtime == p.mtime {
                 self.stats.hits += 1;
                 return p.cached.table.clone();
@@ -201,8 +204,13 @@ impl Symbolizer {
         self.stats.misses += 1;
         let path = perf_map_path(pid);
         let meta = std::fs::metadata(&path).ok();
-        let (len, mtime) = (meta.as_ref().map_or(0, |m| m.len()), meta.and_then(|m| m.modified().ok()));
-        let table = std::fs::read(&path).ok().map(|t| Arc::new(perf_map::parse(&t)));
+        let (len, mtime) = (
+            meta.as_ref().map_or(0, |m| m.len()),
+            meta.and_then(|m| m.modified().ok()),
+        );
+        let table = std::fs::read(&path)
+            .ok()
+            .map(|t| Arc::new(perf_map::parse(&t)));
         let bytes = ENTRY_BYTES + table.as_ref().map_or(0, |t| t.memory_bytes());
         let entry = PerfMapCached {
             path,
@@ -246,8 +254,16 @@ impl Symbolizer {
     /// Drops least recently used tables until the held bytes fit the limit.
     fn evict(&mut self) {
         while self.bytes > self.limits.max_bytes {
-            let oldest_file = self.files.iter().map(|(k, c)| (c.last_used, k)).min_by_key(|x| x.0);
-            let oldest_map = self.perf_maps.iter().map(|(k, p)| (p.cached.last_used, *k)).min_by_key(|x| x.0);
+            let oldest_file = self
+                .files
+                .iter()
+                .map(|(k, c)| (c.last_used, k))
+                .min_by_key(|x| x.0);
+            let oldest_map = self
+                .perf_maps
+                .iter()
+                .map(|(k, p)| (p.cached.last_used, *k))
+                .min_by_key(|x| x.0);
             match (oldest_file, oldest_map) {
                 (Some((f, _)), Some((m, pid))) if m < f => {
                     let old = self.perf_maps.remove(&pid).expect("present");
@@ -300,7 +316,9 @@ pub fn makedev(major: u32, minor: u32) -> u64 {
 fn load_file(key: &FileKey, candidates: &[PathBuf]) -> Option<SymbolTable> {
     use std::os::unix::fs::MetadataExt;
     let matches = |p: &Path| match key {
-        FileKey::Inode { dev, ino } => std::fs::metadata(p).is_ok_and(|m| m.ino() == *ino && m.dev() == *dev),
+        FileKey::Inode { dev, ino } => {
+            std::fs::metadata(p).is_ok_and(|m| m.ino() == *ino && m.dev() == *dev)
+        }
         _ => false,
     };
     let path = candidates
@@ -334,7 +352,9 @@ fn debug_file(path: &Path, build_id: &[u8]) -> Option<memmap2::Mmap> {
         .to_str()
         .and_then(|p| p.strip_prefix("/proc/"))
         .and_then(|rest| rest.split_once("/root/"))
-        .map_or(PathBuf::from("/"), |(pid, _)| PathBuf::from(format!("/proc/{pid}/root")));
+        .map_or(PathBuf::from("/"), |(pid, _)| {
+            PathBuf::from(format!("/proc/{pid}/root"))
+        });
     let file = std::fs::File::open(root.join(rel)).ok()?;
     let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
     elf::info(&map).ok().filter(|i| i.has_symtab)?;

@@ -212,7 +212,10 @@ mod tests {
         assert!(!keep_first(&r("__x", 4, Global), &r("_x", 4, Global)));
         assert!(!keep_first(&r("ab", 4, Global), &r("abc", 4, Global)));
         assert!(keep_first(&r("ab", 4, Global), &r("cd", 4, Global)));
-        let (a, b) = (r("clock_gettime", 4, Weak), r("__vdso_clock_gettime", 4, Global));
+        let (a, b) = (
+            r("clock_gettime", 4, Weak),
+            r("__vdso_clock_gettime", 4, Global),
+        );
         let kept = dedup(vec![a.0, b.0], vec![a.1, b.1]);
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].name.as_ref(), "__vdso_clock_gettime");
