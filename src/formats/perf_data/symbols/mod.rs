@@ -315,16 +315,15 @@ pub fn makedev(major: u32, minor: u32) -> u64 {
 
 fn load_file(key: &FileKey, candidates: &[PathBuf]) -> Option<SymbolTable> {
     use std::os::unix::fs::MetadataExt;
-    let matches = |p: &Path| match key {
-        FileKey::Inode { dev, ino } => {
-            std::fs::metadata(p).is_ok_and(|m| m.ino() == *ino && m.dev() == *dev)
-        }
-        _ => false,
+    // The inode decides (not the device: btrfs subvolumes and overlays report another
+    // device to `stat` than to perf): a file replaced since it was mapped is not the
+    // mapped file, and its symbols would name the wrong code.
+    let path = match key {
+        FileKey::Inode { ino, .. } => candidates
+            .iter()
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == *ino))?,
+        _ => candidates.iter().find(|p| p.is_file())?,
     };
-    let path = candidates
-        .iter()
-        .find(|p| matches(p))
-        .or_else(|| candidates.iter().find(|p| p.is_file()))?;
     let file = std::fs::File::open(path).ok()?;
     // SAFETY: the mapping is read-only and dropped before returning; a file truncated
     // meanwhile could fault, which perf risks alike (it reads the same files).
