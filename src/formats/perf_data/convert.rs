@@ -122,8 +122,22 @@ impl Converter {
             .map_err(|_| PerfDataError::NotPerfData)?;
         let layout = super::detect(&magic).ok_or(PerfDataError::NotPerfData)?;
         if layout == Layout::File {
+            // A perf killed before it finished its file left a data size of 0: read
+            // up to the end of the file, as `perf script` does.
+            if let Some(fixed) = super::unfinished_file(&mut input)? {
+                return self.convert_layout(std::io::Cursor::new(fixed), layout, out);
+            }
             super::check_file_header(&mut input)?;
         }
+        self.convert_layout(input, layout, out)
+    }
+
+    fn convert_layout<R: Read + Seek>(
+        &mut self,
+        mut input: R,
+        layout: Layout,
+        out: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<ConvertStats, PerfDataError> {
         input.seek(std::io::SeekFrom::Start(0))?;
         // The parser trusts sizes it reads; damage it still trips on is an error of
         // this file, not of the agent.

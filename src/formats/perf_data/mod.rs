@@ -104,6 +104,33 @@ pub(crate) fn check_file_header<R: std::io::Read + std::io::Seek>(
     Ok(())
 }
 
+/// The whole file with its header fixed up when `perf record` was stopped before it
+/// wrote the data size (0) and its feature sections: the data then runs to the end
+/// of the file, and no feature is claimed. None for a finished file. The file is a
+/// window's (bounded by the perf source's `max_data_bytes`).
+pub(crate) fn unfinished_file<R: std::io::Read + std::io::Seek>(
+    input: &mut R,
+) -> Result<Option<Vec<u8>>, PerfDataError> {
+    use std::io::SeekFrom;
+    let len = input.seek(SeekFrom::End(0))?;
+    input.seek(SeekFrom::Start(0))?;
+    let mut h = [0u8; 104];
+    if input.read_exact(&mut h).is_err() {
+        return Ok(None);
+    }
+    let word = |at: usize| u64::from_le_bytes(h[at..at + 8].try_into().expect("8 bytes"));
+    let (data_offset, data_size) = (word(40), word(48));
+    if data_size != 0 || data_offset == 0 || data_offset >= len {
+        return Ok(None);
+    }
+    let mut all = Vec::with_capacity(len as usize);
+    input.seek(SeekFrom::Start(0))?;
+    input.read_to_end(&mut all)?;
+    all[48..56].copy_from_slice(&(len - data_offset).to_le_bytes());
+    all[72..104].fill(0);
+    Ok(Some(all))
+}
+
 /// The number of sample records in a perf.data file (no symbols read), e.g. to
 /// check that an event works.
 pub fn count_samples(path: &std::path::Path) -> Result<u64, PerfDataError> {
@@ -113,15 +140,30 @@ pub fn count_samples(path: &std::path::Path) -> Result<u64, PerfDataError> {
     f.read_exact(&mut head)
         .map_err(|_| PerfDataError::NotPerfData)?;
     let layout = detect(&head).ok_or(PerfDataError::NotPerfData)?;
-    if layout == Layout::File {
+    let fixed = match layout {
+        Layout::File => unfinished_file(&mut f)?,
+        Layout::Pipe => None,
+    };
+    if fixed.is_none() && layout == Layout::File {
         check_file_header(&mut f)?;
     }
     f.seek(std::io::SeekFrom::Start(0))?;
-    let reader = match layout {
-        Layout::File => linux_perf_data::PerfFileReader::parse_file(f),
-        Layout::Pipe => linux_perf_data::PerfFileReader::parse_pipe(f),
-    }
-    .map_err(|e| PerfDataError::Header(e.to_string()))?;
+    let reader = match (layout, fixed) {
+        (Layout::File, Some(all)) => {
+            return count_records(linux_perf_data::PerfFileReader::parse_file(
+                std::io::Cursor::new(all),
+            ));
+        }
+        (Layout::File, None) => linux_perf_data::PerfFileReader::parse_file(f),
+        (Layout::Pipe, _) => linux_perf_data::PerfFileReader::parse_pipe(f),
+    };
+    count_records(reader)
+}
+
+fn count_records<R: std::io::Read>(
+    reader: Result<linux_perf_data::PerfFileReader<R>, linux_perf_data::Error>,
+) -> Result<u64, PerfDataError> {
+    let reader = reader.map_err(|e| PerfDataError::Header(e.to_string()))?;
     let linux_perf_data::PerfFileReader {
         mut perf_file,
         mut record_iter,
