@@ -8,8 +8,8 @@
 //!
 //! ```text
 //! work 8964/8964 501.663562: 2004008 cpu-clock:
-//! 	13d4 sorter+0x24 (/tmp/pp/work)
-//! 	ffffffff81b7b44b chacha_block_generic+0xab ([kernel.kallsyms])
+//!     13d4 sorter+0x24 (/tmp/pp/work)
+//!     ffffffff81b7b44b chacha_block_generic+0xab ([kernel.kallsyms])
 //!
 //! ```
 //!
@@ -418,7 +418,6 @@ impl Run {
         self.batch = Batch {
             samples: Vec::new(),
             frames: Vec::new(),
-            ..batch
         };
         if self.frame_keys.len() > MAX_FRAME_MEMO {
             self.frame_ids.clear();
@@ -631,7 +630,9 @@ mod tests {
             dev: m.dev(),
             ino: m.ino(),
         };
-        let t = s.file(&key, &[lib.clone()]).expect("a table from .dynsym");
+        let t = s
+            .file(&key, std::slice::from_ref(&lib))
+            .expect("a table from .dynsym");
         assert_eq!(t.find(off + 2).unwrap().name.as_ref(), "profpipe_exported");
         // A second lookup is served from the cache.
         s.file(&key, &[lib]).unwrap();

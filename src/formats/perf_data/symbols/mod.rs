@@ -405,7 +405,7 @@ mod tests {
         });
         s.begin();
         let key = FileKey::Path("a".into());
-        assert!(s.file(&key, &[exe.clone()]).is_some());
+        assert!(s.file(&key, std::slice::from_ref(&exe)).is_some());
         s.begin();
         let t2 = s.file(&FileKey::Path("b".into()), &[PathBuf::from("/nonexistent")]);
         assert!(t2.is_none());
