@@ -18,7 +18,7 @@ use common::run;
 use profpipe::config::Config;
 use profpipe::event::{Diagnostic, Event, Profile, RunEnd};
 use profpipe::process::Backoff;
-use profpipe::sources::perf::PerfSourceConfig;
+use profpipe::sources::perf::{CallGraph, PerfSourceConfig};
 use profpipe::telemetry::Telemetry;
 use profpipe::topology::RunningTopology;
 use profpipe::transforms::classify::ClassifyConfig;
@@ -362,6 +362,8 @@ async fn segfaulting_perf_script_keeps_its_samples_and_the_agent_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let (config, h) = pipeline(PerfSourceConfig {
         binary: segfaulting_perf(tmp.path()).to_string_lossy().into_owned(),
+        // Frame-pointer data is read in-process: only DWARF mode runs perf script.
+        call_graph: CallGraph::Dwarf,
         ..fast_source(2, 2)
     });
     let hot = start_hot(tmp.path(), 20);

@@ -6,6 +6,7 @@ pub mod flamegraph;
 pub mod folded;
 pub mod line;
 pub mod otlp;
+pub mod perf_data;
 pub mod perf_script;
 pub mod pprof;
 pub mod profile_json;

@@ -212,6 +212,11 @@ impl ComponentMetrics {
         super::DiskBufferMetrics::new(&self.families.disk, self.labels.clone())
     }
 
+    /// The metrics of this component's symbol caches (the perf source's).
+    pub fn symbol_cache(&self) -> super::SymbolCacheMetrics {
+        super::SymbolCacheMetrics::new(&self.families.symbols, &self.labels)
+    }
+
     pub fn set_buffer_max_bytes(&self, bytes: u64) {
         self.buffer_max_bytes.set(bytes.min(i64::MAX as u64) as i64);
     }

@@ -54,6 +54,7 @@ pub(super) struct Families {
     pub(super) request_duration: Family<ComponentLabels, Histogram, fn() -> Histogram>,
     pub(super) requests_in_flight: Family<ComponentLabels, Gauge>,
     pub(super) disk: DiskFamilies,
+    pub(super) symbols: super::symbol_cache::SymbolFamilies,
     pub(super) process: super::process::ProcessGauges,
 }
 

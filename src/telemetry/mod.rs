@@ -15,6 +15,7 @@ mod families;
 mod process;
 mod rate_limited;
 pub mod server;
+mod symbol_cache;
 
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +27,7 @@ pub use disk_buffer::DiskBufferMetrics;
 use families::{request_duration_histogram, Families};
 pub use families::{ComponentLabels, DiscardLabels, ProfilerErrorLabels};
 pub use rate_limited::RateLimited;
+pub use symbol_cache::{SymbolCacheFigures, SymbolCacheMetrics};
 
 /// All metric families of one agent. Cheap to clone.
 #[derive(Clone)]
@@ -63,6 +65,7 @@ impl Telemetry {
             requests_in_flight: Family::default(),
             process: process::ProcessGauges::default(),
             disk: Default::default(),
+            symbols: Default::default(),
             registry: Mutex::new(Registry::default()),
         };
         registry.register(
@@ -156,6 +159,7 @@ impl Telemetry {
             f.requests_in_flight.clone(),
         );
         f.disk.register(&mut registry);
+        f.symbols.register(&mut registry);
         f.process.register(&mut registry);
         *f.registry.lock().unwrap() = registry;
         Telemetry { inner: Arc::new(f) }

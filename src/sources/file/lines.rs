@@ -70,7 +70,9 @@ fn problems_of(stats: &FormatStats) -> Vec<(&'static str, u64)> {
 fn make(format: InputFormat, py_spy: &PySpyRawOptions) -> Box<dyn StackLineParser + Send> {
     match format {
         // perf text is folded downstream; this parser is never used for it.
-        InputFormat::PerfScript | InputFormat::Collapsed => Box::new(CollapsedReader::new()),
+        InputFormat::PerfScript | InputFormat::PerfData | InputFormat::Collapsed => {
+            Box::new(CollapsedReader::new())
+        }
         InputFormat::PySpyRaw => Box::new(PySpyRawReader::with_format(py_spy.clone())),
         InputFormat::Pyperf => Box::new(PyPerfReader::new()),
     }

@@ -4,7 +4,7 @@
 //! [sources.capture]
 //! type = "file"
 //! paths = ["captures/*.perf.txt"]   # globs; "-" is standard input
-//! format = "perf_script"            # perf_script | collapsed | py_spy_raw | pyperf
+//! format = "perf_script"            # perf_script | perf_data | collapsed | py_spy_raw | pyperf
 //! follow = false                    # true: tail growing files / directories of rotated files
 //! ```
 //!
@@ -13,7 +13,9 @@
 //! of `window` wall-clock time.
 //!
 //! `perf_script` input is forwarded as whole-record chunks for the `fold` transform;
-//! the line formats are parsed here into stacks.
+//! `perf_data` files (`perf record` output, either layout) are read and symbolized
+//! in-process into the same text ([`crate::formats::perf_data`]), one window per
+//! file (not with `follow`); the line formats are parsed here into stacks.
 //!
 //! In follow mode every piece read carries a delivery token, and read positions are
 //! kept in the state directory and advanced only past delivered bytes
@@ -53,6 +55,9 @@ pub const MAX_RECORD_CARRY: usize = 1 << 20;
 pub enum InputFormat {
     /// `perf script -F +pid` text; needs a `fold` transform downstream.
     PerfScript,
+    /// perf.data files, read in-process into `perf script` text; needs a `fold`
+    /// transform downstream.
+    PerfData,
     /// Folded lines `a;b;c 12`, with or without gProfiler's `# {json}` header and
     /// `idx;container;` prefix.
     Collapsed,
@@ -124,7 +129,7 @@ impl Default for FileSourceConfig {
 impl SourceConfig for FileSourceConfig {
     fn outputs(&self) -> crate::event::DataTypes {
         match self.format {
-            InputFormat::PerfScript => crate::event::DataTypes::PERF_SCRIPT,
+            InputFormat::PerfScript | InputFormat::PerfData => crate::event::DataTypes::PERF_SCRIPT,
             _ => crate::event::DataTypes::PROFILE,
         }
     }
@@ -133,6 +138,18 @@ impl SourceConfig for FileSourceConfig {
         let mut e = Vec::new();
         if self.paths.is_empty() {
             e.push(FieldError::new(&["paths"], "at least one path is required"));
+        }
+        if self.format == InputFormat::PerfData && self.follow {
+            e.push(FieldError::new(
+                &["follow"],
+                "perf_data files cannot be followed (each file is read whole, as one window)",
+            ));
+        }
+        if self.format == InputFormat::PerfData && self.paths.iter().any(|p| p == "-") {
+            e.push(FieldError::new(
+                &["paths"],
+                "perf_data cannot be read from standard input (\"-\"); give the file's path",
+            ));
         }
         if self.follow && self.paths.iter().any(|p| p == "-") {
             e.push(FieldError::new(
@@ -187,7 +204,7 @@ impl SourceConfig for FileSourceConfig {
     fn build(&self, cx: SourceContext) -> Result<Task, BuildError> {
         let profiler = self.profiler.clone().unwrap_or_else(|| {
             match self.format {
-                InputFormat::PerfScript => "perf",
+                InputFormat::PerfScript | InputFormat::PerfData => "perf",
                 InputFormat::PySpyRaw => "py-spy",
                 InputFormat::Pyperf => "pyperf",
                 InputFormat::Collapsed => "file",
@@ -222,6 +239,7 @@ impl SourceConfig for FileSourceConfig {
             metrics: cx.cx.metrics.clone(),
             shutdown: cx.cx.shutdown.clone(),
             config: self.clone(),
+            converter: None,
         };
         Ok(Box::pin(async move {
             match reader.run().await {
@@ -344,6 +362,8 @@ struct Reader {
     metrics: crate::telemetry::ComponentMetrics,
     shutdown: ShutdownSignal,
     config: FileSourceConfig,
+    /// `perf_data`: the reader, whose symbol caches serve every file.
+    converter: Option<crate::formats::perf_data::Converter>,
 }
 
 fn now_ms() -> u64 {
@@ -355,14 +375,14 @@ fn now_ms() -> u64 {
 impl Reader {
     fn unit(&self) -> Unit {
         match self.config.format {
-            InputFormat::PerfScript => Unit::Record,
+            InputFormat::PerfScript | InputFormat::PerfData => Unit::Record,
             _ => Unit::Line,
         }
     }
 
     fn max_carry(&self) -> usize {
         match self.config.format {
-            InputFormat::PerfScript => MAX_RECORD_CARRY,
+            InputFormat::PerfScript | InputFormat::PerfData => MAX_RECORD_CARRY,
             f => lines::max_carry(f),
         }
     }
@@ -425,7 +445,9 @@ impl Reader {
                 let window = Window::new(start, start + 1);
                 last_end = window.end_ms;
                 self.decoder.start_file();
-                let res = if path == "-" {
+                let res = if self.config.format == InputFormat::PerfData {
+                    self.read_perf_data(&path, window).await
+                } else if path == "-" {
                     self.read_stream(tokio::io::stdin(), window).await
                 } else {
                     match tokio::fs::File::open(&path).await {
@@ -445,6 +467,57 @@ impl Reader {
             }
         }
         Ok(())
+    }
+
+    /// Reads one perf.data file in-process on a blocking thread, sending its text on
+    /// as it comes.
+    async fn read_perf_data(&mut self, path: &str, window: Window) -> Result<(), Stop> {
+        use crate::formats::perf_data::{Converter, Symbolizer};
+        let mut converter = self
+            .converter
+            .take()
+            .unwrap_or_else(|| Converter::new(Symbolizer::default()));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let file = std::path::PathBuf::from(path);
+        let reader = tokio::task::spawn_blocking(move || {
+            let r = std::fs::File::open(&file)
+                .map_err(Into::into)
+                .and_then(|f| {
+                    converter.convert(std::io::BufReader::new(f), &mut |piece| {
+                        tx.blocking_send(Bytes::copy_from_slice(piece)).is_ok()
+                    })
+                });
+            (converter, r)
+        });
+        let mut sent = Ok(());
+        while let Some(piece) = rx.recv().await {
+            if let Err(e) = self
+                .emitter
+                .perf(window, piece, EventFinalizers::default())
+                .await
+            {
+                sent = Err(e);
+                break;
+            }
+        }
+        drop(rx);
+        let (converter, result) = reader
+            .await
+            .map_err(|e| Stop::Io(std::io::Error::other(e.to_string())))?;
+        self.converter = Some(converter);
+        sent?;
+        match result {
+            Ok(stats) => {
+                self.metrics
+                    .errors("perf_data_bad_records", stats.bad_records);
+                if stats.truncated {
+                    tracing::warn!(path = %path, "perf.data file ends early (truncated?); the samples before were read");
+                    self.metrics.errors("perf_data_truncated", 1);
+                }
+                Ok(())
+            }
+            Err(e) => Err(Stop::Io(std::io::Error::other(e.to_string()))),
+        }
     }
 
     async fn read_stream(

@@ -26,6 +26,19 @@ pub enum CallGraph {
     Dwarf,
 }
 
+/// Who turns a window's perf.data into `perf script` text.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Reader {
+    /// `perf script -F +pid --no-inline` under `script_timeout`.
+    #[default]
+    PerfScript,
+    /// profpipe's own reader (`formats::perf_data`), symbol caches kept across
+    /// windows; not yet the default: its live tests still have to pass on a quiet
+    /// machine.
+    InProcess,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PerfSourceConfig {
@@ -57,6 +70,13 @@ pub struct PerfSourceConfig {
     pub max_data_bytes: ByteSize,
     /// Longest one `perf script` run may take; it is killed past it.
     pub script_timeout: DurationStr,
+    /// How a window's perf.data becomes stacks: "perf_script" (run `perf script`) or
+    /// "in_process" (read and symbolize it in the agent; frame pointers only, DWARF
+    /// stacks always go through `perf script`).
+    pub reader: Reader,
+    /// Most bytes of symbol tables (ELF files, JIT perf maps) kept between windows
+    /// by the in-process reader; past it the least recently used are dropped.
+    pub symbol_cache: ByteSize,
     /// The perf program: a name looked up in `PATH`, or a path.
     pub binary: String,
     /// More arguments for `perf record`, added after the source's own (not `-o` or
@@ -120,6 +140,8 @@ impl Default for PerfSourceConfig {
             restart_after: DurationStr::from_secs(600),
             max_data_bytes: ByteSize::mib(512),
             script_timeout: DurationStr::from_secs(60),
+            reader: Reader::PerfScript,
+            symbol_cache: ByteSize::mib(128),
             binary: "perf".into(),
             extra_args: Vec::new(),
             backoff: Backoff::default(),

@@ -1,11 +1,10 @@
 //! Which perf event works on this host.
 //!
-//! Each candidate gets a short system-wide recording, then `perf script` must find
-//! at least one sample in it:
+//! Each candidate gets a short system-wide recording, which must hold at least one
+//! sample (counted in-process, no `perf script`):
 //!
 //! ```text
 //! perf record -F 11 -a -g [-e cpu-clock] -o <scratch>/discovery.data -- sleep 0.5
-//! perf script -F +pid --no-inline -i <scratch>/discovery.data
 //! ```
 //!
 //! Candidates in order: perf's default event (hardware `cycles` on bare metal), then
@@ -19,15 +18,12 @@ use crate::event::RunEnd;
 use crate::process::{ExitOutcome, SpawnError, Spec, Supervisor};
 
 use super::rotation::{self, DISCOVERY};
-use super::script::{count_samples, Script};
 
 /// The candidates; None is perf's default event.
 pub const CANDIDATES: [Option<&str>; 3] = [None, Some("cpu-clock"), Some("task-clock")];
 
 /// Deadline of one trial recording (it records for half a second).
 const RECORD_DEADLINE: Duration = Duration::from_secs(10);
-/// Deadline of the `perf script` of one trial.
-const SCRIPT_DEADLINE: Duration = Duration::from_secs(30);
 
 /// What discovery found.
 #[derive(Debug)]
@@ -110,21 +106,22 @@ async fn try_event(
             stderr: rec.stderr_tail,
         });
     }
-    let mut script = Script::start(supervisor, binary, file, SCRIPT_DEADLINE)
-        .await
-        .map_err(Trial::Spawn)?;
-    let mut samples = 0;
-    while let Some(piece) = script.next().await {
-        samples += count_samples(&piece);
+    let path = file.to_path_buf();
+    let counted =
+        tokio::task::spawn_blocking(move || crate::formats::perf_data::count_samples(&path))
+            .await
+            .unwrap_or(Ok(0));
+    match counted {
+        Ok(samples) if samples > 0 => Ok(samples),
+        Ok(_) => Err(Trial::Failed {
+            end: RunEnd::Exited(0),
+            stderr: format!("0 samples recorded; {}", rec.stderr_tail),
+        }),
+        Err(e) => Err(Trial::Failed {
+            end: RunEnd::Exited(0),
+            stderr: format!("{e}; {}", rec.stderr_tail),
+        }),
     }
-    let rep = script.finish().await;
-    if samples > 0 {
-        return Ok(samples);
-    }
-    Err(Trial::Failed {
-        end: run_end(rep.outcome),
-        stderr: format!("0 samples recorded; {}", rep.stderr_tail),
-    })
 }
 
 /// How a profiler run ended, for a diagnostic. A clean exit maps to `Exited(0)`.

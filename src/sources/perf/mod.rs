@@ -11,15 +11,21 @@
 //! max_data_bytes = "512MiB"  # ... or when its current perf.data passes this
 //! jit = { java = true, node = true, attach_timeout = "3s", window_budget = "5s", max_concurrent = 4 }
 //! discovery = { min_age = "10s" }   # which JVMs and Node.js processes `jit` looks at
+//! reader = "perf_script"    # or "in_process": read perf.data without `perf script` (fp only)
+//! symbol_cache = "128MiB"    # in_process: symbol tables kept between windows
 //! ```
 //!
 //! One long-running `perf record -a --switch-output=signal` writes into the source's
 //! scratch directory. At the end of every window the source sends it SIGUSR2, waits
-//! for the rotated `perf.data.<timestamp>`, runs `perf script -F +pid --no-inline` on
-//! it under a deadline, streams the text on in whole-record chunks (for `fold`),
-//! deletes the file and sends the window's watermark. Before `perf script`, every
-//! JVM discovery finds is asked to write its perf map, and Node.js processes are
-//! checked for theirs, so that JIT frames are named ([`jit`]).
+//! for the rotated `perf.data.<timestamp>`; every JVM discovery finds is asked to
+//! write its perf map, and Node.js processes are checked for theirs, so that JIT
+//! frames are named ([`jit`]). Then the file is turned into `perf script -F +pid
+//! --no-inline` text: by `perf script` under a deadline (`reader = "perf_script"`,
+//! the default for now), or in-process (`reader = "in_process"`,
+//! [`crate::formats::perf_data`], with symbol caches that live as long as the
+//! source; frame pointers only: DWARF stacks always go through `perf script`). The
+//! text is streamed on in whole-record chunks (for `fold`), the file deleted and the
+//! window's watermark sent.
 //!
 //! What gProfiler got wrong, and what this source does instead
 //! (`context/gprofiler-facts.md` §2):
@@ -64,7 +70,7 @@ use crate::window_clock::override_fields;
 
 use config::OWNED_ARGS;
 pub use config::{
-    CallGraph, JitConfig, PerfSourceConfig, MAX_CONCURRENT_ATTACHES, MAX_DWARF_FREQUENCY,
+    CallGraph, JitConfig, PerfSourceConfig, Reader, MAX_CONCURRENT_ATTACHES, MAX_DWARF_FREQUENCY,
     MAX_DWARF_STACK_SIZE,
 };
 
@@ -148,6 +154,7 @@ impl SourceConfig for PerfSourceConfig {
         for (field, b) in [
             ("restart_rss", self.restart_rss),
             ("max_data_bytes", self.max_data_bytes),
+            ("symbol_cache", self.symbol_cache),
         ] {
             if b.get() < 1024 * 1024 {
                 e.push(FieldError::new(

@@ -1,4 +1,5 @@
-//! One `perf script` run over a rotated data file, read as whole-record pieces.
+//! One `perf script` run over a rotated data file, read as whole-record pieces
+//! (`call_graph = "dwarf"` only; frame-pointer data is read in-process).
 //!
 //! ```text
 //! perf script -F +pid --no-inline -i <scratch>/perf.data.2026112615313890
@@ -77,31 +78,5 @@ impl Script {
     /// Waits for perf script to end and be reaped.
     pub async fn finish(self) -> ExitReport {
         self.child.wait().await
-    }
-}
-
-/// Number of sample records in a piece of `perf script` text: header lines are the
-/// ones that do not start with whitespace.
-///
-/// ```text
-/// swapper     0/0     [000]  3180.1141:   90909090 cpu-clock:ppp:     <- counted
-///         ffffffff81082227 mmput+0x57 ([kernel.kallsyms])
-/// ```
-pub fn count_samples(piece: &[u8]) -> u64 {
-    piece
-        .split(|&b| b == b'\n')
-        .filter(|l| l.first().is_some_and(|b| !b.is_ascii_whitespace()))
-        .count() as u64
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_header_lines_only() {
-        let text = b"a 1/1 [000] 1.0: 1 cpu-clock:\n\tffff f ([k])\n\nb 2/2 [001] 1.1: 1 cpu-clock:\n\tffff g ([k])\n\n";
-        assert_eq!(count_samples(text), 2);
-        assert_eq!(count_samples(b""), 0);
     }
 }

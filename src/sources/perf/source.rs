@@ -7,8 +7,8 @@
 //!         discover an event ─ none works → WARN + Diagnostic, FINISHED
 //!         start perf record (the recorder task)
 //! window: SIGUSR2 → wait ≤5 s for perf.data.<ts> → JVMs write their perf maps (≤
-//!         jit.window_budget) → perf script → chunks → delete file
-//!         → diagnostics of the window → Watermark(window end)
+//!         jit.window_budget) → perf script, or read it in-process (`reader`)
+//!         → chunks → delete file → diagnostics of the window → Watermark(window end)
 //! end:    (shutdown or the last of max_windows) stop perf → script its last file
 //!         → Watermark(FINISHED)
 //! ```
@@ -16,16 +16,19 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use crate::buffer::OutputClosed;
 use crate::component::{ComponentError, SourceContext};
 use crate::event::{ComponentId, ProcessLabels, RunEnd, Watermark, Window};
+use crate::formats::perf_data::{Converter, Symbolizer, SymbolizerLimits};
 use crate::process::{SpawnError, Spec, Stdout, Supervisor};
 use crate::sources::live::binary::{self, Search};
 use crate::sources::live::emitter::Emitter;
-use crate::telemetry::ComponentMetrics;
+use crate::telemetry::{ComponentMetrics, SymbolCacheFigures};
 use crate::window_clock::{Tick, WindowClock};
 
-use super::config::PerfSourceConfig;
+use super::config::{CallGraph, PerfSourceConfig, Reader};
 use super::events::{self, run_end, Discovered};
 use super::jit::{Jit, JVM_ATTACH};
 use super::recorder::{self, RecorderHandle, Settings};
@@ -56,6 +59,7 @@ pub async fn run(
         metrics: cx.metrics.clone(),
         binary: String::new(),
         jit,
+        converter: None,
     };
     let mut shutdown = cx.shutdown.clone();
     // Whatever happens, the scratch directory is left empty and FINISHED is sent
@@ -75,6 +79,9 @@ struct PerfTask {
     binary: String,
     /// Perf maps of JVMs, labels of JIT runtimes.
     jit: Jit,
+    /// The in-process reader and its symbol caches, kept across windows (None while
+    /// a file is being read on a blocking thread, or before the first one).
+    converter: Option<Converter>,
 }
 
 impl PerfTask {
@@ -221,7 +228,7 @@ impl PerfTask {
         true
     }
 
-    /// Scripts every rotated file into chunks of `window`, deleting each at once.
+    /// Turns every rotated file into chunks of `window`, deleting each at once.
     async fn deliver(
         &mut self,
         em: &mut Emitter,
@@ -229,11 +236,98 @@ impl PerfTask {
         process_labels: &ProcessLabels,
     ) -> Result<(), OutputClosed> {
         for file in rotation::rotated(&self.scratch) {
-            let r = self.script(em, window, &file, process_labels).await;
+            let r = match (self.config.reader, self.config.call_graph) {
+                (Reader::InProcess, CallGraph::Fp) => {
+                    self.read_in_process(em, window, &file, process_labels)
+                        .await
+                }
+                _ => self.script(em, window, &file, process_labels).await,
+            };
             rotation::remove(&file);
             r?;
         }
         Ok(())
+    }
+
+    /// Reads one data file in-process on a blocking thread, streaming its text on
+    /// as it comes (a full pipeline slows the reader down, as it did `perf script`).
+    async fn read_in_process(
+        &mut self,
+        em: &mut Emitter,
+        window: Window,
+        file: &Path,
+        process_labels: &ProcessLabels,
+    ) -> Result<(), OutputClosed> {
+        let started = Instant::now();
+        let limits = SymbolizerLimits {
+            max_bytes: usize::try_from(self.config.symbol_cache.get()).unwrap_or(usize::MAX),
+            ..SymbolizerLimits::default()
+        };
+        let mut converter = self
+            .converter
+            .take()
+            .unwrap_or_else(|| Converter::new(Symbolizer::new(limits)));
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let path = file.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || {
+            let r = std::fs::File::open(&path)
+                .map_err(Into::into)
+                .and_then(|f| {
+                    converter.convert(std::io::BufReader::new(f), &mut |piece| {
+                        tx.blocking_send(Bytes::copy_from_slice(piece)).is_ok()
+                    })
+                });
+            (converter, r)
+        });
+        let mut sent = Ok(());
+        while let Some(piece) = rx.recv().await {
+            if let Err(e) = em.chunk(window, piece, process_labels.clone()).await {
+                sent = Err(e);
+                break;
+            }
+        }
+        // Dropping the receiver stops a reader still sending.
+        drop(rx);
+        let Ok((converter, result)) = reader.await else {
+            // The reader panicked: a bug, but the next window starts afresh.
+            self.metrics.errors("perf_data_reader_panicked", 1);
+            return sent;
+        };
+        let cache = converter.symbolizer.stats();
+        self.converter = Some(converter);
+        self.metrics.symbol_cache().report(&SymbolCacheFigures {
+            bytes: cache.bytes,
+            kernel_bytes: cache.kernel_bytes,
+            files: cache.files,
+            perf_maps: cache.perf_maps,
+            hits: cache.hits,
+            misses: cache.misses,
+            evictions: cache.evictions,
+            load_failures: cache.load_failures,
+        });
+        match result {
+            Ok(stats) => {
+                tracing::debug!(
+                    samples = stats.samples,
+                    unique_frames = stats.unique_frames,
+                    lost = stats.lost_samples,
+                    cache_bytes = cache.bytes,
+                    cache_files = cache.files,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "perf data read"
+                );
+                self.metrics
+                    .errors("perf_data_bad_records", stats.bad_records);
+                if stats.truncated {
+                    self.metrics.errors("perf_data_truncated", 1);
+                }
+            }
+            Err(e) => {
+                tracing::info!(error = %e, file = %file.display(), "cannot read a perf data file; its samples are lost");
+                self.metrics.errors("perf_data_unreadable", 1);
+            }
+        }
+        sent
     }
 
     async fn script(
