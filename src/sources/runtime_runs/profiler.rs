@@ -11,8 +11,8 @@ use crate::event::Stack;
 use crate::formats::line::FormatStats;
 use crate::process::{DiscoveryConfig, Runtime};
 use crate::sources::live::binary::{self, Search};
-use crate::telemetry::ComponentMetrics;
 use crate::sources::runtime_sampler::{FrameStyle, Kind, Options};
+use crate::telemetry::ComponentMetrics;
 
 /// Added to a run's duration to get its deadline (gProfiler: duration + 10 s).
 pub const EXTRA_DEADLINE: Duration = Duration::from_secs(10);

@@ -616,7 +616,7 @@ impl Driver {
                     finalizers: Default::default(),
                     window,
                     labels: labels.clone(),
-                    stacks,
+                    stacks: stacks.into(),
                 });
                 if out.send(ev).await.is_err() {
                     return true;
