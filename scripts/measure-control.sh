@@ -42,7 +42,7 @@ config() { # interval sink-dir
   cat > "$out/config.toml" <<TOML
 [control]
 server = "http://127.0.0.1:$port"
-token_file = "$out/token"
+token = { file = "$out/token" }
 service = "measure"
 interval = "$1"
 

@@ -105,7 +105,7 @@ pub fn read_heartbeat_reply(
     static TEMPLATE: OnceLock<plan::Template> = OnceLock::new();
     let template = TEMPLATE.get_or_init(|| plan::Template {
         control: toml::from_str(
-            "server = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\nservice = \"svc\"\n",
+            "server = \"http://127.0.0.1:1\"\ntoken = { env = \"T\" }\nservice = \"svc\"\n",
         )
         .expect("a valid [control] table"),
         agent: Some(toml::from_str("state_dir = \"/nonexistent/profpipe-fuzz\"").expect("a table")),
