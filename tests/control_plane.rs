@@ -912,7 +912,7 @@ fn continuous_and_ad_hoc_side_by_side_and_stop_ends_both() {
     let setup = Setup::new();
     let studio = Studio::start(&setup.path("profiles"));
     let extra = format!(
-        "[control.sources.py_spy]\nbinary = \"{py_spy}\"\n\
+        "[control.sources.py_spy]\nbinary = \"{py_spy}\"\nmode = \"per_window\"\n\
          discovery = {{ min_age = \"0s\", allow_cmdline = [\"{marker}\"] }}\n"
     );
     setup.write_config_with(&studio.url(), "profiles", "200ms", &extra);
