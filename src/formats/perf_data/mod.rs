@@ -11,11 +11,13 @@
 //! What it cannot reproduce exactly is listed in the README ("Known differences from
 //! `perf script`").
 
+mod background;
 mod convert;
 pub mod process;
 pub mod symbols;
 mod text_reader;
 
+pub use background::convert_file;
 pub use convert::{ConvertStats, Converter, PIECE_BYTES};
 pub use symbols::{CacheStats, Symbolizer, SymbolizerLimits};
 pub use text_reader::TextReader;

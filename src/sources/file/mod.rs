@@ -473,22 +473,12 @@ impl Reader {
     /// as it comes.
     async fn read_perf_data(&mut self, path: &str, window: Window) -> Result<(), Stop> {
         use crate::formats::perf_data::{Converter, Symbolizer};
-        let mut converter = self
+        let converter = self
             .converter
             .take()
             .unwrap_or_else(|| Converter::new(Symbolizer::default()));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let file = std::path::PathBuf::from(path);
-        let reader = tokio::task::spawn_blocking(move || {
-            let r = std::fs::File::open(&file)
-                .map_err(Into::into)
-                .and_then(|f| {
-                    converter.convert(std::io::BufReader::new(f), &mut |piece| {
-                        tx.blocking_send(Bytes::copy_from_slice(piece)).is_ok()
-                    })
-                });
-            (converter, r)
-        });
+        let (mut rx, reader) =
+            crate::formats::perf_data::convert_file(converter, std::path::PathBuf::from(path));
         let mut sent = Ok(());
         while let Some(piece) = rx.recv().await {
             if let Err(e) = self

@@ -16,8 +16,6 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use crate::buffer::OutputClosed;
 use crate::component::{ComponentError, SourceContext};
 use crate::event::{ComponentId, ProcessLabels, RunEnd, Watermark, Window};
@@ -263,22 +261,12 @@ impl PerfTask {
             max_bytes: usize::try_from(self.config.symbol_cache.get()).unwrap_or(usize::MAX),
             ..SymbolizerLimits::default()
         };
-        let mut converter = self
+        let converter = self
             .converter
             .take()
             .unwrap_or_else(|| Converter::new(Symbolizer::new(limits)));
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let path = file.to_path_buf();
-        let reader = tokio::task::spawn_blocking(move || {
-            let r = std::fs::File::open(&path)
-                .map_err(Into::into)
-                .and_then(|f| {
-                    converter.convert(std::io::BufReader::new(f), &mut |piece| {
-                        tx.blocking_send(Bytes::copy_from_slice(piece)).is_ok()
-                    })
-                });
-            (converter, r)
-        });
+        let (mut rx, reader) =
+            crate::formats::perf_data::convert_file(converter, file.to_path_buf());
         let mut sent = Ok(());
         while let Some(piece) = rx.recv().await {
             if let Err(e) = em.chunk(window, piece, process_labels.clone()).await {
